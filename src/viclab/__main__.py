@@ -1,0 +1,3 @@
+from viclab.cli import main
+
+raise SystemExit(main())

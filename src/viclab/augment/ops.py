@@ -1,0 +1,168 @@
+"""Batched image operations with per-image parameters.
+
+Images are float ``(B, C, H, W)`` in ``[0, 1]`` unless stated; every parameter
+tensor has a leading batch dimension. The formulas follow torchvision's tensor
+transforms (colour ops, Gaussian kernel, crop sampling) so recipes written for
+torchvision mean the same thing here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# ITU-R 601-2 luma, as torchvision's rgb_to_grayscale.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def grayscale(x: Tensor) -> Tensor:
+    """``(B, 3, H, W)`` -> ``(B, 1, H, W)`` luma."""
+    r, g, b = x.unbind(1)
+    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(1)
+
+
+def _blend(x: Tensor, other: Tensor, factor: Tensor) -> Tensor:
+    f = factor.view(-1, 1, 1, 1)
+    return (f * x + (1 - f) * other).clamp_(0, 1)
+
+
+def adjust_brightness(x: Tensor, factor: Tensor) -> Tensor:
+    """Scale intensities by ``factor`` ``(B,)``."""
+    return _blend(x, torch.zeros_like(x[:, :1]), factor)
+
+
+def adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
+    """Blend with each image's mean luma by ``factor`` ``(B,)``."""
+    mean = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+    return _blend(x, mean, factor)
+
+
+def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
+    """Blend with the image's own grayscale version by ``factor`` ``(B,)``."""
+    return _blend(x, grayscale(x), factor)
+
+
+def rgb_to_hsv(x: Tensor) -> Tensor:
+    """``(B, 3, H, W)`` RGB in [0, 1] -> HSV with hue in [0, 1)."""
+    r, g, b = x.unbind(1)
+    maxc, _ = x.max(1)
+    minc, _ = x.min(1)
+    delta = maxc - minc
+    v = maxc
+    s = delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc))
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(delta > 0, (h / 6.0) % 1.0, torch.zeros_like(h))
+    return torch.stack((h, s, v), 1)
+
+
+def hsv_to_rgb(x: Tensor) -> Tensor:
+    """Inverse of :func:`rgb_to_hsv`."""
+    h, s, v = x.unbind(1)
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.long() % 6
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    # For each sextant i, (r, g, b) is a fixed choice among (v, t, p, q).
+    cand = torch.stack((v, q, p, p, t, v, t, v, v, q, p, p, p, p, t, v, v, q), 1).view(
+        x.shape[0], 3, 6, *x.shape[2:])
+    return cand.gather(2, i.unsqueeze(1).unsqueeze(2).expand(-1, 3, 1, -1, -1)).squeeze(2)
+
+
+def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
+    """Rotate hue by ``shift`` ``(B,)`` in [-0.5, 0.5] (fraction of the colour wheel)."""
+    hsv = rgb_to_hsv(x)
+    h = (hsv[:, 0] + shift.view(-1, 1, 1)) % 1.0
+    return hsv_to_rgb(torch.stack((h, hsv[:, 1], hsv[:, 2]), 1))
+
+
+def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
+    """Separable Gaussian blur with per-image ``sigma`` ``(B,)``, reflect padding.
+
+    ``sigma = 0`` gives the identity (a delta kernel), which lets a caller blur
+    only some images of a batch without indexing.
+    """
+    r = kernel_size // 2
+    if r == 0:
+        return x
+    offsets = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
+    s = sigma.to(x.dtype).view(-1, 1)
+    w = torch.where(s > 0, torch.exp(-0.5 * (offsets / s.clamp_min(1e-12)) ** 2),
+                    (offsets == 0).to(x.dtype).expand(s.shape[0], -1))
+    w = (w / w.sum(1, keepdim=True)).view(-1, 1, 1, 1, kernel_size)
+    xp = F.pad(x, (r, r, r, r), mode="reflect")
+    h, wd = x.shape[-2:]
+    # Horizontal then vertical pass: a weighted sum of shifted copies.
+    tmp = sum(w[..., k] * xp[..., :, k:k + wd] for k in range(kernel_size))
+    return sum(w[..., k] * tmp[..., k:k + h, :] for k in range(kernel_size))
+
+
+def solarize(x: Tensor, apply: Tensor, threshold: float = 0.5) -> Tensor:
+    """Invert pixels ``>= threshold`` in the images where ``apply`` ``(B,)`` is true."""
+    flip = apply.view(-1, 1, 1, 1) & (x >= threshold)
+    return torch.where(flip, 1.0 - x, x)
+
+
+def crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
+               generator: torch.Generator | None, device: torch.device, attempts: int = 10) -> Tensor:
+    """Sample RandomResizedCrop boxes as torchvision does, for ``n`` images at once.
+
+    Each image gets ``attempts`` candidate (area, log-aspect) draws; the first one that
+    fits is used, else the central crop with the aspect clamped into ``ratio``.
+
+    Returns:
+        ``(n, 4)`` float tensor of ``(top, left, h, w)`` in pixels.
+    """
+    area = height * width
+    u = torch.rand(n, attempts, 4, generator=generator, device=device)
+    target = area * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
+    w = torch.round(torch.sqrt(target * aspect))
+    h = torch.round(torch.sqrt(target / aspect))
+    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = ok.float().argmax(1, keepdim=True)  # index of first True (0 if none)
+    pick = lambda t: t.gather(1, first).squeeze(1)  # noqa: E731
+    w, h, u_top, u_left = pick(w), pick(h), pick(u[..., 2]), pick(u[..., 3])
+    top = torch.floor(u_top * (height - h + 1))
+    left = torch.floor(u_left * (width - w + 1))
+    # Fallback: whole image, aspect clamped into [ratio[0], ratio[1]], centred.
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        fw, fh = width, round(width / ratio[0])
+    elif in_ratio > ratio[1]:
+        fw, fh = round(height * ratio[1]), height
+    else:
+        fw, fh = width, height
+    fallback = torch.tensor([(height - fh) // 2, (width - fw) // 2, fh, fw], device=device, dtype=torch.float32)
+    boxes = torch.stack((top, left, h, w), 1)
+    return torch.where(ok.any(1, keepdim=True), boxes, fallback)
+
+
+def resized_crop(x: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tensor:
+    """Crop ``boxes`` ``(B, 4)`` = (top, left, h, w), resize to ``size``, mirror where ``flip``.
+
+    One ``affine_grid``/``grid_sample`` call for the batch; bilinear, pixel centres
+    aligned as ``interpolate(..., align_corners=False)``.
+    """
+    b, _, height, width = x.shape
+    top, left, h, w = boxes.to(x.dtype).unbind(1)
+    sx = w / width * torch.where(flip, -1.0, 1.0).to(x.dtype)
+    sy = h / height
+    tx = (2 * left + w) / width - 1
+    ty = (2 * top + h) / height - 1
+    zero = torch.zeros_like(sx)
+    theta = torch.stack((torch.stack((sx, zero, tx), 1), torch.stack((zero, sy, ty), 1)), 1)
+    grid = F.affine_grid(theta, [b, x.shape[1], size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def normalize(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """Per-channel ``(x - mean) / std`` for ``(B, C, H, W)``."""
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - m) / s

@@ -1,0 +1,297 @@
+"""Typed run configuration: one frozen dataclass per concern, one home per default.
+
+A config is built from a preset, then a TOML file, then ``section.field=value``
+overrides, in that order. Every run writes the resolved result as JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from viclab.errors import ViclabError
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.247, 0.243, 0.261)
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ViclabError(message)
+
+
+def _prob(name: str, p: float) -> None:
+    _check(0.0 <= p <= 1.0, f"{name}={p} is not a probability; use a value in [0, 1]")
+
+
+def _interval(name: str, lo_hi: tuple[float, float], lo: float, hi: float) -> None:
+    a, b = lo_hi
+    _check(lo <= a <= b <= hi, f"{name}={lo_hi} must satisfy {lo} <= min <= max <= {hi}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images to train on and where they live."""
+
+    dataset: str = "cifar10"
+    # None: $VICLAB_DATA, else the user cache dir (see viclab.data.paths).
+    data_dir: str | None = None
+    # Use only the first N training images (0 = all): for smoke runs and tests.
+    subset: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.subset >= 0, f"data.subset={self.subset} must be >= 0 (0 = all images)")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The view distribution T. Defaults are the exercise's (spec §2).
+
+    Probabilities are per image; ``jitter_p = 1`` means colour jitter always applies.
+    """
+
+    size: int = 32
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip_p: float = 0.5
+    jitter_p: float = 1.0
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    blur_kernel: int = 3
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
+    mean: tuple[float, float, float] = CIFAR_MEAN
+    std: tuple[float, float, float] = CIFAR_STD
+
+    def __post_init__(self) -> None:
+        _check(self.size > 0, f"augment.size={self.size} must be > 0")
+        _interval("augment.crop_scale", self.crop_scale, 1e-6, 1.0)
+        _interval("augment.crop_ratio", self.crop_ratio, 1e-6, float("inf"))
+        for name in ("hflip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
+            _prob(f"augment.{name}", getattr(self, name))
+        for name in ("brightness", "contrast", "saturation"):
+            _check(getattr(self, name) >= 0, f"augment.{name} must be >= 0")
+        _check(0 <= self.hue <= 0.5, f"augment.hue={self.hue} must be in [0, 0.5]")
+        _check(self.blur_kernel >= 1 and self.blur_kernel % 2 == 1,
+               f"augment.blur_kernel={self.blur_kernel} must be a positive odd integer")
+        _interval("augment.blur_sigma", self.blur_sigma, 1e-6, float("inf"))
+        _check(len(self.mean) == 3 and len(self.std) == 3 and min(self.std) > 0,
+               "augment.mean and augment.std need 3 values each, std > 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder f (a registered backbone) and projector h."""
+
+    backbone: str = "exercise_resnet18"
+    # Hidden and output widths of the projector MLP, e.g. "512-512-512" (spec §2).
+    projector: str = "512-512-512"
+    channels_last: bool = True
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """VICReg coefficients (spec §1): lambda, mu, nu, gamma, eps and the variant."""
+
+    inv_weight: float = 25.0
+    var_weight: float = 25.0
+    cov_weight: float = 1.0
+    gamma: float = 1.0
+    eps: float = 1e-4
+    variant: str = "spec"
+    gather_distributed: bool = False
+
+    def __post_init__(self) -> None:
+        _check(self.variant in ("spec", "official"),
+               f"loss.variant={self.variant!r} is unknown; use 'spec' or 'official'")
+        _check(self.eps > 0, f"loss.eps={self.eps} must be > 0")
+        for name in ("inv_weight", "var_weight", "cov_weight"):
+            _check(getattr(self, name) >= 0, f"loss.{name} must be >= 0")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and learning-rate schedule (exercise: constant-rate Adam)."""
+
+    name: str = "adam"
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-6
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.name in ("adam", "adamw"), f"optim.name={self.name!r} is unknown; use 'adam' or 'adamw'")
+        _check(self.schedule in ("constant", "cosine"),
+               f"optim.schedule={self.schedule!r} is unknown; use 'constant' or 'cosine'")
+        _check(self.lr > 0, f"optim.lr={self.lr} must be > 0")
+        _check(self.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Loop length, batch, seed, and where and how precisely to compute."""
+
+    epochs: int = 30
+    batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    eval_test: bool = True  # the three terms on the test set once per epoch
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, f"train.epochs={self.epochs} must be >= 1")
+        _check(self.batch_size >= 2, f"train.batch_size={self.batch_size} must be >= 2 (variance needs 2 samples)")
+        _check(self.precision in ("auto", "fp32", "bf16"),
+               f"train.precision={self.precision!r} is unknown; use auto, fp32 or bf16")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that determines a training run's numbers."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        return apply_mapping(Config(), d, origin="config")
+
+
+PRESETS: dict[str, Config] = {
+    # Spec §2 exactly.
+    "exercise": Config(),
+    # A small net that learns useful features in minutes on a 2-core CPU.
+    "cpu": Config(
+        model=ModelConfig(backbone="small_cnn", projector="1024-1024"),
+        optim=OptimConfig(name="adamw", lr=2e-3, weight_decay=1e-4, schedule="cosine", warmup_epochs=1.0),
+        train=TrainConfig(epochs=10, batch_size=256),
+    ),
+}
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ViclabError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a TOML value or a command-line string to the field's declared type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(value, inner, key)
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        if len(items) != len(args):
+            raise ViclabError(f"{key} needs {len(args)} comma-separated values, got {value!r}")
+        return tuple(_coerce(v, a, key) for v, a in zip(items, args))
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if tp is int:
+            if isinstance(value, float) or (isinstance(value, str) and not value.strip().lstrip("-").isdigit()):
+                raise ValueError
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise ViclabError(f"{key}: unsupported type {tp}")
+    raise ViclabError(f"{key}={value!r} is not a valid {getattr(tp, '__name__', tp)}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def apply_mapping(cfg: Config, mapping: dict[str, Any], origin: str) -> Config:
+    """Return ``cfg`` with the sections/fields in ``mapping`` replaced (types coerced)."""
+    sections = {f.name: f for f in fields(Config)}
+    updates = {}
+    for sec_name, values in mapping.items():
+        if sec_name not in sections:
+            raise ViclabError(f"unknown config section {sec_name!r} in {origin}; valid: {', '.join(sections)}")
+        if not isinstance(values, dict):
+            raise ViclabError(f"config section {sec_name!r} in {origin} must be a table of fields")
+        sec = getattr(cfg, sec_name)
+        hints = _hints(type(sec))
+        changes = {}
+        for key, value in values.items():
+            if key not in hints:
+                raise ViclabError(f"unknown config key '{sec_name}.{key}' in {origin}; valid: "
+                                  + ", ".join(f"{sec_name}.{k}" for k in hints))
+            changes[key] = _coerce(value, hints[key], f"{sec_name}.{key}")
+        updates[sec_name] = replace(sec, **changes)
+    return replace(cfg, **updates)
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, str]]:
+    """Turn ``["optim.lr=1e-3", ...]`` into ``{"optim": {"lr": "1e-3"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        sec, dot, name = key.strip().partition(".")
+        if not sep or not dot or not name:
+            raise ViclabError(f"cannot read override {item!r}; write section.field=value, e.g. optim.lr=1e-3")
+        out.setdefault(sec, {})[name] = value.strip()
+    return out
+
+
+def load_toml(path: str | Path) -> tuple[str | None, dict[str, Any]]:
+    """Read a TOML config file: an optional top-level ``preset`` and section tables."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ViclabError(f"config file {path} does not exist; check the path") from None
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ViclabError(f"cannot read config file {path}: {e}") from None
+    preset = data.pop("preset", None)
+    return preset, data
+
+
+def resolve_config(preset: str | None = None, toml_path: str | None = None,
+                   overrides: list[str] | None = None, base: Config | None = None) -> Config:
+    """Preset (or ``base``), then TOML file, then command-line overrides (later wins)."""
+    file_preset, file_values = load_toml(toml_path) if toml_path else (None, {})
+    cfg = base if base is not None and not (preset or file_preset) else get_preset(preset or file_preset or "exercise")
+    if file_values:
+        cfg = apply_mapping(cfg, file_values, origin=str(toml_path))
+    if overrides:
+        cfg = apply_mapping(cfg, parse_overrides(overrides), origin="the command line")
+    return cfg

@@ -1,0 +1,73 @@
+"""Where data lives, and checksummed downloads from the publishers' locations."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from viclab.errors import ViclabError
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """``data_dir`` if given, else ``$VICLAB_DATA``, else ``$XDG_CACHE_HOME/viclab`` (~/.cache/viclab)."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    if os.environ.get("VICLAB_DATA"):
+        return Path(os.environ["VICLAB_DATA"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "viclab"
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(urls: list[str], dest: Path, md5: str, hint: str) -> Path:
+    """Fetch ``dest`` from the first URL that works and verify its MD5.
+
+    The file is written to ``dest.part`` and renamed only once its checksum
+    matches, so an interrupted or corrupt download never looks complete.
+
+    Args:
+        urls: mirrors to try in order.
+        dest: final path.
+        md5: published checksum.
+        hint: what to tell the user when no URL can be reached (where to put files).
+    """
+    from tqdm import tqdm
+
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ViclabError(f"cannot create data directory {dest.parent} ({e.strerror}); "
+                          "pass --data-dir or set VICLAB_DATA to a writable folder") from None
+    part = dest.with_name(dest.name + ".part")
+    errors = []
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as r, open(part, "wb") as f:
+                total = int(r.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
+                    while block := r.read(1 << 16):
+                        f.write(block)
+                        bar.update(len(block))
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            errors.append(f"{url}: {getattr(e, 'reason', e)}")
+            part.unlink(missing_ok=True)
+            continue
+        got = md5sum(part)
+        if got != md5:
+            part.unlink(missing_ok=True)
+            errors.append(f"{url}: md5 {got} != published {md5}")
+            continue
+        shutil.move(part, dest)
+        return dest
+    raise ViclabError(f"cannot download {dest.name} ({'; '.join(errors)}); {hint}")

@@ -1,0 +1,51 @@
+"""The in-memory dataset type every loader returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A whole split in memory.
+
+    Attributes:
+        images: ``(N, C, H, W)`` uint8.
+        labels: ``(N,)`` int64 class indices.
+        classes: class names, ``classes[label]``.
+    """
+
+    images: Tensor
+    labels: Tensor
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def subset(self, n: int) -> ImageData:
+        """The first ``n`` images (all if ``n`` is 0 or larger than the split)."""
+        if n <= 0 or n >= len(self):
+            return self
+        return ImageData(self.images[:n], self.labels[:n], self.classes)
+
+    def to_rgb(self, size: int) -> ImageData:
+        """3-channel ``size x size`` images: grayscale is repeated to RGB and a smaller
+        image is zero-padded symmetrically (spec §2: MNIST 28x28 -> 32x32 by 2 px);
+        a larger one is resized (bilinear, antialiased).
+        """
+        x = self.images
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        h, w = x.shape[-2:]
+        if (h, w) != (size, size):
+            if h <= size and w <= size and (size - h) % 2 == 0 and (size - w) % 2 == 0:
+                ph, pw = (size - h) // 2, (size - w) // 2
+                x = F.pad(x, (pw, pw, ph, ph))
+            else:
+                x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True,
+                                  align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+        return ImageData(x.contiguous(), self.labels, self.classes)

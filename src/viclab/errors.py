@@ -1,0 +1,9 @@
+"""The one exception type a user ever sees (as ``viclab: error: ...``)."""
+
+
+class ViclabError(Exception):
+    """A user mistake or an unmet precondition, explained in one line.
+
+    The CLI prints ``viclab: error: <message>`` and exits with code 2; the message
+    names the problem and the fix. Library callers can catch it like any error.
+    """

@@ -1,0 +1,5 @@
+"""Self-supervised objectives built from public pure term functions."""
+
+from viclab.losses.vicreg import VICRegLoss, VICRegTerms, covariance, invariance, variance
+
+__all__ = ["VICRegLoss", "VICRegTerms", "covariance", "invariance", "variance"]

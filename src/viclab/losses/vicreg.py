@@ -1,0 +1,131 @@
+"""The VICReg objective (spec §1) as pure term functions plus a thin module.
+
+Shapes: ``z`` and ``z_prime`` are ``(B, d)`` projector outputs of two views.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from viclab.runtime import get_world_size
+
+
+def invariance(z: Tensor, z_prime: Tensor) -> Tensor:
+    """Mean squared error over all ``B*d`` entries: ``(1/B) sum_i MSE(z_i, z'_i)``.
+
+    Args:
+        z: ``(B, d)`` projections of the first view.
+        z_prime: ``(B, d)`` projections of the second view.
+
+    Returns:
+        Scalar tensor.
+    """
+    return (z - z_prime).pow(2).mean()
+
+
+def variance(z: Tensor, gamma: float = 1.0, eps: float = 1e-4, variant: str = "spec") -> Tensor:
+    """Hinge on the per-dimension standard deviation: ``(1/d) sum_j max(0, gamma - sigma_j)``.
+
+    ``variant="spec"`` uses ``sigma_j = sqrt(Var_j) + eps``; ``"official"`` (the
+    facebookresearch/vicreg code) uses ``sqrt(Var_j + eps)``. Var uses 1/(B-1).
+
+    Args:
+        z: ``(B, d)`` projections, ``B >= 2``.
+
+    Returns:
+        Scalar tensor.
+    """
+    var = z.var(dim=0, unbiased=True)
+    sigma = var.add(eps).sqrt() if variant == "official" else var.sqrt().add(eps)
+    return torch.relu(gamma - sigma).mean()
+
+
+def covariance(z: Tensor) -> Tensor:
+    """Sum of squared off-diagonal covariances over d: ``(1/d) sum_{i!=j} C(Z)_ij^2``.
+
+    Args:
+        z: ``(B, d)`` projections, ``B >= 2``.
+
+    Returns:
+        Scalar tensor.
+    """
+    b, d = z.shape
+    zc = z - z.mean(dim=0)
+    cov = (zc.T @ zc) / (b - 1)
+    # sum of squares of all entries minus the diagonal's: avoids building a mask.
+    return (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / d
+
+
+def gather_with_grad(z: Tensor) -> Tensor:
+    """Concatenate ``z`` from all processes along dim 0, keeping gradients.
+
+    With no process group (or world size 1) this is the identity.
+    """
+    if get_world_size() == 1:
+        return z
+    from torch.distributed.nn.functional import all_gather  # differentiable all-gather
+
+    return torch.cat(all_gather(z), dim=0)
+
+
+def _at_least_fp32(z: Tensor) -> Tensor:
+    return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+
+
+class VICRegTerms(NamedTuple):
+    """The weighted total and the three unweighted terms (each summed over both views)."""
+
+    loss: Tensor
+    invariance: Tensor
+    variance: Tensor
+    covariance: Tensor
+
+
+class VICRegLoss(nn.Module):
+    """``L = lambda*inv + mu*[var(Z)+var(Z')] + nu*[cov(Z)+cov(Z')]`` (spec §1).
+
+    In the ``official`` variant the variance part is halved; the reported
+    ``variance`` term is then ``[var(Z)+var(Z')]/2`` so that ``loss`` is always
+    ``inv_weight*invariance + var_weight*variance + cov_weight*covariance``.
+
+    Args:
+        inv_weight: lambda.
+        var_weight: mu.
+        cov_weight: nu.
+        gamma: target standard deviation.
+        eps: numerical stabiliser in sigma.
+        variant: ``"spec"`` or ``"official"``.
+        gather_distributed: compute variance and covariance on the batch gathered
+            from all processes (gradients flow back to each process's slice), so N
+            processes of batch b match one process of batch N*b. Off: local batch.
+    """
+
+    def __init__(self, inv_weight: float = 25.0, var_weight: float = 25.0, cov_weight: float = 1.0,
+                 gamma: float = 1.0, eps: float = 1e-4, variant: str = "spec",
+                 gather_distributed: bool = False) -> None:
+        super().__init__()
+        if variant not in ("spec", "official"):
+            raise ValueError(f"variant must be 'spec' or 'official', got {variant!r}")
+        self.inv_weight, self.var_weight, self.cov_weight = inv_weight, var_weight, cov_weight
+        self.gamma, self.eps, self.variant = gamma, eps, variant
+        self.gather_distributed = gather_distributed
+
+    def forward(self, z: Tensor, z_prime: Tensor) -> VICRegTerms:
+        """Args: ``z``, ``z_prime``: ``(B, d)``. Returns :class:`VICRegTerms` of scalars."""
+        # Loss statistics in fp32 even under autocast: variance/covariance of bf16
+        # activations lose too many digits.
+        z, z_prime = _at_least_fp32(z), _at_least_fp32(z_prime)
+        inv = invariance(z, z_prime)
+        if self.gather_distributed and dist.is_available() and dist.is_initialized():
+            z, z_prime = gather_with_grad(z), gather_with_grad(z_prime)
+        var = (variance(z, self.gamma, self.eps, self.variant)
+               + variance(z_prime, self.gamma, self.eps, self.variant))
+        if self.variant == "official":
+            var = var / 2
+        cov = covariance(z) + covariance(z_prime)
+        loss = self.inv_weight * inv + self.var_weight * var + self.cov_weight * cov
+        return VICRegTerms(loss, inv, var, cov)

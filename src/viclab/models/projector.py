@@ -1,0 +1,32 @@
+"""Projector MLP h built from a width spec such as ``"512-512-512"``."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from viclab.errors import ViclabError
+
+
+def build_projector(in_dim: int, spec: str) -> tuple[nn.Module, int]:
+    """``Linear -> BN -> ReLU`` for every width but the last, then a plain ``Linear``.
+
+    Args:
+        in_dim: representation width (the backbone's ``feature_dim``).
+        spec: dash-separated widths, e.g. ``"512-512-512"`` (spec §2's projector).
+
+    Returns:
+        ``(module, out_dim)``; the module maps ``(B, in_dim) -> (B, out_dim)``.
+    """
+    try:
+        widths = [int(w) for w in spec.split("-")]
+    except ValueError:
+        widths = []
+    if not widths or min(widths) < 1:
+        raise ViclabError(f"model.projector={spec!r} is not a width list; write e.g. 512-512-512")
+    layers: list[nn.Module] = []
+    dims = [in_dim, *widths]
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(widths) - 1:
+            layers += [nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers), widths[-1]

@@ -1,0 +1,91 @@
+"""ResNet-18 variants with torchvision's parameter names (so its weights load).
+
+Layout mirrors ``torchvision.models.resnet18``: ``conv1, bn1, relu, maxpool,
+layer1..layer4 (BasicBlock: conv1, bn1, conv2, bn2, downsample.0/1), avgpool, fc``.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with an identity (or 1x1-projected) shortcut."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_planes != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 trunk with a configurable stem, ``fc`` and optional ``head``.
+
+    Args:
+        stem: ``"exercise"``: Conv2d(3, 64, 3, stride 1, padding 0, bias) and no
+            max-pool (spec §2); ``"cifar"``: Conv2d(3, 64, 3, padding 1, no bias),
+            no max-pool; ``"imagenet"``: torchvision's 7x7/2 conv and 3x3/2 max-pool.
+        fc_dim: output width of ``fc``; ``None`` makes ``fc`` the identity.
+        head_dim: if set, ``head = BatchNorm1d -> ReLU -> Linear(fc_dim, head_dim)``.
+    """
+
+    def __init__(self, stem: str = "cifar", fc_dim: int | None = None, head_dim: int | None = None) -> None:
+        super().__init__()
+        if stem == "exercise":
+            self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=0, bias=True)
+        elif stem == "cifar":
+            self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+        elif stem == "imagenet":
+            self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        else:
+            raise ValueError(f"unknown stem {stem!r}")
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
+        widths, blocks = (64, 128, 256, 512), []
+        in_planes = 64
+        for i, w in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            blocks.append(nn.Sequential(BasicBlock(in_planes, w, stride), BasicBlock(w, w, 1)))
+            in_planes = w
+        self.layer1, self.layer2, self.layer3, self.layer4 = blocks
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, fc_dim) if fc_dim else nn.Identity()
+        self.head = (nn.Sequential(nn.BatchNorm1d(fc_dim), nn.ReLU(inplace=True), nn.Linear(fc_dim, head_dim))
+                     if head_dim else nn.Identity())
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` images -> ``(B, 512)`` pooled trunk features."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.avgpool(x).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` images -> ``(B, D)`` representation."""
+        return self.head(self.fc(self.forward_features(x)))
+
+
+def exercise_resnet18() -> tuple[nn.Module, int]:
+    """The exercise encoder f (spec §2): 128-d representation."""
+    return ResNet18(stem="exercise", fc_dim=512, head_dim=128), 128
+
+
+def resnet18_cifar() -> tuple[nn.Module, int]:
+    """The usual CIFAR ResNet-18 (3x3 stem, no max-pool), 512-d features."""
+    return ResNet18(stem="cifar"), 512

@@ -1,0 +1,46 @@
+"""A small, fast CNN for 2-core CPUs."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class SmallCNN(nn.Module):
+    """Stem conv, then per stage ``conv -> 2x2 max-pool -> conv`` (VGG/airbench-like).
+
+    Max-pooling right after each stage's first conv puts most of the compute at
+    low resolution, which is what makes this fast on a CPU.
+
+    Args:
+        widths: stem width followed by one width per stage; the last is the feature dim.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = _conv_bn(3, widths[0])
+        for cin, cout in zip(widths[:-1], widths[1:]):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2),
+                       nn.BatchNorm2d(cout), nn.ReLU(inplace=True), *_conv_bn(cout, cout)]
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.feature_dim = widths[-1]
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` -> ``(B, widths[-1])``."""
+        return self.pool(self.features(x)).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_features(x)
+
+
+def small_cnn() -> tuple[nn.Module, int]:
+    """Default small CNN: widths 32-64-128-256, 256-d features."""
+    net = SmallCNN()
+    return net, net.feature_dim

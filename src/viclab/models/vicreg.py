@@ -1,0 +1,33 @@
+"""The two-part VICReg network: encoder f then projector h."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from viclab.config import ModelConfig
+from viclab.models import build_backbone, build_projector
+
+
+class VICRegModel(nn.Module):
+    """``x -> h(f(x))``. The encoder alone is what evaluation keeps.
+
+    Attributes:
+        encoder: backbone mapping ``(B, 3, H, W) -> (B, feature_dim)``.
+        projector: MLP mapping ``(B, feature_dim) -> (B, d)``.
+        feature_dim: representation width.
+    """
+
+    def __init__(self, encoder: nn.Module, projector: nn.Module, feature_dim: int) -> None:
+        super().__init__()
+        self.encoder, self.projector, self.feature_dim = encoder, projector, feature_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` views -> ``(B, d)`` projections."""
+        return self.projector(self.encoder(x))
+
+
+def build_vicreg_model(cfg: ModelConfig) -> tuple[VICRegModel, int]:
+    """Returns ``(model, projection_dim)``."""
+    encoder, feat = build_backbone(cfg.backbone)
+    projector, out = build_projector(feat, cfg.projector)
+    return VICRegModel(encoder, projector, feat), out

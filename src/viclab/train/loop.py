@@ -1,0 +1,265 @@
+"""VICReg training: the whole dataset on the device as uint8, views made there."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from viclab.augment import Augment
+from viclab.config import Config
+from viclab.data import ImageData, load_dataset
+from viclab.errors import ViclabError
+from viclab.losses import VICRegLoss, VICRegTerms
+from viclab.models import build_vicreg_model
+from viclab.runtime import Runtime, select_runtime
+from viclab.train import rundir
+from viclab.train.checkpoint import load_checkpoint, save_checkpoint, save_encoder
+
+TERMS = ("loss", "invariance", "variance", "covariance")
+LOG_FLUSH_STEPS = 50  # batch terms stay on the device this long: no per-step sync on GPU
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the run lives and the last epoch's mean terms (train and, if evaluated, test)."""
+
+    run_dir: Path
+    train: dict[str, float]
+    test: dict[str, float] | None
+
+
+def make_loss(cfg: Config) -> VICRegLoss:
+    return VICRegLoss(**dataclasses.asdict(cfg.loss))
+
+
+def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
+    o = cfg.optim
+    cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+
+def make_scheduler(cfg: Config, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    """Per-step multiplier: linear warm-up, then constant or cosine to zero."""
+    warm = cfg.optim.warmup_epochs * steps_per_epoch
+    total = cfg.train.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.optim.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1.0, total - warm)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def load_split(cfg: Config, split: str) -> ImageData:
+    data = load_dataset(cfg.data.dataset, split, cfg.data.data_dir, cfg.augment.size)
+    return data.subset(cfg.data.subset) if split == "train" else data
+
+
+@torch.no_grad()
+def evaluate_terms(model: nn.Module, loss_fn: VICRegLoss, images: Tensor, augment: Augment, batch_size: int,
+                   rt: Runtime, seed: int, channels_last: bool = False) -> dict[str, float]:
+    """Mean VICReg terms over ``images`` with two fixed-seed augmented views (eval mode).
+
+    Batches smaller than 2 are skipped (variance is undefined there).
+    """
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=rt.device).manual_seed(seed)
+    sums, count = torch.zeros(len(TERMS), device=rt.device), 0
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size]
+        if len(x) < 2:
+            continue
+        v1, v2 = augment(x, gen), augment(x, gen)
+        if channels_last:
+            v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+        with rt.autocast():
+            z1, z2 = model(v1), model(v2)
+        sums += torch.stack(list(loss_fn(z1, z2))) * len(x)
+        count += len(x)
+    model.train(was_training)
+    return dict(zip(TERMS, (sums / max(count, 1)).tolist()))
+
+
+def _config_diff(a: Config, b: Config) -> list[str]:
+    da, db = a.to_dict(), b.to_dict()
+    diffs = []
+    for sec in da:
+        for key in da[sec]:
+            if (sec, key) == ("data", "data_dir"):
+                continue  # where the files are does not change the numbers
+            if da[sec][key] != db[sec][key]:
+                diffs.append(f"{sec}.{key}: run has {da[sec][key]!r}, asked {db[sec][key]!r}")
+    return diffs
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, cfg: Config | None) -> Config:
+    """Validate the run folder; return the config to train with.
+
+    A new run needs an absent or empty folder. A resumed run takes its saved config;
+    a ``cfg`` that differs from it (other than the data location) is an error.
+    """
+    if resume:
+        saved = rundir.read_config(run_dir)
+        if cfg is not None:
+            diffs = _config_diff(saved, cfg)
+            if diffs:
+                raise ViclabError(f"cannot resume {run_dir} with a different config ({'; '.join(diffs)}); "
+                                  "drop those options or start a new run")
+            saved = dataclasses.replace(saved, data=cfg.data)
+        return saved
+    if cfg is None:
+        raise ValueError("a new run needs a config")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ViclabError(f"run folder {run_dir} already exists; continue it with --resume {run_dir} "
+                          "or choose another --name")
+    return cfg
+
+
+def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          echo=print) -> TrainResult:
+    """Train VICReg, writing everything to ``run_dir``; resume from its checkpoint if asked.
+
+    Args:
+        cfg: resolved config (``None`` when resuming: the run's saved config is used).
+        run_dir: the run folder (created if needed).
+        resume: continue from ``run_dir/checkpoint.pt``.
+        progress: show a tqdm bar per epoch.
+        echo: where the one-line epoch summaries go.
+
+    Returns:
+        :class:`TrainResult`.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    run_dir = Path(run_dir)
+    cfg = prepare_run_dir(run_dir, resume, cfg)
+    tc = cfg.train
+    rt = select_runtime(tc.device, tc.precision)
+    torch.manual_seed(tc.seed)
+
+    train_data = load_split(cfg, "train")
+    if tc.batch_size > len(train_data):
+        raise ViclabError(f"train.batch_size={tc.batch_size} is larger than the {len(train_data)} training "
+                          f"images; use train.batch_size={len(train_data)} or fewer")
+    test_images = load_split(cfg, "test").images.to(rt.device) if tc.eval_test else None
+    images = train_data.images.to(rt.device)
+
+    model, _ = build_vicreg_model(cfg.model)
+    model.to(rt.device)
+    if cfg.model.channels_last:
+        model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if cfg.model.compile else model
+    augment = Augment(cfg.augment)
+    loss_fn = make_loss(cfg)
+    steps_per_epoch = len(images) // tc.batch_size  # drop the last partial batch
+    opt = make_optimizer(cfg, model.parameters())
+    sched = make_scheduler(cfg, opt, steps_per_epoch)
+    gen = torch.Generator(device=rt.device).manual_seed(tc.seed)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    epoch, step = 0, 0
+    if resume and (run_dir / rundir.CHECKPOINT).exists():
+        ckpt = load_checkpoint(run_dir / rundir.CHECKPOINT)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        gen.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
+        epoch, step = ckpt["epoch"], ckpt["step"]
+        rundir.truncate_metrics(run_dir / rundir.METRICS,
+                                lambda r: r["step"] <= step if r["split"] == "train" else r["epoch"] < epoch)
+    else:
+        rundir.truncate_metrics(run_dir / rundir.METRICS, lambda r: False)
+    rundir.write_run_files(run_dir, cfg, rt.device)
+    log = rundir.MetricsLog(run_dir / rundir.METRICS)
+    tb = SummaryWriter(str(run_dir / "tb"), purge_step=step if step else None)
+
+    train_means: dict[str, float] = {}
+    test_terms: dict[str, float] | None = None
+    try:
+        if epoch >= tc.epochs:
+            echo(f"{run_dir}: already trained for {tc.epochs} epochs")
+        while epoch < tc.epochs:
+            model.train()
+            t0 = time.perf_counter()
+            perm = torch.randperm(len(images), generator=gen, device=rt.device)
+            pending: list[Tensor] = []
+            sums = torch.zeros(len(TERMS), device=rt.device)
+            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress,
+                       leave=False, dynamic_ncols=True)
+            for b in bar:
+                x = images[perm[b * tc.batch_size:(b + 1) * tc.batch_size]]
+                v1, v2 = augment(x, gen), augment(x, gen)
+                if cfg.model.channels_last:
+                    v1 = v1.contiguous(memory_format=torch.channels_last)
+                    v2 = v2.contiguous(memory_format=torch.channels_last)
+                with rt.autocast():
+                    z1, z2 = forward(v1), forward(v2)
+                terms: VICRegTerms = loss_fn(z1, z2)
+                opt.zero_grad(set_to_none=True)
+                terms.loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                values = torch.stack([t.detach() for t in terms])
+                sums += values
+                pending.append(values)
+                if len(pending) == LOG_FLUSH_STEPS or b == steps_per_epoch - 1:
+                    rows = torch.stack(pending).tolist()
+                    first = step - len(rows) + 1
+                    records = [{"split": "train", "epoch": epoch + 1, "step": first + i,
+                                "lr": sched.get_last_lr()[0], **dict(zip(TERMS, r))} for i, r in enumerate(rows)]
+                    _check_finite(records, run_dir)
+                    log.write(records)
+                    for r in records:
+                        for k in TERMS:
+                            tb.add_scalar(f"train/{k}", r[k], r["step"])
+                    pending.clear()
+                    bar.set_postfix({k[:3]: f"{rows[-1][i]:.3g}" for i, k in enumerate(TERMS)})
+            bar.close()
+            seconds = time.perf_counter() - t0
+            train_means = dict(zip(TERMS, (sums / steps_per_epoch).tolist()))
+            epoch += 1
+            line = (f"epoch {epoch}/{tc.epochs}  train " + _fmt(train_means)
+                    + f"  ({steps_per_epoch * tc.batch_size / seconds:.0f} img/s, {seconds:.1f}s)")
+            if test_images is not None:
+                test_terms = evaluate_terms(model, loss_fn, test_images, augment, tc.batch_size, rt,
+                                            seed=tc.seed + 1, channels_last=cfg.model.channels_last)
+                log.write([{"split": "test", "epoch": epoch, "step": step, **test_terms}])
+                for k in TERMS:
+                    tb.add_scalar(f"test/{k}", test_terms[k], step)
+                line += "  | test " + _fmt(test_terms)
+            echo(line)
+            save_checkpoint(run_dir / rundir.CHECKPOINT, {
+                "config": cfg.to_dict(), "epoch": epoch, "step": step, "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            })
+        save_encoder(run_dir / rundir.ENCODER, model.encoder, cfg, model.feature_dim)
+    finally:
+        log.close()
+        tb.close()
+    return TrainResult(run_dir, train_means, test_terms)
+
+
+def _fmt(terms: dict[str, Any]) -> str:
+    return " ".join(f"{k[:3]} {terms[k]:.4g}" for k in TERMS)
+
+
+def _check_finite(records: list[dict[str, Any]], run_dir: Path) -> None:
+    for r in records:
+        if not all(math.isfinite(r[k]) for k in TERMS):
+            raise ViclabError(f"the loss became non-finite at step {r['step']} of {run_dir}; "
+                              "start a new run with a lower optim.lr or train.precision=fp32")

@@ -1,0 +1,41 @@
+"""Shared fixtures: small data made on the fly, and the real data when present."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def write_fake_cifar(root: Path, n_train_per_batch: int = 20, n_test: int = 16, seed: int = 0) -> Path:
+    """A CIFAR-10 ``cifar-10-batches-py`` folder in the official pickle format."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    meta = {b"num_cases_per_batch": n_train_per_batch, b"label_names": names, b"num_vis": 3072}
+    (folder / "batches.meta").write_bytes(pickle.dumps(meta))
+    for name, n in [*((f"data_batch_{i}", n_train_per_batch) for i in range(1, 6)), ("test_batch", n_test)]:
+        batch = {b"batch_label": name.encode(), b"labels": rng.integers(0, 10, n).tolist(),
+                 b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 b"filenames": [b"x.png"] * n}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    return folder
+
+
+@pytest.fixture
+def fake_cifar_root(tmp_path: Path) -> Path:
+    write_fake_cifar(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def real_data() -> Path:
+    """``$VICLAB_DATA`` if it holds the real sets, else skip."""
+    root = os.environ.get("VICLAB_DATA")
+    if not root or not (Path(root) / "cifar-10-batches-py" / "batches.meta").exists():
+        pytest.skip("real data absent: set VICLAB_DATA to a folder with cifar-10-batches-py/ and MNIST/raw/")
+    return Path(root)
