@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 
-def write_fake_cifar(root: Path, n_train_per_batch: int = 20, n_test: int = 16, seed: int = 0) -> Path:
+def write_fake_cifar(root: Path, n_train_per_batch: int = 20, n_test: int = 20, seed: int = 0) -> Path:
     """A CIFAR-10 ``cifar-10-batches-py`` folder in the official pickle format."""
     rng = np.random.default_rng(seed)
     folder = root / "cifar-10-batches-py"

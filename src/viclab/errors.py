@@ -7,3 +7,8 @@ class ViclabError(Exception):
     The CLI prints ``viclab: error: <message>`` and exits with code 2; the message
     names the problem and the fix. Library callers can catch it like any error.
     """
+
+
+class ViclabWarning(UserWarning):
+    """Something the user should know that does not stop the work (the CLI prints
+    ``viclab: warning: ...``)."""

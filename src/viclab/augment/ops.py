@@ -30,8 +30,8 @@ def _blend(x: Tensor, other: Tensor, factor: Tensor) -> Tensor:
 
 
 def adjust_brightness(x: Tensor, factor: Tensor) -> Tensor:
-    """Scale intensities by ``factor`` ``(B,)``."""
-    return _blend(x, torch.zeros_like(x[:, :1]), factor)
+    """Scale intensities by ``factor`` ``(B,)`` (>= 0)."""
+    return (x * factor.view(-1, 1, 1, 1)).clamp_(max=1)
 
 
 def adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
@@ -45,39 +45,30 @@ def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
     return _blend(x, grayscale(x), factor)
 
 
-def rgb_to_hsv(x: Tensor) -> Tensor:
-    """``(B, 3, H, W)`` RGB in [0, 1] -> HSV with hue in [0, 1)."""
-    r, g, b = x.unbind(1)
-    maxc, _ = x.max(1)
-    minc, _ = x.min(1)
-    delta = maxc - minc
-    v = maxc
-    s = delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc))
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
-    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = torch.where(delta > 0, (h / 6.0) % 1.0, torch.zeros_like(h))
-    return torch.stack((h, s, v), 1)
-
-
-def hsv_to_rgb(x: Tensor) -> Tensor:
-    """Inverse of :func:`rgb_to_hsv`."""
-    h, s, v = x.unbind(1)
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.long() % 6
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    # For each sextant i, (r, g, b) is a fixed choice among (v, t, p, q).
-    cand = torch.stack((v, q, p, p, t, v, t, v, v, q, p, p, p, p, t, v, v, q), 1).view(
-        x.shape[0], 3, 6, *x.shape[2:])
-    return cand.gather(2, i.unsqueeze(1).unsqueeze(2).expand(-1, 3, 1, -1, -1)).squeeze(2)
-
-
 def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
-    """Rotate hue by ``shift`` ``(B,)`` in [-0.5, 0.5] (fraction of the colour wheel)."""
-    hsv = rgb_to_hsv(x)
-    h = (hsv[:, 0] + shift.view(-1, 1, 1)) % 1.0
-    return hsv_to_rgb(torch.stack((h, hsv[:, 1], hsv[:, 2]), 1))
+    """Rotate hue by ``shift`` ``(B,)`` in [-0.5, 0.5] (fraction of the colour wheel).
+
+    Same result as RGB -> HSV, ``h = (h + shift) mod 1``, HSV -> RGB, without
+    building the HSV image: value and chroma (max, max - min) are unchanged by a
+    hue rotation, so each output channel is ``max - chroma * clamp(min(k, 4 - k), 0, 1)``
+    with ``k = (n + 6h) mod 6`` and ``n = 5, 3, 1`` for R, G, B.
+    """
+    r, g, b = x.unbind(1)
+    maxc = x.amax(1)  # amax/amin: ten times faster than max()/min() with indices
+    chroma = maxc - x.amin(1)
+    inv = 1.0 / chroma.clamp_min(1e-12)  # grey pixels: numerators are 0 anyway
+    # Which channel is the max, as 0/1 floats (arithmetic beats torch.where here).
+    # Ties give the same hue either way, so the order of preference does not matter.
+    is_r = (r == maxc).to(x.dtype)
+    is_g = (g == maxc).to(x.dtype) * (1 - is_r)
+    is_b = 1 - is_r - is_g
+    h6 = (is_r * (g - b) + is_g * (b - r) + is_b * (r - g)) * inv + 2 * is_g + 4 * is_b  # hue in sextants
+    h6 += 6 * shift.view(-1, 1, 1)
+    out = torch.empty_like(x)
+    for c, n in enumerate((5.0, 3.0, 1.0)):
+        k = torch.remainder(h6 + n, 6.0)
+        torch.sub(maxc, chroma * torch.minimum(k, 4 - k).clamp_(0, 1), out=out[:, c])
+    return out
 
 
 def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:

@@ -12,7 +12,7 @@ import torch
 
 from viclab.data.download import download
 from viclab.data.types import ImageData
-from viclab.errors import ViclabError
+from viclab.errors import ViclabError, ViclabWarning
 
 URLS = ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"]
 ARCHIVE = "cifar-10-python.tar.gz"
@@ -73,7 +73,7 @@ def load_cifar10(root: Path, split: str) -> ImageData:
             raise ViclabError(f"{folder / name}: {len(data)} images, more than the {per_batch} in batches.meta")
         if per_batch and len(data) < per_batch:
             warnings.warn(f"{folder / name} holds {len(data)} of {per_batch} images: a partial CIFAR-10 split",
-                          stacklevel=2)
+                          ViclabWarning, stacklevel=2)
         images.append(data.reshape(-1, 3, 32, 32))
         labels.extend(lab)
     return ImageData(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64),

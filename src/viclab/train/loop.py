@@ -65,6 +65,28 @@ def load_split(cfg: Config, split: str) -> ImageData:
     return data.subset(cfg.data.subset) if split == "train" else data
 
 
+def make_views(x: Tensor, augment: Augment, gen: torch.Generator,
+               channels_last: bool = False) -> tuple[Tensor, Tensor]:
+    """Two independent views of ``x`` ``(B, 3, H, W)`` uint8, in the model's memory format."""
+    v1, v2 = augment(x, gen), augment(x, gen)
+    if channels_last:
+        v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+    return v1, v2
+
+
+def train_step(forward: nn.Module, loss_fn: VICRegLoss, opt: torch.optim.Optimizer, v1: Tensor, v2: Tensor,
+               rt: Runtime) -> VICRegTerms:
+    """One optimisation step on a pair of views; returns the (graph-attached) terms."""
+    with rt.autocast():
+        # Two forward passes, as the reference implementation: BatchNorm sees each view alone.
+        z1, z2 = forward(v1), forward(v2)
+    terms = loss_fn(z1, z2)
+    opt.zero_grad(set_to_none=True)
+    terms.loss.backward()
+    opt.step()
+    return terms
+
+
 @torch.no_grad()
 def evaluate_terms(model: nn.Module, loss_fn: VICRegLoss, images: Tensor, augment: Augment, batch_size: int,
                    rt: Runtime, seed: int, channels_last: bool = False) -> dict[str, float]:
@@ -80,9 +102,7 @@ def evaluate_terms(model: nn.Module, loss_fn: VICRegLoss, images: Tensor, augmen
         x = images[start:start + batch_size]
         if len(x) < 2:
             continue
-        v1, v2 = augment(x, gen), augment(x, gen)
-        if channels_last:
-            v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+        v1, v2 = make_views(x, augment, gen, channels_last)
         with rt.autocast():
             z1, z2 = model(v1), model(v2)
         sums += torch.stack(list(loss_fn(z1, z2))) * len(x)
@@ -149,6 +169,8 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
     rt = select_runtime(tc.device, tc.precision)
     torch.manual_seed(tc.seed)
 
+    # The model first: a bad backbone/projector should fail before any data loads.
+    model, _ = build_vicreg_model(cfg.model)
     train_data = load_split(cfg, "train")
     if tc.batch_size > len(train_data):
         raise ViclabError(f"train.batch_size={tc.batch_size} is larger than the {len(train_data)} training "
@@ -156,7 +178,6 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
     test_images = load_split(cfg, "test").images.to(rt.device) if tc.eval_test else None
     images = train_data.images.to(rt.device)
 
-    model, _ = build_vicreg_model(cfg.model)
     model.to(rt.device)
     if cfg.model.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -179,7 +200,7 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
         torch.set_rng_state(ckpt["torch_rng"].cpu())
         epoch, step = ckpt["epoch"], ckpt["step"]
         rundir.truncate_metrics(run_dir / rundir.METRICS,
-                                lambda r: r["step"] <= step if r["split"] == "train" else r["epoch"] < epoch)
+                                lambda r: r["step"] <= step if r["split"] == "train" else r["epoch"] <= epoch)
     else:
         rundir.truncate_metrics(run_dir / rundir.METRICS, lambda r: False)
     rundir.write_run_files(run_dir, cfg, rt.device)
@@ -200,17 +221,9 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress,
                        leave=False, dynamic_ncols=True)
             for b in bar:
-                x = images[perm[b * tc.batch_size:(b + 1) * tc.batch_size]]
-                v1, v2 = augment(x, gen), augment(x, gen)
-                if cfg.model.channels_last:
-                    v1 = v1.contiguous(memory_format=torch.channels_last)
-                    v2 = v2.contiguous(memory_format=torch.channels_last)
-                with rt.autocast():
-                    z1, z2 = forward(v1), forward(v2)
-                terms: VICRegTerms = loss_fn(z1, z2)
-                opt.zero_grad(set_to_none=True)
-                terms.loss.backward()
-                opt.step()
+                idx = perm[b * tc.batch_size:(b + 1) * tc.batch_size]
+                v1, v2 = make_views(images[idx], augment, gen, cfg.model.channels_last)
+                terms = train_step(forward, loss_fn, opt, v1, v2, rt)
                 sched.step()
                 step += 1
                 values = torch.stack([t.detach() for t in terms])

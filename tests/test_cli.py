@@ -1,0 +1,67 @@
+"""The CLI: one library call per subcommand; user mistakes are one line and exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from viclab.cli import main
+
+SMALL = ["model.backbone=small_cnn", "model.projector=32-32", "train.batch_size=20", "train.epochs=1"]
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("viclab: error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["train", "--preset", "huge"], "unknown preset 'huge'"),
+    (["train", "model.backbone=vit99"], "unknown backbone 'vit99'"),
+    (["train", "optim.lr=fast"], "optim.lr='fast' is not a valid float"),
+    (["train", "--config", "/nonexistent.toml"], "does not exist"),
+    (["train", "--resume", "/nonexistent-run"], "not a viclab run folder"),
+    (["trian"], "invalid choice"),
+])
+def test_user_mistakes(argv, fragment, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VICLAB_DATA", str(tmp_path / "nodata"))
+    monkeypatch.setattr("urllib.request.urlopen", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    assert main(argv) == 2
+    assert fragment in _one_error_line(capsys)
+
+
+def test_missing_data_names_files(capsys, tmp_path, monkeypatch):
+    import urllib.error
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("offline")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    assert main(["train", "--preset", "cpu", "--data-dir", str(tmp_path / "d"), "--out", str(tmp_path)]) == 2
+    line = _one_error_line(capsys)
+    assert "cifar-10-python.tar.gz" in line and str(tmp_path / "d") in line
+
+
+def test_train_then_resume_via_cli(fake_cifar_root, tmp_path, capsys):
+    args = ["train", "--preset", "cpu", "--data-dir", str(fake_cifar_root), "--out", str(tmp_path), "--name", "r",
+            "--no-progress", *SMALL]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1/1" in out and "inv" in out and "var" in out and "cov" in out
+    assert (tmp_path / "r" / "encoder.safetensors").exists()
+    # resuming a finished run is a no-op; a changed override is refused
+    assert main(["train", "--resume", str(tmp_path / "r"), "--no-progress"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "r"), "optim.lr=0.1"]) == 2
+    assert "different config" in _one_error_line(capsys)
+    assert main(args) == 2
+    assert "already exists" in _one_error_line(capsys)
+
+
+def test_console_entry_point_has_no_traceback():
+    r = subprocess.run([sys.executable, "-m", "viclab", "train", "loss.variant=x"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "viclab: error: loss.variant='x' is unknown; use 'spec' or 'official'"
