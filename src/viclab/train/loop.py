@@ -240,7 +240,7 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
                         for k in TERMS:
                             tb.add_scalar(f"train/{k}", r[k], r["step"])
                     pending.clear()
-                    bar.set_postfix({k[:3]: f"{rows[-1][i]:.3g}" for i, k in enumerate(TERMS)})
+                    bar.set_postfix({_SHORT[k]: f"{rows[-1][i]:.3g}" for i, k in enumerate(TERMS)})
             bar.close()
             seconds = time.perf_counter() - t0
             train_means = dict(zip(TERMS, (sums / steps_per_epoch).tolist()))
@@ -267,8 +267,11 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
     return TrainResult(run_dir, train_means, test_terms)
 
 
+_SHORT = {"loss": "loss", "invariance": "inv", "variance": "var", "covariance": "cov"}
+
+
 def _fmt(terms: dict[str, Any]) -> str:
-    return " ".join(f"{k[:3]} {terms[k]:.4g}" for k in TERMS)
+    return " ".join(f"{_SHORT[k]} {terms[k]:.4g}" for k in TERMS)
 
 
 def _check_finite(records: list[dict[str, Any]], run_dir: Path) -> None:

@@ -46,10 +46,15 @@ def git_commit() -> str:
 
 
 def library_versions() -> dict[str, str]:
-    import numpy
+    """Python and the installed versions of viclab's dependencies."""
+    from importlib import metadata
 
-    versions = {"python": platform.python_version(), "viclab": viclab.__version__,
-                "torch": torch.__version__, "numpy": numpy.__version__}
+    versions = {"python": platform.python_version(), "viclab": viclab.__version__, "torch": torch.__version__}
+    for dist in ("numpy", "scipy", "scikit-learn", "faiss-cpu", "safetensors", "tensorboard", "pillow"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "absent"
     return versions
 
 
