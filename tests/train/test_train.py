@@ -80,8 +80,15 @@ def test_resume_after_a_crash_is_bit_exact(fake_cifar_root, tmp_path, monkeypatc
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    # the metrics log has no duplicated or lost records
-    assert read_metrics(tmp_path / "whole" / "metrics.jsonl") == read_metrics(tmp_path / "killed" / "metrics.jsonl")
+    # the metrics log has no duplicated or lost records, and per-step learning rates survive
+    whole = read_metrics(tmp_path / "whole" / "metrics.jsonl")
+    assert whole == read_metrics(tmp_path / "killed" / "metrics.jsonl")
+    lrs = [r["lr"] for r in whole if r["split"] == "train"]
+    steps = 100 // 16  # warm-up over the first epoch: lr rises linearly to optim.lr = 1e-3
+    assert lrs[:steps] == pytest.approx([1e-3 * (i + 1) / steps for i in range(steps)])
+    assert lrs[steps] == pytest.approx(1e-3) and lrs[-1] < lrs[steps]
+    meta = json.loads((tmp_path / "killed" / "meta.json").read_text())
+    assert len(meta["resumes"]) == 1
 
 
 def test_user_errors(fake_cifar_root, tmp_path):

@@ -203,9 +203,10 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
                                 lambda r: r["step"] <= step if r["split"] == "train" else r["epoch"] <= epoch)
     else:
         rundir.truncate_metrics(run_dir / rundir.METRICS, lambda r: False)
-    rundir.write_run_files(run_dir, cfg, rt.device)
+    rundir.write_run_files(run_dir, cfg, rt.device, resumed=resume)
     log = rundir.MetricsLog(run_dir / rundir.METRICS)
     tb = SummaryWriter(str(run_dir / "tb"), purge_step=step if step else None)
+    batch_log = _BatchLog(log, tb, run_dir)
 
     train_means: dict[str, float] = {}
     test_terms: dict[str, float] | None = None
@@ -216,31 +217,22 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
             model.train()
             t0 = time.perf_counter()
             perm = torch.randperm(len(images), generator=gen, device=rt.device)
-            pending: list[Tensor] = []
             sums = torch.zeros(len(TERMS), device=rt.device)
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}", disable=not progress,
                        leave=False, dynamic_ncols=True)
             for b in bar:
                 idx = perm[b * tc.batch_size:(b + 1) * tc.batch_size]
                 v1, v2 = make_views(images[idx], augment, gen, cfg.model.channels_last)
+                lr = opt.param_groups[0]["lr"]
                 terms = train_step(forward, loss_fn, opt, v1, v2, rt)
                 sched.step()
                 step += 1
                 values = torch.stack([t.detach() for t in terms])
                 sums += values
-                pending.append(values)
-                if len(pending) == LOG_FLUSH_STEPS or b == steps_per_epoch - 1:
-                    rows = torch.stack(pending).tolist()
-                    first = step - len(rows) + 1
-                    records = [{"split": "train", "epoch": epoch + 1, "step": first + i,
-                                "lr": sched.get_last_lr()[0], **dict(zip(TERMS, r))} for i, r in enumerate(rows)]
-                    _check_finite(records, run_dir)
-                    log.write(records)
-                    for r in records:
-                        for k in TERMS:
-                            tb.add_scalar(f"train/{k}", r[k], r["step"])
-                    pending.clear()
-                    bar.set_postfix({_SHORT[k]: f"{rows[-1][i]:.3g}" for i, k in enumerate(TERMS)})
+                batch_log.add(epoch + 1, step, lr, values)
+                if batch_log.full() or b == steps_per_epoch - 1:
+                    last = batch_log.flush()
+                    bar.set_postfix({_SHORT[k]: f"{last[k]:.3g}" for k in TERMS})
             bar.close()
             seconds = time.perf_counter() - t0
             train_means = dict(zip(TERMS, (sums / steps_per_epoch).tolist()))
@@ -265,6 +257,33 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
         log.close()
         tb.close()
     return TrainResult(run_dir, train_means, test_terms)
+
+
+class _BatchLog:
+    """Per-batch terms kept on the device and written in chunks (no per-step GPU sync)."""
+
+    def __init__(self, log: rundir.MetricsLog, tb, run_dir: Path) -> None:
+        self.log, self.tb, self.run_dir = log, tb, run_dir
+        self.rows: list[tuple[int, int, float, Tensor]] = []
+
+    def add(self, epoch: int, step: int, lr: float, values: Tensor) -> None:
+        self.rows.append((epoch, step, lr, values))
+
+    def full(self) -> bool:
+        return len(self.rows) >= LOG_FLUSH_STEPS
+
+    def flush(self) -> dict[str, float]:
+        """Write the pending records; returns the last one. Stops on a non-finite loss."""
+        values = torch.stack([v for *_, v in self.rows]).tolist()
+        records = [{"split": "train", "epoch": e, "step": s, "lr": lr, **dict(zip(TERMS, v))}
+                   for (e, s, lr, _), v in zip(self.rows, values)]
+        self.rows.clear()
+        _check_finite(records, self.run_dir)
+        self.log.write(records)
+        for r in records:
+            for k in TERMS:
+                self.tb.add_scalar(f"train/{k}", r[k], r["step"])
+        return records[-1]
 
 
 _SHORT = {"loss": "loss", "invariance": "inv", "variance": "var", "covariance": "cov"}

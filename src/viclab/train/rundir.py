@@ -58,19 +58,29 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def write_run_files(run_dir: Path, cfg: Config, device: torch.device) -> None:
-    """Write ``config.json`` and ``meta.json`` (atomically)."""
-    atomic_write_text(run_dir / CONFIG, cfg.to_json() + "\n")
-    meta = {
+def write_run_files(run_dir: Path, cfg: Config, device: torch.device, resumed: bool = False) -> None:
+    """Write ``config.json`` and ``meta.json`` (atomically).
+
+    A resumed run keeps the original provenance and appends this session's to
+    ``meta["resumes"]``.
+    """
+    session = {
         "git_commit": git_commit(),
         "versions": library_versions(),
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-        or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "command": sys.argv,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    atomic_write_text(run_dir / META, json.dumps(meta, indent=2) + "\n")
+    meta_path = run_dir / META
+    if resumed and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        meta.setdefault("resumes", []).append(session)
+    else:
+        meta = session
+        atomic_write_text(run_dir / CONFIG, cfg.to_json() + "\n")
+    atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
 
 
 def read_config(run_dir: Path) -> Config:
