@@ -67,14 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_default_showwarning = warnings.showwarning
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """ViclabWarning as one ``viclab: warning: ...`` line; other warnings as usual."""
     if issubclass(category, ViclabWarning):
         print(f"viclab: warning: {message}", file=sys.stderr)
     else:
         _default_showwarning(message, category, filename, lineno, file, line)
-
-
-_default_showwarning = warnings.showwarning
 
 
 def main(argv: list[str] | None = None) -> int:
