@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import pickle
 from pathlib import Path
@@ -24,6 +25,24 @@ def write_fake_cifar(root: Path, n_train_per_batch: int = 20, n_test: int = 20, 
                  b"filenames": [b"x.png"] * n}
         (folder / name).write_bytes(pickle.dumps(batch))
     return folder
+
+
+def idx_gz(path: Path, arr: np.ndarray) -> None:
+    """Write ``arr`` as a gzipped uint8 IDX file (the MNIST format)."""
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def write_fake_mnist(root: Path, folder: str = "MNIST", n: int = 12, seed: int = 0) -> np.ndarray:
+    """An MNIST-layout test split (``FOLDER/raw/t10k-*-idx?-ubyte.gz``) of ``n`` random images."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    imgs = rng.integers(0, 256, (n, 28, 28))
+    idx_gz(raw / "t10k-images-idx3-ubyte.gz", imgs)
+    idx_gz(raw / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    return imgs
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -65,3 +66,46 @@ def test_console_entry_point_has_no_traceback():
     r = subprocess.run([sys.executable, "-m", "viclab", "train", "loss.variant=x"], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip() == "viclab: error: loss.variant='x' is unknown; use 'spec' or 'official'"
+
+
+@pytest.fixture
+def tiny_eval_run(fake_cifar_root, tmp_path, monkeypatch, capsys):
+    from tests.conftest import write_fake_mnist
+
+    write_fake_mnist(fake_cifar_root, n=12)
+    monkeypatch.setenv("VICLAB_CACHE", str(tmp_path / "cache"))
+    args = ["train", "--preset", "cpu", "--data-dir", str(fake_cifar_root), "--out", str(tmp_path), "--name", "r",
+            "--no-progress", *SMALL]
+    assert main(args) == 0
+    capsys.readouterr()
+    return tmp_path / "r", fake_cifar_root
+
+
+def test_eval_subcommands(tiny_eval_run, tmp_path, capsys):
+    run, root = tiny_eval_run
+    common = ["--data-dir", str(root), "--no-progress"]
+    assert main(["probe", str(run), *common, "--knn-k", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "linear probe top-1" in out and "5-NN top-1" in out
+    assert json.loads((run / "eval" / "probe.json").read_text())["knn"]["k"] == 5
+    assert main(["retrieve", str(run / "encoder.safetensors"), *common, "-k", "2", "--out", str(tmp_path / "q")]) == 0
+    assert "precision@2" in capsys.readouterr().out
+    assert main(["anomaly", str(run), "random:small_cnn", *common, "--names", "vicreg", "random",
+                 "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "vicreg: AUROC" in out and "random: AUROC" in out and (tmp_path / "a" / "roc.png").exists()
+    assert main(["cluster", str(run), *common, "--clusters", "3", "--out", str(tmp_path / "c")]) == 0
+    assert "silhouette" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["probe", "/nonexistent"], "does not exist"),
+    (["probe", "random:vit99"], "unknown backbone 'vit99'"),
+    (["cluster", "random:small_cnn", "--clusters", "1"], "clusters=1 must be >= 2"),
+    (["anomaly", "random:small_cnn", "--names", "a", "b"], "2 names for 1 sources"),
+    (["anomaly", "random:small_cnn", "--anomalies", "svhn"], "unknown dataset 'svhn'"),
+])
+def test_eval_mistakes(argv, fragment, capsys, tiny_eval_run):
+    _, root = tiny_eval_run
+    assert main([*argv, "--data-dir", str(root), "--no-progress"]) == 2
+    assert fragment in _one_error_line(capsys)

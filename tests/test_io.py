@@ -30,3 +30,19 @@ def test_new_file_has_normal_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert path.read_text() == "{}" and (path.stat().st_mode & 0o777) == 0o644
+
+
+def test_writer_that_replaces_the_file_still_gets_normal_permissions(tmp_path):
+    # safetensors' save_file creates its file anew (mode 0600 from the umask-free create path)
+    def replace_file(p):
+        p.unlink()
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.write(fd, b"x")
+        os.close(fd)
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "w.safetensors", replace_file)
+    finally:
+        os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == 0o644

@@ -179,12 +179,44 @@ class Config:
         return apply_mapping(Config(), d, origin="config")
 
 
+@dataclass(frozen=True)
+class EvalConfig:
+    """What evaluating a frozen encoder computes (spec §3); the CLI's flags map onto it.
+
+    Not part of :class:`Config`: evaluation never changes a training run's numbers.
+    """
+
+    seed: int = 0  # queries, held-out split, K-means, t-SNE
+    probe_weight_decays: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)  # chosen on held-out 10%
+    knn_k: int = 20  # weighted kNN classifier (solo-learn's k and temperature)
+    knn_temperature: float = 0.07
+    retrieval_k: int = 5  # nearest / most distant images per query
+    precision_queries: int = 10_000  # training images averaged in precision@k
+    anomaly_k: int = 2  # score = mean L2 distance to the k nearest training representations
+    anomaly_top: int = 7  # most anomalous test images shown per run
+    clusters: int = 10
+    tsne_points: int = 10_000  # points t-SNE embeds in the cluster figure (a seeded sample)
+
+    def __post_init__(self) -> None:
+        for name in ("knn_k", "retrieval_k", "precision_queries", "anomaly_k", "anomaly_top", "tsne_points"):
+            _check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
+        _check(self.clusters >= 2, f"clusters={self.clusters} must be >= 2")
+        _check(self.knn_temperature > 0, f"knn_temperature={self.knn_temperature} must be > 0")
+        _check(min(self.probe_weight_decays) >= 0, "probe_weight_decays must be >= 0")
+
+
+EVAL_DEFAULTS = EvalConfig()
+
+
 PRESETS: dict[str, Config] = {
     # Spec §2 exactly.
     "exercise": Config(),
-    # A small net that learns useful features in about 10 minutes on a 2-core CPU.
+    # A small net that learns useful features in 10 minutes on a 2-core CPU: 62.9% linear probe on
+    # real CIFAR-10 after 599 s of training (README). No blur, as solo-learn's CIFAR recipes, and a
+    # 2048-wide projector: 20-NN 59.1% vs 56.6% with blur and 1024 (linear 62.9% vs 62.4%).
     "cpu": Config(
-        model=ModelConfig(backbone="small_cnn", projector="1024-1024"),
+        augment=AugmentConfig(blur_p=0.0),
+        model=ModelConfig(backbone="small_cnn", projector="2048-2048"),
         optim=OptimConfig(name="adamw", lr=2e-3, weight_decay=1e-4, schedule="cosine", warmup_epochs=1.0),
         train=TrainConfig(epochs=2, batch_size=256),
     ),
@@ -208,6 +240,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return _coerce(value, inner, key)
     if origin is tuple:
         items = value.split(",") if isinstance(value, str) else list(value)
+        if len(args) == 2 and args[1] is Ellipsis:  # tuple[float, ...]: any length >= 1
+            if not items:
+                raise ViclabError(f"{key} needs at least one value")
+            return tuple(_coerce(v, args[0], key) for v in items)
         if len(items) != len(args):
             raise ViclabError(f"{key} needs {len(args)} comma-separated values, got {value!r}")
         return tuple(_coerce(v, a, key) for v, a in zip(items, args))

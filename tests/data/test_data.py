@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import write_fake_cifar
+from tests.conftest import write_fake_cifar, write_fake_mnist
 from viclab.data import download as dl
 from viclab.data import load_dataset, resolve_data_dir
 from viclab.errors import ViclabError
@@ -73,24 +73,8 @@ def test_cifar_missing_without_network_names_the_files(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.part"))
 
 
-def _idx_gz(path: Path, arr: np.ndarray) -> None:
-    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in arr.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + arr.astype(np.uint8).tobytes())
-
-
-def _fake_mnist(root: Path, folder: str = "MNIST", n: int = 12) -> np.ndarray:
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    imgs = rng.integers(0, 256, (n, 28, 28))
-    _idx_gz(raw / "t10k-images-idx3-ubyte.gz", imgs)
-    _idx_gz(raw / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
-    return imgs
-
-
 def test_mnist_padded_to_cifar_shape(tmp_path):
-    imgs = _fake_mnist(tmp_path)
+    imgs = write_fake_mnist(tmp_path)
     data = load_dataset("mnist", "test", tmp_path, size=32)
     assert data.images.shape == (12, 3, 32, 32)
     # spec §2: zero-pad 2 px each side, repeat to 3 channels
@@ -100,7 +84,7 @@ def test_mnist_padded_to_cifar_shape(tmp_path):
 
 
 def test_fashion_mnist_and_truncated_idx(tmp_path):
-    _fake_mnist(tmp_path, "FashionMNIST", n=5)
+    write_fake_mnist(tmp_path, "FashionMNIST", n=5)
     data = load_dataset("fashion_mnist", "test", tmp_path)
     assert len(data) == 5 and data.classes[9] == "Ankle boot"
     p = tmp_path / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte.gz"
@@ -148,6 +132,21 @@ def test_image_folder_any_size_and_mode(tmp_path):
     (tmp_path / "dogs" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(ViclabError, match="broken.png"):
         load_dataset("folder", "train", tmp_path, size=16)
+
+
+def test_flat_image_folder_is_one_class(tmp_path):
+    from PIL import Image
+
+    flat = tmp_path / "odd"
+    flat.mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(flat / f"{i}.png")
+    data = load_dataset("folder", "test", flat, size=8)
+    assert data.classes == ("odd",) and data.labels.tolist() == [0, 0, 0]
+    assert data.images[:, 0, 0, 0].tolist() == [0, 1, 2]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ViclabError, match="no images"):
+        load_dataset("folder", "test", tmp_path / "empty")
 
 
 def test_data_dir_resolution(monkeypatch, tmp_path):

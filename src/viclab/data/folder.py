@@ -16,7 +16,8 @@ EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 def load_image_folder(root: Path, size: int) -> ImageData:
     """Load every image under ``root``'s class sub-folders as RGB ``size x size`` uint8.
 
-    Classes are the sorted sub-folder names. Images are converted to RGB (palette,
+    Classes are the sorted sub-folder names; a folder without sub-folders is one
+    class of its own images. Images are converted to RGB (palette,
     grayscale, alpha all handled by Pillow) and resized with bicubic antialiasing.
     """
     from PIL import Image, UnidentifiedImageError
@@ -27,8 +28,11 @@ def load_image_folder(root: Path, size: int) -> ImageData:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     files = [(f, c) for c, name in enumerate(classes) for f in sorted((root / name).rglob("*"))
              if f.suffix.lower() in EXTENSIONS]
+    if not classes:  # a flat folder of images (e.g. anomalies): one class named after it
+        classes = [root.name]
+        files = [(f, 0) for f in sorted(root.iterdir()) if f.suffix.lower() in EXTENSIONS]
     if not files:
-        raise ViclabError(f"no images ({', '.join(sorted(EXTENSIONS))}) found in class sub-folders of {root}")
+        raise ViclabError(f"no images ({', '.join(sorted(EXTENSIONS))}) found in {root} or its class sub-folders")
     images = np.empty((len(files), size, size, 3), dtype=np.uint8)
     for i, (f, _) in enumerate(files):
         try:

@@ -1,0 +1,220 @@
+"""Frozen encoders and their representations, cached on disk.
+
+A *source* names an encoder: a run folder (its ``encoder.safetensors``), a
+``.safetensors`` file written by ``viclab train``, or ``random:BACKBONE`` for a
+randomly initialised encoder of that architecture (the baseline every probe
+should beat).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from viclab.augment import eval_transform
+from viclab.config import AugmentConfig, Config, ModelConfig
+from viclab.data import ImageData, load_dataset
+from viclab.errors import ViclabError, ViclabWarning
+from viclab.io import atomic_save_npy
+from viclab.runtime import Runtime, select_runtime
+
+RANDOM_PREFIX = "random:"
+CACHE_VERSION = "1"  # bump when the way representations are computed changes
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """A frozen encoder f and what it was trained with.
+
+    Attributes:
+        module: maps ``(B, 3, H, W)`` normalised images to ``(B, dim)``.
+        dim: representation width.
+        config: the training config (dataset, image size, normalisation).
+        name: a short label for tables and figure legends.
+        weights_sha256: hash of the weights file, or of a random encoder's
+            initial parameters; keys the representation cache.
+    """
+
+    module: nn.Module
+    dim: int
+    config: Config
+    name: str
+    weights_sha256: str
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _state_sha256(module: nn.Module) -> str:
+    """Hash of a module's parameters and buffers (names, shapes and values)."""
+    h = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        h.update(f"{key}{tuple(value.shape)}{value.dtype}".encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_source(source: str | os.PathLike, name: str | None = None, seed: int = 0) -> Encoder:
+    """Resolve a run folder, a ``.safetensors`` file or ``random:BACKBONE`` to an :class:`Encoder`.
+
+    Args:
+        source: what to load.
+        name: label for figures (default: the run folder's or file's name).
+        seed: initialisation seed for ``random:`` sources.
+    """
+    from viclab.models import build_backbone
+    from viclab.train.checkpoint import load_encoder
+    from viclab.train.rundir import ENCODER
+
+    text = str(source)
+    if text.startswith(RANDOM_PREFIX):
+        backbone = text[len(RANDOM_PREFIX):]
+        with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
+            torch.manual_seed(seed)
+            module, dim = build_backbone(backbone)
+        cfg = replace(Config(), model=ModelConfig(backbone=backbone))
+        return Encoder(module.eval(), dim, cfg, name or f"random {backbone}", _state_sha256(module))
+    path = Path(source)
+    if path.is_dir():
+        if not (path / ENCODER).exists():
+            raise ViclabError(f"run folder {path} has no {ENCODER}: its training has not finished; "
+                              f"finish it with 'viclab train --resume {path}'")
+        label, path = path.name, path / ENCODER
+    elif path.exists():
+        label = path.stem
+    else:
+        raise ViclabError(f"{path} does not exist; give a run folder, a .safetensors file or random:BACKBONE")
+    module, dim, cfg = load_encoder(path)
+    return Encoder(module.eval(), dim, cfg, name or label, _sha256(path))
+
+
+def default_cache_dir() -> Path:
+    """``$VICLAB_CACHE``, else ``$XDG_CACHE_HOME/viclab/features`` (~/.cache/viclab/features)."""
+    if os.environ.get("VICLAB_CACHE"):
+        return Path(os.environ["VICLAB_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "viclab" / "features"
+
+
+@torch.no_grad()
+def encode(module: nn.Module, images: Tensor, augment: AugmentConfig, batch_size: int = 500,
+           runtime: Runtime | None = None, progress: bool = False, desc: str = "encoding") -> Tensor:
+    """Representations of ``images`` with the evaluation transform (normalise only).
+
+    Args:
+        module: the encoder, put in eval mode here (BatchNorm uses running stats).
+        images: ``(N, 3, H, W)`` uint8.
+        augment: supplies the normalisation (mean, std).
+        batch_size: images per forward pass.
+        runtime: device and precision (default: CUDA if present, else CPU fp32).
+        progress: show a tqdm bar.
+
+    Returns:
+        ``(N, D)`` float32 on the CPU.
+    """
+    from tqdm import tqdm
+
+    rt = runtime or select_runtime()
+    module = module.to(rt.device).eval()
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False,
+                      dynamic_ncols=True):
+        x = eval_transform(images[start:start + batch_size].to(rt.device), augment)
+        with rt.autocast():
+            out.append(module(x).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+@dataclass(frozen=True)
+class Representations:
+    """One split of a dataset and its representations.
+
+    Attributes:
+        features: ``(N, D)`` float32.
+        data: the images ``(N, 3, H, W)`` uint8, labels ``(N,)`` and class names.
+        dataset: registry name or folder path the split came from.
+        split: ``"train"`` or ``"test"``.
+    """
+
+    features: np.ndarray
+    data: ImageData
+    dataset: str
+    split: str
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.data.labels.numpy()
+
+
+def _data_fingerprint(data: ImageData) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(tuple(data.images.shape)).encode())
+    h.update(data.images.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_images(dataset: str, split: str, data_dir: str | None, size: int) -> ImageData:
+    """A registered dataset's split, or an image folder given by path (``root/<class>/*``)."""
+    if dataset in _registered() or not Path(dataset).is_dir():
+        return load_dataset(dataset, split, data_dir, size)
+    return load_dataset("folder", split, dataset, size)
+
+
+def _registered() -> set[str]:
+    from viclab.data import DATASETS
+
+    return set(DATASETS)
+
+
+def representations(encoder: Encoder, split: str, dataset: str | None = None, data_dir: str | None = None,
+                    cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+                    progress: bool = False, runtime: Runtime | None = None) -> Representations:
+    """Encode a dataset split, reusing a cached result when one exists.
+
+    The cache key is the weights' SHA-256, the dataset's name, the split, a hash of
+    the images themselves and the normalisation, so a changed file never returns
+    stale features.
+
+    Args:
+        encoder: from :func:`load_source`.
+        split: ``"train"`` or ``"test"``.
+        dataset: registry name or image-folder path (default: the one the encoder was trained on).
+        data_dir: data root (default: ``$VICLAB_DATA`` or the cache dir).
+        cache_dir: where ``.npy`` features live (default: :func:`default_cache_dir`).
+        use_cache: read and write the cache.
+    """
+    cfg = encoder.config
+    dataset = dataset or cfg.data.dataset
+    # The training run's own data folder when it exists here (the weights may come from elsewhere).
+    trained_on = cfg.data.data_dir if cfg.data.data_dir and Path(cfg.data.data_dir).is_dir() else None
+    data = load_images(dataset, split, data_dir or trained_on, cfg.augment.size)
+    path = None
+    if use_cache:
+        key = hashlib.sha256("|".join([CACHE_VERSION, encoder.weights_sha256, dataset, split,
+                                       _data_fingerprint(data), repr(cfg.augment.mean),
+                                       repr(cfg.augment.std)]).encode()).hexdigest()[:32]
+        path = Path(cache_dir or default_cache_dir()) / f"{key}.npy"
+        if path.exists():
+            feats = np.load(path)
+            if feats.shape == (len(data), encoder.dim):
+                return Representations(feats, data, dataset, split)
+    feats = encode(encoder.module, data.images, cfg.augment, runtime=runtime, progress=progress,
+                   desc=f"{encoder.name}: {dataset} {split}").numpy()
+    if path is not None:
+        try:
+            atomic_save_npy(path, feats)
+        except OSError as e:  # an unwritable cache only costs time on the next call
+            warnings.warn(f"cannot cache features in {path.parent} ({e.strerror}); set VICLAB_CACHE to a "
+                          "writable folder", ViclabWarning, stacklevel=2)
+    return Representations(feats, data, dataset, split)

@@ -1,0 +1,268 @@
+"""What a user asks of a trained encoder (spec §3), one function each; the CLI calls these.
+
+Each task loads an encoder (run folder, ``.safetensors`` or ``random:BACKBONE``),
+computes (or reuses cached) representations, writes its figures and a JSON
+summary into an output folder, and returns the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from viclab.config import EVAL_DEFAULTS, EvalConfig
+from viclab.errors import ViclabError
+from viclab.eval import figures
+from viclab.eval.features import Encoder, Representations, load_source, representations
+from viclab.io import atomic_save_npy, atomic_write_text
+
+Source = str | Path | Encoder
+
+
+def default_out_dir(encoder: Encoder, source: Source) -> Path:
+    """A run folder's own ``eval/``; otherwise ``./eval-<name>``."""
+    if not isinstance(source, Encoder) and Path(source).is_dir():
+        return Path(source) / "eval"
+    return Path(f"eval-{encoder.name.replace(' ', '-').replace(':', '-')}")
+
+
+class _Task:
+    """Shared set-up of a task: the encoder, its output folder, cached representations."""
+
+    def __init__(self, source: Source, out: str | Path | None, data_dir: str | None, cfg: EvalConfig,
+                 progress: bool, use_cache: bool, name: str | None = None) -> None:
+        self.encoder = source if isinstance(source, Encoder) else load_source(source, name=name, seed=cfg.seed)
+        self.out = Path(out) if out else default_out_dir(self.encoder, source)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.data_dir, self.cfg, self.progress, self.use_cache = data_dir, cfg, progress, use_cache
+
+    def reps(self, split: str, dataset: str | None = None) -> Representations:
+        return representations(self.encoder, split, dataset, self.data_dir, use_cache=self.use_cache,
+                               progress=self.progress)
+
+    def write_json(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        payload = {"source": self.encoder.name, "weights_sha256": self.encoder.weights_sha256,
+                   "backbone": self.encoder.config.model.backbone, "eval_config": asdict(self.cfg), **payload}
+        atomic_write_text(self.out / name, json.dumps(payload, indent=2) + "\n")
+        return payload
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def run_probe(source: Source, out: str | Path | None = None, data_dir: str | None = None,
+              cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
+              echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Linear probe (spec S3) and weighted kNN classifier on train -> test representations.
+
+    Writes ``probe.json``. Returns the summary (accuracies as fractions).
+    """
+    from viclab.eval.probe import knn_accuracy, linear_probe
+
+    t = _Task(source, out, data_dir, cfg, progress, use_cache)
+    train, test = t.reps("train"), t.reps("test")
+    probe = linear_probe(train.features, train.labels, test.features, test.labels, cfg.probe_weight_decays,
+                         seed=cfg.seed)
+    t0 = time.perf_counter()
+    knn = knn_accuracy(train.features, train.labels, test.features, test.labels, cfg.knn_k, cfg.knn_temperature)
+    knn_seconds = time.perf_counter() - t0
+    echo(f"{t.encoder.name}: linear probe top-1 {_pct(probe.top1)} top-5 {_pct(probe.top5)} "
+         f"(weight decay {probe.weight_decay:g}, {probe.seconds:.1f}s) | "
+         f"{cfg.knn_k}-NN top-1 {_pct(knn[1])} top-5 {_pct(knn[5])} "
+         f"[{len(train.labels)} train / {len(test.labels)} test images]")
+    return t.write_json("probe.json", {
+        "n_train": len(train.labels), "n_test": len(test.labels),
+        "linear": {"top1": probe.top1, "top5": probe.top5, "train_top1": probe.train_top1,
+                   "weight_decay": probe.weight_decay,
+                   "val_top1": {str(k): v for k, v in probe.val_top1.items()}, "seconds": probe.seconds},
+        "knn": {"top1": knn[1], "top5": knn[5], "k": cfg.knn_k, "temperature": cfg.knn_temperature,
+                "seconds": knn_seconds},
+    })
+
+
+def run_plot(source: Source, out: str | Path | None = None, data_dir: str | None = None,
+             cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
+             echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Test-set representations mapped to 2-D by PCA and t-SNE, coloured by class (spec S2).
+
+    Writes ``pca.png``, ``pca.html``, ``tsne.png``, ``tsne.html`` and ``plot.json``.
+    """
+    from viclab.eval.embed import pca_2d, tsne_2d
+
+    t = _Task(source, out, data_dir, cfg, progress, use_cache)
+    test = t.reps("test")
+    classes = test.data.classes
+    files, seconds = [], {}
+    for method, fn in (("pca", pca_2d), ("tsne", lambda x: tsne_2d(x, cfg.seed))):
+        t0 = time.perf_counter()
+        points = fn(test.features)
+        seconds[method] = time.perf_counter() - t0
+        title = f"{t.encoder.name}: {'PCA' if method == 'pca' else 't-SNE'} of {len(points)} {test.dataset} " \
+                f"test representations"
+        files += [figures.scatter_png(points, test.labels, classes, title, t.out / f"{method}.png"),
+                  figures.scatter_html(points, test.labels, classes, title, t.out / f"{method}.html")]
+    echo(f"{t.encoder.name}: PCA {seconds['pca']:.1f}s, t-SNE {seconds['tsne']:.1f}s -> "
+         + ", ".join(str(f) for f in files))
+    return t.write_json("plot.json", {"n_points": len(test.labels), "seconds": seconds,
+                                      "files": [str(f) for f in files]})
+
+
+def run_retrieve(source: Source, out: str | Path | None = None, data_dir: str | None = None,
+                 cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
+                 echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Nearest and most distant training images of one seeded query per class (spec S8).
+
+    Writes ``retrieval_nearest.png``, ``retrieval_farthest.png`` and ``retrieval.json``
+    (with precision@k averaged over ``cfg.precision_queries`` queries).
+    """
+    from viclab.eval.neighbors import farthest, nearest, one_query_per_class, precision_at_k
+
+    t = _Task(source, out, data_dir, cfg, progress, use_cache)
+    train = t.reps("train")
+    x, y, images, classes = train.features, train.labels, train.data.images, train.data.classes
+    queries = one_query_per_class(y, cfg.seed)
+    k = cfg.retrieval_k
+    near_d, near_i = nearest(x, x[queries], k, exclude=queries)
+    far_d, far_i = farthest(x, x[queries], k)
+    for kind, dist, idx in (("nearest", near_d, near_i), ("farthest", far_d, far_i)):
+        rows = [(f"query: {classes[y[q]]}", [images[q], *images[idx[r]]],
+                 [f"query #{q}", *(f"{classes[y[j]]} d={d:.2f}" for j, d in zip(idx[r], dist[r]))])
+                for r, q in enumerate(queries)]
+        word = "nearest" if kind == "nearest" else "most distant"
+        figures.image_grid_png(rows, f"{t.encoder.name}: the {k} {word} training images (L2 in representation "
+                                     "space)", t.out / f"retrieval_{kind}.png")
+    t0 = time.perf_counter()
+    p_at_k = precision_at_k(x, y, k, cfg.precision_queries, cfg.seed)
+    n_q = min(cfg.precision_queries, len(y))
+    echo(f"{t.encoder.name}: precision@{k} {_pct(p_at_k)} over {n_q} training queries "
+         f"({time.perf_counter() - t0:.1f}s) -> {t.out / 'retrieval_nearest.png'}, {t.out / 'retrieval_farthest.png'}")
+    return t.write_json("retrieval.json", {
+        "k": k, "precision_at_k": p_at_k, "precision_queries": n_q,
+        "queries": [{"index": int(q), "class": classes[y[q]],
+                     "nearest": near_i[r].tolist(), "nearest_distance": near_d[r].tolist(),
+                     "farthest": far_i[r].tolist(), "farthest_distance": far_d[r].tolist()}
+                    for r, q in enumerate(queries)],
+    })
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(n if seen[n] == 1 else f"{n} ({seen[n]})")
+    return out
+
+
+def run_anomaly(sources: Sequence[Source], out: str | Path | None = None, data_dir: str | None = None,
+                anomalies: str = "mnist", names: Sequence[str] | None = None, cfg: EvalConfig = EVAL_DEFAULTS,
+                progress: bool = True, use_cache: bool = True,
+                echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """kNN-density anomaly detection (spec A1-A3) for one or several encoders.
+
+    Normal reference: the training split the encoder was trained on. Test set: that
+    dataset's test split (label 0) plus ``anomalies``' test split (label 1; a
+    registered dataset or an image-folder path). Score: mean L2 distance to the
+    ``cfg.anomaly_k`` nearest references.
+
+    Writes ``roc.png`` (all encoders), ``top_anomalies.png`` (the ``cfg.anomaly_top``
+    highest-scoring test images, one row per encoder), per encoder
+    ``scores-<name>.npy`` and ``.csv``, and ``anomaly.json``.
+    """
+    from viclab.eval.anomaly import knn_anomaly_scores, roc
+
+    if not sources:
+        raise ViclabError("anomaly needs at least one run folder or weights file")
+    if names is not None and len(names) != len(sources):
+        raise ViclabError(f"{len(names)} names for {len(sources)} sources; give one name per source")
+    tasks = [_Task(s, out, data_dir, cfg, progress, use_cache, name=(names[i] if names else None))
+             for i, s in enumerate(sources)]
+    labels_out = _unique_names([t.encoder.name for t in tasks])
+    out_dir = tasks[0].out
+    curves, rows, results = [], [], []
+    for t, label in zip(tasks, labels_out):
+        train, normal, odd = t.reps("train"), t.reps("test"), t.reps("test", anomalies)
+        test_x = np.concatenate([normal.features, odd.features])
+        truth = np.concatenate([np.zeros(len(normal.labels), np.int64), np.ones(len(odd.labels), np.int64)])
+        t0 = time.perf_counter()
+        scores = knn_anomaly_scores(train.features, test_x, cfg.anomaly_k)
+        seconds = time.perf_counter() - t0
+        fpr, tpr, auc = roc(truth, scores)
+        curves.append((label, fpr, tpr, auc))
+        stem = "scores-" + "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
+        atomic_save_npy(out_dir / f"{stem}.npy", scores)
+        n0 = len(normal.labels)
+        csv = "index,dataset,label,score\n" + "".join(
+            f"{i if i < n0 else i - n0},{normal.dataset if i < n0 else odd.dataset},{truth[i]},{s:.6g}\n"
+            for i, s in enumerate(scores))
+        atomic_write_text(out_dir / f"{stem}.csv", csv)
+        top = np.argsort(-scores, kind="stable")[:cfg.anomaly_top]
+        images = [normal.data.images[i] if i < n0 else odd.data.images[i - n0] for i in top]
+        rows.append((label, images, [f"{odd.dataset if truth[i] else normal.dataset} {scores[i]:.2f}" for i in top]))
+        results.append({"name": label, "source": t.encoder.name, "weights_sha256": t.encoder.weights_sha256,
+                        "auroc": auc, "n_normal": n0, "n_anomalies": len(odd.labels), "seconds": seconds,
+                        "top": [{"dataset": normal.dataset if i < n0 else odd.dataset,
+                                 "index": int(i if i < n0 else i - n0), "score": float(scores[i])} for i in top],
+                        "scores": str(out_dir / f"{stem}.npy")})
+        echo(f"{label}: AUROC {auc:.4f} ({normal.dataset} test {n0} normal vs {odd.dataset} test "
+             f"{len(odd.labels)} anomalous, k={cfg.anomaly_k}, scoring {seconds:.2f}s)")
+    dataset = tasks[0].encoder.config.data.dataset
+    figures.roc_png(curves, f"kNN anomaly detection, k={cfg.anomaly_k}\n{dataset} test (normal) vs {anomalies} "
+                            "test (anomalous)", out_dir / "roc.png")
+    figures.image_grid_png(rows, f"the {cfg.anomaly_top} most anomalous test images (dataset, score)",
+                           out_dir / "top_anomalies.png")
+    payload = {"anomalies": anomalies, "eval_config": asdict(cfg), "runs": results}
+    atomic_write_text(out_dir / "anomaly.json", json.dumps(payload, indent=2) + "\n")
+    echo(f"-> {out_dir / 'roc.png'}, {out_dir / 'top_anomalies.png'}")
+    return payload
+
+
+def run_cluster(source: Source, out: str | Path | None = None, data_dir: str | None = None,
+                cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
+                echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """K-means on training representations, silhouette in their dimension (spec C1-C3).
+
+    The silhouette is exact over all training points. The figure is a t-SNE of a
+    seeded sample of ``cfg.tsne_points`` training points (the title says so), coloured
+    by cluster and by class, with the K-means centres placed by openTSNE in black.
+    Writes ``clusters.png`` and ``cluster.json``.
+    """
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    from viclab.eval.cluster import kmeans, silhouette
+    from viclab.eval.embed import tsne
+
+    t = _Task(source, out, data_dir, cfg, progress, use_cache)
+    train = t.reps("train")
+    x, y = train.features, train.labels
+    t0 = time.perf_counter()
+    assign, centres = kmeans(x, cfg.clusters, cfg.seed)
+    t1 = time.perf_counter()
+    sil = silhouette(x, assign)
+    t2 = time.perf_counter()
+    rng = np.random.default_rng(cfg.seed)
+    sample = np.arange(len(y)) if cfg.tsne_points >= len(y) else np.sort(
+        rng.choice(len(y), cfg.tsne_points, replace=False))
+    emb = tsne(x[sample], cfg.seed)
+    centres_2d = np.asarray(emb.transform(centres), dtype=np.float32)
+    t3 = time.perf_counter()
+    what = "all" if len(sample) == len(y) else f"a random sample of {len(sample)} of the {len(y)}"
+    figures.cluster_png(np.asarray(emb), assign[sample], y[sample], train.data.classes, centres_2d,
+                        f"{t.encoder.name}: K-means (k={cfg.clusters}) on training representations; t-SNE of "
+                        f"{what} points; silhouette {sil:.3f}", t.out / "clusters.png")
+    ari, nmi = adjusted_rand_score(y, assign), normalized_mutual_info_score(y, assign)
+    echo(f"{t.encoder.name}: K-means k={cfg.clusters} silhouette {sil:.4f} (exact, all {len(y)} points, "
+         f"{x.shape[1]}-d) | vs classes ARI {ari:.3f} NMI {nmi:.3f} -> {t.out / 'clusters.png'} "
+         f"(t-SNE of {len(sample)} points)")
+    return t.write_json("cluster.json", {
+        "k": cfg.clusters, "silhouette": sil, "silhouette_points": len(y), "ari": ari, "nmi": nmi,
+        "cluster_sizes": np.bincount(assign, minlength=cfg.clusters).tolist(), "tsne_points": len(sample),
+        "seconds": {"kmeans": t1 - t0, "silhouette": t2 - t1, "tsne": t3 - t2},
+    })
