@@ -80,3 +80,11 @@ def test_cluster_silhouette_vs_sklearn(tiny_run, tmp_path):
     assign, _ = kmeans(x, 4, 0)
     assert out["silhouette"] == pytest.approx(silhouette_score(x, assign), abs=1e-5)
     assert sum(out["cluster_sizes"]) == 100 and (tmp_path / "clusters.png").exists()
+
+
+def test_anomaly_writes_only_to_the_first_runs_folder(tiny_run, tmp_path, monkeypatch):
+    run, root = tiny_run
+    monkeypatch.chdir(tmp_path)
+    run_anomaly([run, "random:small_cnn"], None, str(root), **QUIET)
+    assert (run / "eval" / "roc.png").exists()
+    assert list(tmp_path.iterdir()) == [tmp_path / "cache"]  # no ./eval-random-small_cnn left behind

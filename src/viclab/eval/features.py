@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from viclab.augment import eval_transform
 from viclab.config import AugmentConfig, Config, ModelConfig
-from viclab.data import ImageData, load_dataset
+from viclab.data import DATASETS, ImageData, load_dataset
 from viclab.errors import ViclabError, ViclabWarning
 from viclab.io import atomic_save_npy
 from viclab.runtime import Runtime, select_runtime
@@ -165,16 +165,10 @@ def _data_fingerprint(data: ImageData) -> str:
 
 
 def load_images(dataset: str, split: str, data_dir: str | None, size: int) -> ImageData:
-    """A registered dataset's split, or an image folder given by path (``root/<class>/*``)."""
-    if dataset in _registered() or not Path(dataset).is_dir():
-        return load_dataset(dataset, split, data_dir, size)
-    return load_dataset("folder", split, dataset, size)
-
-
-def _registered() -> set[str]:
-    from viclab.data import DATASETS
-
-    return set(DATASETS)
+    """A registered dataset's split, or an image folder given by path (``root/<class>/*`` or flat)."""
+    if dataset not in DATASETS and Path(dataset).is_dir():
+        return load_dataset("folder", split, dataset, size)
+    return load_dataset(dataset, split, data_dir, size)
 
 
 def representations(encoder: Encoder, split: str, dataset: str | None = None, data_dir: str | None = None,

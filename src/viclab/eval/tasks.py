@@ -38,9 +38,14 @@ class _Task:
     def __init__(self, source: Source, out: str | Path | None, data_dir: str | None, cfg: EvalConfig,
                  progress: bool, use_cache: bool, name: str | None = None) -> None:
         self.encoder = source if isinstance(source, Encoder) else load_source(source, name=name, seed=cfg.seed)
-        self.out = Path(out) if out else default_out_dir(self.encoder, source)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self._out = Path(out) if out else default_out_dir(self.encoder, source)
         self.data_dir, self.cfg, self.progress, self.use_cache = data_dir, cfg, progress, use_cache
+
+    @property
+    def out(self) -> Path:
+        """The output folder, created on first use (a failed task leaves no empty folder)."""
+        self._out.mkdir(parents=True, exist_ok=True)
+        return self._out
 
     def reps(self, split: str, dataset: str | None = None) -> Representations:
         return representations(self.encoder, split, dataset, self.data_dir, use_cache=self.use_cache,
