@@ -104,6 +104,7 @@ def test_eval_subcommands(tiny_eval_run, tmp_path, capsys):
     (["cluster", "random:small_cnn", "--clusters", "1"], "clusters=1 must be >= 2"),
     (["anomaly", "random:small_cnn", "--names", "a", "b"], "2 names for 1 sources"),
     (["anomaly", "random:small_cnn", "--anomalies", "svhn"], "unknown dataset 'svhn'"),
+    (["anomaly", "random:small_cnn", "--anomalies", "cifar10"], "trained on cifar10, so it cannot serve"),
 ])
 def test_eval_mistakes(argv, fragment, capsys, tiny_eval_run):
     _, root = tiny_eval_run

@@ -189,6 +189,10 @@ def run_anomaly(sources: Sequence[Source], out: str | Path | None = None, data_d
         raise ViclabError(f"{len(names)} names for {len(sources)} sources; give one name per source")
     tasks = [_Task(s, out, data_dir, cfg, progress, use_cache, name=(names[i] if names else None))
              for i, s in enumerate(sources)]
+    for t in tasks:
+        if t.encoder.config.data.dataset == anomalies:
+            raise ViclabError(f"{t.encoder.name} was trained on {anomalies}, so it cannot serve as the anomalies; "
+                              "choose another dataset with --anomalies")
     labels_out = _unique_names([t.encoder.name for t in tasks])
     out_dir = tasks[0].out
     curves, rows, results = [], [], []
