@@ -46,15 +46,15 @@ def silhouette(features, assignments, chunk: int = 1024) -> float:
     counts = onehot.sum(0).double()
     sq = x.pow(2).sum(1)
     sums = torch.empty(len(x), len(ids), dtype=torch.float64)
-    for s in range(0, len(x), chunk):
+    for i in range(0, len(x), chunk):
         # ||a||^2 + ||b||^2 - 2 a.b, in place after one matmul (addmm's broadcast bias is slower)
-        d = (x[s:s + chunk] @ x.T).mul_(-2).add_(sq[None, :]).add_(sq[s:s + chunk, None])
-        d.diagonal(offset=s).zero_()  # a point's distance to itself, free of rounding
-        sums[s:s + chunk] = (d.clamp_min_(0).sqrt_() @ onehot).double()
+        d = (x[i:i + chunk] @ x.T).mul_(-2).add_(sq[None, :]).add_(sq[i:i + chunk, None])
+        d.diagonal(offset=i).zero_()  # a point's distance to itself, free of rounding
+        sums[i:i + chunk] = (d.clamp_min_(0).sqrt_() @ onehot).double()
     own = counts[lab]
     a = sums.gather(1, lab[:, None]).squeeze(1) / (own - 1).clamp_min(1)
     others = (sums / counts).scatter(1, lab[:, None], float("inf"))
     b = others.min(1).values
-    s = (b - a) / torch.maximum(a, b)
-    s[own == 1] = 0.0
-    return float(s.nan_to_num(0.0).mean())
+    coef = (b - a) / torch.maximum(a, b)
+    coef[own == 1] = 0.0
+    return float(coef.nan_to_num(0.0).mean())

@@ -119,13 +119,14 @@ def linear_probe(train_x, train_y, test_x, test_y, weight_decays: tuple[float, .
     if len(weight_decays) > 1:
         perm = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(seed))
         n_val = max(1, int(len(xtr) * val_fraction))
-        val, fit = perm[:n_val], perm[n_val:]
+        x_val, y_val = xtr[perm[:n_val]], ytr[perm[:n_val]]
+        x_fit, y_fit = xtr[perm[n_val:]], ytr[perm[n_val:]]  # gathered once for all candidates
         params, val_loss, fits = None, {}, {}
         for wd in sorted(weight_decays, reverse=True):
-            params = fits[wd] = fit_softmax(xtr[fit], ytr[fit], num_classes, wd, max_iter, init=params)
-            logits = xtr[val] @ params[0] + params[1]
-            val_top1[wd] = topk_accuracy(logits, ytr[val], (1,))[1]
-            val_loss[wd] = F.cross_entropy(logits, ytr[val]).item()
+            params = fits[wd] = fit_softmax(x_fit, y_fit, num_classes, wd, max_iter, init=params)
+            logits = x_val @ params[0] + params[1]
+            val_top1[wd] = topk_accuracy(logits, y_val, (1,))[1]
+            val_loss[wd] = F.cross_entropy(logits, y_val).item()
         best = max(val_top1, key=lambda wd: (val_top1[wd], -val_loss[wd]))  # ties: the better held-out fit
         init = fits[best]
     else:
