@@ -58,3 +58,24 @@ def real_data() -> Path:
     if not root or not (Path(root) / "cifar-10-batches-py" / "batches.meta").exists():
         pytest.skip("real data absent: set VICLAB_DATA to a folder with cifar-10-batches-py/ and MNIST/raw/")
     return Path(root)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
+    """``(run folder, data root)``: 1 epoch of small_cnn on 100 fake CIFAR images."""
+    from viclab.config import resolve_config
+    from viclab.train import train
+
+    root = tmp_path_factory.mktemp("data")
+    write_fake_cifar(root)
+    write_fake_mnist(root, n=12)
+    cfg = resolve_config("cpu", overrides=["model.projector=32-32", "train.batch_size=20", "train.epochs=1",
+                                           f"data.data_dir={root}", "train.eval_test=false"])
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    train(cfg, run, progress=False, echo=lambda s: None)
+    return run, root
+
+
+@pytest.fixture(autouse=True)
+def _feature_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VICLAB_CACHE", str(tmp_path / "cache"))

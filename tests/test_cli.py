@@ -26,6 +26,11 @@ def _one_error_line(capsys) -> str:
     (["train", "--config", "/nonexistent.toml"], "does not exist"),
     (["train", "--resume", "/nonexistent-run"], "not a viclab run folder"),
     (["trian"], "invalid choice"),
+    (["ablate", "latent", "--pairs", "both"], "pairs='both' is unknown"),
+    (["ablate", "laplacian", "--solver", "qr"], "solver='qr' is unknown"),
+    (["ablate", "neighbours", "/nonexistent-run"], "does not exist"),
+    (["ablate", "neighbours", "random:small_cnn", "optim.lr"], "cannot read override"),
+    (["compare"], "required: SOURCE"),
 ])
 def test_user_mistakes(argv, fragment, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

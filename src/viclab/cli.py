@@ -24,22 +24,15 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train VICReg and write a run folder",
                        description="Train VICReg. Config = preset, then --config TOML, then section.field=value "
                                    "overrides (e.g. optim.lr=1e-3 train.epochs=5).")
-    p.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
-    p.add_argument("--preset", help="exercise (spec §2, default) or cpu (small net for 2-core machines)")
-    p.add_argument("--config", help="TOML file: optional top-level preset, then [section] tables")
-    p.add_argument("--data-dir", help="data root (default: $VICLAB_DATA, else ~/.cache/viclab)")
-    p.add_argument("--out", default="runs", help="parent folder of run folders (default: runs)")
-    p.add_argument("--name", help="run folder name (default: <preset>-<timestamp>)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train)
+    _add_train_flags(p)
+    p.set_defaults(func=_cmd_train, force=[], kind=None)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from viclab.config import resolve_config
     from viclab.train import train
 
-    overrides = list(args.overrides)
+    overrides = list(args.overrides) + args.force  # forced last: an ablation's defining change wins
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
     if args.resume:
@@ -51,7 +44,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = resolve_config(args.preset, args.config, overrides, base=base)
     else:
         cfg = resolve_config(args.preset, args.config, overrides)
-        name = args.name or f"{args.preset or 'exercise'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = args.name or f"{args.kind or args.preset or 'exercise'}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(args.out) / name
     result = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress)
     print(f"run folder: {result.run_dir}")
@@ -126,6 +119,139 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train_flags(p, preset: bool = True) -> None:
+    p.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
+    if preset:
+        p.add_argument("--preset", help="exercise (spec §2, default) or cpu (small net for 2-core machines)")
+        p.add_argument("--config", help="TOML file: optional top-level preset, then [section] tables")
+    p.add_argument("--data-dir", help="data root (default: $VICLAB_DATA, else ~/.cache/viclab)")
+    p.add_argument("--out", default="runs", help="parent folder of run folders (default: runs)")
+    p.add_argument("--name", help="run folder name (default: <kind>-<timestamp>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+_FLAG_HELP = {
+    "pairs": "graph (positives from a fixed kNN graph: the correction) or naive (each code with itself)",
+    "dataset": "dataset name or image-folder path", "data_dir": "data root (default: $VICLAB_DATA, else ~/.cache)",
+    "subset": "use the first N training images (0 = all)", "dim": "representation width",
+    "projector": "projector widths, e.g. 512-512-512", "graph_features": "encoder source of the fixed data space",
+    "graph_k": "neighbours per image in the fixed graph", "epochs": "passes over the codes",
+    "batch_size": "codes per batch", "lr": "SparseAdam rate of the codes", "projector_lr": "Adam rate of the projector",
+    "probe_fraction": "share of codes the probe trains on (tested on the rest)", "seed": "seed",
+    "features": "encoder source of the graph's features", "k": "neighbours per image in the kNN graph",
+    "solver": "eigen-solver: arpack, lobpcg or sklearn",
+}
+
+
+def _add_config_flags(p, cls: type, skip: tuple[str, ...] = ()) -> list[str]:
+    """One ``--field-name`` flag per plain field of a frozen config dataclass; defaults from it."""
+    import dataclasses
+    import typing
+
+    hints, defaults, names = typing.get_type_hints(cls), cls(), []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        tp = {str | None: str}.get(tp, tp)
+        if f.name in skip or tp not in (int, float, str):
+            continue
+        p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=tp,
+                       help=f"{_FLAG_HELP.get(f.name, f.name)} (default {getattr(defaults, f.name)})")
+        names.append(f.name)
+    return names
+
+
+def _add_ablate(sub) -> None:
+    from viclab.config import EigenmapsConfig, LatentConfig
+
+    ab = sub.add_parser("ablate", help="ablations that peel VICReg back to Laplacian Eigenmaps (spec S4-S7)",
+                        description="Each ablation writes a run folder that probe, plot, retrieve, anomaly, cluster "
+                                    "and compare accept like any other.")
+    kinds = ab.add_subparsers(dest="ablation", required=True, parser_class=_Parser)
+    p = kinds.add_parser("no-variance", help="VICReg without the variance term (mu = 0, spec S4)",
+                         description="viclab train with loss.var_weight=0; same flags as train.")
+    _add_train_flags(p)
+    p.set_defaults(func=_cmd_train, force=["loss.var_weight=0"], kind="novar")
+    p = kinds.add_parser("neighbours", help="train on (image, one of its k nearest images) pairs (spec S6)",
+                         description="From a trained encoder: its training representations give each image's k "
+                                     "nearest images (computed once); a fresh encoder+projector then trains on "
+                                     "(image, random one of them) pairs without augmentation, with the source's "
+                                     "recipe.")
+    p.add_argument("source", metavar="SOURCE", help="a run folder or encoder .safetensors file")
+    p.add_argument("-k", type=int, default=3, help="neighbours per image (default 3)")
+    p.add_argument("--epochs", type=int, default=1, help="epochs (default 1)")
+    _add_train_flags(p, preset=False)
+    p.set_defaults(func=_cmd_neighbours)
+    for name, cls, help, skip in (
+            ("latent", LatentConfig, "a free code per training image instead of an encoder (spec S5)", ()),
+            ("laplacian", EigenmapsConfig, "Laplacian Eigenmaps of random-CNN features, all images (spec S7)", ())):
+        p = kinds.add_parser(name, help=help, description=(cls.__doc__ or "").split("\n\n")[0])
+        fields = _add_config_flags(p, cls, skip)
+        p.add_argument("--out", default="runs", help="parent folder of run folders (default: runs)")
+        p.add_argument("--name", help=f"run folder name (default: {name}-<timestamp>); an existing run of the "
+                                      "same config is continued")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.set_defaults(func=_cmd_table_ablation, cls=cls, fields=fields, kind=name)
+
+
+def _run_dir(args: argparse.Namespace, kind: str) -> Path:
+    return Path(args.out) / (args.name or f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _cmd_neighbours(args: argparse.Namespace) -> int:
+    from viclab.ablate.neighbours import neighbours_config
+    from viclab.config import apply_mapping, parse_overrides
+    from viclab.train import train
+    from viclab.train.rundir import read_config
+
+    overrides = list(args.overrides) + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg = read_config(run_dir)
+    else:
+        cfg = neighbours_config(args.source, k=args.k, epochs=args.epochs)
+        run_dir = _run_dir(args, "neighbours")
+    cfg = apply_mapping(cfg, parse_overrides(overrides), origin="the command line")
+    result = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def _cmd_table_ablation(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from viclab.ablate.eigenmaps import run_eigenmaps
+    from viclab.ablate.latent import run_latent
+
+    cfg = replace(args.cls(), **{f: getattr(args, f) for f in args.fields if getattr(args, f) is not None})
+    run_dir = _run_dir(args, args.kind)
+    (run_latent if args.kind == "latent" else run_eigenmaps)(cfg, run_dir, progress=not args.no_progress)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="one table: linear/kNN top-1, AUROC, silhouette of several runs",
+                       description="Linear probe top-1, weighted kNN top-1, kNN-anomaly AUROC against the "
+                                   "--anomalies test split and K-means silhouette, one row per run.")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="run folders, .safetensors files or random:BACKBONE")
+    p.add_argument("--names", nargs="+", help="row names, one per source")
+    p.add_argument("--anomalies", default="mnist", help="dataset of the anomalies (default: mnist)")
+    p.add_argument("--data-dir", help="data root (default: $VICLAB_DATA, else ~/.cache/viclab)")
+    p.add_argument("--out", help="output folder (default: ./compare)")
+    p.add_argument("--no-cache", action="store_true", help="recompute representations (default: cached)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from viclab.eval.compare import run_compare
+
+    run_compare(args.sources, names=args.names, out=args.out, data_dir=args.data_dir, anomalies=args.anomalies,
+                progress=not args.no_progress, use_cache=not args.no_cache)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="viclab", description="VICReg self-supervised learning toolkit")
     from viclab import __version__
@@ -134,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(sub)
     _add_eval(sub)
+    _add_ablate(sub)
+    _add_compare(sub)
     return parser
 
 
@@ -164,7 +292,14 @@ def guarded(fn: Callable[[], int | None]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     def run() -> int:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, rest = parser.parse_known_args(argv)
+        # argparse matches positionals in one run, so overrides after an option or after another
+        # positional (``ablate neighbours RUN --name x optim.lr=1e-3``) come back unmatched.
+        if rest and hasattr(args, "overrides") and all("=" in r and not r.startswith("-") for r in rest):
+            args.overrides = [*args.overrides, *rest]
+        elif rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
         return args.func(args)
 
     return guarded(run)

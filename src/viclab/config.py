@@ -158,6 +158,27 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ViewsConfig:
+    """Where each step's pair comes from.
+
+    ``augment``: two independent draws of T (VICReg). ``neighbours`` (spec S6): an image
+    and one of its ``k`` nearest training images in the representation space of the
+    encoder ``source``, chosen at random each step, without augmentation (normalise only).
+    """
+
+    kind: str = "augment"
+    source: str | None = None  # neighbours: a run folder or .safetensors encoder
+    k: int = 3
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("augment", "neighbours"),
+               f"views.kind={self.kind!r} is unknown; use 'augment' or 'neighbours'")
+        _check(self.k >= 1, f"views.k={self.k} must be >= 1")
+        _check(self.kind != "neighbours" or bool(self.source),
+               "views.kind=neighbours needs views.source, the encoder whose neighbours pair the images")
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything that determines a training run's numbers."""
 
@@ -167,6 +188,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -206,6 +228,69 @@ class EvalConfig:
 
 
 EVAL_DEFAULTS = EvalConfig()
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    """Latent optimisation (spec S5): a free code per training image, no encoder.
+
+    ``pairs="naive"`` pairs each code with itself (the two "views" of an image share
+    its code, so invariance is identically 0); ``pairs="graph"`` pairs it with one of
+    its ``graph_k`` nearest images in a fixed data space (the representations of
+    ``graph_features``), which makes the objective Laplacian-Eigenmaps-like.
+    """
+
+    pairs: str = "graph"
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    subset: int = 0  # first N training images (0 = all)
+    dim: int = 128  # code width (the exercise's representation dim)
+    projector: str = "512-512-512"
+    graph_features: str = "random:conv4"
+    graph_k: int = 10
+    epochs: int = 30
+    batch_size: int = 256
+    # Sparse (lazy) Adam on the codes: a code moves only when its image is in the batch, a few
+    # times per epoch, so it needs a far larger rate than the projector (measured: 28.9% probe
+    # after 20 epochs at 0.2, 26.5% at 0.05).
+    lr: float = 0.2
+    projector_lr: float = 1e-3
+    probe_fraction: float = 0.9  # codes the probe trains on; it is tested on the rest
+    seed: int = 0
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.pairs in ("graph", "naive"), f"pairs={self.pairs!r} is unknown; use 'graph' or 'naive'")
+        for name in ("dim", "graph_k", "epochs"):
+            _check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
+        _check(self.batch_size >= 2, f"batch_size={self.batch_size} must be >= 2 (variance needs 2 samples)")
+        _check(self.lr > 0 and self.projector_lr > 0, "lr and projector_lr must be > 0")
+        _check(0 < self.probe_fraction < 1, f"probe_fraction={self.probe_fraction} must be in (0, 1)")
+        _check(self.subset >= 0, f"subset={self.subset} must be >= 0 (0 = all images)")
+
+
+@dataclass(frozen=True)
+class EigenmapsConfig:
+    """Laplacian Eigenmaps (spec S7) on the training and test images together.
+
+    Features: an encoder source, by default the seeded untrained ``conv4`` CNN; graph:
+    symmetric binary ``k``-NN (exact L2); representation: the ``dim`` smallest
+    non-trivial generalised eigenvectors of the graph Laplacian.
+    """
+
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    features: str = "random:conv4"
+    k: int = 10
+    dim: int = 64
+    solver: str = "arpack"  # fastest measured (benchmarks/laplacian.py)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.k >= 1, f"k={self.k} must be >= 1")
+        _check(self.dim >= 1, f"dim={self.dim} must be >= 1")
+        _check(self.solver in ("arpack", "lobpcg", "sklearn"),
+               f"solver={self.solver!r} is unknown; use arpack, lobpcg or sklearn")
 
 
 PRESETS: dict[str, Config] = {

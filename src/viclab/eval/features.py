@@ -1,7 +1,8 @@
 """Frozen encoders and their representations, cached on disk.
 
-A *source* names an encoder: a run folder (its ``encoder.safetensors``), a
-``.safetensors`` file written by ``viclab train``, or ``random:BACKBONE`` for a
+A *source* names an encoder: a run folder (its ``encoder.safetensors``, or the
+stored representations of an encoder-free method, see :mod:`viclab.eval.table`),
+a ``.safetensors`` file written by ``viclab train``, or ``random:BACKBONE`` for a
 randomly initialised encoder of that architecture (the baseline every probe
 should beat).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from viclab.augment import eval_transform
-from viclab.config import AugmentConfig, Config, ModelConfig
+from viclab.config import AugmentConfig, Config, DataConfig, ModelConfig
 from viclab.data import DATASETS, ImageData, load_dataset
 from viclab.errors import ViclabError, ViclabWarning
+from viclab.eval.table import TABLE, RepresentationTable
 from viclab.io import atomic_save_npy
 from viclab.runtime import Runtime, select_runtime
 
@@ -34,19 +36,22 @@ class Encoder:
     """A frozen encoder f and what it was trained with.
 
     Attributes:
-        module: maps ``(B, 3, H, W)`` normalised images to ``(B, dim)``.
+        module: maps ``(B, 3, H, W)`` normalised images to ``(B, dim)``; ``None``
+            for a representation table.
         dim: representation width.
         config: the training config (dataset, image size, normalisation).
         name: a short label for tables and figure legends.
-        weights_sha256: hash of the weights file, or of a random encoder's
-            initial parameters; keys the representation cache.
+        weights_sha256: hash of the weights (or table) file, or of a random
+            encoder's initial parameters; keys the representation cache.
+        table: stored representations of an encoder-free method, else ``None``.
     """
 
-    module: nn.Module
+    module: nn.Module | None
     dim: int
     config: Config
     name: str
     weights_sha256: str
+    table: RepresentationTable | None = field(default=None, compare=False)
 
 
 def _sha256(path: Path) -> str:
@@ -87,6 +92,8 @@ def load_source(source: str | os.PathLike, name: str | None = None, seed: int = 
         cfg = replace(Config(), model=ModelConfig(backbone=backbone))
         return Encoder(module.eval(), dim, cfg, name or f"random {backbone}", _state_sha256(module))
     path = Path(source)
+    if path.is_dir() and (path / TABLE).exists():
+        return _table_source(path, name or path.name)
     if path.is_dir():
         if not (path / ENCODER).exists():
             raise ViclabError(f"run folder {path} has no {ENCODER}: its training has not finished; "
@@ -98,6 +105,38 @@ def load_source(source: str | os.PathLike, name: str | None = None, seed: int = 
         raise ViclabError(f"{path} does not exist; give a run folder, a .safetensors file or random:BACKBONE")
     module, dim, cfg = load_encoder(path)
     return Encoder(module.eval(), dim, cfg, name or label, _sha256(path))
+
+
+def _table_source(run_dir: Path, name: str) -> Encoder:
+    from viclab.eval.table import load_table
+
+    table, extra = load_table(run_dir / TABLE)
+    if table.kind == "eigenmaps":  # can place unseen images (Nyström)
+        from viclab.ablate.eigenmaps import nystrom_extender
+
+        table = replace(table, extend=nystrom_extender(table, extra))
+    data_dir = table.config.get("data_dir")
+    cfg = replace(Config(), data=DataConfig(dataset=table.dataset, data_dir=data_dir))
+    return Encoder(None, table.dim, cfg, name, _sha256(run_dir / TABLE), table)
+
+
+def _table_representations(encoder: Encoder, split: str, dataset: str, data_dir: str | None) -> Representations:
+    table = encoder.table
+    size = encoder.config.augment.size
+    if dataset == table.dataset and split in table.splits:
+        s = table.splits[split]
+        data = load_images(dataset, s.source_split, data_dir, size)
+        if len(s.index) and int(s.index.max()) >= len(data):
+            raise ViclabError(f"{encoder.name} holds representations of {dataset} {s.source_split} images up to "
+                              f"#{int(s.index.max())}, but only {len(data)} are here; use the data it was made from")
+        idx = torch.from_numpy(s.index)
+        return Representations(s.features, ImageData(data.images[idx], data.labels[idx], data.classes), dataset, split)
+    if table.extend is None:
+        have = ", ".join(f"{table.dataset} {n}" for n in table.splits)
+        raise ViclabError(f"{encoder.name} ({table.kind}) has no encoder, only stored representations of {have}; "
+                          f"it cannot represent {dataset} {split} images")
+    data = load_images(dataset, split, data_dir, size)
+    return Representations(table.extend(dataset, split, data_dir), data, dataset, split)
 
 
 def default_cache_dir() -> Path:
@@ -192,6 +231,8 @@ def representations(encoder: Encoder, split: str, dataset: str | None = None, da
     dataset = dataset or cfg.data.dataset
     # The training run's own data folder when it exists here (the weights may come from elsewhere).
     trained_on = cfg.data.data_dir if cfg.data.data_dir and Path(cfg.data.data_dir).is_dir() else None
+    if encoder.table is not None:
+        return _table_representations(encoder, split, dataset, data_dir or trained_on)
     data = load_images(dataset, split, data_dir or trained_on, cfg.augment.size)
     path = None
     if use_cache:

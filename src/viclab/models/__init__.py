@@ -13,12 +13,13 @@ from torch import nn
 from viclab.errors import ViclabError
 from viclab.models.projector import build_projector
 from viclab.models.resnet import ResNet18, exercise_resnet18, resnet18_cifar
-from viclab.models.small import SmallCNN, small_cnn
+from viclab.models.small import Conv4, SmallCNN, conv4, small_cnn
 
 BACKBONES: dict[str, Callable[[], tuple[nn.Module, int]]] = {
     "exercise_resnet18": exercise_resnet18,
     "resnet18_cifar": resnet18_cifar,
     "small_cnn": small_cnn,
+    "conv4": conv4,  # untrained: the feature map of Laplacian Eigenmaps (spec S7)
 }
 
 
@@ -29,7 +30,7 @@ def build_backbone(name: str) -> tuple[nn.Module, int]:
     return BACKBONES[name]()
 
 
-__all__ = ["BACKBONES", "ResNet18", "SmallCNN", "build_backbone", "build_projector"]
+__all__ = ["BACKBONES", "Conv4", "ResNet18", "SmallCNN", "build_backbone", "build_projector"]
 
 from viclab.models.vicreg import VICRegModel, build_vicreg_model  # noqa: E402
 

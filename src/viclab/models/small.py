@@ -44,3 +44,34 @@ def small_cnn() -> tuple[nn.Module, int]:
     """Default small CNN: widths 32-64-128-256, 256-d features."""
     net = SmallCNN()
     return net, net.feature_dim
+
+
+class Conv4(nn.Module):
+    """Four ``conv 3x3 -> ReLU -> 2x2 max-pool`` blocks, then a linear layer (spec S7).
+
+    Used untrained, as a seeded random feature map for Laplacian Eigenmaps: on a
+    32x32 input the last block leaves ``256 x 2 x 2 = 1024`` values, mapped to ``out_dim``.
+    """
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), out_dim: int = 1024, size: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for cin, cout in zip((3, *widths[:-1]), widths):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        self.features = nn.Sequential(*layers)
+        side = size >> len(widths)
+        self.fc = nn.Linear(widths[-1] * side * side, out_dim)
+        self.feature_dim = out_dim
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, 3, 32, 32)`` -> ``(B, out_dim)``."""
+        return self.fc(self.features(x).flatten(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_features(x)
+
+
+def conv4() -> tuple[nn.Module, int]:
+    """The course's random feature map for Laplacian Eigenmaps: 4 conv layers, linear to 1024."""
+    net = Conv4()
+    return net, net.feature_dim

@@ -190,6 +190,7 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
     gen = torch.Generator(device=rt.device).manual_seed(tc.seed)
 
     run_dir.mkdir(parents=True, exist_ok=True)
+    pairs = _pair_maker(cfg, run_dir, train_data, images, augment, progress)
     epoch, step = 0, 0
     if resume and (run_dir / rundir.CHECKPOINT).exists():
         ckpt = load_checkpoint(run_dir / rundir.CHECKPOINT)
@@ -222,7 +223,7 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
                        leave=False, dynamic_ncols=True)
             for b in bar:
                 idx = perm[b * tc.batch_size:(b + 1) * tc.batch_size]
-                v1, v2 = make_views(images[idx], augment, gen, cfg.model.channels_last)
+                v1, v2 = pairs(idx, gen)
                 lr = opt.param_groups[0]["lr"]
                 terms = train_step(forward, loss_fn, opt, v1, v2, rt)
                 sched.step()
@@ -257,6 +258,17 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
         log.close()
         tb.close()
     return TrainResult(run_dir, train_means, test_terms)
+
+
+def _pair_maker(cfg: Config, run_dir: Path, train_data: ImageData, images: Tensor, augment: Augment,
+                progress: bool):
+    """``(idx (B,), gen) -> (v1, v2)``: two augmented views, or an image and a neighbour (spec S6)."""
+    if cfg.views.kind == "neighbours":
+        from viclab.ablate.neighbours import NeighbourPairs, neighbour_table
+
+        table = torch.from_numpy(neighbour_table(run_dir, cfg, train_data, progress)).to(images.device)
+        return NeighbourPairs(images, table, cfg.augment, cfg.model.channels_last)
+    return lambda idx, gen: make_views(images[idx], augment, gen, cfg.model.channels_last)
 
 
 class _BatchLog:

@@ -12,6 +12,7 @@ Layout::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import subprocess
@@ -58,12 +59,18 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def write_run_files(run_dir: Path, cfg: Config, device: torch.device, resumed: bool = False) -> None:
-    """Write ``config.json`` and ``meta.json`` (atomically).
+def config_json(cfg: Any) -> str:
+    """A config dataclass (:class:`Config`, or an ablation's) as sorted, indented JSON."""
+    return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)
+
+
+def write_run_files(run_dir: Path, cfg: Any, device: torch.device | str, resumed: bool = False) -> None:
+    """Write ``config.json`` (any config dataclass) and ``meta.json`` (atomically).
 
     A resumed run keeps the original provenance and appends this session's to
     ``meta["resumes"]``.
     """
+    device = torch.device(device)
     session = {
         "git_commit": git_commit(),
         "versions": library_versions(),
@@ -79,7 +86,7 @@ def write_run_files(run_dir: Path, cfg: Config, device: torch.device, resumed: b
         meta.setdefault("resumes", []).append(session)
     else:
         meta = session
-        atomic_write_text(run_dir / CONFIG, cfg.to_json() + "\n")
+        atomic_write_text(run_dir / CONFIG, config_json(cfg) + "\n")
     atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
 
 

@@ -1,0 +1,105 @@
+"""Neighbours as views (spec S6): pair each image with one of its k nearest training images.
+
+The neighbours come from a trained encoder's training-set representations, are
+computed once (faiss, excluding the image itself) and saved in the run folder, so
+a resumed run pairs images exactly as before. Training is :func:`viclab.train.train`
+with ``views.kind = "neighbours"``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from viclab.ablate.graph import knn_table
+from viclab.augment import eval_transform
+from viclab.config import AugmentConfig, Config, ViewsConfig
+from viclab.data import ImageData
+from viclab.errors import ViclabError
+from viclab.io import atomic_save_npy, atomic_write_text
+
+NEIGHBOURS, NEIGHBOURS_INFO = "neighbours.npy", "neighbours.json"
+
+
+def sample_neighbours(table: Tensor, idx: Tensor, gen: torch.Generator) -> Tensor:
+    """One uniformly chosen neighbour per anchor.
+
+    Args:
+        table: ``(N, k)`` int64 neighbour indices (never the row itself).
+        idx: ``(B,)`` anchor indices.
+        gen: seeded generator on ``table``'s device.
+
+    Returns:
+        ``(B,)`` indices, ``table[idx[b], u_b]`` with ``u_b`` uniform in ``[0, k)``.
+    """
+    pick = torch.randint(0, table.shape[1], (len(idx),), generator=gen, device=table.device)
+    return table[idx, pick]
+
+
+class NeighbourPairs:
+    """Pair maker for the training loop: ``(image, a random one of its neighbours)``, normalised only."""
+
+    def __init__(self, images: Tensor, table: Tensor, augment: AugmentConfig, channels_last: bool = False) -> None:
+        self.images, self.table, self.augment, self.channels_last = images, table, augment, channels_last
+
+    def __call__(self, idx: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """``(B,)`` anchor indices -> two ``(B, 3, H, W)`` float batches."""
+        v1 = eval_transform(self.images[idx], self.augment)
+        v2 = eval_transform(self.images[sample_neighbours(self.table, idx, gen)], self.augment)
+        if self.channels_last:
+            v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+        return v1, v2
+
+
+def neighbour_table(run_dir: Path, cfg: Config, train_data: ImageData, progress: bool = True) -> np.ndarray:
+    """The run's ``(N, k)`` neighbour table: read from ``run_dir`` or computed and saved there.
+
+    The source encoder is loaded, encodes the training images (through the feature
+    cache), and is freed before this returns, so training never holds two models.
+    """
+    from viclab.eval.features import load_source, representations
+
+    path = run_dir / NEIGHBOURS
+    if path.exists():
+        table = np.load(path)
+        if table.shape == (len(train_data), cfg.views.k):
+            return table
+    source = load_source(cfg.views.source)
+    if source.config.data.dataset != cfg.data.dataset:
+        raise ViclabError(f"{cfg.views.source} was trained on {source.config.data.dataset}, this run uses "
+                          f"{cfg.data.dataset}; neighbours must come from the same images")
+    reps = representations(source, "train", cfg.data.dataset, cfg.data.data_dir, progress=progress)
+    sha, name = source.weights_sha256, source.name
+    del source
+    gc.collect()  # free the source model before training (spec S6)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    n = len(train_data)
+    if len(reps.features) < n or not torch.equal(reps.data.images[:n], train_data.images):
+        raise ViclabError(f"the training images of {cfg.views.source} differ from this run's; "
+                          "use the same dataset and data folder")
+    table = knn_table(reps.features[:n], cfg.views.k)
+    labels = train_data.labels.numpy()
+    atomic_save_npy(path, table)
+    atomic_write_text(run_dir / NEIGHBOURS_INFO, json.dumps({
+        "source": str(cfg.views.source), "source_name": name, "weights_sha256": sha, "k": cfg.views.k,
+        "images": n, "same_class": float((labels[table] == labels[:, None]).mean()),
+    }, indent=2) + "\n")
+    return table
+
+
+def neighbours_config(source: str, base: Config | None = None, k: int = 3, epochs: int = 1) -> Config:
+    """A run config for spec S6: the source's own recipe (model, optimiser, loss, batch),
+    ``views.kind = "neighbours"`` and ``epochs`` epochs."""
+    from viclab.eval.features import load_source
+
+    if base is None:
+        base = load_source(source).config
+    return replace(base, views=ViewsConfig(kind="neighbours", source=str(source), k=k),
+                   train=replace(base.train, epochs=epochs))

@@ -1,0 +1,104 @@
+"""One table comparing several runs on the headline numbers of spec §3."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from viclab.config import EVAL_DEFAULTS, EvalConfig
+from viclab.errors import ViclabError
+from viclab.eval.features import load_source, representations
+from viclab.io import atomic_write_text
+
+COLUMNS = ("linear top-1", "kNN top-1", "AUROC vs {anomalies}", "silhouette")
+
+
+def compare_one(source: str | Path, name: str | None = None, data_dir: str | None = None, anomalies: str = "mnist",
+                cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = False, use_cache: bool = True) -> dict[str, Any]:
+    """Linear-probe and kNN top-1, kNN-anomaly AUROC and K-means silhouette of one source.
+
+    The AUROC is ``None`` (with the reason) for a method that cannot represent the
+    anomaly images (latent codes exist only for the training images).
+    """
+    from viclab.eval.anomaly import knn_anomaly_scores, roc
+    from viclab.eval.cluster import kmeans, silhouette
+    from viclab.eval.probe import knn_accuracy, linear_probe
+
+    enc = load_source(source, name=name, seed=cfg.seed)
+
+    def reps(split: str, dataset: str | None = None):
+        return representations(enc, split, dataset, data_dir, use_cache=use_cache, progress=progress)
+
+    t0 = time.perf_counter()
+    train, test = reps("train"), reps("test")
+    probe = linear_probe(train.features, train.labels, test.features, test.labels, cfg.probe_weight_decays,
+                         seed=cfg.seed)
+    knn = knn_accuracy(train.features, train.labels, test.features, test.labels, cfg.knn_k, cfg.knn_temperature)
+    auroc, why = None, None
+    try:
+        odd = reps("test", anomalies)
+        truth = np.r_[np.zeros(len(test.labels)), np.ones(len(odd.labels))]
+        scores = knn_anomaly_scores(train.features, np.concatenate([test.features, odd.features]), cfg.anomaly_k)
+        auroc = roc(truth, scores)[2]
+    except ViclabError as e:
+        why = str(e)
+    assign, _ = kmeans(train.features, cfg.clusters, cfg.seed)
+    return {"name": enc.name, "source": str(source), "weights_sha256": enc.weights_sha256,
+            "kind": enc.table.kind if enc.table is not None else "encoder", "dim": enc.dim,
+            "n_train": len(train.labels), "n_test": len(test.labels),
+            "test_split": "held-out training images" if enc.table is not None and
+            enc.table.splits["test"].source_split == "train" else "test",
+            "linear_top1": probe.top1, "linear_top5": probe.top5, "knn_top1": knn[1],
+            "auroc": auroc, "auroc_unavailable": why, "silhouette": silhouette(train.features, assign),
+            "seconds": time.perf_counter() - t0}
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], anomalies: str) -> str:
+    """The comparison as a Markdown table (accuracies in %, n/a where undefined)."""
+    head = ["run", "probe data (train / test)", *(c.format(anomalies=anomalies) for c in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        data = f"{r['n_train']} / {r['n_test']}" + (" held-out codes" if r["test_split"] != "test" else "")
+        auroc = "n/a" if r["auroc"] is None else f"{r['auroc']:.3f}"
+        lines.append(f"| {r['name']} | {data} | {_pct(r['linear_top1'])} | {_pct(r['knn_top1'])} | {auroc} | "
+                     f"{r['silhouette']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_compare(sources: Sequence[str | Path], names: Sequence[str] | None = None, out: str | Path | None = None,
+                data_dir: str | None = None, anomalies: str = "mnist", cfg: EvalConfig = EVAL_DEFAULTS,
+                progress: bool = True, use_cache: bool = True,
+                echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Compare runs (spec S3/S4/S5/S6/S7 side by side); writes ``compare.json`` and ``compare.md``.
+
+    Args:
+        sources: run folders, ``.safetensors`` files or ``random:BACKBONE``.
+        names: one label per source (default: folder or file names).
+        out: output folder (default ``./compare``).
+        anomalies: dataset whose test split serves as anomalies for the AUROC column.
+    """
+    if not sources:
+        raise ViclabError("compare needs at least one run folder or weights file")
+    if names is not None and len(names) != len(sources):
+        raise ViclabError(f"{len(names)} names for {len(sources)} sources; give one name per source")
+    rows = []
+    for i, s in enumerate(sources):
+        rows.append(compare_one(s, names[i] if names else None, data_dir, anomalies, cfg, progress, use_cache))
+        echo(f"{rows[-1]['name']}: done in {rows[-1]['seconds']:.1f}s")
+    table = markdown_table(rows, anomalies)
+    out_dir = Path(out or "compare")
+    payload = {"anomalies": anomalies, "eval_config": asdict(cfg), "runs": rows}
+    atomic_write_text(out_dir / "compare.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out_dir / "compare.md", table)
+    echo(table + f"-> {out_dir / 'compare.md'}, {out_dir / 'compare.json'}")
+    return payload

@@ -1,0 +1,97 @@
+"""Latent optimisation (spec S5): naive invariance is exactly 0, graph pairs, 90/10 probe, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from viclab.ablate import latent
+from viclab.config import LatentConfig
+from viclab.errors import ViclabError
+from viclab.eval.table import TABLE, load_table
+from viclab.train.rundir import read_metrics
+
+SMALL = dict(dim=8, projector="16-16", batch_size=20, epochs=3)
+
+
+def _cfg(root, **kw) -> LatentConfig:
+    return LatentConfig(data_dir=str(root), **{**SMALL, **kw})
+
+
+def test_naive_invariance_is_exactly_zero_and_probe_splits_codes(tiny_run, tmp_path):
+    from viclab.eval.tasks import run_probe
+
+    _, root = tiny_run
+    run = tmp_path / "naive"
+    latent.run_latent(_cfg(root, pairs="naive"), run, progress=False, echo=lambda s: None)
+    records = read_metrics(run / "metrics.jsonl")
+    assert len(records) == 3 * (100 // 20)
+    assert all(r["invariance"] == 0.0 for r in records) and all(r["covariance"] > 0 for r in records)
+    table, _ = load_table(run / TABLE)
+    fit, held = table.splits["train"].index, table.splits["test"].index
+    assert len(fit) == 90 and len(held) == 10 and not set(fit) & set(held)
+    assert table.splits["test"].source_split == "train"  # held-out *training* images
+    probe = run_probe(run, data_dir=str(root), progress=False, echo=lambda s: None)
+    assert (probe["n_train"], probe["n_test"]) == (90, 10)
+
+
+def test_graph_pairs_use_the_fixed_data_space_neighbours(tiny_run, tmp_path):
+    from viclab.eval.features import load_source, representations
+
+    _, root = tiny_run
+    run = tmp_path / "graph"
+    cfg = _cfg(root, graph_k=4)
+    summary = latent.run_latent(cfg, run, progress=False, echo=lambda s: None)
+    x = representations(load_source(cfg.graph_features, seed=cfg.seed), "train", data_dir=str(root)).features
+    d = ((x[:, None].astype(np.float64) - x[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    np.testing.assert_array_equal(np.sort(np.load(run / latent.GRAPH), 1), np.sort(np.argsort(d, 1)[:, :4], 1))
+    assert all(r["invariance"] > 0 for r in read_metrics(run / "metrics.jsonl"))
+    assert 0 <= summary["graph_same_class"] <= 1
+
+
+def test_killed_latent_run_resumes_to_the_same_codes(tiny_run, tmp_path, monkeypatch):
+    _, root = tiny_run
+    cfg = _cfg(root, epochs=4)
+    latent.run_latent(cfg, tmp_path / "whole", progress=False, echo=lambda s: None)
+    monkeypatch.setattr(latent, "CHECKPOINT_SECONDS", 0.0)  # checkpoint every epoch
+    calls = {"n": 0}
+    real = latent.partners
+
+    def dies_in_epoch_3(*args):
+        calls["n"] += 1
+        if calls["n"] == 2 * 5 + 3:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(latent, "partners", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        latent.run_latent(cfg, tmp_path / "killed", progress=False, echo=lambda s: None)
+    assert not (tmp_path / "killed" / TABLE).exists()
+    monkeypatch.setattr(latent, "partners", real)
+    latent.run_latent(cfg, tmp_path / "killed", progress=False, echo=lambda s: None)
+    a, _ = load_table(tmp_path / "whole" / TABLE)
+    b, _ = load_table(tmp_path / "killed" / TABLE)
+    np.testing.assert_array_equal(a.splits["train"].features, b.splits["train"].features)
+    steps = [r["step"] for r in read_metrics(tmp_path / "killed" / "metrics.jsonl")]
+    assert steps == list(range(1, 4 * 5 + 1))
+
+
+def test_codes_cannot_represent_unseen_images(tiny_run, tmp_path):
+    from viclab.eval.tasks import run_anomaly
+
+    _, root = tiny_run
+    latent.run_latent(_cfg(root, pairs="naive", epochs=1), tmp_path / "r", progress=False, echo=lambda s: None)
+    with pytest.raises(ViclabError, match="no encoder, only stored representations of cifar10 train"):
+        run_anomaly([tmp_path / "r"], data_dir=str(root), progress=False, echo=lambda s: None)
+
+
+def test_a_finished_run_is_not_redone_and_another_config_is_refused(tiny_run, tmp_path):
+    _, root = tiny_run
+    first = latent.run_latent(_cfg(root, epochs=1), tmp_path / "r", progress=False, echo=lambda s: None)
+    assert latent.run_latent(_cfg(root, epochs=1), tmp_path / "r", progress=False, echo=lambda s: None) == first
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["epochs"] == 1
+    with pytest.raises(ViclabError, match="another config"):
+        latent.run_latent(_cfg(root, epochs=2), tmp_path / "r", progress=False, echo=lambda s: None)
