@@ -95,3 +95,17 @@ def test_a_finished_run_is_not_redone_and_another_config_is_refused(tiny_run, tm
     assert json.loads((tmp_path / "r" / "config.json").read_text())["epochs"] == 1
     with pytest.raises(ViclabError, match="another config"):
         latent.run_latent(_cfg(root, epochs=2), tmp_path / "r", progress=False, echo=lambda s: None)
+
+
+def test_plot_of_codes_says_they_are_held_out_training_images(tiny_run, tmp_path, monkeypatch):
+    from viclab.eval import figures
+    from viclab.eval.tasks import run_plot
+
+    _, root = tiny_run
+    latent.run_latent(_cfg(root, pairs="naive", epochs=1), tmp_path / "r", progress=False, echo=lambda s: None)
+    titles = []
+    real = figures.scatter_png
+    monkeypatch.setattr(figures, "scatter_png", lambda pts, y, cls, title, path: titles.append(title)
+                        or real(pts, y, cls, title, path))
+    run_plot(tmp_path / "r", data_dir=str(root), progress=False, echo=lambda s: None)
+    assert len(titles) == 2 and all("10 cifar10 held-out training representations" in t for t in titles), titles

@@ -104,13 +104,16 @@ def run_plot(source: Source, out: str | Path | None = None, data_dir: str | None
     t = _Task(source, out, data_dir, cfg, progress, use_cache)
     test = t.reps("test")
     classes = test.data.classes
+    table = t.encoder.table
+    # Latent codes exist only for training images: their test split is a held-out share of those.
+    what = "held-out training" if table is not None and table.splits["test"].source_split == "train" else "test"
     files, seconds = [], {}
     for method, fn in (("pca", pca_2d), ("tsne", lambda x: tsne_2d(x, cfg.seed))):
         t0 = time.perf_counter()
         points = fn(test.features)
         seconds[method] = time.perf_counter() - t0
         title = f"{t.encoder.name}: {'PCA' if method == 'pca' else 't-SNE'} of {len(points)} {test.dataset} " \
-                f"test representations"
+                f"{what} representations"
         files += [figures.scatter_png(points, test.labels, classes, title, t.out / f"{method}.png"),
                   figures.scatter_html(points, test.labels, classes, title, t.out / f"{method}.html")]
     echo(f"{t.encoder.name}: PCA {seconds['pca']:.1f}s, t-SNE {seconds['tsne']:.1f}s -> "
