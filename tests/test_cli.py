@@ -31,6 +31,10 @@ def _one_error_line(capsys) -> str:
     (["ablate", "neighbours", "/nonexistent-run"], "does not exist"),
     (["ablate", "neighbours", "random:small_cnn", "optim.lr"], "cannot read override"),
     (["compare"], "required: SOURCE"),
+    (["study", "--preset", "gpu"], "unknown study preset 'gpu'"),
+    (["study", "latent.colour=red"], "unknown config key 'latent.colour'"),
+    (["study", "study.neighbour_k=0"], "study.neighbour_k=0 must be >= 1"),
+    (["study", "eval.clusters=many"], "eval.clusters='many' is not a valid int"),
 ])
 def test_user_mistakes(argv, fragment, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

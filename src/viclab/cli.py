@@ -252,6 +252,32 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_study(sub) -> None:
+    p = sub.add_parser("study", help="the whole study of spec §3 in one command, with an HTML report",
+                       description="Trains VICReg, the mu = 0 ablation, the neighbour-views model, latent "
+                                   "optimisation (naive and graph pairs) and Laplacian Eigenmaps, evaluates them all, "
+                                   "and writes results.json and a self-contained report.html. Every stage is cached "
+                                   "in the study folder: run the same command again to continue a killed study. "
+                                   "Overrides: section.field=value for the training recipe (data, augment, model, "
+                                   "loss, optim, train) and for latent.*, eigenmaps.*, eval.*, study.*.")
+    p.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
+    p.add_argument("--preset", default="cpu",
+                   help="cpu (2-core CPU, under 30 minutes; default) or exercise (spec §2 exactly: use a GPU)")
+    p.add_argument("--data-dir", help="data root (default: $VICLAB_DATA, else ~/.cache/viclab)")
+    p.add_argument("--out", help="study folder (default: studies/PRESET); an existing one is continued")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (one line per stage)")
+    p.set_defaults(func=_cmd_study)
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from viclab.config import resolve_study
+    from viclab.study import run_study
+
+    cfg = resolve_study(args.preset, args.overrides, args.data_dir)
+    run_study(cfg, args.out or Path("studies") / args.preset, progress=not args.no_progress)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="viclab", description="VICReg self-supervised learning toolkit")
     from viclab import __version__
@@ -262,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_ablate(sub)
     _add_compare(sub)
+    _add_study(sub)
     return parser
 
 
@@ -286,7 +313,8 @@ def guarded(fn: Callable[[], int | None]) -> int:
         print(f"viclab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("viclab: interrupted; a training run continues with --resume RUN_DIR", file=sys.stderr)
+        print("viclab: interrupted; a training run continues with --resume RUN_DIR, a study with the same command",
+              file=sys.stderr)
         return 130
 
 

@@ -38,7 +38,7 @@ def test_run_folder_and_metrics(fake_cifar_root, tmp_path):
     tr = [r for r in records if r["split"] == "train"]
     te = [r for r in records if r["split"] == "test"]
     assert [r["step"] for r in tr] == list(range(1, 3 * steps + 1))
-    assert [r["epoch"] for r in te] == [1, 2, 3]
+    assert [r["epoch"] for r in te] == [0, 1, 2, 3]  # 0: before training
     for r in tr + te:  # the logged total is the spec's weighted sum of the logged terms
         assert r["loss"] == pytest.approx(25 * r["invariance"] + 25 * r["variance"] + r["covariance"], rel=1e-5)
     assert result.test == {k: te[-1][k] for k in loop_mod.TERMS}
@@ -64,7 +64,9 @@ def test_resume_after_a_crash_is_bit_exact(fake_cifar_root, tmp_path, monkeypatc
 
     def crashing(self, images, generator=None):
         calls["n"] += 1
-        if calls["n"] == 2 * (100 // 16) + 5:
+        # two views per call: test terms before training (20 test images: batches of 16 and 4),
+        # epoch 1 (6 steps), test terms again, then the 3rd step of epoch 2
+        if calls["n"] == 2 * 2 + 2 * (100 // 16) + 2 * 2 + 5:
             raise RuntimeError("simulated kill")
         return real_call(self, images, generator)
 

@@ -143,3 +143,37 @@ def roc_png(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]], title: 
     ax.set_title(title, fontsize=9, wrap=True)
     ax.legend(loc="lower right", fontsize=8)
     return save_png(fig, path)
+
+
+def curves_png(series: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], ylabel: str,
+               title: str, path: str | Path) -> Path:
+    """Training curves of one quantity, one colour per run.
+
+    Args:
+        series: ``(name, train_step (N,), train_value (N,), test_step (M,), test_value (M,))``;
+            each training batch is drawn faintly with its running mean on top, the test
+            evaluations as connected markers.
+        ylabel: the quantity (e.g. ``"invariance"``).
+    """
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    colors = _palette(max(len(series), 1))
+    values = []
+    for (name, ts, tv, es, ev), color in zip(series, colors):
+        if len(ts):
+            window = max(1, len(tv) // 40)
+            smooth = np.convolve(tv, np.ones(window) / window, mode="valid")
+            ax.plot(ts, tv, color=color, lw=0.6, alpha=0.3)
+            ax.plot(ts[window - 1:], smooth, color=color, lw=1.6, label=f"{name}: train (per batch)")
+        if len(es):
+            ax.plot(es, ev, color=color, marker="o", ls="--", lw=1.2, ms=5, label=f"{name}: test (per epoch)")
+        values += [np.asarray(tv), np.asarray(ev)]
+    flat = np.concatenate(values) if values else np.zeros(0)
+    if len(flat) and flat.min() > 0 and flat.max() / flat.min() > 50:
+        ax.set_yscale("log")  # e.g. mu = 0 drives invariance to ~0 while VICReg's stays near 1
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_png(fig, path)

@@ -212,6 +212,13 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
     train_means: dict[str, float] = {}
     test_terms: dict[str, float] | None = None
     try:
+        if test_images is not None and epoch == 0:
+            # The untrained model's test terms start each test curve (spec S1: once per epoch).
+            start = evaluate_terms(model, loss_fn, test_images, augment, tc.batch_size, rt, seed=tc.seed + 1,
+                                   channels_last=cfg.model.channels_last)
+            log.write([{"split": "test", "epoch": 0, "step": 0, **start}])
+            for k in TERMS:
+                tb.add_scalar(f"test/{k}", start[k], 0)
         if epoch >= tc.epochs:
             echo(f"{run_dir}: already trained for {tc.epochs} epochs")
         while epoch < tc.epochs:

@@ -1,0 +1,165 @@
+"""Short interpretations of a study, each claim computed from that study's numbers.
+
+Nothing here is canned: every comparison word (higher, lower, within the sampling
+error) is chosen by the numbers it describes, so the text cannot contradict the
+figures and tables next to it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def points(d: float) -> str:
+    """A difference of two fractions in percentage points, signed."""
+    return f"{100 * d:+.1f} points"
+
+
+def sampling_error(p: float, n: int) -> float:
+    """Binomial standard error of an accuracy ``p`` measured on ``n`` test images."""
+    return math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
+
+
+def compare_accuracy(name_a: str, a: float, n_a: int, name_b: str, b: float, n_b: int) -> str:
+    """``"A (x%) is above B (y%) by z points, more than twice the sampling error"``."""
+    d = a - b
+    se = math.sqrt(sampling_error(a, n_a) ** 2 + sampling_error(b, n_b) ** 2)
+    if d == 0:
+        return f"{name_a} and {name_b} score the same ({pct(a)})"
+    word = "above" if d > 0 else "below"
+    # Treats the two accuracies as independent binomial estimates: a rough, conservative guide.
+    verdict = ("more than" if abs(d) > 2 * se else "within") + \
+        f" twice the binomial standard error of the difference ({100 * se:.1f} points)"
+    return f"{name_a} ({pct(a)}) is {word} {name_b} ({pct(b)}) by {abs(100 * d):.1f} points, {verdict}"
+
+
+def change(name: str, first: float, last: float) -> str:
+    if last == first:
+        return f"{name} stayed at {first:.3g}"
+    word = "fell" if last < first else "rose"
+    return f"{name} {word} from {first:.3g} to {last:.3g}"
+
+
+def _row(results: dict[str, Any], method: str) -> dict[str, Any]:
+    return next(r for r in results["table"] if r["method"] == method)
+
+
+def curve_ends(records: list[dict[str, Any]], term: str, window: int = 20) -> tuple[float, float]:
+    """Mean of ``term`` over the first and the last ``window`` training batches."""
+    values = [r[term] for r in records if r["split"] == "train"]
+    w = max(1, min(window, len(values) // 4 or 1))
+    return float(np.mean(values[:w])), float(np.mean(values[-w:]))
+
+
+def interpret(results: dict[str, Any], curves: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
+    """Sentences per report section (keys: ``S1`` ... ``C``), from ``results`` and the
+    runs' metrics records (``curves``: method -> ``metrics.jsonl`` records)."""
+    st = results["stages"]
+    v, nv, nb = _row(results, "vicreg"), _row(results, "no_variance"), _row(results, "neighbours")
+    ln, lg, le = _row(results, "latent_naive"), _row(results, "latent_graph"), _row(results, "eigenmaps")
+    n_classes = st["eval_vicreg"]["n_classes"]
+    chance = 1.0 / n_classes
+    out: dict[str, list[str]] = {}
+
+    def vs(a: dict[str, Any], name_a: str, b: dict[str, Any], name_b: str) -> str:
+        return compare_accuracy(name_a, a["linear_top1"], a["n_test"], name_b, b["linear_top1"], b["n_test"])
+
+    s1 = []
+    for method in ("vicreg", "no_variance"):
+        recs = curves.get(method, [])
+        if not recs:
+            continue
+        label = _row(results, method)["name"]
+        parts = [change(term, *curve_ends(recs, term)) for term in ("invariance", "variance", "covariance")]
+        test = [r for r in recs if r["split"] == "test"]
+        line = f"{label}, first to last {min(20, max(1, len(recs) // 4))} training batches: " + "; ".join(parts) + "."
+        if len(test) >= 2:
+            line += " On the test set (before training, then after each epoch): " + "; ".join(
+                change(term, test[0][term], test[-1][term]) for term in ("invariance", "variance", "covariance")) + "."
+        s1.append(line)
+    out["S1"] = s1
+
+    out["S2"] = [
+        f"The first two principal components carry {pct(v['pca2_share'])} of the variance of VICReg's "
+        f"{v['dim']}-d test representations (effective rank {v['effective_rank']:.1f} of {v['dim']}), so the "
+        f"PCA map shows {'most' if v['pca2_share'] >= 0.5 else 'less than half'} of their variance; t-SNE keeps "
+        "neighbourhoods instead of variance."
+    ]
+    out["S3"] = [
+        f"Linear probe on VICReg's frozen representations: top-1 {pct(v['linear_top1'])}, top-5 "
+        f"{pct(v['linear_top5'])} on {v['n_test']} test images ({v['n_train']} training images), against "
+        f"{pct(chance)} for chance; the weighted {results['config']['eval']['knn_k']}-NN classifier scores "
+        f"{pct(v['knn_top1'])} top-1."
+    ]
+    out["S4"] = [
+        "Linear probe: " + vs(nv, "μ = 0", v, "VICReg") + ".",
+        f"The first two principal components carry {pct(nv['pca2_share'])} of the μ = 0 test representations' "
+        f"variance against {pct(v['pca2_share'])} with the variance term; effective rank "
+        f"{nv['effective_rank']:.1f} against {v['effective_rank']:.1f} (of {v['dim']}): "
+        + ("the representation is more concentrated along few directions without the variance term."
+           if nv["effective_rank"] < v["effective_rank"] else
+           "by this measure the representation is not more concentrated without the variance term."),
+    ]
+    naive, graph = st["latent_naive"], st["latent_graph"]
+    inv_text = ("exactly 0 in every one of its " if naive["max_abs_invariance"] == 0 else
+                f"at most {naive['max_abs_invariance']:.3g} over its ")
+    out["S5"] = [
+        f"With naive pairs the invariance term was {inv_text}{naive['batches']} batches, and a probe trained on "
+        f"{ln['n_train']} codes scores {pct(ln['linear_top1'])} on the other {ln['n_test']} (chance "
+        f"{pct(chance)}).",
+        f"Pairing each code with one of its {results['config']['latent']['graph_k']} "
+        f"nearest images in a fixed feature space ({pct(graph.get('graph_same_class'))} of those neighbours share "
+        f"the image's class): " + vs(lg, "the graph-pair codes", ln, "the naive codes") + ".",
+    ]
+    same = _neighbour_same_class(results)
+    out["S6"] = [
+        (f"{pct(same)} of the {results['config']['neighbour_k']} nearest training neighbours in VICReg's space "
+         "share the image's class. " if same is not None else "")
+        + "After training on those pairs: " + vs(nb, "the neighbour-view model", v, "VICReg") + "."
+    ]
+    eig = st["eigenmaps"]
+    out["S7"] = [
+        f"Laplacian Eigenmaps on all {eig['nodes']} images ({eig['edges']} edges, one component, "
+        f"{le['dim']} eigenvectors, {eig['seconds']['total']:.0f} s): "
+        + vs(le, "its linear probe", v, "VICReg") + "."
+    ]
+    if v["precision_at_k"] is not None and nb["precision_at_k"] is not None:
+        k = results["config"]["eval"]["retrieval_k"]
+        d = nb["precision_at_k"] - v["precision_at_k"]
+        out["S8"] = [
+            f"Precision@{k} (share of the {k} nearest training images of the query's class, averaged over "
+            f"{st['eval_vicreg']['retrieve']['precision_queries']} queries): VICReg {pct(v['precision_at_k'])}, "
+            f"neighbour views {pct(nb['precision_at_k'])} ({points(d)} for neighbour views; chance {pct(chance)})."
+        ]
+    runs = st["anomaly"]["runs"]
+    if len(runs) >= 2:
+        a, b = sorted(runs, key=lambda r: -r["auroc"])[:2]
+        out["A"] = [
+            f"{a['name']} separates {st['anomaly']['anomalies']} from the normal test images better: AUROC "
+            f"{a['auroc']:.3f} against {b['auroc']:.3f} for {b['name']} ({a['auroc'] - b['auroc']:+.3f})."
+            if a["auroc"] > b["auroc"] else f"Both methods reach AUROC {a['auroc']:.3f}.",
+            "Among the most anomalous test images: " + "; ".join(
+                f"{r['name']}: {sum(t['dataset'] == st['anomaly']['anomalies'] for t in r['top'])} of "
+                f"{len(r['top'])} are {st['anomaly']['anomalies']}" for r in runs) + ".",
+        ]
+    if v["silhouette"] is not None and nb["silhouette"] is not None:
+        better = ("VICReg's" if v["ari"] > nb["ari"] else "the neighbour-view model's" if nb["ari"] > v["ari"]
+                  else "neither method's")
+        out["C"] = [
+            f"K-means (k = {results['config']['eval']['clusters']}) silhouette, exact over all training points: "
+            f"VICReg {v['silhouette']:.3f}, neighbour views {nb['silhouette']:.3f}. Agreement of the clusters "
+            f"with the classes (adjusted Rand index): VICReg {v['ari']:.3f}, neighbour views {nb['ari']:.3f}; "
+            f"{better} clusters match the classes better by this measure."
+        ]
+    return out
+
+
+def _neighbour_same_class(results: dict[str, Any]) -> float | None:
+    return results["stages"]["neighbours"].get("same_class")

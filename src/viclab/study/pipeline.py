@@ -1,0 +1,233 @@
+"""The whole study of spec §3 as cached stages, then ``results.json`` and ``report.html``.
+
+Folder layout::
+
+    STUDY/config.json, meta.json    the resolved StudyConfig and its provenance
+    STUDY/stages/<stage>.json       each stage's inputs fingerprint, status, result, time
+    STUDY/runs/<method>/            the training / ablation run folders
+    STUDY/eval/<method>/            their evaluations (JSON + figures)
+    STUDY/eval/anomaly/             ROC and most anomalous images (A1-A3)
+    STUDY/figures/                  the training-curve figures (S1)
+    STUDY/results.json              every number
+    STUDY/report.html               the self-contained report
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from viclab.config import Config, StudyConfig
+from viclab.io import atomic_write_text
+from viclab.study.stages import Stage, run_stages
+
+# Display names; also the keys of the results table, in report order.
+METHODS = {
+    "vicreg": "VICReg",
+    "no_variance": "VICReg, μ = 0",
+    "neighbours": "neighbour views",
+    "latent_naive": "latent codes, naive pairs",
+    "latent_graph": "latent codes, graph pairs",
+    "eigenmaps": "Laplacian Eigenmaps",
+}
+RESULTS, REPORT = "results.json", "report.html"
+
+
+def _without_paths(d: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without its data folder: where the files are does not change the numbers."""
+    return {k: (_without_paths(v) if isinstance(v, dict) else v) for k, v in d.items() if k != "data_dir"}
+
+
+def data_fingerprints(cfg: StudyConfig) -> dict[str, Any]:
+    """Hashes and sizes of every split the study reads (an input of every stage)."""
+    from viclab.eval.features import _data_fingerprint, load_images
+
+    out = {}
+    r = cfg.recipe
+    for dataset, split in ((r.data.dataset, "train"), (r.data.dataset, "test"), (cfg.anomalies, "test")):
+        data = load_images(dataset, split, r.data.data_dir, r.augment.size)
+        out[f"{dataset}/{split}"] = {"images": len(data), "hash": _data_fingerprint(data)}
+    return out
+
+
+def representation_stats(features: np.ndarray) -> dict[str, float]:
+    """How spread a representation is: the variance share of its first two principal
+    components and its effective rank (exp of the entropy of the normalised PCA spectrum)."""
+    x = features.astype(np.float64) - features.mean(0)
+    ev = np.linalg.svd(x, compute_uv=False) ** 2
+    p = ev / ev.sum() if ev.sum() > 0 else np.ones_like(ev) / len(ev)
+    nz = p[p > 0]
+    return {"pca2_share": float(p[:2].sum()), "effective_rank": float(np.exp(-(nz * np.log(nz)).sum())),
+            "dim": int(features.shape[1])}
+
+
+def _train_stage(cfg: Config, progress: bool, echo: Callable[[str], None]) -> Callable[[Path], dict[str, Any]]:
+    def run(folder: Path) -> dict[str, Any]:
+        from viclab.ablate.neighbours import NEIGHBOURS_INFO
+        from viclab.train import train
+        from viclab.train.rundir import CONFIG, METRICS, read_metrics
+
+        # A folder with a config is this stage's killed run (another config would have cleared it).
+        result = train(cfg, folder, resume=(folder / CONFIG).exists(), progress=progress, echo=echo)
+        records = read_metrics(folder / METRICS)
+        out = {"epochs": cfg.train.epochs, "steps": max(r["step"] for r in records),
+               "last_epoch_train": result.train, "test": result.test}
+        if (folder / NEIGHBOURS_INFO).exists():  # S6: how often a neighbour shares the class
+            out["same_class"] = json.loads((folder / NEIGHBOURS_INFO).read_text())["same_class"]
+        return out
+    return run
+
+
+def _evaluate(name: str, tasks: tuple[str, ...], cfg: StudyConfig, run_dir: Path, progress: bool,
+              echo: Callable[[str], None]) -> Callable[[Path], dict[str, Any]]:
+    def run(folder: Path) -> dict[str, Any]:
+        from viclab.eval import tasks as t
+        from viclab.eval.features import load_source, representations
+
+        enc = load_source(run_dir, name=METHODS[name], seed=cfg.eval.seed)
+        common = {"out": folder, "data_dir": cfg.recipe.data.data_dir, "cfg": cfg.eval, "progress": progress,
+                  "echo": echo}
+        fns = {"probe": t.run_probe, "plot": t.run_plot, "retrieve": t.run_retrieve, "cluster": t.run_cluster}
+        out: dict[str, Any] = {name_: fns[name_](enc, **common) for name_ in tasks}
+        test = representations(enc, "test", data_dir=cfg.recipe.data.data_dir)
+        out["representation"] = representation_stats(test.features)
+        out["n_classes"] = len(test.data.classes)
+        return out
+    return run
+
+
+def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callable[[str], None]) -> list[Stage]:
+    """The study's stages in order (trainings first, then evaluations)."""
+    from viclab.ablate.eigenmaps import run_eigenmaps
+    from viclab.ablate.latent import run_latent
+    from viclab.ablate.neighbours import neighbours_config
+
+    data = data_fingerprints(cfg)
+    runs = {name: study_dir / "runs" / name for name in METHODS}
+    recipe = cfg.recipe
+    novar = replace(recipe, loss=replace(recipe.loss, var_weight=0.0))
+    nbrs = neighbours_config(str(runs["vicreg"].resolve()), base=recipe, k=cfg.neighbour_k,
+                             epochs=cfg.neighbour_epochs)
+    naive = replace(cfg.latent, pairs="naive", epochs=cfg.latent_naive_epochs)
+    graph = replace(cfg.latent, pairs="graph")
+
+    def latent(c) -> Callable[[Path], dict[str, Any]]:
+        def run(folder: Path) -> dict[str, Any]:
+            from viclab.train.rundir import METRICS, read_metrics
+
+            summary = run_latent(c, folder, progress=progress, echo=echo)
+            inv = [r["invariance"] for r in read_metrics(folder / METRICS)]
+            return {**summary, "max_abs_invariance": float(np.max(np.abs(inv))), "batches": len(inv)}
+        return run
+
+    def conf(c: Any) -> dict[str, Any]:
+        return _without_paths(dataclasses.asdict(c))
+
+    views = {k: v for k, v in conf(nbrs).items() if k != "views"} | {"k": cfg.neighbour_k}
+    ev = {"eval": conf(cfg.eval), "data": data}
+    def trained(c: Config) -> Callable[[Path], dict[str, Any]]:
+        return _train_stage(c, progress, echo)
+
+    stages = [
+        Stage("vicreg", "train VICReg (S1-S3)", {"config": conf(recipe), "data": data}, trained(recipe), "runs/vicreg"),
+        Stage("no_variance", "train VICReg with mu = 0 (S4)", {"config": conf(novar), "data": data}, trained(novar),
+              "runs/no_variance"),
+        Stage("neighbours", f"train on {cfg.neighbour_k}-NN pairs of the VICReg model (S6)",
+              {"config": views, "data": data}, trained(nbrs), "runs/neighbours", after=("vicreg",)),
+        Stage("latent_naive", "latent optimisation, naive pairs (S5)", {"config": conf(naive), "data": data},
+              latent(naive), "runs/latent_naive"),
+        Stage("latent_graph", "latent optimisation, graph pairs (S5)", {"config": conf(graph), "data": data},
+              latent(graph), "runs/latent_graph"),
+        Stage("eigenmaps", "Laplacian Eigenmaps on all images (S7)", {"config": conf(cfg.eigenmaps), "data": data},
+              lambda folder: run_eigenmaps(cfg.eigenmaps, folder, progress=progress, echo=echo), "runs/eigenmaps"),
+    ]
+    plan = {"vicreg": ("probe", "plot", "retrieve", "cluster"), "no_variance": ("probe", "plot"),
+            "neighbours": ("probe", "plot", "retrieve", "cluster"), "latent_naive": ("probe",),
+            "latent_graph": ("probe",), "eigenmaps": ("probe", "plot")}
+    for name, tasks in plan.items():
+        stages.append(Stage(f"eval_{name}", f"evaluate {METHODS[name]}: {', '.join(tasks)}",
+                            {**ev, "tasks": list(tasks)}, _evaluate(name, tasks, cfg, runs[name], progress, echo),
+                            f"eval/{name}", after=(name,)))
+
+    def anomaly(folder: Path) -> dict[str, Any]:
+        from viclab.eval.tasks import run_anomaly
+
+        names = [METHODS["vicreg"], METHODS["neighbours"]]
+        return run_anomaly([runs["vicreg"], runs["neighbours"]], out=folder, data_dir=recipe.data.data_dir,
+                           anomalies=cfg.anomalies, names=names, cfg=cfg.eval, progress=progress, echo=echo)
+
+    stages.append(Stage("anomaly", f"kNN anomaly detection vs {cfg.anomalies} (A1-A3)",
+                        {**ev, "anomalies": cfg.anomalies}, anomaly, "eval/anomaly", after=("vicreg", "neighbours")))
+    return stages
+
+
+def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True,
+              echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or continue) the whole study in ``out``; write ``results.json`` and ``report.html``.
+
+    Every stage is cached in ``out``: running again skips finished stages whose
+    inputs (configs, data hashes, upstream results) are unchanged and continues a
+    stage that was killed (training from its last checkpoint).
+
+    Returns:
+        The contents of ``results.json``.
+    """
+    from viclab.runtime import select_runtime
+    from viclab.study.report import write_report
+    from viclab.train.rundir import CONFIG, META, config_json, write_run_files
+
+    study_dir = Path(out)
+    t0 = time.perf_counter()
+    study_dir.mkdir(parents=True, exist_ok=True)
+    device = select_runtime(cfg.recipe.train.device, cfg.recipe.train.precision).device
+    write_run_files(study_dir, cfg, device, resumed=(study_dir / META).exists())
+    atomic_write_text(study_dir / CONFIG, config_json(cfg) + "\n")  # this invocation's config
+    stages = build_stages(cfg, study_dir, progress, echo)
+    records = run_stages(study_dir, stages, progress, echo)
+    results = {
+        "preset": cfg.preset,
+        "config": cfg.to_dict(),
+        "data": stages[0].inputs["data"],
+        "stages": {name: r.result for name, r in records.items()},
+        "seconds": {"stages": {name: r.seconds for name, r in records.items()},
+                    "total": sum(r.seconds for r in records.values()),
+                    "this_invocation": time.perf_counter() - t0},
+    }
+    results["table"] = headline_table(results)
+    results = json.loads(json.dumps(results, default=str))  # exactly what results.json holds
+    report = write_report(study_dir, results)
+    results["seconds"]["this_invocation"] = time.perf_counter() - t0
+    atomic_write_text(study_dir / RESULTS, json.dumps(results, indent=2) + "\n")
+    echo(f"study finished: {sum(r.seconds for r in records.values()):.0f}s of computation in all "
+         f"({results['seconds']['this_invocation']:.0f}s in this run)")
+    echo(f"report: {report.resolve()}")
+    return results
+
+
+def headline_table(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per method: probe, kNN, retrieval, anomaly and clustering numbers (None: not evaluated)."""
+    st = results["stages"]
+    auroc = {r["name"]: r["auroc"] for r in st["anomaly"]["runs"]}
+    rows = []
+    for key, label in METHODS.items():
+        e = st[f"eval_{key}"]
+        probe = e["probe"]
+        rows.append({
+            "method": key, "name": label,
+            "linear_top1": probe["linear"]["top1"], "linear_top5": probe["linear"]["top5"],
+            "knn_top1": probe["knn"]["top1"], "n_train": probe["n_train"], "n_test": probe["n_test"],
+            "precision_at_k": e["retrieve"]["precision_at_k"] if "retrieve" in e else None,
+            "auroc": auroc.get(label), "silhouette": e["cluster"]["silhouette"] if "cluster" in e else None,
+            "ari": e["cluster"]["ari"] if "cluster" in e else None,
+            "pca2_share": e["representation"]["pca2_share"],
+            "effective_rank": e["representation"]["effective_rank"], "dim": e["representation"]["dim"],
+            "train_seconds": results["seconds"]["stages"][key],
+        })
+    return rows

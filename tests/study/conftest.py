@@ -1,0 +1,38 @@
+"""A tiny whole study on fake data, shared by the study tests (about a minute on 2 cores)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_fake_cifar, write_fake_mnist
+
+# The cpu study shrunk to 100 fake training images: every stage, seconds each.
+TINY = ["model.projector=32-32", "train.batch_size=20", "train.epochs=3", "latent.batch_size=20", "latent.epochs=2",
+        "latent.dim=16", "latent.projector=32-32", "study.latent_naive_epochs=1", "eigenmaps.dim=8",
+        "eval.probe_weight_decays=0.01", "eval.precision_queries=50"]
+
+
+@pytest.fixture(scope="session")
+def study_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("study-data")
+    write_fake_cifar(root)
+    write_fake_mnist(root, n=12)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory, study_data) -> tuple[Path, dict]:
+    """``(study folder, results)`` of one uninterrupted tiny study, with its own feature cache."""
+    from viclab.config import resolve_study
+    from viclab.study import run_study
+
+    out = tmp_path_factory.mktemp("study") / "whole"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VICLAB_CACHE", str(out.parent / "cache"))
+    try:
+        results = run_study(resolve_study("cpu", TINY, str(study_data)), out, progress=False, echo=lambda s: None)
+    finally:
+        mp.undo()
+    return out, results

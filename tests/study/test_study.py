@@ -1,0 +1,220 @@
+"""viclab study: every stage, the cache, a killed study resumed, the numbers it reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.study.conftest import TINY
+from viclab.config import STUDY_PRESETS, resolve_study
+from viclab.study import run_study
+from viclab.study.pipeline import METHODS
+
+STAGES = ["vicreg", "no_variance", "neighbours", "latent_naive", "latent_graph", "eigenmaps",
+          *(f"eval_{m}" for m in METHODS), "anomaly"]
+
+
+def numbers(tree, path=""):
+    """Every number and string leaf of a results tree, except timings, file paths and file hashes
+    (a neighbour run's weights file records the path of its source run in its metadata)."""
+    if not path:
+        tree = json.loads(json.dumps(tree, default=str))
+    if isinstance(tree, dict):
+        out = {}
+        for k, v in tree.items():
+            if "seconds" in k or k in ("files", "scores", "data_dir", "source", "weights_sha256"):
+                continue
+            out.update(numbers(v, f"{path}/{k}"))
+        return out
+    if isinstance(tree, list):
+        out = {}
+        for i, v in enumerate(tree):
+            out.update(numbers(v, f"{path}/{i}"))
+        return out
+    return {path: tree}
+
+
+def test_presets_and_overrides(tmp_path):
+    cpu, ex = STUDY_PRESETS["cpu"], STUDY_PRESETS["exercise"]
+    # exercise follows spec §2: ResNet-18 variant, Adam 3e-4, batch 256, 30 epochs; all of S5-S7 at full size
+    assert ex.recipe.model.backbone == "exercise_resnet18" and ex.recipe.train.epochs == 30
+    assert (ex.recipe.optim.lr, ex.recipe.train.batch_size, ex.recipe.loss.var_weight) == (3e-4, 256, 25.0)
+    assert ex.neighbour_k == 3 and ex.neighbour_epochs == 1 and ex.latent.epochs == 30
+    assert cpu.recipe.model.backbone == "small_cnn"
+    s = resolve_study("cpu", ["train.epochs=2", "latent.graph_k=5", "eval.knn_k=7", "study.neighbour_epochs=2"],
+                      data_dir=str(tmp_path))
+    assert s.recipe.train.epochs == 2 and s.latent.graph_k == 5 and s.eval.knn_k == 7 and s.neighbour_epochs == 2
+    # one data folder for every stage
+    assert s.recipe.data.data_dir == s.latent.data_dir == s.eigenmaps.data_dir == str(tmp_path)
+
+
+def test_results_and_figures(tiny_study):
+    out, results = tiny_study
+    assert list(results["stages"]) == STAGES
+    assert json.loads((out / "results.json").read_text())["stages"] == results["stages"]
+    st = results["stages"]
+    # S1: per-batch train terms and per-epoch test terms (epoch 0 = before training)
+    recs = [json.loads(line) for line in (out / "runs/vicreg/metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in recs if r["split"] == "test"] == [0, 1, 2, 3]
+    assert len([r for r in recs if r["split"] == "train"]) == 3 * (100 // 20)
+    # S4: the mu = 0 run really trained without the variance term
+    cfg = json.loads((out / "runs/no_variance/config.json").read_text())
+    assert cfg["loss"]["var_weight"] == 0.0 and cfg["loss"]["inv_weight"] == 25.0
+    # S5: naive pairs -> invariance identically zero in every batch
+    assert st["latent_naive"]["max_abs_invariance"] == 0.0 and st["latent_naive"]["batches"] == 100 // 20
+    # S6: one epoch, neighbours from the study's own VICReg encoder
+    nb = json.loads((out / "runs/neighbours/config.json").read_text())
+    assert nb["views"]["kind"] == "neighbours" and nb["train"]["epochs"] == 1
+    assert Path(nb["views"]["source"]) == (out / "runs/vicreg").resolve()
+    # A1-A2: the reported AUROC is sklearn's on the saved scores (normal test = 0, MNIST test = 1)
+    from sklearn.metrics import roc_auc_score
+
+    for run in st["anomaly"]["runs"]:
+        scores = np.load(out / "eval/anomaly" / Path(run["scores"]).name)
+        truth = np.r_[np.zeros(run["n_normal"]), np.ones(run["n_anomalies"])]
+        assert run["auroc"] == pytest.approx(roc_auc_score(truth, scores))
+    # the table carries the evaluations' numbers
+    rows = {r["method"]: r for r in results["table"]}
+    assert set(rows) == set(METHODS)
+    probe = json.loads((out / "eval/vicreg/probe.json").read_text())
+    assert rows["vicreg"]["linear_top1"] == probe["linear"]["top1"]
+    assert rows["latent_naive"]["n_train"] == 90 and rows["latent_naive"]["n_test"] == 10  # 90/10 of the codes
+    # representation spread: independent numpy PCA of the stored test representations
+    from viclab.eval.features import load_source, representations
+
+    os.environ.setdefault("VICLAB_CACHE", str(out.parent / "cache"))
+    x = representations(load_source(out / "runs/no_variance"), "test").features.astype(np.float64)
+    ev = np.sort(np.linalg.eigvalsh(np.cov(x.T)))[::-1]
+    assert rows["no_variance"]["pca2_share"] == pytest.approx(ev[:2].sum() / ev.sum(), rel=1e-4)
+    for f in ["figures/invariance.png", "figures/variance.png", "figures/covariance.png",
+              "figures/latent_invariance.png", "figures/latent_variance.png", "eval/vicreg/pca.png",
+              "eval/vicreg/tsne.png", "eval/no_variance/pca.png", "eval/eigenmaps/tsne.png",
+              "eval/vicreg/retrieval_nearest.png", "eval/neighbours/retrieval_farthest.png", "eval/anomaly/roc.png",
+              "eval/anomaly/top_anomalies.png", "eval/vicreg/clusters.png", "eval/neighbours/clusters.png"]:
+        assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
+
+
+def test_interpretations_follow_the_numbers(tiny_study):
+    from viclab.study.interpret import interpret
+
+    _, results = tiny_study
+    r = json.loads(json.dumps(results))
+    rows = {row["method"]: row for row in r["table"]}
+    rows["vicreg"]["linear_top1"], rows["no_variance"]["linear_top1"] = 0.60, 0.20
+    text = " ".join(interpret(r, {})["S4"])
+    assert "μ = 0 (20.0%) is below VICReg (60.0%) by 40.0 points, more than twice" in text
+    rows["no_variance"]["linear_top1"] = 0.61
+    assert "is above VICReg (60.0%) by 1.0 points, within twice" in " ".join(interpret(r, {})["S4"])
+    runs = r["stages"]["anomaly"]["runs"]
+    runs[0]["auroc"], runs[1]["auroc"] = 0.80, 0.95
+    assert f"{runs[1]['name']} separates mnist" in interpret(r, {})["A"][0] and "(+0.150)" in interpret(r, {})["A"][0]
+
+
+def test_finished_stages_are_not_recomputed(tiny_study, tmp_path, monkeypatch):
+    import shutil
+
+    out, results = tiny_study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    monkeypatch.setenv("VICLAB_CACHE", str(tmp_path / "empty-cache"))
+
+    def boom(*a, **k):
+        raise AssertionError("a finished stage ran again")
+
+    for target in ("viclab.train.train", "viclab.ablate.latent.run_latent", "viclab.ablate.eigenmaps.run_eigenmaps",
+                   "viclab.eval.tasks.run_probe", "viclab.eval.tasks.run_anomaly"):
+        monkeypatch.setattr(target, boom)
+    lines: list[str] = []
+    cfg = resolve_study("cpu", TINY, results["config"]["recipe"]["data"]["data_dir"])
+    again = run_study(cfg, copy, progress=False, echo=lines.append)
+    assert numbers(again) == numbers(results)
+    assert sum("cached" in s for s in lines) == len(STAGES)
+    # changed inputs: only the stages that depend on them run again
+    monkeypatch.undo()
+    monkeypatch.setenv("VICLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("viclab.train.train", boom)
+    lines.clear()
+    run_study(resolve_study("cpu", [*TINY, "eval.anomaly_k=3"], cfg.recipe.data.data_dir), copy, progress=False,
+              echo=lines.append)
+    ran = [s for s in lines if "done in" in s]
+    assert len(ran) == len(METHODS) + 1 and all("evaluate" in s or "anomaly" in s for s in ran)
+
+
+def test_killed_study_resumes_to_the_same_results(tiny_study, study_data, tmp_path):
+    """SIGKILL in the middle of the VICReg training stage, then run the same command again."""
+    out, results = tiny_study
+    study = tmp_path / "killed"
+    env = {**os.environ, "VICLAB_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "viclab", "study", "--out", str(study), "--data-dir", str(study_data),
+           "--no-progress", *TINY]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt, state = study / "runs/vicreg/checkpoint.pt", study / "stages/vicreg.json"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), proc.stderr.read().decode()[-2000:]
+    killed = json.loads(state.read_text())
+    assert killed["status"] == "running"  # killed mid-stage: epoch 1 of 3 saved, the rest lost
+    assert not (study / "runs/vicreg/encoder.safetensors").exists()
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    resumed = json.loads((study / "results.json").read_text())
+    assert numbers(resumed) == numbers(results)
+    # and the trained weights are bit-identical to the uninterrupted study's
+    from safetensors.numpy import load_file
+
+    for run in ("vicreg", "no_variance", "neighbours"):
+        a, b = load_file(out / f"runs/{run}/encoder.safetensors"), load_file(study / f"runs/{run}/encoder.safetensors")
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a), run
+    # the resumed run continued from its checkpoint: provenance records the second session
+    meta = json.loads((study / "runs/vicreg/meta.json").read_text())
+    assert len(meta.get("resumes", [])) == 1
+
+
+CHECK = """<script>
+window.addEventListener("load", () => {
+  const imgs = [...document.images];
+  const out = {images: imgs.length, broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length,
+               sections: [...document.querySelectorAll("section")].map(s => s.id),
+               title: document.title};
+  const pre = document.createElement("pre"); pre.id = "viclab-check"; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def _chromium() -> str:
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no headless Chromium here (Debian: apt-get install chromium)")
+
+
+def test_report_renders_in_chromium(tiny_study, tmp_path):
+    out, _ = tiny_study
+    html = (out / "report.html").read_text()
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # opens offline
+    n_img = html.count("<img ")
+    assert n_img >= 19 and html.count('src="data:image/png;base64,') == n_img
+    page = tmp_path / "report.html"
+    page.write_text(html.replace("</body>", CHECK + "</body>"))
+    proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+                           "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    dom = proc.stdout
+    assert 'id="viclab-check"' in dom, proc.stderr[-2000:]
+    check = json.loads(dom.split('id="viclab-check">')[1].split("</pre>")[0].replace("&quot;", '"'))
+    assert check["images"] == n_img and check["broken"] == 0
+    assert check["sections"] == ["results", "S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "A", "C", "timing"]
+    assert "viclab study" in check["title"]
