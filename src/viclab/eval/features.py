@@ -196,7 +196,8 @@ class Representations:
         return self.data.labels.numpy()
 
 
-def _data_fingerprint(data: ImageData) -> str:
+def data_fingerprint(data: ImageData) -> str:
+    """A 128-bit hash of a split's images (their shape and bytes)."""
     h = hashlib.blake2b(digest_size=16)
     h.update(str(tuple(data.images.shape)).encode())
     h.update(data.images.contiguous().numpy().tobytes())
@@ -237,7 +238,7 @@ def representations(encoder: Encoder, split: str, dataset: str | None = None, da
     path = None
     if use_cache:
         key = hashlib.sha256("|".join([CACHE_VERSION, encoder.weights_sha256, dataset, split,
-                                       _data_fingerprint(data), repr(cfg.augment.mean),
+                                       data_fingerprint(data), repr(cfg.augment.mean),
                                        repr(cfg.augment.std)]).encode()).hexdigest()[:32]
         path = Path(cache_dir or default_cache_dir()) / f"{key}.npy"
         if path.exists():

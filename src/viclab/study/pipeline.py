@@ -47,13 +47,13 @@ def _without_paths(d: dict[str, Any]) -> dict[str, Any]:
 
 def data_fingerprints(cfg: StudyConfig) -> dict[str, Any]:
     """Hashes and sizes of every split the study reads (an input of every stage)."""
-    from viclab.eval.features import _data_fingerprint, load_images
+    from viclab.eval.features import data_fingerprint, load_images
 
     out = {}
     r = cfg.recipe
     for dataset, split in ((r.data.dataset, "train"), (r.data.dataset, "test"), (cfg.anomalies, "test")):
         data = load_images(dataset, split, r.data.data_dir, r.augment.size)
-        out[f"{dataset}/{split}"] = {"images": len(data), "hash": _data_fingerprint(data)}
+        out[f"{dataset}/{split}"] = {"images": len(data), "hash": data_fingerprint(data)}
     return out
 
 
@@ -179,10 +179,14 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True,
     Returns:
         The contents of ``results.json``.
     """
+    from tqdm import tqdm
+
     from viclab.runtime import select_runtime
     from viclab.study.report import write_report
     from viclab.train.rundir import CONFIG, META, config_json, write_run_files
 
+    if progress and echo is print:
+        echo = tqdm.write  # lines go above the progress bars instead of through them
     study_dir = Path(out)
     t0 = time.perf_counter()
     study_dir.mkdir(parents=True, exist_ok=True)

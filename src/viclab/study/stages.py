@@ -95,12 +95,9 @@ def run_stages(study_dir: Path, stages: list[Stage], progress: bool = True,
     Returns:
         ``{stage name: StageRecord}``.
     """
-    from tqdm import tqdm
-
     state_dir = study_dir / STATE_DIR
     state_dir.mkdir(parents=True, exist_ok=True)
-    say = (lambda s: tqdm.write(s)) if progress else echo
-    bar = Progress(len(stages), progress, say)
+    bar = Progress(len(stages), progress, echo)
     records: dict[str, StageRecord] = {}
     try:
         for k, stage in enumerate(stages, 1):
