@@ -118,7 +118,7 @@ def interpret(results: dict[str, Any], curves: dict[str, list[dict[str, Any]]]) 
         f"nearest images in a fixed feature space ({pct(graph.get('graph_same_class'))} of those neighbours share "
         f"the image's class): " + vs(lg, "the graph-pair codes", ln, "the naive codes") + ".",
     ]
-    same = _neighbour_same_class(results)
+    same = st["neighbours"].get("same_class")
     out["S6"] = [
         (f"{pct(same)} of the {results['config']['neighbour_k']} nearest training neighbours in VICReg's space "
          "share the image's class. " if same is not None else "")
@@ -159,7 +159,3 @@ def interpret(results: dict[str, Any], curves: dict[str, list[dict[str, Any]]]) 
             f"{better} clusters match the classes better by this measure."
         ]
     return out
-
-
-def _neighbour_same_class(results: dict[str, Any]) -> float | None:
-    return results["stages"]["neighbours"].get("same_class")

@@ -132,6 +132,7 @@ def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callab
 
     views = {k: v for k, v in conf(nbrs).items() if k != "views"} | {"k": cfg.neighbour_k}
     ev = {"eval": conf(cfg.eval), "data": data}
+
     def trained(c: Config) -> Callable[[Path], dict[str, Any]]:
         return _train_stage(c, progress, echo)
 
