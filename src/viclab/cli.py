@@ -78,6 +78,13 @@ _EVAL_COMMANDS = {
 }
 
 
+_COMMON_EVAL_FLAGS = [
+    ("--seed", "seed", int, "seed of queries, splits, K-means, t-SNE"),
+    ("--device", "device", str, "where the encoder runs: auto, cpu or cuda[:N]"),
+    ("--precision", "precision", str, "precision of the forward pass: fp32, bf16 or fp16 (cached apart)"),
+]
+
+
 def _add_eval(sub) -> None:
     from viclab.config import EvalConfig
 
@@ -92,13 +99,13 @@ def _add_eval(sub) -> None:
             p.add_argument("--names", nargs="+", help="legend names, one per source")
         else:
             p.add_argument("source", metavar="SOURCE", help=source_help)
-        for flag, field, tp, text in [*flags, ("--seed", "seed", int, "seed of queries, splits, K-means, t-SNE")]:
+        for flag, field, tp, text in [*flags, *_COMMON_EVAL_FLAGS]:
             p.add_argument(flag, dest=field, type=tp, help=f"{text} (default {getattr(defaults, field)})")
         p.add_argument("--data-dir", help="data root (default: $VICLAB_DATA, else ~/.cache/viclab)")
         p.add_argument("--out", help="output folder (default: RUN/eval for a run folder, else ./eval-NAME)")
         p.add_argument("--no-cache", action="store_true", help="recompute representations (default: cached)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
-        p.set_defaults(func=_cmd_eval, task=name, fields=[f for _, f, _, _ in flags] + ["seed"])
+        p.set_defaults(func=_cmd_eval, task=name, fields=[f for _, f, _, _ in (*flags, *_COMMON_EVAL_FLAGS)])
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -30,9 +31,22 @@ def _prob(name: str, p: float) -> None:
     _check(0.0 <= p <= 1.0, f"{name}={p} is not a probability; use a value in [0, 1]")
 
 
+def _finite(obj: Any, prefix: str = "") -> None:
+    """Every float field (and float in a tuple field) of ``obj`` is a finite number: a NaN
+    compares false with every bound, so it would pass the range checks and poison a run."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ViclabError(f"{prefix}{f.name}={v} is not a finite number; give a real value")
+
+
 def _interval(name: str, lo_hi: tuple[float, float], lo: float, hi: float) -> None:
     a, b = lo_hi
     _check(lo <= a <= b <= hi, f"{name}={lo_hi} must satisfy {lo} <= min <= max <= {hi}")
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,7 @@ class AugmentConfig:
     std: tuple[float, float, float] = CIFAR_STD
 
     def __post_init__(self) -> None:
+        _finite(self, "augment.")
         _check(self.size > 0, f"augment.size={self.size} must be > 0")
         _interval("augment.crop_scale", self.crop_scale, 1e-6, 1.0)
         _interval("augment.crop_ratio", self.crop_ratio, 1e-6, float("inf"))
@@ -85,6 +100,10 @@ class AugmentConfig:
         _check(self.blur_kernel >= 1 and self.blur_kernel % 2 == 1,
                f"augment.blur_kernel={self.blur_kernel} must be a positive odd integer")
         _interval("augment.blur_sigma", self.blur_sigma, 1e-6, float("inf"))
+        # Reflect padding needs a radius below the view's side.
+        _check(self.blur_p == 0 or self.blur_kernel // 2 < self.size,
+               f"augment.blur_kernel={self.blur_kernel} is too large for {self.size}-pixel views; use an odd "
+               f"kernel of at most {2 * self.size - 1} (or augment.blur_p=0)")
         _check(len(self.mean) == 3 and len(self.std) == 3 and min(self.std) > 0,
                "augment.mean and augment.std need 3 values each, std > 0")
 
@@ -113,9 +132,13 @@ class LossConfig:
     gather_distributed: bool = False
 
     def __post_init__(self) -> None:
+        _finite(self, "loss.")
         _check(self.variant in ("spec", "official"),
                f"loss.variant={self.variant!r} is unknown; use 'spec' or 'official'")
         _check(self.eps > 0, f"loss.eps={self.eps} must be > 0")
+        # gamma <= 0 makes the variance hinge max(0, gamma - sigma) identically 0: no variance term at all.
+        _check(self.gamma > 0, f"loss.gamma={self.gamma} must be > 0 (the target standard deviation); "
+                               "to switch the variance term off use loss.var_weight=0")
         for name in ("inv_weight", "var_weight", "cov_weight"):
             _check(getattr(self, name) >= 0, f"loss.{name} must be >= 0")
 
@@ -132,11 +155,15 @@ class OptimConfig:
     warmup_epochs: float = 0.0
 
     def __post_init__(self) -> None:
+        _finite(self, "optim.")
         _check(self.name in ("adam", "adamw"), f"optim.name={self.name!r} is unknown; use 'adam' or 'adamw'")
         _check(self.schedule in ("constant", "cosine"),
                f"optim.schedule={self.schedule!r} is unknown; use 'constant' or 'cosine'")
         _check(self.lr > 0, f"optim.lr={self.lr} must be > 0")
         _check(self.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0")
+        _check(all(0.0 <= b < 1.0 for b in self.betas),
+               f"optim.betas={self.betas} must both lie in [0, 1); the usual values are 0.9,0.999")
+        _check(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -147,14 +174,16 @@ class TrainConfig:
     batch_size: int = 256
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    # auto: on CUDA bf16 where the GPU computes it natively (compute capability >= 8.0), else fp16 with a
+    # gradient scaler; fp32 on the CPU (viclab.runtime.select_runtime)
+    precision: str = "auto"
     eval_test: bool = True  # the three terms on the test set once per epoch
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, f"train.epochs={self.epochs} must be >= 1")
         _check(self.batch_size >= 2, f"train.batch_size={self.batch_size} must be >= 2 (variance needs 2 samples)")
-        _check(self.precision in ("auto", "fp32", "bf16"),
-               f"train.precision={self.precision!r} is unknown; use auto, fp32 or bf16")
+        _check(self.precision in PRECISIONS,
+               f"train.precision={self.precision!r} is unknown; use {', '.join(PRECISIONS)}")
 
 
 @dataclass(frozen=True)
@@ -197,8 +226,8 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Config:
-        return apply_mapping(Config(), d, origin="config")
+    def from_dict(cls, d: dict[str, Any], origin: str = "config") -> Config:
+        return apply_mapping(Config(), d, origin=origin)
 
 
 @dataclass(frozen=True)
@@ -218,13 +247,21 @@ class EvalConfig:
     anomaly_top: int = 7  # most anomalous test images shown per run
     clusters: int = 10
     tsne_points: int = 10_000  # points t-SNE embeds in the cluster figure (a seeded sample)
+    device: str = "auto"  # where encoders run: auto (CUDA if present) | cpu | cuda[:N]
+    # Representations are computed in fp32 on every device unless asked otherwise (bf16/fp16 change
+    # the numbers; the feature cache keys them apart).
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        _finite(self)
+        _check(self.precision in ("fp32", "bf16", "fp16"),
+               f"precision={self.precision!r} is unknown; use fp32, bf16 or fp16")
         for name in ("knn_k", "retrieval_k", "precision_queries", "anomaly_k", "anomaly_top", "tsne_points"):
             _check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
         _check(self.clusters >= 2, f"clusters={self.clusters} must be >= 2")
         _check(self.knn_temperature > 0, f"knn_temperature={self.knn_temperature} must be > 0")
         _check(min(self.probe_weight_decays) >= 0, "probe_weight_decays must be >= 0")
+        _check(self.tsne_points >= 5, f"tsne_points={self.tsne_points} must be >= 5 (t-SNE needs a neighbourhood)")
 
 
 EVAL_DEFAULTS = EvalConfig()
@@ -260,6 +297,7 @@ class LatentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self) -> None:
+        _finite(self)
         _check(self.pairs in ("graph", "naive"), f"pairs={self.pairs!r} is unknown; use 'graph' or 'naive'")
         for name in ("dim", "graph_k", "epochs"):
             _check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
@@ -362,6 +400,8 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def apply_mapping(cfg: Config, mapping: dict[str, Any], origin: str) -> Config:
     """Return ``cfg`` with the sections/fields in ``mapping`` replaced (types coerced)."""
+    if not isinstance(mapping, dict):
+        raise ViclabError(f"{origin} holds a {type(mapping).__name__}, not a table of config sections")
     sections = {f.name: f for f in fields(Config)}
     updates = {}
     for sec_name, values in mapping.items():
@@ -400,6 +440,8 @@ def load_toml(path: str | Path) -> tuple[str | None, dict[str, Any]]:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise ViclabError(f"config file {path} does not exist; check the path") from None
+    except UnicodeDecodeError:
+        raise ViclabError(f"config file {path} is not UTF-8 text; save it as UTF-8 TOML") from None
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ViclabError(f"cannot read config file {path}: {e}") from None
     preset = data.pop("preset", None)
@@ -445,6 +487,9 @@ class StudyConfig:
         _check(self.neighbour_k >= 1, f"study.neighbour_k={self.neighbour_k} must be >= 1")
         _check(self.neighbour_epochs >= 1, f"study.neighbour_epochs={self.neighbour_epochs} must be >= 1")
         _check(self.latent_naive_epochs >= 1, f"study.latent_naive_epochs={self.latent_naive_epochs} must be >= 1")
+        _check(self.anomalies != self.recipe.data.dataset,
+               f"study.anomalies={self.anomalies} is the dataset the study trains on, so it cannot serve as the "
+               "anomalies; use another dataset or image folder, e.g. study.anomalies=mnist")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

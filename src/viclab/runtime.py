@@ -7,6 +7,8 @@ when no process group is initialised, so callers never branch on it.
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 from dataclasses import dataclass
 
 import torch
@@ -14,40 +16,107 @@ import torch.distributed as dist
 
 from viclab.errors import ViclabError
 
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where tensors live and which dtype autocast computes in."""
+    """Where tensors live and which dtype autocast computes in.
+
+    Attributes:
+        device: the torch device.
+        autocast_dtype: ``None`` for full fp32, else bf16 or fp16 autocast.
+        reason: why this precision was chosen (logged by the training loop).
+    """
 
     device: torch.device
     autocast_dtype: torch.dtype | None  # None: full fp32
+    reason: str = ""
+
+    @property
+    def precision(self) -> str:
+        return next(k for k, v in _DTYPES.items() if v == self.autocast_dtype)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """A loss scaler, enabled only for fp16 (its small exponent range underflows gradients)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
+
+    def describe(self) -> str:
+        """One line: device, its name, the precision and why, e.g. for the run log."""
+        if self.device.type == "cuda":
+            index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+            name = f"{torch.cuda.get_device_name(index)}, compute capability " \
+                   + ".".join(map(str, torch.cuda.get_device_capability(index)))
+        else:
+            name = platform.processor() or platform.machine()
+        return f"{self.device} ({name}); precision {self.precision}" + (f": {self.reason}" if self.reason else "")
+
 
 def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     """Resolve ``train.device`` / ``train.precision`` to a :class:`Runtime`.
 
-    ``auto`` picks CUDA when present; precision ``auto`` is bf16 autocast on CUDA
-    and fp32 on CPU (bf16 matmuls are slow on most CPUs).
+    ``auto`` picks CUDA when present. Precision ``auto`` is, on CUDA, bf16 autocast
+    where the GPU computes bf16 natively (compute capability >= 8.0: Ampere and later)
+    and fp16 autocast with a gradient scaler on older GPUs; fp32 on the CPU.
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise ViclabError(f"train.device={device!r} is not a device; use auto, cpu or cuda[:N]") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ViclabError("train.device=cuda but no CUDA GPU is visible; use train.device=cpu")
+        raise ViclabError(f"device {device!r} is not a device; use auto, cpu or cuda[:N]") from None
     if dev.type not in ("cpu", "cuda"):
-        raise ViclabError(f"train.device={device!r} is unsupported; use auto, cpu or cuda[:N]")
+        raise ViclabError(f"device {device!r} is unsupported; use auto, cpu or cuda[:N]")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ViclabError(f"device {device!r} asked, but no CUDA GPU is visible; use cpu (train.device=cpu, "
+                          "--device cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ViclabError(f"device {device!r} asked, but only {torch.cuda.device_count()} CUDA GPU(s) are visible; "
+                          f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    if precision not in ("auto", *_DTYPES):
+        raise ViclabError(f"precision {precision!r} is unknown; use auto, fp32, bf16 or fp16")
+    reason = "asked for"
     if precision == "auto":
-        precision = "bf16" if dev.type == "cuda" else "fp32"
-    dtype = torch.bfloat16 if precision == "bf16" else None
-    return Runtime(device=dev, autocast_dtype=dtype)
+        if dev.type == "cuda":
+            major, minor = torch.cuda.get_device_capability(dev)
+            native = major >= 8
+            precision = "bf16" if native else "fp16"
+            reason = (f"auto: the GPU computes bf16 natively (compute capability {major}.{minor} >= 8.0)" if native
+                      else f"auto: compute capability {major}.{minor} < 8.0 has no native bf16, so fp16 autocast "
+                           "with a gradient scaler")
+        else:
+            precision, reason = "fp32", "auto: fp32 on the CPU"
+    return Runtime(device=dev, autocast_dtype=_DTYPES[precision], reason=reason)
+
+
+def available_memory(device: torch.device | str = "cpu") -> int:
+    """Bytes that can still be allocated on ``device``: free GPU memory, or the system's
+    ``MemAvailable`` (physical memory where /proc is absent)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_fits(needed: int, device: torch.device | str, what: str, fix: str) -> None:
+    """Refuse now, with the numbers, what could not fit in memory later (an allocation failure
+    deep in torch is a traceback, or the kernel's OOM killer)."""
+    free = available_memory(device)
+    if needed > 0.9 * free:  # what is left must also hold the interpreter, libraries and buffers
+        raise ViclabError(f"{what} needs at least {needed / 2**30:.1f} GiB but {torch.device(device).type} has "
+                          f"{free / 2**30:.1f} GiB available; {fix}")
 
 
 def is_distributed() -> bool:

@@ -109,3 +109,60 @@ def test_plot_of_codes_says_they_are_held_out_training_images(tiny_run, tmp_path
                         or real(pts, y, cls, title, path))
     run_plot(tmp_path / "r", data_dir=str(root), progress=False, echo=lambda s: None)
     assert len(titles) == 2 and all("10 cifar10 held-out training representations" in t for t in titles), titles
+
+
+def test_graph_is_rebuilt_when_its_feature_weights_change(tiny_run, tmp_path, monkeypatch):
+    """graph.npy is keyed by the SHA-256 of the weights it came from: a run continued after the
+    feature encoder changed must not reuse the old graph."""
+    import shutil
+
+    import torch
+
+    from viclab.eval.features import load_source, representations
+    from viclab.train.checkpoint import load_encoder, save_encoder
+
+    src, root = tiny_run
+    weights = tmp_path / "features.safetensors"
+    shutil.copy(src / "encoder.safetensors", weights)
+    cfg = _cfg(root, graph_k=4, graph_features=str(weights))
+    run = tmp_path / "graph"
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(latent, "build_latent", killed)  # killed right after the graph was built
+    with pytest.raises(KeyboardInterrupt):
+        latent.run_latent(cfg, run, progress=False, echo=lambda s: None)
+    monkeypatch.undo()
+    module, dim, enc_cfg = load_encoder(weights)
+    torch.manual_seed(7)
+    for p in module.parameters():
+        torch.nn.init.normal_(p)
+    save_encoder(weights, module, enc_cfg, dim)
+    latent.run_latent(cfg, run, progress=False, echo=lambda s: None)
+    x = representations(load_source(weights), "train", data_dir=str(root)).features.astype(np.float64)
+    d = ((x[:, None] - x[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    np.testing.assert_array_equal(np.sort(np.load(run / latent.GRAPH), 1), np.sort(np.argsort(d, 1)[:, :4], 1))
+
+
+def test_latent_codes_of_an_image_folder_dataset(tmp_path):
+    """``ablate latent --dataset FOLDER`` (offered by its help) trains on an ImageNet-style folder."""
+    from PIL import Image
+
+    from viclab.cli import main
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 30), ("test", 6)):
+        for c in ("a", "b"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(n // 2):
+                Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(
+                    tmp_path / "data" / split / c / f"{i}.png")
+    argv = ["ablate", "latent", "--dataset", str(tmp_path / "data"), "--dim", "8", "--projector", "16-16",
+            "--batch-size", "10", "--epochs", "1", "--graph-k", "3", "--out", str(tmp_path / "runs"), "--name", "lat",
+            "--no-progress"]
+    assert main(argv) == 0
+    table, _ = load_table(tmp_path / "runs" / "lat" / TABLE)
+    assert len(table.splits["train"].index) + len(table.splits["test"].index) == 30
+    assert main(["probe", str(tmp_path / "runs" / "lat"), "--no-progress"]) == 0

@@ -67,3 +67,49 @@ def test_neighbours_run_from_a_trained_run(tiny_run, tmp_path, capsys):
     assert main(["anomaly", str(run), str(src), "--data-dir", str(root), "--no-progress",
                  "--out", str(tmp_path / "a")]) == 0
     assert {p.name for p in (run / "eval").iterdir()} >= {"probe.json", "plot.json", "retrieval.json", "cluster.json"}
+
+
+def _knn3(x: np.ndarray, k: int = 3) -> np.ndarray:
+    x = x.astype(np.float64)
+    d = ((x[:, None] - x[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    return np.sort(np.argsort(d, 1)[:, :k], 1)
+
+
+def test_neighbour_table_follows_the_source_weights(tiny_run, tmp_path):
+    """The table is keyed by the source weights' SHA-256: other weights at the same path rebuild it,
+    and a run that already trained on the old table is refused instead of continued on other pairs."""
+    import dataclasses
+    import shutil
+
+    import pytest
+
+    from viclab.ablate.neighbours import neighbour_table, neighbours_config
+    from viclab.errors import ViclabError
+    from viclab.eval.features import load_source, representations
+    from viclab.train.checkpoint import load_encoder, save_encoder
+    from viclab.train.loop import load_split
+
+    src, root = tiny_run
+    weights = tmp_path / "source.safetensors"
+    shutil.copy(src / "encoder.safetensors", weights)
+    cfg = neighbours_config(str(weights), k=3)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=str(root)))
+    data = load_split(cfg, "train")
+    run = tmp_path / "run"
+    run.mkdir()
+    first = neighbour_table(run, cfg, data, False)
+    rep_a = representations(load_source(weights), "train", data_dir=str(root)).features
+    np.testing.assert_array_equal(np.sort(first, 1), _knn3(rep_a))
+    # other weights under the same file name
+    module, dim, enc_cfg = load_encoder(weights)
+    torch.manual_seed(5)
+    for p in module.parameters():
+        torch.nn.init.normal_(p)
+    save_encoder(weights, module, enc_cfg, dim)
+    rep_b = representations(load_source(weights), "train", data_dir=str(root)).features
+    assert not np.array_equal(_knn3(rep_a), _knn3(rep_b))
+    np.testing.assert_array_equal(np.sort(neighbour_table(run, cfg, data, False), 1), _knn3(rep_b))
+    shutil.copy(src / "encoder.safetensors", weights)  # back to A, with a run that trained on B's pairs
+    with pytest.raises(ViclabError, match="already trained on it; start a new run"):
+        neighbour_table(run, cfg, data, False, started=True)

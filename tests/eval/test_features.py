@@ -69,3 +69,81 @@ def test_representations_are_the_normalised_forward_pass_and_cached(tiny_run, mo
     assert len(calls) == 3
     again = representations(load_source("random:small_cnn"), "test", data_dir=str(root))
     assert len(calls) == 3 and np.array_equal(first.features, again.features)
+
+
+def test_cache_keeps_precisions_apart(tiny_run):
+    """bf16 representations differ from fp32 ones: a cache keyed without the precision would
+    hand one for the other."""
+    from viclab.runtime import select_runtime
+
+    run, root = tiny_run
+    enc = load_source(run)
+    fp32 = representations(enc, "test", data_dir=str(root), use_cache=False).features
+    bf16 = representations(enc, "test", data_dir=str(root), runtime=select_runtime("cpu", "bf16")).features
+    assert not np.array_equal(bf16, fp32)  # so the check below can tell them apart
+    again = representations(enc, "test", data_dir=str(root), runtime=select_runtime("cpu", "fp32")).features
+    np.testing.assert_array_equal(again, fp32)
+
+
+def test_evaluations_encode_in_fp32_on_a_gpu_too(monkeypatch):
+    from viclab.config import EvalConfig
+    from viclab.eval.features import eval_runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    rt = eval_runtime()
+    assert rt.device.type == "cuda" and rt.autocast_dtype is None  # training there would pick bf16
+    assert eval_runtime(EvalConfig(precision="bf16")).autocast_dtype == torch.bfloat16
+
+
+def test_cache_is_keyed_by_the_code_version(tiny_run, monkeypatch):
+    import viclab
+
+    run, root = tiny_run
+    enc = load_source(run)
+    representations(enc, "test", data_dir=str(root))
+    calls = []
+    real_encode = feat_mod.encode
+    monkeypatch.setattr(feat_mod, "encode", lambda *a, **k: calls.append(1) or real_encode(*a, **k))
+    representations(enc, "test", data_dir=str(root))
+    assert calls == []
+    monkeypatch.setattr(viclab, "__version__", "999.0")
+    representations(enc, "test", data_dir=str(root))
+    assert calls == [1]
+
+
+def test_damaged_cache_file_is_reported_and_recomputed(tiny_run, tmp_path):
+    run, root = tiny_run
+    enc = load_source(run)
+    expect = representations(enc, "test", data_dir=str(root)).features
+    cached = list((tmp_path / "cache").glob("*.npy"))
+    assert len(cached) == 1
+    cached[0].write_bytes(b"\x93NUMPY garbage")
+    with pytest.warns(UserWarning, match="are damaged"):
+        again = representations(enc, "test", data_dir=str(root)).features
+    np.testing.assert_array_equal(again, expect)
+    np.testing.assert_array_equal(np.load(cached[0]), expect)  # and the cache is repaired
+
+
+def test_bit_identical_encoders_share_one_hash(tiny_run, tmp_path):
+    """safetensors writes its metadata in no fixed key order, so the files' bytes can differ."""
+    from viclab.train.checkpoint import load_encoder, save_encoder
+
+    run, _ = tiny_run
+    module, dim, cfg = load_encoder(run / "encoder.safetensors")
+    paths = [tmp_path / f"e{i}.safetensors" for i in range(6)]
+    for p in paths:
+        save_encoder(p, module, cfg, dim)
+    assert len({load_source(p).weights_sha256 for p in paths}) == 1
+    with torch.no_grad():
+        module.state_dict()["features.0.weight"][0, 0, 0, 0] += 1.0  # one weight changed: another hash
+    save_encoder(tmp_path / "changed.safetensors", module, cfg, dim)
+    assert load_source(tmp_path / "changed.safetensors").weights_sha256 != load_source(paths[0]).weights_sha256
+
+
+def test_empty_folder_is_not_called_an_unfinished_run(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ViclabError, match="is not a run folder") as e:
+        load_source(tmp_path / "empty")
+    assert "--resume" not in str(e.value)

@@ -7,10 +7,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score, silhouette_score
+from torch import nn
 
-from viclab.config import EvalConfig
-from viclab.eval.features import load_source, representations
+from viclab.config import Config, EvalConfig
+from viclab.eval.features import Encoder, load_source, representations
 from viclab.eval.tasks import run_anomaly, run_cluster, run_plot, run_probe, run_retrieve
 
 QUIET = {"progress": False, "echo": lambda s: None}
@@ -20,13 +22,72 @@ def _dist(a, b):
     return np.sqrt(((a.astype(np.float64)[:, None] - b.astype(np.float64)[None]) ** 2).sum(-1))
 
 
-def test_probe_writes_accuracies(tiny_run, tmp_path):
+def weighted_knn_votes(train_x, train_y, test_x, k: int, temperature: float, num_classes: int = 10) -> np.ndarray:
+    """Brute force: a test point's ``k`` most cosine-similar training points vote ``exp(cos / T)`` for their class."""
+    tr = train_x.astype(np.float64) / np.linalg.norm(train_x, axis=1, keepdims=True)
+    te = test_x.astype(np.float64) / np.linalg.norm(test_x, axis=1, keepdims=True)
+    votes = np.zeros((len(te), num_classes))
+    for i, q in enumerate(te):
+        sims = tr @ q
+        for j in np.argsort(-sims, kind="stable")[:k]:
+            votes[i, train_y[j]] += np.exp(sims[j] / temperature)
+    return votes
+
+
+def topk_bounds(scores: np.ndarray, labels: np.ndarray, k: int) -> tuple[float, float]:
+    """Top-k accuracy from class scores; ``(low, high)`` differ only where ties at the cut leave the hit to chance."""
+    own = scores[np.arange(len(labels)), labels]
+    above, level = (scores > own[:, None]).sum(1), (scores == own[:, None]).sum(1)  # level counts the label itself
+    return float((above + level <= k).mean()), float((above < k).mean())
+
+
+def _standardized(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, std = train.mean(0), np.maximum(train.std(0, ddof=1), 1e-6)
+    return (train - mean) / std, (test - mean) / std
+
+
+def _pixel_encoder() -> Encoder:
+    """A seeded random linear map of the pixels: its cosine similarities spread over [-1, 1], unlike a trained CNN's
+    (all near 1 on the tiny fixture), so there the kNN weights exp(cos / T) decide votes."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 16))
+    return Encoder(module.eval(), 16, Config(), "pixels", "random-linear-pixels-seed-0")
+
+
+@pytest.mark.parametrize("source, cfg", [
+    ("tiny", EvalConfig()),  # weight decay chosen on a held-out tenth
+    ("tiny", EvalConfig(knn_k=5, knn_temperature=0.5, probe_weight_decays=(1.0,))),  # one strong weight decay
+    ("pixels", EvalConfig(knn_k=5, knn_temperature=0.07, probe_weight_decays=(0.1,))),  # where T matters
+], ids=["tiny-defaults", "tiny-k5-wd1", "pixels-k5-wd0.1"])
+def test_probe_numbers_match_references(tiny_run, tmp_path, source, cfg):
     run, root = tiny_run
-    out = run_probe(run, tmp_path / "p", str(root), **QUIET)
+    enc = load_source(run) if source == "tiny" else _pixel_encoder()
+    run_probe(enc, tmp_path / "p", str(root), cfg=cfg, **QUIET)
     saved = json.loads((tmp_path / "p" / "probe.json").read_text())
-    assert saved["linear"]["top1"] == out["linear"]["top1"]
-    assert 0 <= saved["linear"]["top1"] <= saved["linear"]["top5"] <= 1
-    assert saved["n_train"] == 100 and saved["n_test"] == 20 and saved["weights_sha256"]
+    assert (saved["n_train"], saved["n_test"]) == (100, 20)  # the fixture: 5 x 20 fake training images, 20 test
+    tr, te = representations(enc, "train", data_dir=str(root)), representations(enc, "test", data_dir=str(root))
+    # weighted kNN, exactly
+    votes = weighted_knn_votes(tr.features, tr.labels, te.features, cfg.knn_k, cfg.knn_temperature)
+    for k, key in ((1, "top1"), (5, "top5")):
+        lo, hi = topk_bounds(votes, te.labels, k)
+        assert lo - 1e-6 <= saved["knn"][key] <= hi + 1e-6, (key, saved["knn"][key], lo, hi)  # float32 means
+    # linear probe: sklearn's multinomial logistic regression on the standardised features, at the chosen weight
+    # decay. Ours minimises mean CE + wd / 2 ||W||^2, sklearn C * sum CE + ||W||^2 / 2: the same optimum for
+    # C = 1 / (N wd). The two solvers stop at slightly different points of a nearly flat optimum (up to 256
+    # features, 100 images), so a test image near a class boundary may go either way: allow one of the 20 to differ.
+    from sklearn.linear_model import LogisticRegression
+
+    wd = saved["linear"]["weight_decay"]
+    assert wd in cfg.probe_weight_decays
+    xtr, xte = _standardized(tr.features.astype(np.float64), te.features.astype(np.float64))
+    sk = LogisticRegression(C=1 / (len(xtr) * wd), tol=1e-10, max_iter=10_000).fit(xtr, tr.labels)
+    proba = np.zeros((len(xte), 10))
+    proba[:, sk.classes_] = sk.predict_proba(xte)
+    for k, key in ((1, "top1"), (5, "top5")):
+        lo, hi = topk_bounds(proba, te.labels, k)
+        assert lo - 1 / 20 - 1e-6 <= saved["linear"][key] <= hi + 1 / 20 + 1e-6, (key, saved["linear"][key], lo, hi)
+    assert abs(saved["linear"]["train_top1"] - sk.score(xtr, tr.labels)) <= 1 / 100 + 1e-6
 
 
 def test_default_out_is_the_run_folder(tiny_run):

@@ -218,3 +218,108 @@ def test_report_renders_in_chromium(tiny_study, tmp_path):
     assert check["images"] == n_img and check["broken"] == 0
     assert check["sections"] == ["results", "S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "A", "C", "timing"]
     assert "viclab study" in check["title"]
+
+
+class _Ran(Exception):
+    """Raised by a stand-in for a stage's work: the stage was not taken from the cache."""
+
+
+def _copy(tiny_study, tmp_path, monkeypatch):
+    import shutil
+
+    out, results = tiny_study
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    monkeypatch.setenv("VICLAB_CACHE", str(tmp_path / "cache"))
+    return copy, results
+
+
+def test_an_upgraded_viclab_recomputes_instead_of_reusing_stages(tiny_study, tmp_path, monkeypatch):
+    import viclab
+
+    copy, results = _copy(tiny_study, tmp_path, monkeypatch)
+
+    def ran(*a, **k):
+        raise _Ran
+
+    monkeypatch.setattr("viclab.train.train", ran)
+    monkeypatch.setattr(viclab, "__version__", "999.0")
+    with pytest.raises(_Ran):
+        run_study(resolve_study("cpu", TINY, results["config"]["recipe"]["data"]["data_dir"]), copy,
+                  progress=False, echo=lambda s: None)
+
+
+def test_code_fingerprint_follows_what_a_stage_imports(tmp_path):
+    from viclab.study.stages import code_fingerprint, code_modules
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "entry.py").write_text("import pkg.helper\n\n\ndef f():\n    from pkg.sub import deep\n"
+                                  "    from . import rel\n")
+    (pkg / "helper.py").write_text("X = 1\n")
+    (pkg / "sub" / "deep.py").write_text("from ..helper import X\n")
+    (pkg / "rel.py").write_text("Y = 2\n")
+    (pkg / "unrelated.py").write_text("Z = 3\n")
+
+    def fp() -> str:
+        return code_fingerprint(["pkg.entry"], package="pkg", root=pkg)
+
+    assert set(code_modules(["pkg.entry"], package="pkg", root=pkg)) == {
+        "pkg", "pkg.entry", "pkg.helper", "pkg.sub", "pkg.sub.deep", "pkg.rel"}
+    before = fp()
+    (pkg / "unrelated.py").write_text("Z = 4\n")
+    assert fp() == before
+    (pkg / "sub" / "deep.py").write_text("from ..helper import X  # edited\n")  # imported inside a function
+    assert fp() != before
+
+
+def test_changing_only_the_anomalies_reruns_only_the_anomaly_stage(tiny_study, tmp_path, monkeypatch):
+    from PIL import Image
+
+    copy, results = _copy(tiny_study, tmp_path, monkeypatch)
+    odd = tmp_path / "odd-images"
+    odd.mkdir()
+    for i in range(6):
+        Image.new("RGB", (32, 32), (40 * i, 255 - 40 * i, 0)).save(odd / f"{i}.png")
+
+    def ran(*a, **k):
+        raise _Ran
+
+    for target in ("viclab.train.train", "viclab.ablate.latent.run_latent", "viclab.ablate.eigenmaps.run_eigenmaps",
+                   "viclab.eval.tasks.run_probe"):
+        monkeypatch.setattr(target, ran)
+    lines: list[str] = []
+    run_study(resolve_study("cpu", [*TINY, f"study.anomalies={odd}"], results["config"]["recipe"]["data"]["data_dir"]),
+              copy, progress=False, echo=lines.append)
+    ran_stages = [s for s in lines if "done in" in s]
+    assert len(ran_stages) == 1 and "anomaly detection" in ran_stages[0], lines
+
+
+def test_the_training_dataset_as_anomalies_is_refused_before_any_work(tmp_path):
+    from viclab.errors import ViclabError
+
+    with pytest.raises(ViclabError, match="study.anomalies=cifar10 is the dataset the study trains on"):
+        resolve_study("cpu", [*TINY, "study.anomalies=cifar10"], str(tmp_path))
+
+
+def test_stage_time_counts_the_work_done_before_a_sigkill(tmp_path):
+    from viclab.study.stages import Stage, fingerprint, run_stages
+
+    stage = Stage("s", "a stage", {"x": 1}, lambda folder: {"ok": True}, "work")
+    fp = fingerprint({"stage": "s", "inputs": {"x": 1}, "upstream": {}})
+    now = time.time()
+    # A first attempt started 100 s ago with 5 s from earlier attempts, wrote its last file 40 s
+    # ago, then was SIGKILLed (so it never recorded its own time).
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "s.json").write_text(json.dumps(
+        {"stage": "s", "fingerprint": fp, "status": "running", "inputs": {"x": 1}, "seconds": 5.0,
+         "started_at": now - 100, "result": None}))
+    (tmp_path / "work").mkdir()
+    last = tmp_path / "work" / "checkpoint.pt"
+    last.write_bytes(b"x")
+    os.utime(last, (now - 40, now - 40))
+    record = run_stages(tmp_path, [stage], progress=False, echo=lambda s: None)["s"]
+    assert record.result == {"ok": True} and not record.cached
+    assert 65 <= record.seconds < 70  # 5 earlier + the 60 s up to the last write + this (instant) run

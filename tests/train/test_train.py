@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -105,3 +107,173 @@ def test_user_errors(fake_cifar_root, tmp_path):
         train(small_config(fake_cifar_root, "train.epochs=1", "optim.lr=0.5"), run, resume=True, **quiet)
     with pytest.raises(ViclabError, match="not a viclab run folder"):
         train(None, tmp_path / "nothing", resume=True, **quiet)
+
+
+TINY = ["model.backbone=small_cnn", "model.projector=32-32", "train.batch_size=20", "train.epochs=2",
+        "optim.name=adamw", "optim.lr=1e-3"]
+QUIET = dict(progress=False, echo=lambda s: None)
+
+
+def tiny_config(root, *extra):
+    return resolve_config("cpu", overrides=[*TINY, f"data.data_dir={root}", *extra])
+
+
+def crash_in_epoch_2(monkeypatch, run, cfg, steps_before: int = 7):
+    """Train ``cfg`` into ``run`` and kill it (KeyboardInterrupt) at a step of epoch 2."""
+    real_step, calls = loop_mod.train_step, {"n": 0}
+
+    def step(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > steps_before:
+            raise KeyboardInterrupt
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(loop_mod, "train_step", step)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run, **QUIET)
+    monkeypatch.setattr(loop_mod, "train_step", real_step)
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+
+def assert_same_weights(a, b):
+    sa, sb = (torch.load(p / "checkpoint.pt", weights_only=True)["model"] for p in (a, b))
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_resume_drops_a_half_written_metrics_line_and_stale_temp_files(fake_cifar_root, tmp_path, monkeypatch):
+    cfg = tiny_config(fake_cifar_root)
+    train(cfg, tmp_path / "whole", **QUIET)
+    run = tmp_path / "killed"
+    crash_in_epoch_2(monkeypatch, run, cfg)
+    with open(run / "metrics.jsonl", "a") as f:  # what a kill in the middle of a write leaves
+        f.write('{"split": "train", "epoch": 2, "st')
+    orphan = run / ".checkpoint.pt.k3j2h1.tmp"  # a checkpoint write killed before its rename
+    orphan.write_bytes(b"\0" * 1000)
+    train(None, run, resume=True, **QUIET)
+    assert not orphan.exists()
+    assert read_metrics(run / "metrics.jsonl") == read_metrics(tmp_path / "whole" / "metrics.jsonl")
+    assert_same_weights(run, tmp_path / "whole")
+
+
+def test_resume_from_a_checkpoint_written_on_another_device_type(fake_cifar_root, tmp_path, monkeypatch):
+    cfg = tiny_config(fake_cifar_root)
+    run = tmp_path / "moved"
+    crash_in_epoch_2(monkeypatch, run, cfg)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    # A CUDA generator's state is 16 bytes (Philox seed and offset); a CPU one is 5,056.
+    ckpt["generator"] = torch.zeros(16, dtype=torch.uint8)
+    ckpt.pop("device_type", None)
+    torch.save(ckpt, run / "checkpoint.pt")
+    lines = []
+    train(None, run, resume=True, progress=False, echo=lines.append)
+    assert any("written on cuda and continues on cpu" in line for line in lines)
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    assert (run / "encoder.safetensors").exists()
+
+
+def test_checkpoint_of_another_model_is_one_clear_error(fake_cifar_root, tmp_path, monkeypatch):
+    run = tmp_path / "a"
+    crash_in_epoch_2(monkeypatch, run, tiny_config(fake_cifar_root))
+    other = tmp_path / "b"
+    train(tiny_config(fake_cifar_root, "model.projector=64-64", "train.epochs=1"), other, **QUIET)
+    (run / "checkpoint.pt").write_bytes((other / "checkpoint.pt").read_bytes())
+    with pytest.raises(ViclabError, match="does not fit this model .*size mismatch.*delete it"):
+        train(None, run, resume=True, **QUIET)
+    (run / "checkpoint.pt").write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(ViclabError, match="cannot read checkpoint") as e:
+        train(None, run, resume=True, **QUIET)
+    assert "weights_only" not in str(e.value)
+
+
+def test_full_disk_during_a_checkpoint_keeps_the_last_good_one(fake_cifar_root, tmp_path, monkeypatch):
+    import errno
+
+    run = tmp_path / "full"
+    real_save, calls = torch.save, {"n": 0}
+
+    def save(obj, f, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the epoch-2 checkpoint: half written, then the disk is full
+            open(f, "wb").write(b"\0" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(ViclabError, match="no space left on the device .*the previous checkpoint.pt is kept"):
+        train(tiny_config(fake_cifar_root), run, **QUIET)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert not list(run.glob(".*.tmp"))
+    train(None, run, resume=True, **QUIET)  # and the run continues from it
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 2
+
+
+def test_run_killed_at_its_start_can_be_resumed(tiny_run, tmp_path, monkeypatch):
+    """A neighbour-view run spends its first minutes encoding with the source model; a kill
+    there must leave a folder that --resume accepts (the config is the first file written)."""
+    from viclab.ablate import neighbours as nb_mod
+    from viclab.ablate.neighbours import neighbours_config
+
+    src, root = tiny_run
+    cfg = neighbours_config(str(src), k=3, epochs=1)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=str(root)))
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nb_mod, "knn_table", killed)
+    run = tmp_path / "nbrs"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run, **QUIET)
+    monkeypatch.undo()
+    with pytest.raises(ViclabError, match="already exists; continue it with --resume"):
+        train(cfg, run, **QUIET)
+    train(None, run, resume=True, **QUIET)
+    assert (run / "encoder.safetensors").exists() and (run / "neighbours.npy").exists()
+
+
+def test_test_split_too_small_for_the_terms_is_not_logged_as_zero(tmp_path):
+    from tests.conftest import write_fake_cifar
+
+    write_fake_cifar(tmp_path, n_test=1)
+    with pytest.warns(UserWarning, match="test split holds 1 image"):
+        train(tiny_config(tmp_path, "train.epochs=1"), tmp_path / "r", **QUIET)
+    assert [r for r in read_metrics(tmp_path / "r" / "metrics.jsonl") if r["split"] == "test"] == []
+
+
+def test_fp16_trains_with_a_gradient_scaler_and_logs_its_precision(fake_cifar_root, tmp_path):
+    lines = []
+    # CPUs have no fast fp16 kernels: a few tiny steps (8-pixel views, 2 batches of 10) keep this quick
+    train(tiny_config(fake_cifar_root, "train.precision=fp16", "train.epochs=1", "augment.size=8", "data.subset=20",
+                      "train.batch_size=10", "train.eval_test=false"), tmp_path / "h", progress=False,
+          echo=lines.append)
+    ckpt = torch.load(tmp_path / "h" / "checkpoint.pt", weights_only=True)
+    assert ckpt["scaler"]["scale"] > 1  # the loss was scaled (an unscaled fp16 step has no scaler state)
+    assert any("precision fp16: asked for" in line for line in lines)
+    meta = json.loads((tmp_path / "h" / "meta.json").read_text())
+    assert meta["precision"] == {"name": "fp16", "why": "asked for"} and meta["kind"] == "train"
+    records = read_metrics(tmp_path / "h" / "metrics.jsonl")
+    assert all(math.isfinite(r["loss"]) for r in records)
+
+
+@pytest.mark.parametrize("capability,precision", [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_auto_precision_on_cuda_follows_the_compute_capability(monkeypatch, capability, precision):
+    from viclab.runtime import select_runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+    rt = select_runtime("auto", "auto")
+    assert rt.device.type == "cuda" and rt.precision == precision
+    assert f"compute capability {capability[0]}.{capability[1]}" in rt.reason
+    assert select_runtime("cpu", "auto").precision == "fp32"
+
+
+def test_latent_run_folder_is_not_resumed_as_a_training_run(tmp_path, fake_cifar_root):
+    from viclab.ablate.latent import run_latent
+    from viclab.config import LatentConfig
+
+    run_latent(LatentConfig(pairs="naive", data_dir=str(fake_cifar_root), dim=8, projector="16-16", batch_size=20,
+                            epochs=1), tmp_path / "lat", progress=False, echo=lambda s: None)
+    with pytest.raises(ViclabError, match="is a latent-optimisation run: continue it with 'viclab ablate latent"):
+        train(None, tmp_path / "lat", resume=True, **QUIET)

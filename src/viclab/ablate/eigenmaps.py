@@ -20,7 +20,9 @@ import numpy as np
 from viclab.ablate.graph import components, knn_table, laplacian_eigenmaps, symmetric_knn_graph
 from viclab.ablate.runs import begin_run, finish_run
 from viclab.config import EigenmapsConfig
+from viclab.data import load_images
 from viclab.eval.table import TABLE, RepresentationTable, TableSplit, save_table
+from viclab.io import check_writable_dir
 
 SUMMARY = "eigenmaps.json"
 
@@ -79,7 +81,9 @@ def run_eigenmaps(cfg: EigenmapsConfig, run_dir: str | Path, progress: bool = Tr
         DisconnectedGraphError: the kNN graph is disconnected (the message gives the
             component sizes); raise ``cfg.k``.
     """
-    run_dir = Path(run_dir)
+    run_dir = check_writable_dir(Path(run_dir), "run folder")
+    for split in ("train", "test"):  # checked before the run folder is made: a wrong dataset leaves nothing
+        load_images(cfg.dataset, split, cfg.data_dir)
     done = begin_run(run_dir, cfg, TABLE, SUMMARY)
     if done is not None:
         echo(f"{run_dir}: already fitted")

@@ -11,6 +11,7 @@ trained on ``probe_fraction`` of them and tested on the rest.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,33 +24,47 @@ from viclab.ablate.graph import knn_table
 from viclab.ablate.neighbours import sample_neighbours
 from viclab.ablate.runs import begin_run, finish_run
 from viclab.config import LatentConfig
-from viclab.data import load_dataset
+from viclab.data import ImageData, load_images
+from viclab.data.types import data_fingerprint
 from viclab.errors import ViclabError
 from viclab.eval.table import TABLE, TableSplit, save_table
-from viclab.io import atomic_save_npy
+from viclab.io import atomic_save_npy, atomic_write_text, check_writable_dir
 from viclab.losses import VICRegLoss
 from viclab.models.latent import build_latent
 from viclab.train import rundir
-from viclab.train.checkpoint import load_checkpoint, save_checkpoint
+from viclab.train.checkpoint import load_checkpoint, load_state, save_checkpoint
 
-SUMMARY, GRAPH = "latent.json", "graph.npy"
+SUMMARY, GRAPH, GRAPH_INFO = "latent.json", "graph.npy", "graph.json"
 TERMS = ("loss", "invariance", "variance", "covariance")
 CHECKPOINT_SECONDS = 30.0  # an epoch takes seconds: checkpoint at most this often (and at the end)
 
 
-def graph_neighbours(cfg: LatentConfig, n: int, run_dir: Path, progress: bool) -> np.ndarray:
-    """``(n, graph_k)`` fixed data-space neighbours (saved in the run folder, reused on resume)."""
+def graph_neighbours(cfg: LatentConfig, data: ImageData, run_dir: Path, progress: bool,
+                     started: bool = False) -> np.ndarray:
+    """``(n, graph_k)`` fixed data-space neighbours, saved in the run folder and reused on resume.
+
+    The saved graph is keyed (``graph.json``) by the SHA-256 of the feature encoder's weights,
+    the images' fingerprint and ``graph_k``: a graph made from anything else is rebuilt, or,
+    if the run has already trained on it (``started``), the run is refused.
+    """
     from viclab.eval.features import load_source, representations
 
-    path = run_dir / GRAPH
-    if path.exists():
-        table = np.load(path)
-        if table.shape == (n, cfg.graph_k):
-            return table
-    feats = representations(load_source(cfg.graph_features, seed=cfg.seed), "train", cfg.dataset, cfg.data_dir,
-                            progress=progress).features[:n]
+    path, info_path = run_dir / GRAPH, run_dir / GRAPH_INFO
+    source = load_source(cfg.graph_features, seed=cfg.seed)
+    key = {"weights_sha256": source.weights_sha256, "images": data_fingerprint(data), "k": cfg.graph_k}
+    try:
+        saved = json.loads(info_path.read_text()) if path.exists() and info_path.exists() else None
+    except (OSError, json.JSONDecodeError):
+        saved = None
+    if saved == key:
+        return np.load(path)
+    if started:
+        raise ViclabError(f"the neighbour graph of {run_dir} came from other features or images than "
+                          f"{cfg.graph_features} gives now, and the run has already trained on it; start a new run")
+    feats = representations(source, "train", cfg.dataset, cfg.data_dir, progress=progress).features[:len(data)]
     table = knn_table(feats, cfg.graph_k)
     atomic_save_npy(path, table)
+    atomic_write_text(info_path, json.dumps(key, indent=2) + "\n")
     return table
 
 
@@ -76,18 +91,20 @@ def run_latent(cfg: LatentConfig, run_dir: str | Path, progress: bool = True,
     """
     from tqdm import tqdm
 
-    run_dir = Path(run_dir)
+    run_dir = check_writable_dir(Path(run_dir), "run folder")
+    # The data is checked before the run folder is made: a wrong dataset leaves nothing behind.
+    data = load_images(cfg.dataset, "train", cfg.data_dir).subset(cfg.subset)
+    n = len(data)
+    if cfg.batch_size > n:
+        raise ViclabError(f"batch_size={cfg.batch_size} is larger than the {n} training images; use {n} or fewer")
     done = begin_run(run_dir, cfg, TABLE, SUMMARY, resumable=True)
     if done is not None:
         echo(f"{run_dir}: already trained")
         return done
-    data = load_dataset(cfg.dataset, "train", cfg.data_dir).subset(cfg.subset)
-    n = len(data)
-    if cfg.batch_size > n:
-        raise ViclabError(f"batch_size={cfg.batch_size} is larger than the {n} training images; use {n} or fewer")
+    ckpt_path = run_dir / rundir.CHECKPOINT
     neighbours = None
     if cfg.pairs == "graph":
-        neighbours = torch.from_numpy(graph_neighbours(cfg, n, run_dir, progress))
+        neighbours = torch.from_numpy(graph_neighbours(cfg, data, run_dir, progress, ckpt_path.exists()))
     torch.manual_seed(cfg.seed)
     model, _ = build_latent(n, cfg.dim, cfg.projector)
     opts = [torch.optim.SparseAdam(model.codes.parameters(), lr=cfg.lr),
@@ -96,12 +113,13 @@ def run_latent(cfg: LatentConfig, run_dir: str | Path, progress: bool = True,
     gen = torch.Generator().manual_seed(cfg.seed)
     steps = n // cfg.batch_size
     epoch, step, before = 0, 0, 0.0
-    ckpt_path = run_dir / rundir.CHECKPOINT
     if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path)
-        model.load_state_dict(ckpt["model"])
+        ckpt = load_checkpoint(ckpt_path, keys=("config", "epoch", "step", "model", "optimizers", "generator",
+                                                "seconds"))
+        fix = "it was written by a run of another config; delete it to restart the run from its beginning"
+        load_state(model, ckpt["model"], ckpt_path, fix)
         for o, state in zip(opts, ckpt["optimizers"]):
-            o.load_state_dict(state)
+            load_state(o, state, ckpt_path, fix)
         gen.set_state(ckpt["generator"])
         epoch, step, before = ckpt["epoch"], ckpt["step"], ckpt["seconds"]
     rundir.truncate_metrics(run_dir / rundir.METRICS, lambda r: r["step"] <= step)

@@ -57,25 +57,38 @@ class NeighbourPairs:
         return v1, v2
 
 
-def neighbour_table(run_dir: Path, cfg: Config, train_data: ImageData, progress: bool = True) -> np.ndarray:
+def neighbour_table(run_dir: Path, cfg: Config, train_data: ImageData, progress: bool = True,
+                    started: bool = False) -> np.ndarray:
     """The run's ``(N, k)`` neighbour table: read from ``run_dir`` or computed and saved there.
 
-    The source encoder is loaded, encodes the training images (through the feature
-    cache), and is freed before this returns, so training never holds two models.
+    The saved table is keyed by the SHA-256 of the source encoder's weights (``neighbours.json``):
+    if the source has changed since, the table is rebuilt, or, for a run that has already
+    trained on the old table (``started``), the run is refused rather than continued on
+    other pairs. The source encoder encodes the training images (through the feature
+    cache) and is freed before this returns, so training never holds two models.
     """
     from viclab.eval.features import load_source, representations
 
-    path = run_dir / NEIGHBOURS
-    if path.exists():
+    path, info_path = run_dir / NEIGHBOURS, run_dir / NEIGHBOURS_INFO
+    source = load_source(cfg.views.source)
+    sha, name = source.weights_sha256, source.name
+    saved_sha = None
+    if path.exists() and info_path.exists():
+        try:
+            saved_sha = json.loads(info_path.read_text()).get("weights_sha256")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            saved_sha = None
+    if saved_sha == sha:
         table = np.load(path)
         if table.shape == (len(train_data), cfg.views.k):
             return table
-    source = load_source(cfg.views.source)
+    if started:
+        raise ViclabError(f"the neighbour table of {run_dir} came from other weights than {cfg.views.source} holds "
+                          "now (or is missing), and the run has already trained on it; start a new run")
     if source.config.data.dataset != cfg.data.dataset:
         raise ViclabError(f"{cfg.views.source} was trained on {source.config.data.dataset}, this run uses "
                           f"{cfg.data.dataset}; neighbours must come from the same images")
     reps = representations(source, "train", cfg.data.dataset, cfg.data.data_dir, progress=progress)
-    sha, name = source.weights_sha256, source.name
     del source
     gc.collect()  # free the source model before training (spec S6)
     if torch.cuda.is_available():
@@ -87,7 +100,7 @@ def neighbour_table(run_dir: Path, cfg: Config, train_data: ImageData, progress:
     table = knn_table(reps.features[:n], cfg.views.k)
     labels = train_data.labels.numpy()
     atomic_save_npy(path, table)
-    atomic_write_text(run_dir / NEIGHBOURS_INFO, json.dumps({
+    atomic_write_text(info_path, json.dumps({
         "source": str(cfg.views.source), "source_name": name, "weights_sha256": sha, "k": cfg.views.k,
         "images": n, "same_class": float((labels[table] == labels[:, None]).mean()),
     }, indent=2) + "\n")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from viclab.errors import ViclabError
-from viclab.io import atomic_write_text
+from viclab.io import atomic_write_text, check_writable_dir, remove_stale_temp
 from viclab.train import rundir
 
 
@@ -19,12 +19,20 @@ def begin_run(run_dir: Path, cfg: Any, product: str, summary: str, resumable: bo
     same config is finished (its summary is returned) or continued; one holding a
     different config is an error, so results are never overwritten.
     """
+    check_writable_dir(run_dir, "run folder")
     config_path = run_dir / rundir.CONFIG
     if config_path.exists():
-        saved = json.loads(config_path.read_text())
+        try:
+            saved = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ViclabError(f"cannot read {config_path} ({e}); the run folder is damaged, choose another --name") \
+                from None
+        if not isinstance(saved, dict):
+            raise ViclabError(f"{config_path} holds a {type(saved).__name__}, not a config; choose another --name")
         wanted = json.loads(rundir.config_json(cfg))
         diffs = [f"{k}: run has {saved.get(k)!r}, asked {v!r}" for k, v in wanted.items()
                  if saved.get(k) != v and k != "data_dir"]
+        remove_stale_temp(run_dir)
         started = any((run_dir / f).exists() for f in (product, summary, rundir.CHECKPOINT, rundir.METRICS))
         if diffs and not started:  # a run that failed before computing anything: nothing to lose
             rundir.write_run_files(run_dir, cfg, device)

@@ -30,6 +30,22 @@ def md5sum(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+_MD5_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def matches_md5(path: Path, md5: str) -> bool:
+    """Whether ``path`` is byte-identical to the file the publisher's ``md5`` describes.
+
+    The digest is remembered per (path, size, modification time) for the life of the
+    process, so repeated loads of the same file hash it once.
+    """
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _MD5_CACHE:
+        _MD5_CACHE[key] = md5sum(path)
+    return _MD5_CACHE[key] == md5
+
+
 def download(urls: list[str], dest: Path, md5: str, hint: str) -> Path:
     """Fetch ``dest`` from the first URL that works and verify its MD5.
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from viclab.runtime import check_fits
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,12 @@ class ImageData:
         a larger one is resized (bilinear, antialiased).
         """
         x = self.images
+        n, c, h, w = x.shape
+        if (h, w) != (size, size):
+            # the output, plus the float copies interpolation makes of the input and the output
+            resize = 4 * n * c * (h * w + size * size) if not (h <= size and w <= size) else 0
+            check_fits(3 * n * size * size + resize, "cpu", f"holding {n} images at {size}x{size}",
+                       "use a smaller augment.size")
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         h, w = x.shape[-2:]
@@ -49,3 +58,11 @@ class ImageData:
                 x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True,
                                   align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
         return ImageData(x.contiguous(), self.labels, self.classes)
+
+
+def data_fingerprint(data: ImageData) -> str:
+    """A 128-bit hash of a split's images (their shape and bytes)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(tuple(data.images.shape)).encode())
+    h.update(data.images.contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -13,8 +13,9 @@ import numpy as np
 
 from viclab.config import EVAL_DEFAULTS, EvalConfig
 from viclab.errors import ViclabError
-from viclab.eval.features import load_source, representations
-from viclab.io import atomic_write_text
+from viclab.eval.features import eval_runtime, load_source, representations
+from viclab.eval.neighbors import check_k
+from viclab.io import atomic_write_text, check_writable_dir
 
 COLUMNS = ("linear top-1", "kNN top-1", "AUROC vs {anomalies}", "silhouette")
 
@@ -32,11 +33,18 @@ def compare_one(source: str | Path, name: str | None = None, data_dir: str | Non
 
     enc = load_source(source, name=name, seed=cfg.seed)
 
+    rt = eval_runtime(cfg)
+
     def reps(split: str, dataset: str | None = None):
-        return representations(enc, split, dataset, data_dir, use_cache=use_cache, progress=progress)
+        return representations(enc, split, dataset, data_dir, use_cache=use_cache, progress=progress, runtime=rt)
 
     t0 = time.perf_counter()
     train, test = reps("train"), reps("test")
+    for name, k in (("knn_k", cfg.knn_k), ("anomaly_k", cfg.anomaly_k)):
+        check_k(name, k, len(train.labels), f"training representations of {enc.name}")
+    if cfg.clusters >= len(train.labels):
+        raise ViclabError(f"clusters = {cfg.clusters} needs more training images than {enc.name} has "
+                          f"({len(train.labels)}); use at most {len(train.labels) - 1}")
     probe = linear_probe(train.features, train.labels, test.features, test.labels, cfg.probe_weight_decays,
                          seed=cfg.seed)
     knn = knn_accuracy(train.features, train.labels, test.features, test.labels, cfg.knn_k, cfg.knn_temperature)
@@ -91,12 +99,12 @@ def run_compare(sources: Sequence[str | Path], names: Sequence[str] | None = Non
         raise ViclabError("compare needs at least one run folder or weights file")
     if names is not None and len(names) != len(sources):
         raise ViclabError(f"{len(names)} names for {len(sources)} sources; give one name per source")
+    out_dir = check_writable_dir(Path(out or "compare"))
     rows = []
     for i, s in enumerate(sources):
         rows.append(compare_one(s, names[i] if names else None, data_dir, anomalies, cfg, progress, use_cache))
         echo(f"{rows[-1]['name']}: done in {rows[-1]['seconds']:.1f}s")
     table = markdown_table(rows, anomalies)
-    out_dir = Path(out or "compare")
     payload = {"anomalies": anomalies, "eval_config": asdict(cfg), "runs": rows}
     atomic_write_text(out_dir / "compare.json", json.dumps(payload, indent=2) + "\n")
     atomic_write_text(out_dir / "compare.md", table)

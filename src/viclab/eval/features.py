@@ -19,16 +19,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+import viclab
 from viclab.augment import eval_transform
-from viclab.config import AugmentConfig, Config, DataConfig, ModelConfig
-from viclab.data import DATASETS, ImageData, load_dataset
+from viclab.config import EVAL_DEFAULTS, AugmentConfig, Config, DataConfig, ModelConfig
+from viclab.data import ImageData, load_images
+from viclab.data.types import data_fingerprint
 from viclab.errors import ViclabError, ViclabWarning
 from viclab.eval.table import TABLE, RepresentationTable
-from viclab.io import atomic_save_npy
+from viclab.io import atomic_save_npy, tensor_file_sha256
 from viclab.runtime import Runtime, select_runtime
 
 RANDOM_PREFIX = "random:"
-CACHE_VERSION = "1"  # bump when the way representations are computed changes
+# Bump when the way representations are computed changes; the package version is in the key too.
+CACHE_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class Encoder:
         dim: representation width.
         config: the training config (dataset, image size, normalisation).
         name: a short label for tables and figure legends.
-        weights_sha256: hash of the weights (or table) file, or of a random
+        weights_sha256: hash of the weights' (or table's) content, or of a random
             encoder's initial parameters; keys the representation cache.
         table: stored representations of an encoder-free method, else ``None``.
     """
@@ -52,14 +55,6 @@ class Encoder:
     name: str
     weights_sha256: str
     table: RepresentationTable | None = field(default=None, compare=False)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _state_sha256(module: nn.Module) -> str:
@@ -81,7 +76,7 @@ def load_source(source: str | os.PathLike, name: str | None = None, seed: int = 
     """
     from viclab.models import build_backbone
     from viclab.train.checkpoint import load_encoder
-    from viclab.train.rundir import ENCODER
+    from viclab.train.rundir import CONFIG, ENCODER
 
     text = str(source)
     if text.startswith(RANDOM_PREFIX):
@@ -95,6 +90,9 @@ def load_source(source: str | os.PathLike, name: str | None = None, seed: int = 
     if path.is_dir() and (path / TABLE).exists():
         return _table_source(path, name or path.name)
     if path.is_dir():
+        if not (path / ENCODER).exists() and not (path / CONFIG).exists():
+            raise ViclabError(f"{path} is not a run folder (it has no {CONFIG} and no {ENCODER}); give a run "
+                              "folder, a .safetensors file or random:BACKBONE")
         if not (path / ENCODER).exists():
             raise ViclabError(f"run folder {path} has no {ENCODER}: its training has not finished; "
                               f"finish it with 'viclab train --resume {path}'")
@@ -104,7 +102,7 @@ def load_source(source: str | os.PathLike, name: str | None = None, seed: int = 
     else:
         raise ViclabError(f"{path} does not exist; give a run folder, a .safetensors file or random:BACKBONE")
     module, dim, cfg = load_encoder(path)
-    return Encoder(module.eval(), dim, cfg, name or label, _sha256(path))
+    return Encoder(module.eval(), dim, cfg, name or label, tensor_file_sha256(path))
 
 
 def _table_source(run_dir: Path, name: str) -> Encoder:
@@ -117,7 +115,7 @@ def _table_source(run_dir: Path, name: str) -> Encoder:
         table = replace(table, extend=nystrom_extender(table, extra))
     data_dir = table.config.get("data_dir")
     cfg = replace(Config(), data=DataConfig(dataset=table.dataset, data_dir=data_dir))
-    return Encoder(None, table.dim, cfg, name, _sha256(run_dir / TABLE), table)
+    return Encoder(None, table.dim, cfg, name, tensor_file_sha256(run_dir / TABLE), table)
 
 
 def _table_representations(encoder: Encoder, split: str, dataset: str, data_dir: str | None) -> Representations:
@@ -146,6 +144,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "viclab" / "features"
 
 
+def eval_runtime(cfg=EVAL_DEFAULTS) -> Runtime:
+    """Where and how precisely evaluations encode: ``cfg.device``, in ``cfg.precision``
+    (fp32 unless asked otherwise, on every device)."""
+    return select_runtime(cfg.device, cfg.precision)
+
+
 @torch.no_grad()
 def encode(module: nn.Module, images: Tensor, augment: AugmentConfig, batch_size: int = 500,
            runtime: Runtime | None = None, progress: bool = False, desc: str = "encoding") -> Tensor:
@@ -156,7 +160,8 @@ def encode(module: nn.Module, images: Tensor, augment: AugmentConfig, batch_size
         images: ``(N, 3, H, W)`` uint8.
         augment: supplies the normalisation (mean, std).
         batch_size: images per forward pass.
-        runtime: device and precision (default: CUDA if present, else CPU fp32).
+        runtime: device and precision (default: :func:`eval_runtime`, fp32 on CUDA if present,
+            else on the CPU).
         progress: show a tqdm bar.
 
     Returns:
@@ -164,7 +169,7 @@ def encode(module: nn.Module, images: Tensor, augment: AugmentConfig, batch_size
     """
     from tqdm import tqdm
 
-    rt = runtime or select_runtime()
+    rt = runtime or eval_runtime()
     module = module.to(rt.device).eval()
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False,
@@ -196,19 +201,20 @@ class Representations:
         return self.data.labels.numpy()
 
 
-def data_fingerprint(data: ImageData) -> str:
-    """A 128-bit hash of a split's images (their shape and bytes)."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(str(tuple(data.images.shape)).encode())
-    h.update(data.images.contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def load_images(dataset: str, split: str, data_dir: str | None, size: int) -> ImageData:
-    """A registered dataset's split, or an image folder given by path (``root/<class>/*`` or flat)."""
-    if dataset not in DATASETS and Path(dataset).is_dir():
-        return load_dataset("folder", split, dataset, size)
-    return load_dataset(dataset, split, data_dir, size)
+def _read_cached(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """A cached feature array, or ``None`` (absent, or unreadable: then it is recomputed)."""
+    if not path.exists():
+        return None
+    try:
+        feats = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        warnings.warn(f"cached features {path} are damaged ({e}); recomputing them", ViclabWarning, stacklevel=3)
+        return None
+    if feats.shape != shape or feats.dtype != np.float32:
+        warnings.warn(f"cached features {path} hold {feats.dtype} {feats.shape}, not float32 {shape}; recomputing "
+                      "them", ViclabWarning, stacklevel=3)
+        return None
+    return feats
 
 
 def representations(encoder: Encoder, split: str, dataset: str | None = None, data_dir: str | None = None,
@@ -216,9 +222,10 @@ def representations(encoder: Encoder, split: str, dataset: str | None = None, da
                     progress: bool = False, runtime: Runtime | None = None) -> Representations:
     """Encode a dataset split, reusing a cached result when one exists.
 
-    The cache key is the weights' SHA-256, the dataset's name, the split, a hash of
-    the images themselves and the normalisation, so a changed file never returns
-    stale features.
+    The cache key holds everything that can change the numbers: the weights' SHA-256,
+    the dataset's name, the split, a hash of the images themselves, the normalisation,
+    the precision and device type of the forward pass, and the code version. A cached
+    file that cannot be read is reported and recomputed.
 
     Args:
         encoder: from :func:`load_source`.
@@ -227,6 +234,7 @@ def representations(encoder: Encoder, split: str, dataset: str | None = None, da
         data_dir: data root (default: ``$VICLAB_DATA`` or the cache dir).
         cache_dir: where ``.npy`` features live (default: :func:`default_cache_dir`).
         use_cache: read and write the cache.
+        runtime: device and precision of the forward pass (default: :func:`eval_runtime`).
     """
     cfg = encoder.config
     dataset = dataset or cfg.data.dataset
@@ -235,22 +243,22 @@ def representations(encoder: Encoder, split: str, dataset: str | None = None, da
     if encoder.table is not None:
         return _table_representations(encoder, split, dataset, data_dir or trained_on)
     data = load_images(dataset, split, data_dir or trained_on, cfg.augment.size)
+    rt = runtime or eval_runtime()
     path = None
     if use_cache:
-        key = hashlib.sha256("|".join([CACHE_VERSION, encoder.weights_sha256, dataset, split,
-                                       data_fingerprint(data), repr(cfg.augment.mean),
-                                       repr(cfg.augment.std)]).encode()).hexdigest()[:32]
+        key = hashlib.sha256("|".join([CACHE_VERSION, viclab.__version__, encoder.weights_sha256, dataset, split,
+                                       data_fingerprint(data), repr(cfg.augment.mean), repr(cfg.augment.std),
+                                       rt.precision, rt.device.type]).encode()).hexdigest()[:32]
         path = Path(cache_dir or default_cache_dir()) / f"{key}.npy"
-        if path.exists():
-            feats = np.load(path)
-            if feats.shape == (len(data), encoder.dim):
-                return Representations(feats, data, dataset, split)
-    feats = encode(encoder.module, data.images, cfg.augment, runtime=runtime, progress=progress,
+        feats = _read_cached(path, (len(data), encoder.dim))
+        if feats is not None:
+            return Representations(feats, data, dataset, split)
+    feats = encode(encoder.module, data.images, cfg.augment, runtime=rt, progress=progress,
                    desc=f"{encoder.name}: {dataset} {split}").numpy()
     if path is not None:
         try:
             atomic_save_npy(path, feats)
-        except OSError as e:  # an unwritable cache only costs time on the next call
-            warnings.warn(f"cannot cache features in {path.parent} ({e.strerror}); set VICLAB_CACHE to a "
-                          "writable folder", ViclabWarning, stacklevel=2)
+        except (OSError, ViclabError) as e:  # an unwritable cache only costs time on the next call
+            warnings.warn(f"cannot cache features in {path.parent} ({getattr(e, 'strerror', None) or e}); set "
+                          "VICLAB_CACHE to a writable folder", ViclabWarning, stacklevel=2)
     return Representations(feats, data, dataset, split)

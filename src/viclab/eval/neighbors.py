@@ -8,6 +8,14 @@ from __future__ import annotations
 import numpy as np
 
 from viclab.config import EVAL_DEFAULTS as _DEFAULT
+from viclab.errors import ViclabError
+
+
+def check_k(name: str, k: int, available: int, what: str) -> None:
+    """Refuse a neighbour count the reference set cannot supply (never clamp it silently)."""
+    if k > available:
+        raise ViclabError(f"{name} = {k} asks for more neighbours than the {available} {what}; use at most "
+                          f"{available}")
 
 
 def _f32(a) -> np.ndarray:

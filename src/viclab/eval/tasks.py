@@ -19,10 +19,12 @@ import numpy as np
 from viclab.config import EVAL_DEFAULTS, EvalConfig
 from viclab.errors import ViclabError
 from viclab.eval import figures
-from viclab.eval.features import Encoder, Representations, load_source, representations
-from viclab.io import atomic_save_npy, atomic_write_text
+from viclab.eval.features import Encoder, Representations, eval_runtime, load_source, representations
+from viclab.eval.neighbors import check_k
+from viclab.io import atomic_save_npy, atomic_write_text, check_writable_dir
 
 Source = str | Path | Encoder
+MAX_RETRIEVAL_K = 50  # the retrieval figure draws one column per image
 
 
 def default_out_dir(encoder: Encoder, source: Source) -> Path:
@@ -38,18 +40,15 @@ class _Task:
     def __init__(self, source: Source, out: str | Path | None, data_dir: str | None, cfg: EvalConfig,
                  progress: bool, use_cache: bool, name: str | None = None) -> None:
         self.encoder = source if isinstance(source, Encoder) else load_source(source, name=name, seed=cfg.seed)
-        self._out = Path(out) if out else default_out_dir(self.encoder, source)
+        # Checked now, created by the first write: a failed task leaves no empty folder, and an
+        # unwritable one fails before the work, not after it.
+        self.out = check_writable_dir(Path(out) if out else default_out_dir(self.encoder, source))
         self.data_dir, self.cfg, self.progress, self.use_cache = data_dir, cfg, progress, use_cache
-
-    @property
-    def out(self) -> Path:
-        """The output folder, created on first use (a failed task leaves no empty folder)."""
-        self._out.mkdir(parents=True, exist_ok=True)
-        return self._out
+        self.runtime = eval_runtime(cfg)
 
     def reps(self, split: str, dataset: str | None = None) -> Representations:
         return representations(self.encoder, split, dataset, self.data_dir, use_cache=self.use_cache,
-                               progress=self.progress)
+                               progress=self.progress, runtime=self.runtime)
 
     def write_json(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
         payload = {"source": self.encoder.name, "weights_sha256": self.encoder.weights_sha256,
@@ -73,6 +72,7 @@ def run_probe(source: Source, out: str | Path | None = None, data_dir: str | Non
 
     t = _Task(source, out, data_dir, cfg, progress, use_cache)
     train, test = t.reps("train"), t.reps("test")
+    check_k("knn_k (--knn-k)", cfg.knn_k, len(train.labels), "training representations")
     probe = linear_probe(train.features, train.labels, test.features, test.labels, cfg.probe_weight_decays,
                          seed=cfg.seed)
     t0 = time.perf_counter()
@@ -132,11 +132,15 @@ def run_retrieve(source: Source, out: str | Path | None = None, data_dir: str | 
     """
     from viclab.eval.neighbors import farthest, nearest, one_query_per_class, precision_at_k
 
+    if cfg.retrieval_k > MAX_RETRIEVAL_K:
+        raise ViclabError(f"retrieval_k (-k) = {cfg.retrieval_k}: the figure draws one column per image; use at most "
+                          f"{MAX_RETRIEVAL_K}")
     t = _Task(source, out, data_dir, cfg, progress, use_cache)
     train = t.reps("train")
     x, y, images, classes = train.features, train.labels, train.data.images, train.data.classes
-    queries = one_query_per_class(y, cfg.seed)
     k = cfg.retrieval_k
+    check_k("retrieval_k (-k)", k, len(y) - 1, "other training images")
+    queries = one_query_per_class(y, cfg.seed)
     near_d, near_i = nearest(x, x[queries], k, exclude=queries)
     far_d, far_i = farthest(x, x[queries], k)
     for kind, dist, idx in (("nearest", near_d, near_i), ("farthest", far_d, far_i)):
@@ -195,12 +199,15 @@ def run_anomaly(sources: Sequence[Source], out: str | Path | None = None, data_d
     for t in tasks:
         if t.encoder.config.data.dataset == anomalies:
             raise ViclabError(f"{t.encoder.name} was trained on {anomalies}, so it cannot serve as the anomalies; "
-                              "choose another dataset with --anomalies")
+                              "choose another anomaly dataset or image folder")
     labels_out = _unique_names([t.encoder.name for t in tasks])
     out_dir = tasks[0].out
-    curves, rows, results = [], [], []
+    curves, rows, results, files = [], [], [], {}
+    # Everything is computed before anything is written: a failure leaves no half-filled folder.
     for t, label in zip(tasks, labels_out):
-        train, normal, odd = t.reps("train"), t.reps("test"), t.reps("test", anomalies)
+        odd = t.reps("test", anomalies)  # first: a wrong --anomalies fails before any encoding
+        train, normal = t.reps("train"), t.reps("test")
+        check_k("anomaly_k (-k)", cfg.anomaly_k, len(train.labels), "training representations")
         test_x = np.concatenate([normal.features, odd.features])
         truth = np.concatenate([np.zeros(len(normal.labels), np.int64), np.ones(len(odd.labels), np.int64)])
         t0 = time.perf_counter()
@@ -209,12 +216,10 @@ def run_anomaly(sources: Sequence[Source], out: str | Path | None = None, data_d
         fpr, tpr, auc = roc(truth, scores)
         curves.append((label, fpr, tpr, auc))
         stem = "scores-" + "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
-        atomic_save_npy(out_dir / f"{stem}.npy", scores)
         n0 = len(normal.labels)
-        csv = "index,dataset,label,score\n" + "".join(
+        files[stem] = (scores, "index,dataset,label,score\n" + "".join(
             f"{i if i < n0 else i - n0},{normal.dataset if i < n0 else odd.dataset},{truth[i]},{s:.6g}\n"
-            for i, s in enumerate(scores))
-        atomic_write_text(out_dir / f"{stem}.csv", csv)
+            for i, s in enumerate(scores)))
         top = np.argsort(-scores, kind="stable")[:cfg.anomaly_top]
         images = [normal.data.images[i] if i < n0 else odd.data.images[i - n0] for i in top]
         rows.append((label, images, [f"{odd.dataset if truth[i] else normal.dataset} {scores[i]:.2f}" for i in top]))
@@ -225,6 +230,9 @@ def run_anomaly(sources: Sequence[Source], out: str | Path | None = None, data_d
                         "scores": str(out_dir / f"{stem}.npy")})
         echo(f"{label}: AUROC {auc:.4f} ({normal.dataset} test {n0} normal vs {odd.dataset} test "
              f"{len(odd.labels)} anomalous, k={cfg.anomaly_k}, scoring {seconds:.2f}s)")
+    for stem, (scores, csv) in files.items():
+        atomic_save_npy(out_dir / f"{stem}.npy", scores)
+        atomic_write_text(out_dir / f"{stem}.csv", csv)
     dataset = tasks[0].encoder.config.data.dataset
     figures.roc_png(curves, f"kNN anomaly detection, k={cfg.anomaly_k}\n{dataset} test (normal) vs {anomalies} "
                             "test (anomalous)", out_dir / "roc.png")
@@ -254,6 +262,9 @@ def run_cluster(source: Source, out: str | Path | None = None, data_dir: str | N
     t = _Task(source, out, data_dir, cfg, progress, use_cache)
     train = t.reps("train")
     x, y = train.features, train.labels
+    if cfg.clusters >= len(y):
+        raise ViclabError(f"clusters (--clusters) = {cfg.clusters} needs more training images than the {len(y)} "
+                          f"there are; use at most {len(y) - 1}")
     t0 = time.perf_counter()
     assign, centres = kmeans(x, cfg.clusters, cfg.seed)
     t1 = time.perf_counter()

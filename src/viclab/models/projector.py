@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from viclab.errors import ViclabError
+from viclab.runtime import check_fits
 
 
 def build_projector(in_dim: int, spec: str) -> tuple[nn.Module, int]:
@@ -23,8 +24,12 @@ def build_projector(in_dim: int, spec: str) -> tuple[nn.Module, int]:
         widths = []
     if not widths or min(widths) < 1:
         raise ViclabError(f"model.projector={spec!r} is not a width list; write e.g. 512-512-512")
-    layers: list[nn.Module] = []
     dims = [in_dim, *widths]
+    # Refuse before allocating: an absurd width would fail deep in torch (or wake the OOM killer).
+    params = sum(a * b + 3 * b for a, b in zip(dims[:-1], dims[1:]))
+    check_fits(4 * params, "cpu", f"model.projector={spec} ({params / 1e6:.0f} M parameters on {in_dim}-d features)",
+               "use narrower widths, e.g. model.projector=2048-2048")
+    layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
         layers.append(nn.Linear(a, b))
         if i < len(widths) - 1:

@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 
 from viclab.config import Config, StudyConfig
-from viclab.io import atomic_write_text
-from viclab.study.stages import Stage, run_stages
+from viclab.data import load_images
+from viclab.data.types import data_fingerprint
+from viclab.io import atomic_write_text, check_writable_dir, remove_stale_temp
+from viclab.study.stages import Stage, code_fingerprint, run_stages
 
 # Display names; also the keys of the results table, in report order.
 METHODS = {
@@ -46,9 +48,10 @@ def _without_paths(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def data_fingerprints(cfg: StudyConfig) -> dict[str, Any]:
-    """Hashes and sizes of every split the study reads (an input of every stage)."""
-    from viclab.eval.features import data_fingerprint, load_images
+    """Hashes and sizes of every split the study reads (each stage's inputs hold those it reads).
 
+    Loading them all first also checks, before any stage runs, that every dataset is there.
+    """
     out = {}
     r = cfg.recipe
     for dataset, split in ((r.data.dataset, "train"), (r.data.dataset, "test"), (cfg.anomalies, "test")):
@@ -103,15 +106,33 @@ def _evaluate(name: str, tasks: tuple[str, ...], cfg: StudyConfig, run_dir: Path
     return run
 
 
-def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callable[[str], None]) -> list[Stage]:
-    """The study's stages in order (trainings first, then evaluations)."""
+def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callable[[str], None],
+                 data: dict[str, Any] | None = None) -> list[Stage]:
+    """The study's stages in order (trainings first, then evaluations).
+
+    ``data``: :func:`data_fingerprints` of ``cfg`` (computed here when not given).
+    """
     from viclab.ablate.eigenmaps import run_eigenmaps
     from viclab.ablate.latent import run_latent
     from viclab.ablate.neighbours import neighbours_config
 
-    data = data_fingerprints(cfg)
-    runs = {name: study_dir / "runs" / name for name in METHODS}
+    data = data if data is not None else data_fingerprints(cfg)
     recipe = cfg.recipe
+    train_key, test_key = f"{recipe.data.dataset}/train", f"{recipe.data.dataset}/test"
+
+    def reads(*keys: str) -> dict[str, Any]:
+        """The hashes of the splits a stage reads (only those: other data changes leave it cached)."""
+        return {k: data[k] for k in keys}
+
+    codes: dict[str, str] = {}
+
+    def code(entry: str) -> str:
+        """The hash of the code a stage runs: ``entry`` with everything it imports, and this module."""
+        if entry not in codes:
+            codes[entry] = code_fingerprint([entry], own=["viclab.study.pipeline", "viclab.study.stages"])
+        return codes[entry]
+
+    runs = {name: study_dir / "runs" / name for name in METHODS}
     novar = replace(recipe, loss=replace(recipe.loss, var_weight=0.0))
     nbrs = neighbours_config(str(runs["vicreg"].resolve()), base=recipe, k=cfg.neighbour_k,
                              epochs=cfg.neighbour_epochs)
@@ -131,22 +152,28 @@ def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callab
         return _without_paths(dataclasses.asdict(c))
 
     views = {k: v for k, v in conf(nbrs).items() if k != "views"} | {"k": cfg.neighbour_k}
-    ev = {"eval": conf(cfg.eval), "data": data}
+    ev = {"eval": conf(cfg.eval), "data": reads(train_key, test_key), "code": code("viclab.eval.tasks")}
+    # A training reads the test split only for its per-epoch test terms.
+    trains_on = reads(train_key, test_key) if recipe.train.eval_test else reads(train_key)
+    training = {"data": trains_on, "code": code("viclab.train.loop")}
+    latent_in = {"data": reads(train_key), "code": code("viclab.ablate.latent")}
 
     def trained(c: Config) -> Callable[[Path], dict[str, Any]]:
         return _train_stage(c, progress, echo)
 
     stages = [
-        Stage("vicreg", "train VICReg (S1-S3)", {"config": conf(recipe), "data": data}, trained(recipe), "runs/vicreg"),
-        Stage("no_variance", "train VICReg with mu = 0 (S4)", {"config": conf(novar), "data": data}, trained(novar),
+        Stage("vicreg", "train VICReg (S1-S3)", {"config": conf(recipe), **training}, trained(recipe), "runs/vicreg"),
+        Stage("no_variance", "train VICReg with mu = 0 (S4)", {"config": conf(novar), **training}, trained(novar),
               "runs/no_variance"),
         Stage("neighbours", f"train on {cfg.neighbour_k}-NN pairs of the VICReg model (S6)",
-              {"config": views, "data": data}, trained(nbrs), "runs/neighbours", after=("vicreg",)),
-        Stage("latent_naive", "latent optimisation, naive pairs (S5)", {"config": conf(naive), "data": data},
+              {"config": views, **training}, trained(nbrs), "runs/neighbours", after=("vicreg",)),
+        Stage("latent_naive", "latent optimisation, naive pairs (S5)", {"config": conf(naive), **latent_in},
               latent(naive), "runs/latent_naive"),
-        Stage("latent_graph", "latent optimisation, graph pairs (S5)", {"config": conf(graph), "data": data},
+        Stage("latent_graph", "latent optimisation, graph pairs (S5)", {"config": conf(graph), **latent_in},
               latent(graph), "runs/latent_graph"),
-        Stage("eigenmaps", "Laplacian Eigenmaps on all images (S7)", {"config": conf(cfg.eigenmaps), "data": data},
+        Stage("eigenmaps", "Laplacian Eigenmaps on all images (S7)",
+              {"config": conf(cfg.eigenmaps), "data": reads(train_key, test_key),
+               "code": code("viclab.ablate.eigenmaps")},
               lambda folder: run_eigenmaps(cfg.eigenmaps, folder, progress=progress, echo=echo), "runs/eigenmaps"),
     ]
     plan = {"vicreg": ("probe", "plot", "retrieve", "cluster"), "no_variance": ("probe", "plot"),
@@ -165,7 +192,8 @@ def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callab
                            anomalies=cfg.anomalies, names=names, cfg=cfg.eval, progress=progress, echo=echo)
 
     stages.append(Stage("anomaly", f"kNN anomaly detection vs {cfg.anomalies} (A1-A3)",
-                        {**ev, "anomalies": cfg.anomalies}, anomaly, "eval/anomaly", after=("vicreg", "neighbours")))
+                        {**ev, "anomalies": cfg.anomalies, "data": reads(train_key, test_key, f"{cfg.anomalies}/test")},
+                        anomaly, "eval/anomaly", after=("vicreg", "neighbours")))
     return stages
 
 
@@ -190,16 +218,19 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True,
         echo = tqdm.write  # lines go above the progress bars instead of through them
     study_dir = Path(out)
     t0 = time.perf_counter()
+    check_writable_dir(study_dir, "study folder")
     study_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp(study_dir, recursive=True)  # what killed writers left; this study is the only writer
     device = select_runtime(cfg.recipe.train.device, cfg.recipe.train.precision).device
     write_run_files(study_dir, cfg, device, resumed=(study_dir / META).exists())
     atomic_write_text(study_dir / CONFIG, config_json(cfg) + "\n")  # this invocation's config
-    stages = build_stages(cfg, study_dir, progress, echo)
+    data = data_fingerprints(cfg)
+    stages = build_stages(cfg, study_dir, progress, echo, data)
     records = run_stages(study_dir, stages, progress, echo)
     results = {
         "preset": cfg.preset,
         "config": cfg.to_dict(),
-        "data": stages[0].inputs["data"],
+        "data": data,
         "stages": {name: r.result for name, r in records.items()},
         "seconds": {"stages": {name: r.seconds for name, r in records.items()},
                     "total": sum(r.seconds for r in records.values()),

@@ -9,22 +9,87 @@ fingerprints of the stages it reads). Its fingerprint is the hash of those input
   its own folder, and the training stages there continue from their checkpoints;
 - absent, or another fingerprint (the inputs changed): the stage's folder is
   cleared and it runs from scratch.
+
+The inputs include a hash of the code the stage runs (:func:`code_fingerprint`), so an
+upgraded or edited viclab recomputes a stage instead of reusing a stale result.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import viclab
 from viclab.io import atomic_write_text
 
 STATE_DIR = "stages"
+_PACKAGE_ROOT = Path(viclab.__file__).resolve().parent
+
+
+def _module_file(name: str, root: Path = _PACKAGE_ROOT) -> Path | None:
+    """The source file of module ``name`` (``viclab.x.y``) inside the package, if it is one."""
+    parts = name.split(".")[1:]
+    base = root.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported(tree: ast.AST, module: str, is_package: bool, package: str) -> Iterable[str]:
+    """Names of the ``package`` modules that a module's code imports, at any depth of it."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                anchor = module.split(".")[:len(module.split(".")) - node.level + (1 if is_package else 0)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names = [base, *(f"{base}.{a.name}" for a in node.names)]
+        else:
+            continue
+        for n in names:
+            if n == package or n.startswith(package + "."):
+                yield n
+
+
+def code_modules(entries: Iterable[str], package: str = "viclab", root: Path = _PACKAGE_ROOT) -> dict[str, Path]:
+    """Every module of ``package`` that the ``entries`` can run: the transitive closure of their
+    imports (module-level and inside functions) and of the packages they live in."""
+    found: dict[str, Path] = {}
+    todo = list(entries)
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        path = _module_file(name, root)
+        if path is None:  # an attribute (from m import f), not a module
+            continue
+        found[name] = path
+        todo += [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]  # parent packages
+        todo += _imported(ast.parse(path.read_bytes()), name, path.name == "__init__.py", package)
+    return found
+
+
+def code_fingerprint(entries: Iterable[str], own: Iterable[str] = (), package: str = "viclab",
+                     root: Path = _PACKAGE_ROOT) -> str:
+    """SHA-256 of the source of every module the ``entries`` can run (:func:`code_modules`), of the
+    ``own`` modules' files alone (their imports not followed), and of the package version."""
+    files = code_modules(entries, package, root)
+    files.update({name: path for name in own if (path := _module_file(name, root)) is not None})
+    h = hashlib.sha256(getattr(viclab, "__version__", "").encode())
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + files[name].read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def fingerprint(inputs: Any) -> str:
@@ -40,7 +105,8 @@ class Stage:
         name: key in ``results.json`` and the state file's name.
         title: what the progress display shows.
         inputs: everything the result depends on (configs without data paths,
-            the data's hash); upstream stages' fingerprints are added by the runner.
+            the hashes of the data it reads, the hash of its code); upstream stages'
+            fingerprints are added by the runner.
         run: ``(folder) -> result`` (a JSON-able dict); called with the stage's folder.
         folder: the stage's output folder, relative to the study folder.
         after: names of the stages whose results this one reads.
@@ -111,25 +177,42 @@ def run_stages(study_dir: Path, stages: list[Stage], progress: bool = True,
     return records
 
 
+def _last_write(folder: Path, since: float) -> float:
+    """The latest modification time of anything in ``folder`` (``since`` if nothing is newer)."""
+    times = [p.stat().st_mtime for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    return max([since, *times])
+
+
+def _read_state(state_path: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads(state_path.read_text()) if state_path.exists() else None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None  # damaged: the stage is treated as never run
+    return state if isinstance(state, dict) and "fingerprint" in state else None
+
+
 def _run_one(study_dir: Path, state_path: Path, stage: Stage, fp: str) -> StageRecord:
-    state = json.loads(state_path.read_text()) if state_path.exists() else None
+    state = _read_state(state_path)
     folder = study_dir / stage.folder
-    if state is not None and state["fingerprint"] == fp and state["status"] == "done":
+    if state is not None and state["fingerprint"] == fp and state.get("status") == "done":
         return StageRecord(state["result"], state["seconds"], True, fp)
     if state is None or state["fingerprint"] != fp:
         # New inputs: what the folder holds was computed from others; start afresh.
         shutil.rmtree(folder, ignore_errors=True)
         before = 0.0
-    else:
-        before = state.get("seconds", 0.0)  # a killed run: count the time already spent
-    started = time.perf_counter()
+    else:  # a killed run: count the time already spent
+        before = state.get("seconds", 0.0)
+        if state.get("started_at"):  # killed without a word (SIGKILL): it worked until its last write
+            before += max(0.0, _last_write(folder, state["started_at"]) - state["started_at"])
+    started, started_at = time.perf_counter(), time.time()
 
-    def save(status: str, result: dict[str, Any] | None) -> None:
+    def save(status: str, result: dict[str, Any] | None, running: bool = False) -> None:
         atomic_write_text(state_path, json.dumps({
             "stage": stage.name, "fingerprint": fp, "status": status, "inputs": stage.inputs,
-            "seconds": before + time.perf_counter() - started, "result": result}, indent=2, default=str) + "\n")
+            "seconds": before + time.perf_counter() - started, "started_at": started_at if running else None,
+            "result": result}, indent=2, default=str) + "\n")
 
-    save("running", None)
+    save("running", None, running=True)
     try:
         result = stage.run(folder)
     except BaseException:

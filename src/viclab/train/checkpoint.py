@@ -19,14 +19,36 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda p: torch.save(state, p))
 
 
-def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: Path, map_location: torch.device | str = "cpu",
+                    keys: tuple[str, ...] = ("config", "epoch", "step", "model")) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (no code in it can run).
+
+    Raises:
+        ViclabError: the file is absent, unreadable, or lacks ``keys``. The message never
+            repeats torch's advice to load with ``weights_only=False``: a damaged or foreign
+            file is not to be trusted with arbitrary code.
+    """
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise ViclabError(f"no checkpoint at {path}: the run never finished an epoch; start it again") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise ViclabError(f"cannot read checkpoint {path} ({str(e).splitlines()[0]}); "
-                          "the file is damaged, start a new run") from None
+    except Exception as e:  # damaged bytes raise anything from UnpicklingError to RuntimeError
+        raise ViclabError(f"cannot read checkpoint {path} ({type(e).__name__}): it is damaged or not a viclab "
+                          "checkpoint; delete it to restart the run from its beginning") from None
+    if not isinstance(state, dict) or any(k not in state for k in keys):
+        raise ViclabError(f"{path} is not a viclab checkpoint (it lacks {', '.join(keys)}); delete it to restart "
+                          "the run from its beginning")
+    return state
+
+
+def load_state(module: nn.Module | torch.optim.Optimizer, state: dict[str, Any], source: Path, fix: str) -> None:
+    """``module.load_state_dict(state)`` (a model or an optimiser) with a one-line explanation of
+    any mismatch."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
+        first = str(e).replace("\n", " ").replace("\t", "")[:300]
+        raise ViclabError(f"{source} does not fit this model ({first}); {fix}") from None
 
 
 def save_encoder(path: Path, encoder: nn.Module, cfg: Config, feature_dim: int) -> None:
@@ -39,8 +61,12 @@ def save_encoder(path: Path, encoder: nn.Module, cfg: Config, feature_dim: int) 
 
 
 def load_encoder(path: str | Path) -> tuple[nn.Module, int, Config]:
-    """Rebuild an encoder from ``encoder.safetensors``; returns ``(module, feature_dim, config)``."""
-    from safetensors import SafetensorError
+    """Rebuild an encoder from ``encoder.safetensors``; returns ``(module, feature_dim, config)``.
+
+    Raises:
+        ViclabError: the file is unreadable, has no viclab config, holds tensors that do
+            not fit the configured backbone, or holds non-finite weights.
+    """
     from safetensors.torch import load_file, safe_open
 
     from viclab.models import build_backbone
@@ -52,11 +78,21 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, int, Config]:
         state = load_file(str(path))
     except FileNotFoundError:
         raise ViclabError(f"weights file {path} does not exist; check the path") from None
-    except (SafetensorError, OSError) as e:
-        raise ViclabError(f"cannot read weights {path} ({e}); expected a viclab .safetensors file") from None
+    except Exception as e:  # SafetensorError, OSError, and whatever a damaged header raises
+        raise ViclabError(f"cannot read weights {path} ({type(e).__name__}: {e}); expected a viclab .safetensors "
+                          "file") from None
     if "config" not in meta:
         raise ViclabError(f"{path} has no viclab config in its metadata; was it written by viclab train?")
-    cfg = Config.from_dict(json.loads(meta["config"]))
+    try:
+        cfg_dict = json.loads(meta["config"])
+    except json.JSONDecodeError as e:
+        raise ViclabError(f"{path}: the config in its metadata is not JSON ({e}); the file is damaged") from None
+    cfg = Config.from_dict(cfg_dict, origin=f"the config in {path}")
     encoder, dim = build_backbone(cfg.model.backbone)
-    encoder.load_state_dict(state)
+    load_state(encoder, state, path, f"it is not a {cfg.model.backbone} encoder as its config says; the file "
+                                     "is damaged or was edited")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ViclabError(f"{path} holds non-finite weights (NaN or inf in {', '.join(bad[:3])}); the training that "
+                          "wrote it diverged, train again with a lower optim.lr")
     return encoder, dim, cfg

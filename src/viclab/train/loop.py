@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,16 @@ from torch import Tensor, nn
 from viclab.augment import Augment
 from viclab.config import Config
 from viclab.data import ImageData, load_dataset
-from viclab.errors import ViclabError
+from viclab.errors import ViclabError, ViclabWarning
+from viclab.io import check_writable_dir
 from viclab.losses import VICRegLoss, VICRegTerms
 from viclab.models import build_vicreg_model
-from viclab.runtime import Runtime, select_runtime
+from viclab.runtime import Runtime, check_fits, select_runtime
 from viclab.train import rundir
-from viclab.train.checkpoint import load_checkpoint, save_checkpoint, save_encoder
+from viclab.train.checkpoint import load_checkpoint, load_state, save_checkpoint, save_encoder
 
 TERMS = ("loss", "invariance", "variance", "covariance")
+_FOREIGN = "it was written by a run of another config; delete it to restart the run from its beginning"
 LOG_FLUSH_STEPS = 50  # batch terms stay on the device this long: no per-step sync on GPU
 
 
@@ -75,15 +78,24 @@ def make_views(x: Tensor, augment: Augment, gen: torch.Generator,
 
 
 def train_step(forward: nn.Module, loss_fn: VICRegLoss, opt: torch.optim.Optimizer, v1: Tensor, v2: Tensor,
-               rt: Runtime) -> VICRegTerms:
-    """One optimisation step on a pair of views; returns the (graph-attached) terms."""
+               rt: Runtime, scaler: torch.amp.GradScaler | None = None) -> VICRegTerms:
+    """One optimisation step on a pair of views; returns the (graph-attached) terms.
+
+    ``scaler``: the fp16 loss scaler (:meth:`Runtime.grad_scaler`); a disabled or absent one
+    is a plain ``backward`` and ``step``.
+    """
     with rt.autocast():
         # Two forward passes, as the reference implementation: BatchNorm sees each view alone.
         z1, z2 = forward(v1), forward(v2)
     terms = loss_fn(z1, z2)
     opt.zero_grad(set_to_none=True)
-    terms.loss.backward()
-    opt.step()
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(terms.loss).backward()
+        scaler.step(opt)  # skips the step if the scaled gradients overflowed
+        scaler.update()
+    else:
+        terms.loss.backward()
+        opt.step()
     return terms
 
 
@@ -108,7 +120,9 @@ def evaluate_terms(model: nn.Module, loss_fn: VICRegLoss, images: Tensor, augmen
         sums += torch.stack(list(loss_fn(z1, z2))) * len(x)
         count += len(x)
     model.train(was_training)
-    return dict(zip(TERMS, (sums / max(count, 1)).tolist()))
+    if count == 0:
+        raise ViclabError(f"the test terms need at least 2 images, got {len(images)}")
+    return dict(zip(TERMS, (sums / count).tolist()))
 
 
 def _config_diff(a: Config, b: Config) -> list[str]:
@@ -124,7 +138,7 @@ def _config_diff(a: Config, b: Config) -> list[str]:
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, cfg: Config | None) -> Config:
-    """Validate the run folder; return the config to train with.
+    """Validate the run folder; return the config to train with. Writes nothing.
 
     A new run needs an absent or empty folder. A resumed run takes its saved config;
     a ``cfg`` that differs from it (other than the data location) is an error.
@@ -140,15 +154,48 @@ def prepare_run_dir(run_dir: Path, resume: bool, cfg: Config | None) -> Config:
         return saved
     if cfg is None:
         raise ValueError("a new run needs a config")
+    check_writable_dir(run_dir, "run folder")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ViclabError(f"run folder {run_dir} already exists; continue it with --resume {run_dir} "
                           "or choose another --name")
     return cfg
 
 
+def training_bytes(model: nn.Module, cfg: Config, images: int) -> int:
+    """A lower bound of the memory a training step needs on its device: weights, gradients and
+    Adam's two moments, both views of a batch and their gradients, and the uint8 images."""
+    params = sum(p.numel() for p in model.parameters())
+    pixels = 3 * cfg.augment.size ** 2
+    return 16 * params + 2 * 2 * cfg.train.batch_size * pixels * 4 + images * pixels
+
+
+def _restore_generator(gen: torch.Generator, ckpt: dict[str, Any], rt: Runtime, seed: int, echo) -> None:
+    """Continue the view stream of a checkpoint, also one written on another device type.
+
+    CPU (Mersenne Twister) and CUDA (Philox) generators have incompatible states, so a run
+    resumed on the other kind of device continues from a seed derived from (seed, epoch):
+    it trains correctly but is not bit-identical to a run that never moved.
+    """
+    state = ckpt["generator"]
+    saved = ckpt.get("device_type") or ("cuda" if state.numel() == 16 else "cpu")  # older checkpoints: by size
+    if saved == rt.device.type:
+        try:
+            gen.set_state(state)
+            return
+        except RuntimeError:
+            raise ViclabError("the checkpoint's random-generator state is damaged; start a new run") from None
+    gen.manual_seed(seed * 1_000_003 + ckpt["epoch"])
+    echo(f"note: this run's checkpoint was written on {saved} and continues on {rt.device.type}; its random views "
+         "continue from a new seed, so the run is not bit-identical to one that stayed on one device type")
+
+
 def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progress: bool = True,
           echo=print) -> TrainResult:
     """Train VICReg, writing everything to ``run_dir``; resume from its checkpoint if asked.
+
+    Every check that can fail on the user's input runs before the first write, and the
+    first write is ``config.json``: from then on a killed run is a folder that
+    ``--resume`` continues.
 
     Args:
         cfg: resolved config (``None`` when resuming: the run's saved config is used).
@@ -175,9 +222,26 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
     if tc.batch_size > len(train_data):
         raise ViclabError(f"train.batch_size={tc.batch_size} is larger than the {len(train_data)} training "
                           f"images; use train.batch_size={len(train_data)} or fewer")
-    test_images = load_split(cfg, "test").images.to(rt.device) if tc.eval_test else None
-    images = train_data.images.to(rt.device)
+    test_data = load_split(cfg, "test") if tc.eval_test else None
+    if test_data is not None and len(test_data) < 2:
+        warnings.warn(f"the test split holds {len(test_data)} image(s); the test terms need at least 2, so none are "
+                      "logged (train.eval_test=false silences this)", ViclabWarning, stacklevel=2)
+        test_data = None
+    check_fits(training_bytes(model, cfg, len(train_data) + (len(test_data) if test_data else 0)), rt.device,
+               f"training {cfg.model.backbone} with projector {cfg.model.projector} on {cfg.augment.size}-pixel "
+               f"views in batches of {tc.batch_size}", "use a smaller model.projector, augment.size or "
+               "train.batch_size")
 
+    ckpt_path = run_dir / rundir.CHECKPOINT
+    ckpt = None
+    if resume and ckpt_path.exists():  # read and checked before anything is written
+        ckpt = load_checkpoint(ckpt_path, keys=("config", "epoch", "step", "model", "optimizer", "scheduler",
+                                                "generator", "torch_rng"))
+        load_state(model, ckpt["model"], ckpt_path, _FOREIGN)
+    if not resume:
+        rundir.write_run_files(run_dir, cfg, rt)  # the first write: config.json
+    images = train_data.images.to(rt.device)
+    test_images = test_data.images.to(rt.device) if test_data is not None else None
     model.to(rt.device)
     if cfg.model.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -187,24 +251,26 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
     steps_per_epoch = len(images) // tc.batch_size  # drop the last partial batch
     opt = make_optimizer(cfg, model.parameters())
     sched = make_scheduler(cfg, opt, steps_per_epoch)
+    scaler = rt.grad_scaler()
     gen = torch.Generator(device=rt.device).manual_seed(tc.seed)
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pairs = _pair_maker(cfg, run_dir, train_data, images, augment, progress)
     epoch, step = 0, 0
-    if resume and (run_dir / rundir.CHECKPOINT).exists():
-        ckpt = load_checkpoint(run_dir / rundir.CHECKPOINT)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+    if ckpt is not None:
+        load_state(opt, ckpt["optimizer"], ckpt_path, _FOREIGN)  # after model.to: the state follows the device
         sched.load_state_dict(ckpt["scheduler"])
-        gen.set_state(ckpt["generator"])
+        if "scaler" in ckpt:
+            scaler.load_state_dict(ckpt["scaler"])
+        _restore_generator(gen, ckpt, rt, tc.seed, echo)
         torch.set_rng_state(ckpt["torch_rng"].cpu())
         epoch, step = ckpt["epoch"], ckpt["step"]
+    if resume:
+        rundir.write_run_files(run_dir, cfg, rt, resumed=True)
+    echo(f"{run_dir}: {rt.describe()}")
+    pairs = _pair_maker(cfg, run_dir, train_data, images, augment, progress, started=ckpt is not None)
+    if ckpt is not None:
         rundir.truncate_metrics(run_dir / rundir.METRICS,
                                 lambda r: r["step"] <= step if r["split"] == "train" else r["epoch"] <= epoch)
     else:
         rundir.truncate_metrics(run_dir / rundir.METRICS, lambda r: False)
-    rundir.write_run_files(run_dir, cfg, rt.device, resumed=resume)
     log = rundir.MetricsLog(run_dir / rundir.METRICS)
     tb = SummaryWriter(str(run_dir / "tb"), purge_step=step if step else None)
     batch_log = _BatchLog(log, tb, run_dir)
@@ -232,8 +298,11 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
                 idx = perm[b * tc.batch_size:(b + 1) * tc.batch_size]
                 v1, v2 = pairs(idx, gen)
                 lr = opt.param_groups[0]["lr"]
-                terms = train_step(forward, loss_fn, opt, v1, v2, rt)
-                sched.step()
+                terms = train_step(forward, loss_fn, opt, v1, v2, rt, scaler)
+                with warnings.catch_warnings():
+                    # A step the fp16 scaler skipped (inf gradients) still advances the schedule, by design.
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+                    sched.step()
                 step += 1
                 values = torch.stack([t.detach() for t in terms])
                 sums += values
@@ -255,10 +324,10 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
                     tb.add_scalar(f"test/{k}", test_terms[k], step)
                 line += "  | test " + _fmt(test_terms)
             echo(line)
-            save_checkpoint(run_dir / rundir.CHECKPOINT, {
+            save_checkpoint(ckpt_path, {
                 "config": cfg.to_dict(), "epoch": epoch, "step": step, "model": model.state_dict(),
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                "generator": gen.get_state(), "device_type": rt.device.type, "torch_rng": torch.get_rng_state(),
             })
         save_encoder(run_dir / rundir.ENCODER, model.encoder, cfg, model.feature_dim)
     finally:
@@ -268,12 +337,12 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
 
 
 def _pair_maker(cfg: Config, run_dir: Path, train_data: ImageData, images: Tensor, augment: Augment,
-                progress: bool):
+                progress: bool, started: bool):
     """``(idx (B,), gen) -> (v1, v2)``: two augmented views, or an image and a neighbour (spec S6)."""
     if cfg.views.kind == "neighbours":
         from viclab.ablate.neighbours import NeighbourPairs, neighbour_table
 
-        table = torch.from_numpy(neighbour_table(run_dir, cfg, train_data, progress)).to(images.device)
+        table = torch.from_numpy(neighbour_table(run_dir, cfg, train_data, progress, started)).to(images.device)
         return NeighbourPairs(images, table, cfg.augment, cfg.model.channels_last)
     return lambda idx, gen: make_views(images[idx], augment, gen, cfg.model.channels_last)
 

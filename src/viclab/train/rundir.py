@@ -27,7 +27,8 @@ import torch
 import viclab
 from viclab.config import Config
 from viclab.errors import ViclabError
-from viclab.io import atomic_write, atomic_write_text
+from viclab.io import atomic_write, atomic_write_text, remove_stale_temp
+from viclab.runtime import Runtime
 
 CONFIG, META, METRICS, CHECKPOINT, ENCODER = (
     "config.json", "meta.json", "metrics.jsonl", "checkpoint.pt", "encoder.safetensors")
@@ -64,14 +65,29 @@ def config_json(cfg: Any) -> str:
     return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)
 
 
-def write_run_files(run_dir: Path, cfg: Any, device: torch.device | str, resumed: bool = False) -> None:
-    """Write ``config.json`` (any config dataclass) and ``meta.json`` (atomically).
+# What a run folder holds, by the type of its config (recorded in meta.json as "kind").
+KINDS = {"Config": "train", "LatentConfig": "latent", "EigenmapsConfig": "eigenmaps", "StudyConfig": "study"}
+_CONTINUE = {
+    "latent": "a latent-optimisation run: continue it with 'viclab ablate latent --out PARENT --name NAME' and "
+              "its options",
+    "eigenmaps": "a Laplacian Eigenmaps run: rerun 'viclab ablate laplacian --out PARENT --name NAME' with its "
+                 "options",
+    "study": "a study folder: continue it with 'viclab study --out FOLDER' and its options",
+}
 
-    A resumed run keeps the original provenance and appends this session's to
-    ``meta["resumes"]``.
+
+def write_run_files(run_dir: Path, cfg: Any, runtime: Runtime | torch.device | str, resumed: bool = False) -> None:
+    """Create the run folder and write ``config.json`` (any config dataclass), then ``meta.json``.
+
+    ``config.json`` is the first file a new run writes (atomically), so a folder killed at
+    any later moment is one that a resumed run accepts. A resumed run keeps its config and
+    original provenance and appends this session's to ``meta["resumes"]``; the temporary
+    files a killed writer left in the folder are removed.
     """
-    device = torch.device(device)
+    rt = runtime if isinstance(runtime, Runtime) else None
+    device = rt.device if rt else torch.device(runtime)
     session = {
+        "kind": KINDS.get(type(cfg).__name__, type(cfg).__name__),
         "git_commit": git_commit(),
         "versions": library_versions(),
         "device": str(device),
@@ -80,9 +96,15 @@ def write_run_files(run_dir: Path, cfg: Any, device: torch.device | str, resumed
         "command": sys.argv,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if rt is not None:
+        session["precision"] = {"name": rt.precision, "why": rt.reason}
     meta_path = run_dir / META
-    if resumed and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+    if resumed and (run_dir / CONFIG).exists():
+        remove_stale_temp(run_dir)
+        try:
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() else dict(session)
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            meta = dict(session, note="the earlier meta.json was unreadable and was replaced")
         meta.setdefault("resumes", []).append(session)
     else:
         meta = session
@@ -90,15 +112,39 @@ def write_run_files(run_dir: Path, cfg: Any, device: torch.device | str, resumed
     atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
 
 
+def run_kind(run_dir: Path, config: dict[str, Any] | None = None) -> str:
+    """``train``, ``latent``, ``eigenmaps`` or ``study``: from meta.json, else from the config's keys."""
+    try:
+        kind = json.loads((Path(run_dir) / META).read_text()).get("kind")
+        if kind:
+            return kind
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        pass
+    keys = set(config or {})
+    return "latent" if "pairs" in keys else "eigenmaps" if "solver" in keys else "study" if "recipe" in keys \
+        else "train"
+
+
 def read_config(run_dir: Path) -> Config:
-    """The resolved config a run folder was trained with."""
+    """The resolved config a training run folder was trained with.
+
+    Raises:
+        ViclabError: the folder is not a run folder, its config is damaged, or it holds
+            another kind of run (latent optimisation, Laplacian Eigenmaps, a study).
+    """
     path = Path(run_dir) / CONFIG
     if not path.exists():
         raise ViclabError(f"{run_dir} is not a viclab run folder (no {CONFIG}); check the path")
     try:
-        return Config.from_dict(json.loads(path.read_text()))
-    except (OSError, json.JSONDecodeError) as e:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ViclabError(f"cannot read {path} ({e}); the run folder is damaged") from None
+    if not isinstance(data, dict):
+        raise ViclabError(f"{path} holds a {type(data).__name__}, not a config; the run folder is damaged")
+    kind = run_kind(run_dir, data)
+    if kind != "train":
+        raise ViclabError(f"{run_dir} is {_CONTINUE.get(kind, 'not a training run')}")
+    return Config.from_dict(data, origin=str(path))
 
 
 class MetricsLog:
@@ -117,9 +163,20 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of ``metrics.jsonl``. A half-written last line (what a killed process leaves)
+    is dropped; a damaged line elsewhere is an error."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                break
+            raise ViclabError(f"{path} line {i + 1} is damaged; restore the file or start a new run") from None
+    return records
 
 
 def truncate_metrics(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
