@@ -256,17 +256,19 @@ def test_fp16_trains_with_a_gradient_scaler_and_logs_its_precision(fake_cifar_ro
     assert all(math.isfinite(r["loss"]) for r in records)
 
 
-@pytest.mark.parametrize("capability,precision", [((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")])
-def test_auto_precision_on_cuda_follows_the_compute_capability(monkeypatch, capability, precision):
+@pytest.mark.parametrize("capability,dtype", [((7, 5), torch.float16), ((8, 0), torch.bfloat16),
+                                              ((9, 0), torch.bfloat16)])
+def test_auto_precision_on_cuda_follows_the_compute_capability(monkeypatch, capability, dtype):
+    """bf16 only where the GPU computes it natively (compute capability >= 8.0), else fp16 with a scaler."""
     from viclab.runtime import select_runtime
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
     rt = select_runtime("auto", "auto")
-    assert rt.device.type == "cuda" and rt.precision == precision
+    assert rt.device.type == "cuda" and rt.autocast_dtype == dtype
     assert f"compute capability {capability[0]}.{capability[1]}" in rt.reason
-    assert select_runtime("cpu", "auto").precision == "fp32"
+    assert select_runtime("cpu", "auto").autocast_dtype is None
 
 
 def test_latent_run_folder_is_not_resumed_as_a_training_run(tmp_path, fake_cifar_root):
