@@ -54,7 +54,7 @@ class Runtime:
                    + ".".join(map(str, torch.cuda.get_device_capability(index)))
         else:
             name = platform.processor() or platform.machine()
-        return f"{self.device} ({name}); precision {self.precision}" + (f": {self.reason}" if self.reason else "")
+        return f"{self.device} ({name}), precision {self.precision}" + (f" ({self.reason})" if self.reason else "")
 
 
 def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
@@ -86,11 +86,11 @@ def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
             major, minor = torch.cuda.get_device_capability(dev)
             native = major >= 8
             precision = "bf16" if native else "fp16"
-            reason = (f"auto: the GPU computes bf16 natively (compute capability {major}.{minor} >= 8.0)" if native
+            reason = (f"auto: the GPU computes bf16 natively, compute capability {major}.{minor} >= 8.0" if native
                       else f"auto: compute capability {major}.{minor} < 8.0 has no native bf16, so fp16 autocast "
                            "with a gradient scaler")
         else:
-            precision, reason = "fp32", "auto: fp32 on the CPU"
+            precision, reason = "fp32", "auto: the CPU default"
     return Runtime(device=dev, autocast_dtype=_DTYPES[precision], reason=reason)
 
 
