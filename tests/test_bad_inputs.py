@@ -132,6 +132,8 @@ CASES: dict[str, tuple[list[str], str, str]] = {
     "study-anomalies-training-set": (["study", "--data-dir", "{data}", "--out", "{cwd}/s", "study.anomalies=cifar10"],
                                      "is the dataset the study trains on", "study.anomalies=mnist"),
     "study-key": (["study", "latent.colour=red"], "unknown config key 'latent.colour'", "valid: latent."),
+    "study-anomalies-missing": (["study", "--data-dir", "{data}", "--out", "{cwd}/s", "study.anomalies={w}/no/such"],
+                                "image folder {w}/no/such does not exist", "check the path"),
 }
 
 

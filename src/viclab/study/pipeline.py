@@ -107,16 +107,13 @@ def _evaluate(name: str, tasks: tuple[str, ...], cfg: StudyConfig, run_dir: Path
 
 
 def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callable[[str], None],
-                 data: dict[str, Any] | None = None) -> list[Stage]:
-    """The study's stages in order (trainings first, then evaluations).
-
-    ``data``: :func:`data_fingerprints` of ``cfg`` (computed here when not given).
-    """
+                 data: dict[str, Any]) -> list[Stage]:
+    """The study's stages in order (trainings first, then evaluations); ``data`` is
+    :func:`data_fingerprints` of ``cfg``."""
     from viclab.ablate.eigenmaps import run_eigenmaps
     from viclab.ablate.latent import run_latent
     from viclab.ablate.neighbours import neighbours_config
 
-    data = data if data is not None else data_fingerprints(cfg)
     recipe = cfg.recipe
     train_key, test_key = f"{recipe.data.dataset}/train", f"{recipe.data.dataset}/test"
 
@@ -219,12 +216,12 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True,
     study_dir = Path(out)
     t0 = time.perf_counter()
     check_writable_dir(study_dir, "study folder")
+    data = data_fingerprints(cfg)  # every dataset is there: checked before the study folder is made
     study_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temp(study_dir, recursive=True)  # what killed writers left; this study is the only writer
     device = select_runtime(cfg.recipe.train.device, cfg.recipe.train.precision).device
     write_run_files(study_dir, cfg, device, resumed=(study_dir / META).exists())
     atomic_write_text(study_dir / CONFIG, config_json(cfg) + "\n")  # this invocation's config
-    data = data_fingerprints(cfg)
     stages = build_stages(cfg, study_dir, progress, echo, data)
     records = run_stages(study_dir, stages, progress, echo)
     results = {
