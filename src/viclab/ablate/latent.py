@@ -32,7 +32,7 @@ from viclab.io import atomic_save_npy, atomic_write_text, check_writable_dir
 from viclab.losses import VICRegLoss
 from viclab.models.latent import build_latent
 from viclab.train import rundir
-from viclab.train.checkpoint import load_checkpoint, load_state, save_checkpoint
+from viclab.train.checkpoint import FOREIGN_CHECKPOINT, load_checkpoint, load_state, save_checkpoint
 
 SUMMARY, GRAPH, GRAPH_INFO = "latent.json", "graph.npy", "graph.json"
 TERMS = ("loss", "invariance", "variance", "covariance")
@@ -116,10 +116,9 @@ def run_latent(cfg: LatentConfig, run_dir: str | Path, progress: bool = True,
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, keys=("config", "epoch", "step", "model", "optimizers", "generator",
                                                 "seconds"))
-        fix = "it was written by a run of another config; delete it to restart the run from its beginning"
-        load_state(model, ckpt["model"], ckpt_path, fix)
+        load_state(model, ckpt["model"], ckpt_path, FOREIGN_CHECKPOINT)
         for o, state in zip(opts, ckpt["optimizers"]):
-            load_state(o, state, ckpt_path, fix)
+            load_state(o, state, ckpt_path, FOREIGN_CHECKPOINT)
         gen.set_state(ckpt["generator"])
         epoch, step, before = ckpt["epoch"], ckpt["step"], ckpt["seconds"]
     rundir.truncate_metrics(run_dir / rundir.METRICS, lambda r: r["step"] <= step)

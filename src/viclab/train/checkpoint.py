@@ -13,6 +13,9 @@ from viclab.config import Config
 from viclab.errors import ViclabError
 from viclab.io import atomic_write
 
+# The fix for a checkpoint that does not fit the run resuming from it.
+FOREIGN_CHECKPOINT = "it was written by a run of another config; delete it to restart the run from its beginning"
+
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Atomically write ``state`` (model, optimiser, scheduler, RNG states, epoch, step, config)."""

@@ -22,10 +22,9 @@ from viclab.losses import VICRegLoss, VICRegTerms
 from viclab.models import build_vicreg_model
 from viclab.runtime import Runtime, check_fits, select_runtime
 from viclab.train import rundir
-from viclab.train.checkpoint import load_checkpoint, load_state, save_checkpoint, save_encoder
+from viclab.train.checkpoint import FOREIGN_CHECKPOINT, load_checkpoint, load_state, save_checkpoint, save_encoder
 
 TERMS = ("loss", "invariance", "variance", "covariance")
-_FOREIGN = "it was written by a run of another config; delete it to restart the run from its beginning"
 LOG_FLUSH_STEPS = 50  # batch terms stay on the device this long: no per-step sync on GPU
 
 
@@ -237,7 +236,7 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
     if resume and ckpt_path.exists():  # read and checked before anything is written
         ckpt = load_checkpoint(ckpt_path, keys=("config", "epoch", "step", "model", "optimizer", "scheduler",
                                                 "generator", "torch_rng"))
-        load_state(model, ckpt["model"], ckpt_path, _FOREIGN)
+        load_state(model, ckpt["model"], ckpt_path, FOREIGN_CHECKPOINT)
     if not resume:
         rundir.write_run_files(run_dir, cfg, rt)  # the first write: config.json
     images = train_data.images.to(rt.device)
@@ -255,7 +254,8 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
     gen = torch.Generator(device=rt.device).manual_seed(tc.seed)
     epoch, step = 0, 0
     if ckpt is not None:
-        load_state(opt, ckpt["optimizer"], ckpt_path, _FOREIGN)  # after model.to: the state follows the device
+        # After model.to: the optimiser's state follows its parameters' device.
+        load_state(opt, ckpt["optimizer"], ckpt_path, FOREIGN_CHECKPOINT)
         sched.load_state_dict(ckpt["scheduler"])
         if "scaler" in ckpt:
             scaler.load_state_dict(ckpt["scaler"])
