@@ -1,6 +1,6 @@
 """Training throughput per preset and the share of step time spent on data + augmentation.
 
-Runs the training loop's own pieces (``make_views``, ``train_step``) on synthetic
+Runs the training loop's own pieces (``make_views``, the engine's ``train_step``) on synthetic
 CIFAR-sized uint8 data held on the device, exactly as ``viclab train`` does.
 On CUDA, also times whole epochs of the exercise preset on real CIFAR-10.
 
@@ -25,7 +25,8 @@ from viclab.augment import Augment  # noqa: E402
 from viclab.config import get_preset  # noqa: E402
 from viclab.models import build_vicreg_model  # noqa: E402
 from viclab.runtime import select_runtime  # noqa: E402
-from viclab.train.loop import make_loss, make_optimizer, make_views, train_step  # noqa: E402
+from viclab.train.engine import train_step  # noqa: E402
+from viclab.train.vicreg import make_loss, make_optimizer, make_views, vicreg_objective  # noqa: E402
 
 
 def time_preset(name: str, steps: int, warmup: int, n_images: int) -> dict:
@@ -41,6 +42,7 @@ def time_preset(name: str, steps: int, warmup: int, n_images: int) -> dict:
     forward = torch.compile(model) if cfg.model.compile else model
     augment, loss_fn = Augment(cfg.augment), make_loss(cfg)
     opt = make_optimizer(cfg, model.parameters())
+    objective = vicreg_objective(model, forward, loss_fn, opt, None, "")
     gen = torch.Generator(device=rt.device).manual_seed(0)
     b = cfg.train.batch_size
     data_t, step_t = [], []
@@ -51,7 +53,7 @@ def time_preset(name: str, steps: int, warmup: int, n_images: int) -> dict:
         v1, v2 = make_views(images[idx], augment, gen, cfg.model.channels_last)
         sync()
         t1 = time.perf_counter()
-        train_step(forward, loss_fn, opt, v1, v2, rt)
+        train_step(objective.module, objective, (v1, v2), rt)
         sync()
         t2 = time.perf_counter()
         if i >= warmup:

@@ -29,6 +29,7 @@ def _add_train(sub) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from viclab.ablate import VIEWS
     from viclab.config import resolve_config
     from viclab.train import train
 
@@ -46,9 +47,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = resolve_config(args.preset, args.config, overrides)
         name = args.name or f"{args.kind or args.preset or 'exercise'}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(args.out) / name
-    result = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress)
-    print(f"run folder: {result.run_dir}")
+    result = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress,
+                   views=VIEWS[cfg.views.kind])
+    _say_main(f"run folder: {result.run_dir}")
     return 0
+
+
+def _say_main(line: str) -> None:
+    """Print on rank 0 only (under torchrun every process runs the command)."""
+    from viclab.runtime import is_main
+
+    if is_main():
+        print(line)
 
 
 # subcommand -> (help, description, [(flag, EvalConfig field, type, help)]); defaults come from EvalConfig.
@@ -206,7 +216,7 @@ def _run_dir(args: argparse.Namespace, kind: str) -> Path:
 
 
 def _cmd_neighbours(args: argparse.Namespace) -> int:
-    from viclab.ablate.neighbours import neighbours_config
+    from viclab.ablate.neighbours import VIEWS, neighbours_config
     from viclab.config import apply_mapping, parse_overrides
     from viclab.train import train
     from viclab.train.rundir import read_config
@@ -219,8 +229,9 @@ def _cmd_neighbours(args: argparse.Namespace) -> int:
         cfg = neighbours_config(args.source, k=args.k, epochs=args.epochs)
         run_dir = _run_dir(args, "neighbours")
     cfg = apply_mapping(cfg, parse_overrides(overrides), origin="the command line")
-    result = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress)
-    print(f"run folder: {result.run_dir}")
+    result = train(cfg, run_dir, resume=bool(args.resume), progress=not args.no_progress,
+                   views=VIEWS[cfg.views.kind])
+    _say_main(f"run folder: {result.run_dir}")
     return 0
 
 

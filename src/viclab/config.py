@@ -117,6 +117,9 @@ class ModelConfig:
     projector: str = "512-512-512"
     channels_last: bool = True
     compile: bool = False
+    # Under torchrun: BatchNorm statistics over the global batch of all processes rather than each
+    # process's own (no effect in one process).
+    sync_bn: bool = False
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,9 @@ class LossConfig:
     gamma: float = 1.0
     eps: float = 1e-4
     variant: str = "spec"
-    gather_distributed: bool = False
+    # Under torchrun: variance and covariance on the global batch gathered from all processes, so
+    # N processes of batch b compute the loss of one process of batch N*b (no effect in one process).
+    gather_distributed: bool = True
 
     def __post_init__(self) -> None:
         _finite(self, "loss.")
@@ -143,6 +148,9 @@ class LossConfig:
             _check(getattr(self, name) >= 0, f"loss.{name} must be >= 0")
 
 
+LR_SCALING = ("none", "linear", "sqrt")
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     """Optimiser and learning-rate schedule (exercise: constant-rate Adam)."""
@@ -153,9 +161,14 @@ class OptimConfig:
     weight_decay: float = 1e-6
     schedule: str = "constant"
     warmup_epochs: float = 0.0
+    # How optim.lr follows the global batch (train.batch_size per process x processes) under torchrun:
+    # none (the same rate whatever the world size), linear (x processes) or sqrt (x sqrt(processes)).
+    lr_scaling: str = "none"
 
     def __post_init__(self) -> None:
         _finite(self, "optim.")
+        _check(self.lr_scaling in LR_SCALING,
+               f"optim.lr_scaling={self.lr_scaling!r} is unknown; use {', '.join(LR_SCALING)}")
         _check(self.name in ("adam", "adamw"), f"optim.name={self.name!r} is unknown; use 'adam' or 'adamw'")
         _check(self.schedule in ("constant", "cosine"),
                f"optim.schedule={self.schedule!r} is unknown; use 'constant' or 'cosine'")
@@ -171,7 +184,7 @@ class TrainConfig:
     """Loop length, batch, seed, and where and how precisely to compute."""
 
     epochs: int = 30
-    batch_size: int = 256
+    batch_size: int = 256  # per process: under torchrun the global batch is batch_size x processes
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # auto: on CUDA bf16 where the GPU computes it natively (compute capability >= 8.0), else fp16 with a

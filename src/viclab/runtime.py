@@ -7,9 +7,11 @@ when no process group is initialised, so callers never branch on it.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import platform
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -60,12 +62,15 @@ class Runtime:
 def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     """Resolve ``train.device`` / ``train.precision`` to a :class:`Runtime`.
 
-    ``auto`` picks CUDA when present. Precision ``auto`` is, on CUDA, bf16 autocast
+    ``auto`` picks CUDA when present (under torchrun, the GPU ``LOCAL_RANK`` of this node).
+    Precision ``auto`` is, on CUDA, bf16 autocast
     where the GPU computes bf16 natively (compute capability >= 8.0: Ampere and later)
     and fp16 autocast with a gradient scaler on older GPUs; fp32 on the CPU.
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and launched_world_size() > 1:
+        device = f"cuda:{local_rank()}"  # torchrun: one process per GPU of this node
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -119,13 +124,115 @@ def check_fits(needed: int, device: torch.device | str, what: str, fix: str) -> 
                           f"{free / 2**30:.1f} GiB available; {fix}")
 
 
+_ALONE = [False]  # inside local_process(): this rank acts as the only process
+
+
 def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
+    """A process group is up and this process takes part in it (not inside :func:`local_process`)."""
+    return dist.is_available() and dist.is_initialized() and not _ALONE[0]
+
+
+@contextlib.contextmanager
+def local_process():
+    """Within, this process is rank 0 of world 1 although a process group exists: the work
+    rank 0 does alone while the other ranks wait (an evaluation, a one-process ablation)."""
+    saved, _ALONE[0] = _ALONE[0], True
+    try:
+        yield
+    finally:
+        _ALONE[0] = saved
+
+
+def require_one_process(what: str) -> None:
+    """Refuse to run ``what`` as several uncoordinated torchrun processes (each would write the same folder)."""
+    if launched_world_size() > 1 and not (dist.is_available() and dist.is_initialized()):
+        raise ViclabError(f"{what} runs in one process; run it without torchrun")
 
 
 def get_rank() -> int:
+    """This process's rank (0 in one process)."""
     return dist.get_rank() if is_distributed() else 0
 
 
 def get_world_size() -> int:
+    """Processes training together (1 in one process)."""
     return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    """Rank 0, the one process that writes files (logs, checkpoints, weights)."""
+    return get_rank() == 0
+
+
+def launched_world_size() -> int:
+    """The world size torchrun announces (``WORLD_SIZE``); 1 when not launched by torchrun."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        raise ViclabError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number; launch with torchrun") from None
+
+
+def local_rank() -> int:
+    """This process's index on its node (torchrun's ``LOCAL_RANK``); 0 otherwise."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def init_distributed(device: torch.device) -> bool:
+    """Join torchrun's process group if this process was launched by torchrun with more than
+    one process: NCCL between GPUs, gloo between CPUs. Returns whether a group is up.
+
+    The timeout (``VICLAB_DIST_TIMEOUT_MIN``, default 60 minutes) bounds how long ranks wait
+    for each other, e.g. while rank 0 alone evaluates.
+    """
+    if is_distributed():
+        return True
+    if launched_world_size() == 1:
+        return False
+    if not dist.is_available():
+        raise ViclabError("this PyTorch build has no torch.distributed; run in one process (without torchrun)")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    minutes = float(os.environ.get("VICLAB_DIST_TIMEOUT_MIN", "60"))
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=minutes))
+    return True
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in one process)."""
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself in one process)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` in one process)."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_(t: torch.Tensor) -> torch.Tensor:
+    """Overwrite ``t`` in place with rank 0's values (no-op in one process)."""
+    if is_distributed():
+        dist.broadcast(t, src=0)
+    return t
+
+
+def mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """The element-wise mean of ``t`` over all ranks (``t`` itself in one process)."""
+    if not is_distributed():
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t / get_world_size()

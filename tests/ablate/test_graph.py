@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from viclab.ablate.eigenmaps import nystrom_extend
 from viclab.ablate.graph import SOLVERS, DisconnectedGraphError, knn_table, laplacian_eigenmaps, symmetric_knn_graph
+from viclab.eval.table import nystrom_extend
 
 
 def _dense_normalised_laplacian(w) -> np.ndarray:

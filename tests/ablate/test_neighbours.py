@@ -88,7 +88,7 @@ def test_neighbour_table_follows_the_source_weights(tiny_run, tmp_path):
     from viclab.errors import ViclabError
     from viclab.eval.features import load_source, representations
     from viclab.train.checkpoint import load_encoder, save_encoder
-    from viclab.train.loop import load_split
+    from viclab.train.vicreg import load_split
 
     src, root = tiny_run
     weights = tmp_path / "source.safetensors"

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score, silhouette_score
 from torch import nn
 
 from viclab.config import Config, EvalConfig
-from viclab.eval.features import Encoder, load_source, representations
+from viclab.eval.features import Source, encoder_source, load_source, representations
 from viclab.eval.tasks import run_anomaly, run_cluster, run_plot, run_probe, run_retrieve
 
 QUIET = {"progress": False, "echo": lambda s: None}
@@ -46,13 +46,13 @@ def _standardized(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.n
     return (train - mean) / std, (test - mean) / std
 
 
-def _pixel_encoder() -> Encoder:
+def _pixel_encoder() -> Source:
     """A seeded random linear map of the pixels: its cosine similarities spread over [-1, 1], unlike a trained CNN's
     (all near 1 on the tiny fixture), so there the kNN weights exp(cos / T) decide votes."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         module = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 16))
-    return Encoder(module.eval(), 16, Config(), "pixels", "random-linear-pixels-seed-0")
+    return encoder_source(module, 16, Config(), "pixels", "random-linear-pixels-seed-0")
 
 
 @pytest.mark.parametrize("source, cfg", [

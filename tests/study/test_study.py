@@ -129,8 +129,9 @@ def test_finished_stages_are_not_recomputed(tiny_study, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a finished stage ran again")
 
-    for target in ("viclab.train.train", "viclab.ablate.latent.run_latent", "viclab.ablate.eigenmaps.run_eigenmaps",
-                   "viclab.eval.tasks.run_probe", "viclab.eval.tasks.run_anomaly"):
+    for target in ("viclab.study.pipeline.train", "viclab.study.pipeline.run_latent",
+                   "viclab.study.pipeline.run_eigenmaps", "viclab.eval.tasks.run_probe",
+                   "viclab.eval.tasks.run_anomaly"):
         monkeypatch.setattr(target, boom)
     lines: list[str] = []
     cfg = resolve_study("cpu", TINY, results["config"]["recipe"]["data"]["data_dir"])
@@ -140,7 +141,7 @@ def test_finished_stages_are_not_recomputed(tiny_study, tmp_path, monkeypatch):
     # changed inputs: only the stages that depend on them run again
     monkeypatch.undo()
     monkeypatch.setenv("VICLAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("viclab.train.train", boom)
+    monkeypatch.setattr("viclab.study.pipeline.train", boom)
     lines.clear()
     run_study(resolve_study("cpu", [*TINY, "eval.anomaly_k=3"], cfg.recipe.data.data_dir), copy, progress=False,
               echo=lines.append)
@@ -242,7 +243,7 @@ def test_an_upgraded_viclab_recomputes_instead_of_reusing_stages(tiny_study, tmp
     def ran(*a, **k):
         raise _Ran
 
-    monkeypatch.setattr("viclab.train.train", ran)
+    monkeypatch.setattr("viclab.study.pipeline.train", ran)
     monkeypatch.setattr(viclab, "__version__", "999.0")
     with pytest.raises(_Ran):
         run_study(resolve_study("cpu", TINY, results["config"]["recipe"]["data"]["data_dir"]), copy,
@@ -287,8 +288,8 @@ def test_changing_only_the_anomalies_reruns_only_the_anomaly_stage(tiny_study, t
     def ran(*a, **k):
         raise _Ran
 
-    for target in ("viclab.train.train", "viclab.ablate.latent.run_latent", "viclab.ablate.eigenmaps.run_eigenmaps",
-                   "viclab.eval.tasks.run_probe"):
+    for target in ("viclab.study.pipeline.train", "viclab.study.pipeline.run_latent",
+                   "viclab.study.pipeline.run_eigenmaps", "viclab.eval.tasks.run_probe"):
         monkeypatch.setattr(target, ran)
     lines: list[str] = []
     run_study(resolve_study("cpu", [*TINY, f"study.anomalies={odd}"], results["config"]["recipe"]["data"]["data_dir"]),
@@ -323,3 +324,20 @@ def test_stage_time_counts_the_work_done_before_a_sigkill(tmp_path):
     record = run_stages(tmp_path, [stage], progress=False, echo=lambda s: None)["s"]
     assert record.result == {"ok": True} and not record.cached
     assert 65 <= record.seconds < 70  # 5 earlier + the 60 s up to the last write + this (instant) run
+
+
+def test_study_under_torchrun_trains_data_parallel(study_data, tmp_path):
+    """Two gloo processes: the trainings run on both (world size 2 in their meta.json), the rest on
+    rank 0, and the study finishes with its report."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    tiny = [o.replace("train.batch_size=20", "train.batch_size=10") for o in TINY]  # per process
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", VICLAB_CACHE=str(tmp_path / "cache"))
+    out = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "viclab", "study", "--out",
+                          str(tmp_path / "s"), "--data-dir", str(study_data), "--no-progress", "model.sync_bn=true",
+                          *tiny], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    worlds = {m: json.loads((tmp_path / "s" / "runs" / m / "meta.json").read_text())["world_size"] for m in METHODS}
+    assert worlds == {"vicreg": 2, "no_variance": 2, "neighbours": 2, "latent_naive": 1, "latent_graph": 1,
+                      "eigenmaps": 1}
+    assert (tmp_path / "s" / "report.html").exists()
+    assert json.loads((tmp_path / "s" / "results.json").read_text())["table"][0]["method"] == "vicreg"

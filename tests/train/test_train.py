@@ -12,8 +12,9 @@ from safetensors import safe_open
 
 from viclab.config import Config, resolve_config
 from viclab.errors import ViclabError
-from viclab.train import loop as loop_mod
+from viclab.train import engine as engine_mod
 from viclab.train import train
+from viclab.train import vicreg as loop_mod
 from viclab.train.checkpoint import load_encoder
 from viclab.train.rundir import read_metrics
 
@@ -120,7 +121,7 @@ def tiny_config(root, *extra):
 
 def crash_in_epoch_2(monkeypatch, run, cfg, steps_before: int = 7):
     """Train ``cfg`` into ``run`` and kill it (KeyboardInterrupt) at a step of epoch 2."""
-    real_step, calls = loop_mod.train_step, {"n": 0}
+    real_step, calls = engine_mod.train_step, {"n": 0}
 
     def step(*a, **k):
         calls["n"] += 1
@@ -128,10 +129,10 @@ def crash_in_epoch_2(monkeypatch, run, cfg, steps_before: int = 7):
             raise KeyboardInterrupt
         return real_step(*a, **k)
 
-    monkeypatch.setattr(loop_mod, "train_step", step)
+    monkeypatch.setattr(engine_mod, "train_step", step)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, run, **QUIET)
-    monkeypatch.setattr(loop_mod, "train_step", real_step)
+    monkeypatch.setattr(engine_mod, "train_step", real_step)
     assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
 
 
@@ -162,7 +163,8 @@ def test_resume_from_a_checkpoint_written_on_another_device_type(fake_cifar_root
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     # A CUDA generator's state is 16 bytes (Philox seed and offset); a CPU one is 5,056.
     ckpt["generator"] = torch.zeros(16, dtype=torch.uint8)
-    ckpt.pop("device_type", None)
+    for key in ("device_type", "generators"):  # an older checkpoint: one generator, no device type
+        ckpt.pop(key, None)
     torch.save(ckpt, run / "checkpoint.pt")
     lines = []
     train(None, run, resume=True, progress=False, echo=lines.append)
@@ -212,7 +214,7 @@ def test_run_killed_at_its_start_can_be_resumed(tiny_run, tmp_path, monkeypatch)
     """A neighbour-view run spends its first minutes encoding with the source model; a kill
     there must leave a folder that --resume accepts (the config is the first file written)."""
     from viclab.ablate import neighbours as nb_mod
-    from viclab.ablate.neighbours import neighbours_config
+    from viclab.ablate.neighbours import VIEWS, neighbours_config
 
     src, root = tiny_run
     cfg = neighbours_config(str(src), k=3, epochs=1)
@@ -223,12 +225,15 @@ def test_run_killed_at_its_start_can_be_resumed(tiny_run, tmp_path, monkeypatch)
 
     monkeypatch.setattr(nb_mod, "knn_table", killed)
     run = tmp_path / "nbrs"
+    views = VIEWS["neighbours"]
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, run, **QUIET)
+        train(cfg, run, views=views, **QUIET)
     monkeypatch.undo()
     with pytest.raises(ViclabError, match="already exists; continue it with --resume"):
-        train(cfg, run, **QUIET)
-    train(None, run, resume=True, **QUIET)
+        train(cfg, run, views=views, **QUIET)
+    with pytest.raises(ViclabError, match="runs are made by 'viclab ablate neighbours'"):
+        train(None, run, resume=True, **QUIET)  # the library call needs the view source too
+    train(None, run, resume=True, views=views, **QUIET)
     assert (run / "encoder.safetensors").exists() and (run / "neighbours.npy").exists()
 
 

@@ -1,19 +1,19 @@
 """Ablations that peel VICReg back to Laplacian Eigenmaps (spec S4-S7).
 
 - no variance (S4): ``viclab train`` with ``loss.var_weight=0`` (``viclab ablate no-variance``);
-- neighbours as views (S6): :func:`neighbours_config` + :func:`viclab.train.train`;
+- neighbours as views (S6): :func:`neighbours_config` + :func:`viclab.train.train` with ``views=VIEWS["neighbours"]``;
 - latent optimisation (S5): :func:`run_latent`, naive and graph-corrected;
 - Laplacian Eigenmaps (S7): :func:`run_eigenmaps`, on the graph of :mod:`viclab.ablate.graph`.
 
 Every one writes a run folder the evaluation commands read like a trained encoder's.
 """
 
-from viclab.ablate.eigenmaps import nystrom_extend, run_eigenmaps
+from viclab.ablate.eigenmaps import run_eigenmaps
 from viclab.ablate.graph import DisconnectedGraphError, Eigenmaps, knn_table, laplacian_eigenmaps, symmetric_knn_graph
 from viclab.ablate.latent import run_latent
-from viclab.ablate.neighbours import NeighbourPairs, neighbours_config, sample_neighbours
+from viclab.ablate.neighbours import VIEWS, NeighbourPairs, neighbour_views, neighbours_config, sample_neighbours
 
 __all__ = [
-    "DisconnectedGraphError", "Eigenmaps", "NeighbourPairs", "knn_table", "laplacian_eigenmaps", "neighbours_config",
-    "nystrom_extend", "run_eigenmaps", "run_latent", "sample_neighbours", "symmetric_knn_graph",
+    "VIEWS", "DisconnectedGraphError", "Eigenmaps", "NeighbourPairs", "knn_table", "laplacian_eigenmaps",
+    "neighbour_views", "neighbours_config", "run_eigenmaps", "run_latent", "sample_neighbours", "symmetric_knn_graph",
 ]

@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from viclab.errors import ViclabError
+from viclab.eval.neighbors import nearest
 
 SOLVERS = ("arpack", "lobpcg", "sklearn")
 
@@ -29,8 +30,6 @@ def knn_table(x, k: int) -> np.ndarray:
     Returns:
         ``(N, k)`` int64 indices.
     """
-    from viclab.eval.neighbors import nearest
-
     n = len(x)
     if not 1 <= k < n:
         raise ViclabError(f"cannot take {k} nearest neighbours among {n} points; use 1 <= k < {n}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,20 +21,21 @@ import torch
 
 from viclab.ablate.graph import knn_table
 from viclab.ablate.neighbours import sample_neighbours
-from viclab.ablate.runs import begin_run, finish_run
 from viclab.config import LatentConfig
 from viclab.data import ImageData, load_images
 from viclab.data.types import data_fingerprint
 from viclab.errors import ViclabError
+from viclab.eval.features import load_source, representations
 from viclab.eval.table import TABLE, TableSplit, save_table
-from viclab.io import atomic_save_npy, atomic_write_text, check_writable_dir
-from viclab.losses import VICRegLoss
+from viclab.io import atomic_save_npy, atomic_write_text
+from viclab.losses import VICRegLoss, VICRegTerms
 from viclab.models.latent import build_latent
-from viclab.train import rundir
-from viclab.train.checkpoint import FOREIGN_CHECKPOINT, load_checkpoint, load_state, save_checkpoint
+from viclab.runtime import require_one_process, select_runtime
+from viclab.train import Objective, RunFolder, fit
+from viclab.train.engine import PairForward, read_checkpoint
 
 SUMMARY, GRAPH, GRAPH_INFO = "latent.json", "graph.npy", "graph.json"
-TERMS = ("loss", "invariance", "variance", "covariance")
+TERMS = VICRegTerms._fields
 CHECKPOINT_SECONDS = 30.0  # an epoch takes seconds: checkpoint at most this often (and at the end)
 
 
@@ -47,8 +47,6 @@ def graph_neighbours(cfg: LatentConfig, data: ImageData, run_dir: Path, progress
     the images' fingerprint and ``graph_k``: a graph made from anything else is rebuilt, or,
     if the run has already trained on it (``started``), the run is refused.
     """
-    from viclab.eval.features import load_source, representations
-
     path, info_path = run_dir / GRAPH, run_dir / GRAPH_INFO
     source = load_source(cfg.graph_features, seed=cfg.seed)
     key = {"weights_sha256": source.weights_sha256, "images": data_fingerprint(data), "k": cfg.graph_k}
@@ -88,99 +86,53 @@ def run_latent(cfg: LatentConfig, run_dir: str | Path, progress: bool = True,
     ``checkpoint.pt`` (resumable), ``graph.npy`` (``graph`` pairs),
     ``representations.safetensors`` (the codes: ``train`` = the probe's share,
     ``test`` = the rest, both of the training images) and ``latent.json``.
+    Trains in one process (the codes are one table; under torchrun, run it from rank 0 alone).
     """
-    from tqdm import tqdm
-
-    run_dir = check_writable_dir(Path(run_dir), "run folder")
+    require_one_process("latent optimisation")
+    run = RunFolder.open(run_dir, cfg, "auto", done=(TABLE, SUMMARY))
     # The data is checked before the run folder is made: a wrong dataset leaves nothing behind.
     data = load_images(cfg.dataset, "train", cfg.data_dir).subset(cfg.subset)
     n = len(data)
     if cfg.batch_size > n:
         raise ViclabError(f"batch_size={cfg.batch_size} is larger than the {n} training images; use {n} or fewer")
-    done = begin_run(run_dir, cfg, TABLE, SUMMARY, resumable=True)
-    if done is not None:
-        echo(f"{run_dir}: already trained")
-        return done
-    ckpt_path = run_dir / rundir.CHECKPOINT
-    neighbours = None
-    if cfg.pairs == "graph":
-        neighbours = torch.from_numpy(graph_neighbours(cfg, data, run_dir, progress, ckpt_path.exists()))
+    if run.finished is not None:
+        echo(f"{run.path}: already trained")
+        return run.finished
     torch.manual_seed(cfg.seed)
     model, _ = build_latent(n, cfg.dim, cfg.projector)
-    opts = [torch.optim.SparseAdam(model.codes.parameters(), lr=cfg.lr),
-            torch.optim.Adam(model.projector.parameters(), lr=cfg.projector_lr)]
+    ckpt = read_checkpoint(run, model)
     loss_fn = VICRegLoss(**dataclasses.asdict(cfg.loss))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    steps = n // cfg.batch_size
-    epoch, step, before = 0, 0, 0.0
-    if ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, keys=("config", "epoch", "step", "model", "optimizers", "generator",
-                                                "seconds"))
-        load_state(model, ckpt["model"], ckpt_path, FOREIGN_CHECKPOINT)
-        for o, state in zip(opts, ckpt["optimizers"]):
-            load_state(o, state, ckpt_path, FOREIGN_CHECKPOINT)
-        gen.set_state(ckpt["generator"])
-        epoch, step, before = ckpt["epoch"], ckpt["step"], ckpt["seconds"]
-    rundir.truncate_metrics(run_dir / rundir.METRICS, lambda r: r["step"] <= step)
-    log = rundir.MetricsLog(run_dir / rundir.METRICS)
+    objective = Objective(
+        module=PairForward(model), loss=lambda z, _batch: loss_fn(*z), terms=TERMS, model=model,
+        optimizers=[torch.optim.SparseAdam(model.codes.parameters(), lr=cfg.lr),
+                    torch.optim.Adam(model.projector.parameters(), lr=cfg.projector_lr)],
+        fix="start a new run with a lower --lr")
+    neighbours: torch.Tensor | None = None
 
-    def checkpoint() -> None:
-        save_checkpoint(ckpt_path, {"config": dataclasses.asdict(cfg), "epoch": epoch, "step": step,
-                                    "model": model.state_dict(),
-                                    "optimizers": [o.state_dict() for o in opts],
-                                    "generator": gen.get_state(),
-                                    "seconds": before + time.perf_counter() - t_start})
+    def pairs(started: bool):
+        """``(idx, gen) -> (idx, partner)``: each anchor's code and its partner's."""
+        nonlocal neighbours
+        if cfg.pairs == "graph":
+            neighbours = torch.from_numpy(graph_neighbours(cfg, data, run.path, progress, started))
+        return lambda idx, gen: (idx, partners(idx, neighbours, gen))
 
-    t_start, last_save = time.perf_counter(), time.perf_counter()
-    means: dict[str, float] = {}
-    bar = tqdm(total=cfg.epochs * steps, initial=epoch * steps, desc=f"latent ({cfg.pairs})", disable=not progress,
-               leave=False, dynamic_ncols=True)
-    try:
-        while epoch < cfg.epochs:
-            perm = torch.randperm(n, generator=gen)
-            values = torch.zeros(steps, len(TERMS))
-            for b in range(steps):
-                idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                terms = loss_fn(model(idx), model(partners(idx, neighbours, gen)))
-                for o in opts:
-                    o.zero_grad(set_to_none=True)
-                terms.loss.backward()
-                for o in opts:
-                    o.step()
-                values[b] = torch.stack([t.detach() for t in terms])
-                bar.update()
-            epoch += 1
-            log.write([{"split": "train", "epoch": epoch, "step": step + b + 1, **dict(zip(TERMS, v))}
-                       for b, v in enumerate(values.tolist())])
-            step += steps
-            means = dict(zip(TERMS, values.mean(0).tolist()))
-            if not all(np.isfinite(list(means.values()))):
-                raise ViclabError(f"the loss became non-finite in epoch {epoch} of {run_dir}; use a lower --lr")
-            bar.set_postfix(inv=f"{means['invariance']:.3g}", var=f"{means['variance']:.3g}",
-                            cov=f"{means['covariance']:.3g}")
-            if epoch == cfg.epochs or time.perf_counter() - last_save > CHECKPOINT_SECONDS:
-                checkpoint()
-                last_save = time.perf_counter()
-    finally:
-        bar.close()
-        log.close()
-    seconds = before + time.perf_counter() - t_start
-    if not means:  # resumed after the last epoch's checkpoint: its terms are in the log
-        last = [r for r in rundir.read_metrics(run_dir / rundir.METRICS) if r["epoch"] == epoch]
-        means = {k: float(np.mean([r[k] for r in last])) for k in TERMS}
+    result = fit(run, objective, pairs, n=n, batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed,
+                 rt=select_runtime("cpu", "fp32"), ckpt=ckpt, checkpoint_seconds=CHECKPOINT_SECONDS,
+                 progress=progress, echo=echo, epoch_lines=False)
+    means = result.train
     codes = model.codes.weight.detach().numpy()
-    fit, held = probe_split(n, cfg.probe_fraction, cfg.seed)
-    save_table(run_dir / TABLE, "latent", cfg.dataset,
-               {"train": TableSplit(codes[fit], fit, "train"), "test": TableSplit(codes[held], held, "train")},
+    fit_idx, held = probe_split(n, cfg.probe_fraction, cfg.seed)
+    save_table(run.path / TABLE, "latent", cfg.dataset,
+               {"train": TableSplit(codes[fit_idx], fit_idx, "train"), "test": TableSplit(codes[held], held, "train")},
                dataclasses.asdict(cfg))
     summary: dict[str, Any] = {"pairs": cfg.pairs, "codes": n, "dim": cfg.dim, "epochs": cfg.epochs,
-                               "steps": step, "last_epoch": means, "seconds": seconds,
-                               "probe_train": len(fit), "probe_test": len(held)}
+                               "steps": result.step, "last_epoch": means, "seconds": result.seconds,
+                               "probe_train": len(fit_idx), "probe_test": len(held)}
     if neighbours is not None:
         labels = data.labels.numpy()
         summary["graph_same_class"] = float((labels[neighbours.numpy()] == labels[:, None]).mean())
-    finish_run(run_dir, SUMMARY, summary)
-    echo(f"latent optimisation ({cfg.pairs} pairs): {n} codes of {cfg.dim}, {cfg.epochs} epochs in {seconds:.1f}s; "
-         f"last epoch inv {means['invariance']:.4g} var {means['variance']:.4g} cov {means['covariance']:.4g} "
-         f"-> {run_dir}")
+    run.finish(SUMMARY, summary)
+    echo(f"latent optimisation ({cfg.pairs} pairs): {n} codes of {cfg.dim}, {cfg.epochs} epochs in "
+         f"{result.seconds:.1f}s; last epoch inv {means['invariance']:.4g} var {means['variance']:.4g} "
+         f"cov {means['covariance']:.4g} -> {run.path}")
     return summary

@@ -3,7 +3,8 @@
 The neighbours come from a trained encoder's training-set representations, are
 computed once (faiss, excluding the image itself) and saved in the run folder, so
 a resumed run pairs images exactly as before. Training is :func:`viclab.train.train`
-with ``views.kind = "neighbours"``.
+with ``views.kind = "neighbours"`` and the view source :func:`neighbour_views`
+(:data:`VIEWS` maps every ``views.kind`` to its source).
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from viclab.augment import eval_transform
 from viclab.config import AugmentConfig, Config, ViewsConfig
 from viclab.data import ImageData
 from viclab.errors import ViclabError
+from viclab.eval.features import load_source, representations
 from viclab.io import atomic_save_npy, atomic_write_text
+from viclab.runtime import barrier, is_main
+from viclab.train import BatchSource, ViewContext, ViewSource
+from viclab.train.vicreg import augmented_views
 
 NEIGHBOURS, NEIGHBOURS_INFO = "neighbours.npy", "neighbours.json"
 
@@ -67,8 +72,6 @@ def neighbour_table(run_dir: Path, cfg: Config, train_data: ImageData, progress:
     other pairs. The source encoder encodes the training images (through the feature
     cache) and is freed before this returns, so training never holds two models.
     """
-    from viclab.eval.features import load_source, representations
-
     path, info_path = run_dir / NEIGHBOURS, run_dir / NEIGHBOURS_INFO
     source = load_source(cfg.views.source)
     sha, name = source.weights_sha256, source.name
@@ -110,9 +113,22 @@ def neighbour_table(run_dir: Path, cfg: Config, train_data: ImageData, progress:
 def neighbours_config(source: str, base: Config | None = None, k: int = 3, epochs: int = 1) -> Config:
     """A run config for spec S6: the source's own recipe (model, optimiser, loss, batch),
     ``views.kind = "neighbours"`` and ``epochs`` epochs."""
-    from viclab.eval.features import load_source
-
     if base is None:
         base = load_source(source).config
     return replace(base, views=ViewsConfig(kind="neighbours", source=str(source), k=k),
                    train=replace(base.train, epochs=epochs))
+
+
+def neighbour_views(ctx: ViewContext) -> BatchSource:
+    """``views.kind = "neighbours"``: (image, a random one of its ``views.k`` neighbours), with the
+    table built (rank 0) or read from the run folder (every other rank, once rank 0 has it)."""
+    table = neighbour_table(ctx.run.path, ctx.cfg, ctx.data, ctx.progress, ctx.started) if is_main() else None
+    barrier()
+    if table is None:
+        table = np.load(ctx.run.path / NEIGHBOURS)
+    return NeighbourPairs(ctx.images, torch.from_numpy(table).to(ctx.images.device), ctx.cfg.augment,
+                          ctx.cfg.model.channels_last)
+
+
+# Every views.kind and the source that makes its pairs (what viclab train and the study pass to train).
+VIEWS: dict[str, ViewSource] = {"augment": augmented_views, "neighbours": neighbour_views}

@@ -8,13 +8,14 @@ from viclab.eval.anomaly import knn_anomaly_scores, roc
 from viclab.eval.cluster import kmeans, silhouette
 from viclab.eval.compare import compare_one, run_compare
 from viclab.eval.embed import pca_2d, tsne, tsne_2d
-from viclab.eval.features import Encoder, Representations, encode, load_source, representations
+from viclab.eval.features import Representations, Source, encode, encoder_source, load_source, representations
 from viclab.eval.neighbors import farthest, nearest, one_query_per_class, precision_at_k
 from viclab.eval.probe import ProbeResult, knn_accuracy, knn_scores, linear_probe, topk_accuracy
 from viclab.eval.tasks import run_anomaly, run_cluster, run_plot, run_probe, run_retrieve
 
 __all__ = [
-    "Encoder", "ProbeResult", "Representations", "compare_one", "encode", "farthest", "kmeans", "knn_accuracy",
+    "ProbeResult", "Representations", "Source", "compare_one", "encode", "encoder_source", "farthest", "kmeans",
+    "knn_accuracy",
     "knn_anomaly_scores", "knn_scores", "linear_probe", "load_source", "nearest", "one_query_per_class",
     "pca_2d", "precision_at_k", "representations", "roc", "run_anomaly", "run_cluster", "run_compare", "run_plot",
     "run_probe", "run_retrieve", "silhouette", "topk_accuracy", "tsne", "tsne_2d",

@@ -58,10 +58,9 @@ def compare_one(source: str | Path, name: str | None = None, data_dir: str | Non
         why = str(e)
     assign, _ = kmeans(train.features, cfg.clusters, cfg.seed)
     return {"name": enc.name, "source": str(source), "weights_sha256": enc.weights_sha256,
-            "kind": enc.table.kind if enc.table is not None else "encoder", "dim": enc.dim,
+            "kind": enc.kind, "dim": enc.dim,
             "n_train": len(train.labels), "n_test": len(test.labels),
-            "test_split": "held-out training images" if enc.table is not None and
-            enc.table.splits["test"].source_split == "train" else "test",
+            "test_split": f"{enc.test_split} images" if enc.test_split != "test" else "test",
             "linear_top1": probe.top1, "linear_top5": probe.top5, "knn_top1": knn[1],
             "auroc": auroc, "auroc_unavailable": why, "silhouette": silhouette(train.features, assign),
             "seconds": time.perf_counter() - t0}

@@ -1,10 +1,10 @@
-"""Frozen encoders and their representations, cached on disk.
+"""Sources of representations, and encoders' representations cached on disk.
 
-A *source* names an encoder: a run folder (its ``encoder.safetensors``, or the
-stored representations of an encoder-free method, see :mod:`viclab.eval.table`),
-a ``.safetensors`` file written by ``viclab train``, or ``random:BACKBONE`` for a
-randomly initialised encoder of that architecture (the baseline every probe
-should beat).
+A *source* (:class:`~viclab.eval.source.Source`) is named by a run folder (its
+``encoder.safetensors``, or the stored representations of an encoder-free method, see
+:mod:`viclab.eval.table`), a ``.safetensors`` file written by ``viclab train``, or
+``random:BACKBONE`` for a randomly initialised encoder of that architecture (the
+baseline every probe should beat).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,40 +21,21 @@ from torch import Tensor, nn
 
 import viclab
 from viclab.augment import eval_transform
-from viclab.config import EVAL_DEFAULTS, AugmentConfig, Config, DataConfig, ModelConfig
-from viclab.data import ImageData, load_images
+from viclab.config import EVAL_DEFAULTS, AugmentConfig, Config, ModelConfig
+from viclab.data import load_images
 from viclab.data.types import data_fingerprint
 from viclab.errors import ViclabError, ViclabWarning
-from viclab.eval.table import TABLE, RepresentationTable
+from viclab.eval.source import Representations, Source
+from viclab.eval.table import TABLE, table_source
 from viclab.io import atomic_save_npy, tensor_file_sha256
+from viclab.models import build_backbone
 from viclab.runtime import Runtime, select_runtime
+from viclab.train.checkpoint import load_encoder
+from viclab.train.rundir import CONFIG, ENCODER
 
 RANDOM_PREFIX = "random:"
 # Bump when the way representations are computed changes; the package version is in the key too.
 CACHE_VERSION = "2"
-
-
-@dataclass(frozen=True)
-class Encoder:
-    """A frozen encoder f and what it was trained with.
-
-    Attributes:
-        module: maps ``(B, 3, H, W)`` normalised images to ``(B, dim)``; ``None``
-            for a representation table.
-        dim: representation width.
-        config: the training config (dataset, image size, normalisation).
-        name: a short label for tables and figure legends.
-        weights_sha256: hash of the weights' (or table's) content, or of a random
-            encoder's initial parameters; keys the representation cache.
-        table: stored representations of an encoder-free method, else ``None``.
-    """
-
-    module: nn.Module | None
-    dim: int
-    config: Config
-    name: str
-    weights_sha256: str
-    table: RepresentationTable | None = field(default=None, compare=False)
 
 
 def _state_sha256(module: nn.Module) -> str:
@@ -66,18 +47,20 @@ def _state_sha256(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def load_source(source: str | os.PathLike, name: str | None = None, seed: int = 0) -> Encoder:
-    """Resolve a run folder, a ``.safetensors`` file or ``random:BACKBONE`` to an :class:`Encoder`.
+def encoder_source(module: nn.Module, dim: int, config: Config, name: str, weights_sha256: str) -> Source:
+    """A :class:`Source` of a frozen encoder ``module`` (``(B, 3, H, W) -> (B, dim)``)."""
+    return Source(name, dim, config, weights_sha256, "encoder", "test", _encoder_representations, module.eval())
+
+
+def load_source(source: str | os.PathLike, name: str | None = None, seed: int = 0) -> Source:
+    """Resolve a run folder (a trained encoder's, or a stored table's), a ``.safetensors``
+    file or ``random:BACKBONE`` to a :class:`Source`.
 
     Args:
         source: what to load.
         name: label for figures (default: the run folder's or file's name).
         seed: initialisation seed for ``random:`` sources.
     """
-    from viclab.models import build_backbone
-    from viclab.train.checkpoint import load_encoder
-    from viclab.train.rundir import CONFIG, ENCODER
-
     text = str(source)
     if text.startswith(RANDOM_PREFIX):
         backbone = text[len(RANDOM_PREFIX):]
@@ -85,10 +68,10 @@ def load_source(source: str | os.PathLike, name: str | None = None, seed: int = 
             torch.manual_seed(seed)
             module, dim = build_backbone(backbone)
         cfg = replace(Config(), model=ModelConfig(backbone=backbone))
-        return Encoder(module.eval(), dim, cfg, name or f"random {backbone}", _state_sha256(module))
+        return encoder_source(module, dim, cfg, name or f"random {backbone}", _state_sha256(module))
     path = Path(source)
     if path.is_dir() and (path / TABLE).exists():
-        return _table_source(path, name or path.name)
+        return table_source(path, name or path.name, _features_of)
     if path.is_dir():
         if not (path / ENCODER).exists() and not (path / CONFIG).exists():
             raise ViclabError(f"{path} is not a run folder (it has no {CONFIG} and no {ENCODER}); give a run "
@@ -102,39 +85,17 @@ def load_source(source: str | os.PathLike, name: str | None = None, seed: int = 
     else:
         raise ViclabError(f"{path} does not exist; give a run folder, a .safetensors file or random:BACKBONE")
     module, dim, cfg = load_encoder(path)
-    return Encoder(module.eval(), dim, cfg, name or label, tensor_file_sha256(path))
+    return encoder_source(module, dim, cfg, name or label, tensor_file_sha256(path))
 
 
-def _table_source(run_dir: Path, name: str) -> Encoder:
-    from viclab.eval.table import load_table
-
-    table, extra = load_table(run_dir / TABLE)
-    if table.kind == "eigenmaps":  # can place unseen images (Nyström)
-        from viclab.ablate.eigenmaps import nystrom_extender
-
-        table = replace(table, extend=nystrom_extender(table, extra))
-    data_dir = table.config.get("data_dir")
-    cfg = replace(Config(), data=DataConfig(dataset=table.dataset, data_dir=data_dir))
-    return Encoder(None, table.dim, cfg, name, tensor_file_sha256(run_dir / TABLE), table)
+def _features_of(spec: str, seed: int, dataset: str, split: str, data_dir: str | None, progress: bool) -> np.ndarray:
+    """``(N, D)`` representations of a split by the source ``spec`` (what a Nyström extension needs)."""
+    return representations(load_source(spec, seed=seed), split, dataset, data_dir, progress=progress).features
 
 
-def _table_representations(encoder: Encoder, split: str, dataset: str, data_dir: str | None) -> Representations:
-    table = encoder.table
-    size = encoder.config.augment.size
-    if dataset == table.dataset and split in table.splits:
-        s = table.splits[split]
-        data = load_images(dataset, s.source_split, data_dir, size)
-        if len(s.index) and int(s.index.max()) >= len(data):
-            raise ViclabError(f"{encoder.name} holds representations of {dataset} {s.source_split} images up to "
-                              f"#{int(s.index.max())}, but only {len(data)} are here; use the data it was made from")
-        idx = torch.from_numpy(s.index)
-        return Representations(s.features, ImageData(data.images[idx], data.labels[idx], data.classes), dataset, split)
-    if table.extend is None:
-        have = ", ".join(f"{table.dataset} {n}" for n in table.splits)
-        raise ViclabError(f"{encoder.name} ({table.kind}) has no encoder, only stored representations of {have}; "
-                          f"it cannot represent {dataset} {split} images")
-    data = load_images(dataset, split, data_dir, size)
-    return Representations(table.extend(dataset, split, data_dir), data, dataset, split)
+def trained_data_dir(cfg: Config) -> str | None:
+    """The training run's own data folder when it exists here (the weights may come from elsewhere)."""
+    return cfg.data.data_dir if cfg.data.data_dir and Path(cfg.data.data_dir).is_dir() else None
 
 
 def default_cache_dir() -> Path:
@@ -180,27 +141,6 @@ def encode(module: nn.Module, images: Tensor, augment: AugmentConfig, batch_size
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
-@dataclass(frozen=True)
-class Representations:
-    """One split of a dataset and its representations.
-
-    Attributes:
-        features: ``(N, D)`` float32.
-        data: the images ``(N, 3, H, W)`` uint8, labels ``(N,)`` and class names.
-        dataset: registry name or folder path the split came from.
-        split: ``"train"`` or ``"test"``.
-    """
-
-    features: np.ndarray
-    data: ImageData
-    dataset: str
-    split: str
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.data.labels.numpy()
-
-
 def _read_cached(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
     """A cached feature array, or ``None`` (absent, or unreadable: then it is recomputed)."""
     if not path.exists():
@@ -217,9 +157,29 @@ def _read_cached(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
     return feats
 
 
-def representations(encoder: Encoder, split: str, dataset: str | None = None, data_dir: str | None = None,
+def representations(source: Source, split: str, dataset: str | None = None, data_dir: str | None = None,
                     cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
                     progress: bool = False, runtime: Runtime | None = None) -> Representations:
+    """The representations of a dataset split by ``source`` (:meth:`Source.represent`).
+
+    Args:
+        source: from :func:`load_source`.
+        split: ``"train"`` or ``"test"``.
+        dataset: registry name or image-folder path (default: the one the source was trained on).
+        data_dir: data root (default: the training run's, if it exists here, else ``$VICLAB_DATA``
+            or the cache dir).
+        cache_dir: where encoders' ``.npy`` features live (default: :func:`default_cache_dir`).
+        use_cache: read and write the cache.
+        progress: show a progress bar.
+        runtime: device and precision of an encoder's forward pass (default: :func:`eval_runtime`).
+    """
+    return source.represent(split, dataset, data_dir, cache_dir=cache_dir, use_cache=use_cache, progress=progress,
+                            runtime=runtime)
+
+
+def _encoder_representations(encoder: Source, split: str, dataset: str, data_dir: str | None,
+                             cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+                             progress: bool = False, runtime: Runtime | None = None) -> Representations:
     """Encode a dataset split, reusing a cached result when one exists.
 
     The cache key holds everything that can change the numbers: the weights' SHA-256,
@@ -227,22 +187,9 @@ def representations(encoder: Encoder, split: str, dataset: str | None = None, da
     the precision and device type of the forward pass, and the code version. A cached
     file that cannot be read is reported and recomputed.
 
-    Args:
-        encoder: from :func:`load_source`.
-        split: ``"train"`` or ``"test"``.
-        dataset: registry name or image-folder path (default: the one the encoder was trained on).
-        data_dir: data root (default: ``$VICLAB_DATA`` or the cache dir).
-        cache_dir: where ``.npy`` features live (default: :func:`default_cache_dir`).
-        use_cache: read and write the cache.
-        runtime: device and precision of the forward pass (default: :func:`eval_runtime`).
     """
     cfg = encoder.config
-    dataset = dataset or cfg.data.dataset
-    # The training run's own data folder when it exists here (the weights may come from elsewhere).
-    trained_on = cfg.data.data_dir if cfg.data.data_dir and Path(cfg.data.data_dir).is_dir() else None
-    if encoder.table is not None:
-        return _table_representations(encoder, split, dataset, data_dir or trained_on)
-    data = load_images(dataset, split, data_dir or trained_on, cfg.augment.size)
+    data = load_images(dataset, split, data_dir or trained_data_dir(cfg), cfg.augment.size)
     rt = runtime or eval_runtime()
     path = None
     if use_cache:
@@ -262,3 +209,6 @@ def representations(encoder: Encoder, split: str, dataset: str | None = None, da
             warnings.warn(f"cannot cache features in {path.parent} ({getattr(e, 'strerror', None) or e}); set "
                           "VICLAB_CACHE to a writable folder", ViclabWarning, stacklevel=2)
     return Representations(feats, data, dataset, split)
+
+
+__all__ = ["Representations", "Source", "encode", "encoder_source", "eval_runtime", "load_source", "representations"]

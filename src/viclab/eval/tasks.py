@@ -19,17 +19,17 @@ import numpy as np
 from viclab.config import EVAL_DEFAULTS, EvalConfig
 from viclab.errors import ViclabError
 from viclab.eval import figures
-from viclab.eval.features import Encoder, Representations, eval_runtime, load_source, representations
+from viclab.eval.features import Representations, Source, eval_runtime, load_source, representations
 from viclab.eval.neighbors import check_k
 from viclab.io import atomic_save_npy, atomic_write_text, check_writable_dir
 
-Source = str | Path | Encoder
+SourceLike = str | Path | Source
 MAX_RETRIEVAL_K = 50  # the retrieval figure draws one column per image
 
 
-def default_out_dir(encoder: Encoder, source: Source) -> Path:
+def default_out_dir(encoder: Source, source: SourceLike) -> Path:
     """A run folder's own ``eval/``; otherwise ``./eval-<name>``."""
-    if not isinstance(source, Encoder) and Path(source).is_dir():
+    if not isinstance(source, Source) and Path(source).is_dir():
         return Path(source) / "eval"
     return Path(f"eval-{encoder.name.replace(' ', '-').replace(':', '-')}")
 
@@ -37,9 +37,9 @@ def default_out_dir(encoder: Encoder, source: Source) -> Path:
 class _Task:
     """Shared set-up of a task: the encoder, its output folder, cached representations."""
 
-    def __init__(self, source: Source, out: str | Path | None, data_dir: str | None, cfg: EvalConfig,
+    def __init__(self, source: SourceLike, out: str | Path | None, data_dir: str | None, cfg: EvalConfig,
                  progress: bool, use_cache: bool, name: str | None = None) -> None:
-        self.encoder = source if isinstance(source, Encoder) else load_source(source, name=name, seed=cfg.seed)
+        self.encoder = source if isinstance(source, Source) else load_source(source, name=name, seed=cfg.seed)
         # Checked now, created by the first write: a failed task leaves no empty folder, and an
         # unwritable one fails before the work, not after it.
         self.out = check_writable_dir(Path(out) if out else default_out_dir(self.encoder, source))
@@ -61,7 +61,7 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
-def run_probe(source: Source, out: str | Path | None = None, data_dir: str | None = None,
+def run_probe(source: SourceLike, out: str | Path | None = None, data_dir: str | None = None,
               cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
               echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Linear probe (spec S3) and weighted kNN classifier on train -> test representations.
@@ -92,7 +92,7 @@ def run_probe(source: Source, out: str | Path | None = None, data_dir: str | Non
     })
 
 
-def run_plot(source: Source, out: str | Path | None = None, data_dir: str | None = None,
+def run_plot(source: SourceLike, out: str | Path | None = None, data_dir: str | None = None,
              cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
              echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Test-set representations mapped to 2-D by PCA and t-SNE, coloured by class (spec S2).
@@ -104,9 +104,8 @@ def run_plot(source: Source, out: str | Path | None = None, data_dir: str | None
     t = _Task(source, out, data_dir, cfg, progress, use_cache)
     test = t.reps("test")
     classes = test.data.classes
-    table = t.encoder.table
     # Latent codes exist only for training images: their test split is a held-out share of those.
-    what = "held-out training" if table is not None and table.splits["test"].source_split == "train" else "test"
+    what = t.encoder.test_split
     files, seconds = [], {}
     for method, fn in (("pca", pca_2d), ("tsne", lambda x: tsne_2d(x, cfg.seed))):
         t0 = time.perf_counter()
@@ -122,7 +121,7 @@ def run_plot(source: Source, out: str | Path | None = None, data_dir: str | None
                                       "files": [str(f) for f in files]})
 
 
-def run_retrieve(source: Source, out: str | Path | None = None, data_dir: str | None = None,
+def run_retrieve(source: SourceLike, out: str | Path | None = None, data_dir: str | None = None,
                  cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
                  echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Nearest and most distant training images of one seeded query per class (spec S8).
@@ -173,7 +172,7 @@ def _unique_names(names: list[str]) -> list[str]:
     return out
 
 
-def run_anomaly(sources: Sequence[Source], out: str | Path | None = None, data_dir: str | None = None,
+def run_anomaly(sources: Sequence[SourceLike], out: str | Path | None = None, data_dir: str | None = None,
                 anomalies: str = "mnist", names: Sequence[str] | None = None, cfg: EvalConfig = EVAL_DEFAULTS,
                 progress: bool = True, use_cache: bool = True,
                 echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -244,7 +243,7 @@ def run_anomaly(sources: Sequence[Source], out: str | Path | None = None, data_d
     return payload
 
 
-def run_cluster(source: Source, out: str | Path | None = None, data_dir: str | None = None,
+def run_cluster(source: SourceLike, out: str | Path | None = None, data_dir: str | None = None,
                 cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
                 echo: Callable[[str], None] = print) -> dict[str, Any]:
     """K-means on training representations, silhouette in their dimension (spec C1-C3).

@@ -8,10 +8,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
-from viclab.runtime import get_world_size
+from viclab.runtime import get_world_size, is_distributed
 
 
 def invariance(z: Tensor, z_prime: Tensor) -> Tensor:
@@ -120,7 +119,7 @@ class VICRegLoss(nn.Module):
         # activations lose too many digits.
         z, z_prime = _at_least_fp32(z), _at_least_fp32(z_prime)
         inv = invariance(z, z_prime)
-        if self.gather_distributed and dist.is_available() and dist.is_initialized():
+        if self.gather_distributed and is_distributed():
             z, z_prime = gather_with_grad(z), gather_with_grad(z_prime)
         var = (variance(z, self.gamma, self.eps, self.variant)
                + variance(z_prime, self.gamma, self.eps, self.variant))

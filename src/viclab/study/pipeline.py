@@ -24,22 +24,21 @@ from typing import Any
 
 import numpy as np
 
+from viclab.ablate import VIEWS, neighbours_config, run_eigenmaps, run_latent
+from viclab.ablate.neighbours import NEIGHBOURS_INFO
 from viclab.config import Config, StudyConfig
 from viclab.data import load_images
 from viclab.data.types import data_fingerprint
+from viclab.eval import tasks as t
+from viclab.eval.features import load_source, representations
 from viclab.io import atomic_write_text, check_writable_dir, remove_stale_temp
+from viclab.runtime import barrier, broadcast_object, init_distributed, is_main, select_runtime
+from viclab.study.report import METHODS, write_report
 from viclab.study.stages import Stage, code_fingerprint, run_stages
+from viclab.train import train
+from viclab.train.rundir import CONFIG, META, METRICS, config_json, read_metrics, write_run_files
 
-# Display names; also the keys of the results table, in report order.
-METHODS = {
-    "vicreg": "VICReg",
-    "no_variance": "VICReg, μ = 0",
-    "neighbours": "neighbour views",
-    "latent_naive": "latent codes, naive pairs",
-    "latent_graph": "latent codes, graph pairs",
-    "eigenmaps": "Laplacian Eigenmaps",
-}
-RESULTS, REPORT = "results.json", "report.html"
+RESULTS = "results.json"
 
 
 def _without_paths(d: dict[str, Any]) -> dict[str, Any]:
@@ -73,12 +72,12 @@ def representation_stats(features: np.ndarray) -> dict[str, float]:
 
 def _train_stage(cfg: Config, progress: bool, echo: Callable[[str], None]) -> Callable[[Path], dict[str, Any]]:
     def run(folder: Path) -> dict[str, Any]:
-        from viclab.ablate.neighbours import NEIGHBOURS_INFO
-        from viclab.train import train
-        from viclab.train.rundir import CONFIG, METRICS, read_metrics
-
         # A folder with a config is this stage's killed run (another config would have cleared it).
-        result = train(cfg, folder, resume=(folder / CONFIG).exists(), progress=progress, echo=echo)
+        # Under torchrun rank 0's answer holds for all (it may write the config before another rank looks).
+        resume = broadcast_object((folder / CONFIG).exists())
+        result = train(cfg, folder, resume=resume, progress=progress, echo=echo, views=VIEWS[cfg.views.kind])
+        if not is_main():
+            return {}
         records = read_metrics(folder / METRICS)
         out = {"epochs": cfg.train.epochs, "steps": max(r["step"] for r in records),
                "last_epoch_train": result.train, "test": result.test}
@@ -91,9 +90,6 @@ def _train_stage(cfg: Config, progress: bool, echo: Callable[[str], None]) -> Ca
 def _evaluate(name: str, tasks: tuple[str, ...], cfg: StudyConfig, run_dir: Path, progress: bool,
               echo: Callable[[str], None]) -> Callable[[Path], dict[str, Any]]:
     def run(folder: Path) -> dict[str, Any]:
-        from viclab.eval import tasks as t
-        from viclab.eval.features import load_source, representations
-
         enc = load_source(run_dir, name=METHODS[name], seed=cfg.eval.seed)
         common = {"out": folder, "data_dir": cfg.recipe.data.data_dir, "cfg": cfg.eval, "progress": progress,
                   "echo": echo}
@@ -110,10 +106,6 @@ def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callab
                  data: dict[str, Any]) -> list[Stage]:
     """The study's stages in order (trainings first, then evaluations); ``data`` is
     :func:`data_fingerprints` of ``cfg``."""
-    from viclab.ablate.eigenmaps import run_eigenmaps
-    from viclab.ablate.latent import run_latent
-    from viclab.ablate.neighbours import neighbours_config
-
     recipe = cfg.recipe
     train_key, test_key = f"{recipe.data.dataset}/train", f"{recipe.data.dataset}/test"
 
@@ -138,8 +130,6 @@ def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callab
 
     def latent(c) -> Callable[[Path], dict[str, Any]]:
         def run(folder: Path) -> dict[str, Any]:
-            from viclab.train.rundir import METRICS, read_metrics
-
             summary = run_latent(c, folder, progress=progress, echo=echo)
             inv = [r["invariance"] for r in read_metrics(folder / METRICS)]
             return {**summary, "max_abs_invariance": float(np.max(np.abs(inv))), "batches": len(inv)}
@@ -152,18 +142,21 @@ def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callab
     ev = {"eval": conf(cfg.eval), "data": reads(train_key, test_key), "code": code("viclab.eval.tasks")}
     # A training reads the test split only for its per-epoch test terms.
     trains_on = reads(train_key, test_key) if recipe.train.eval_test else reads(train_key)
-    training = {"data": trains_on, "code": code("viclab.train.loop")}
+    training = {"data": trains_on, "code": code("viclab.train.vicreg")}
+    neighbour_training = {"data": trains_on, "code": code("viclab.ablate.neighbours")}
     latent_in = {"data": reads(train_key), "code": code("viclab.ablate.latent")}
 
     def trained(c: Config) -> Callable[[Path], dict[str, Any]]:
         return _train_stage(c, progress, echo)
 
     stages = [
-        Stage("vicreg", "train VICReg (S1-S3)", {"config": conf(recipe), **training}, trained(recipe), "runs/vicreg"),
+        Stage("vicreg", "train VICReg (S1-S3)", {"config": conf(recipe), **training}, trained(recipe), "runs/vicreg",
+              collective=True),
         Stage("no_variance", "train VICReg with mu = 0 (S4)", {"config": conf(novar), **training}, trained(novar),
-              "runs/no_variance"),
+              "runs/no_variance", collective=True),
         Stage("neighbours", f"train on {cfg.neighbour_k}-NN pairs of the VICReg model (S6)",
-              {"config": views, **training}, trained(nbrs), "runs/neighbours", after=("vicreg",)),
+              {"config": views, **neighbour_training}, trained(nbrs), "runs/neighbours", after=("vicreg",),
+              collective=True),
         Stage("latent_naive", "latent optimisation, naive pairs (S5)", {"config": conf(naive), **latent_in},
               latent(naive), "runs/latent_naive"),
         Stage("latent_graph", "latent optimisation, graph pairs (S5)", {"config": conf(graph), **latent_in},
@@ -182,10 +175,8 @@ def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callab
                             f"eval/{name}", after=(name,)))
 
     def anomaly(folder: Path) -> dict[str, Any]:
-        from viclab.eval.tasks import run_anomaly
-
         names = [METHODS["vicreg"], METHODS["neighbours"]]
-        return run_anomaly([runs["vicreg"], runs["neighbours"]], out=folder, data_dir=recipe.data.data_dir,
+        return t.run_anomaly([runs["vicreg"], runs["neighbours"]], out=folder, data_dir=recipe.data.data_dir,
                            anomalies=cfg.anomalies, names=names, cfg=cfg.eval, progress=progress, echo=echo)
 
     stages.append(Stage("anomaly", f"kNN anomaly detection vs {cfg.anomalies} (A1-A3)",
@@ -200,30 +191,35 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True,
 
     Every stage is cached in ``out``: running again skips finished stages whose
     inputs (configs, data hashes, upstream results) are unchanged and continues a
-    stage that was killed (training from its last checkpoint).
+    stage that was killed (training from its last checkpoint). Under torchrun the
+    training stages run data-parallel on every process and the rest on rank 0.
 
     Returns:
-        The contents of ``results.json``.
+        The contents of ``results.json`` (``{}`` on ranks other than 0).
     """
     from tqdm import tqdm
 
-    from viclab.runtime import select_runtime
-    from viclab.study.report import write_report
-    from viclab.train.rundir import CONFIG, META, config_json, write_run_files
-
-    if progress and echo is print:
+    rt = select_runtime(cfg.recipe.train.device, cfg.recipe.train.precision)
+    init_distributed(rt.device)  # under torchrun: the training stages run data-parallel
+    main = is_main()
+    if not main:
+        progress, echo = False, (lambda _line: None)
+    elif progress and echo is print:
         echo = tqdm.write  # lines go above the progress bars instead of through them
-    study_dir = Path(out)
+    study_dir = Path(broadcast_object(str(out)))
     t0 = time.perf_counter()
     check_writable_dir(study_dir, "study folder")
     data = data_fingerprints(cfg)  # every dataset is there: checked before the study folder is made
-    study_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp(study_dir, recursive=True)  # what killed writers left; this study is the only writer
-    device = select_runtime(cfg.recipe.train.device, cfg.recipe.train.precision).device
-    write_run_files(study_dir, cfg, device, resumed=(study_dir / META).exists())
-    atomic_write_text(study_dir / CONFIG, config_json(cfg) + "\n")  # this invocation's config
+    if main:
+        study_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp(study_dir, recursive=True)  # what killed writers left; this study is the only writer
+        write_run_files(study_dir, cfg, rt.device, resumed=(study_dir / META).exists())
+        atomic_write_text(study_dir / CONFIG, config_json(cfg) + "\n")  # this invocation's config
+    barrier()
     stages = build_stages(cfg, study_dir, progress, echo, data)
     records = run_stages(study_dir, stages, progress, echo)
+    if not main:
+        return {}
     results = {
         "preset": cfg.preset,
         "config": cfg.to_dict(),

@@ -15,10 +15,23 @@ from typing import Any
 
 import numpy as np
 
+from viclab.eval.figures import curves_png
 from viclab.io import atomic_write_text
+from viclab.losses import VICRegTerms
 from viclab.study.interpret import interpret, pct
+from viclab.train.rundir import METRICS, read_metrics
 
-TERMS = ("invariance", "variance", "covariance")
+# Display names; also the keys of the results table, in report order.
+METHODS = {
+    "vicreg": "VICReg",
+    "no_variance": "VICReg, μ = 0",
+    "neighbours": "neighbour views",
+    "latent_naive": "latent codes, naive pairs",
+    "latent_graph": "latent codes, graph pairs",
+    "eigenmaps": "Laplacian Eigenmaps",
+}
+REPORT = "report.html"
+TERMS = VICRegTerms._fields[1:]  # the three terms (the loss is their weighted sum)
 CURVE_RUNS = ("vicreg", "no_variance")  # S1 and its mu = 0 contrast
 LATENT_RUNS = ("latent_naive", "latent_graph")
 
@@ -55,8 +68,6 @@ def _notes(lines: list[str]) -> str:
 def curve_figures(study_dir: Path, curves: dict[str, list[dict[str, Any]]], names: dict[str, str],
                   runs: tuple[str, ...] = CURVE_RUNS, terms: tuple[str, ...] = TERMS, prefix: str = "") -> list[Path]:
     """One figure per VICReg term (spec S1): per-batch training values and per-epoch test values."""
-    from viclab.eval.figures import curves_png
-
     paths = []
     for term in terms:
         series = []
@@ -97,9 +108,6 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 def write_report(study_dir: Path, results: dict[str, Any]) -> Path:
     """Render ``study_dir/report.html`` from ``results`` and the figures in ``study_dir``."""
-    from viclab.study.pipeline import METHODS, REPORT
-    from viclab.train.rundir import METRICS, read_metrics
-
     curves = {m: read_metrics(study_dir / "runs" / m / METRICS) for m in (*CURVE_RUNS, *LATENT_RUNS)
               if (study_dir / "runs" / m / METRICS).exists()}
     curve_paths = curve_figures(study_dir, curves, METHODS)

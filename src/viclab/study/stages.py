@@ -17,6 +17,7 @@ upgraded or edited viclab recomputes a stage instead of reusing a stale result.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import json
 import shutil
@@ -28,6 +29,7 @@ from typing import Any
 
 import viclab
 from viclab.io import atomic_write_text
+from viclab.runtime import broadcast_object, is_main, local_process
 
 STATE_DIR = "stages"
 _PACKAGE_ROOT = Path(viclab.__file__).resolve().parent
@@ -110,6 +112,8 @@ class Stage:
         run: ``(folder) -> result`` (a JSON-able dict); called with the stage's folder.
         folder: the stage's output folder, relative to the study folder.
         after: names of the stages whose results this one reads.
+        collective: under torchrun every process runs it together (training); any other
+            stage runs on rank 0 alone.
     """
 
     name: str
@@ -118,6 +122,7 @@ class Stage:
     run: Callable[[Path], dict[str, Any]]
     folder: str
     after: tuple[str, ...] = ()
+    collective: bool = False
 
 
 @dataclass
@@ -158,9 +163,17 @@ def run_stages(study_dir: Path, stages: list[Stage], progress: bool = True,
                echo: Callable[[str], None] = print) -> dict[str, StageRecord]:
     """Run ``stages`` in order, skipping those already done with the same inputs.
 
+    Under torchrun, rank 0 keeps the stage records and runs every stage; the other ranks
+    join it only in the collective (training) stages it has to run, and return ``{}``.
+
     Returns:
-        ``{stage name: StageRecord}``.
+        ``{stage name: StageRecord}`` (rank 0).
     """
+    if not is_main():
+        for stage in stages:
+            if stage.collective and broadcast_object(None):
+                stage.run(study_dir / stage.folder)
+        return {}
     state_dir = study_dir / STATE_DIR
     state_dir.mkdir(parents=True, exist_ok=True)
     bar = Progress(len(stages), progress, echo)
@@ -170,7 +183,15 @@ def run_stages(study_dir: Path, stages: list[Stage], progress: bool = True,
             upstream = {name: records[name].fingerprint for name in stage.after}
             fp = fingerprint({"stage": stage.name, "inputs": stage.inputs, "upstream": upstream})
             bar.start(k, stage.title)
-            records[stage.name] = _run_one(study_dir, state_dir / f"{stage.name}.json", stage, fp)
+            state_path = state_dir / f"{stage.name}.json"
+            cached = _cached(state_path, fp)
+            if stage.collective:
+                broadcast_object(cached is None)  # the other ranks train along only if it runs
+            if cached is not None:
+                records[stage.name] = cached
+            else:
+                with contextlib.nullcontext() if stage.collective else local_process():
+                    records[stage.name] = _run_one(study_dir, state_path, stage, fp)
             bar.finish(k, stage.title, records[stage.name])
     finally:
         bar.close()
@@ -191,11 +212,17 @@ def _read_state(state_path: Path) -> dict[str, Any] | None:
     return state if isinstance(state, dict) and "fingerprint" in state else None
 
 
+def _cached(state_path: Path, fp: str) -> StageRecord | None:
+    """The record of a stage done earlier with the same inputs, else ``None``."""
+    state = _read_state(state_path)
+    if state is not None and state["fingerprint"] == fp and state.get("status") == "done":
+        return StageRecord(state["result"], state["seconds"], True, fp)
+    return None
+
+
 def _run_one(study_dir: Path, state_path: Path, stage: Stage, fp: str) -> StageRecord:
     state = _read_state(state_path)
     folder = study_dir / stage.folder
-    if state is not None and state["fingerprint"] == fp and state.get("status") == "done":
-        return StageRecord(state["result"], state["seconds"], True, fp)
     if state is None or state["fingerprint"] != fp:
         # New inputs: what the folder holds was computed from others; start afresh.
         shutil.rmtree(folder, ignore_errors=True)

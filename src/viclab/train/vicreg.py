@@ -1,0 +1,258 @@
+"""VICReg training: the whole dataset on the device as uint8, views made there.
+
+The objective (two views through one network, the VICReg loss) and the augmented-view
+batch source; the loop is :func:`viclab.train.engine.fit`. Other view sources (neighbour
+pairs, spec S6) plug in through :func:`train`'s ``views``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from viclab.augment import Augment
+from viclab.config import Config
+from viclab.data import ImageData, load_dataset
+from viclab.errors import ViclabError, ViclabWarning
+from viclab.losses import VICRegLoss, VICRegTerms
+from viclab.models import build_vicreg_model
+from viclab.models.sync_bn import convert_sync_batchnorm
+from viclab.runtime import (
+    Runtime,
+    broadcast_object,
+    check_fits,
+    get_world_size,
+    init_distributed,
+    is_main,
+    select_runtime,
+)
+from viclab.train import rundir
+from viclab.train.checkpoint import save_encoder
+from viclab.train.engine import BatchSource, Objective, PairForward, fit, read_checkpoint, steps_per_epoch
+from viclab.train.rundir import RunFolder
+
+TERMS = VICRegTerms._fields
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the run lives and the last epoch's mean terms (train and, if evaluated, test)."""
+
+    run_dir: Path
+    train: dict[str, float]
+    test: dict[str, float] | None
+
+
+def make_loss(cfg: Config) -> VICRegLoss:
+    return VICRegLoss(**dataclasses.asdict(cfg.loss))
+
+
+def scaled_lr(cfg: Config, world: int) -> float:
+    """``optim.lr`` under ``optim.lr_scaling`` for ``world`` processes (the global batch is
+    ``train.batch_size x world``): the same, ``x world`` (linear) or ``x sqrt(world)`` (sqrt)."""
+    return cfg.optim.lr * {"none": 1.0, "linear": float(world), "sqrt": math.sqrt(world)}[cfg.optim.lr_scaling]
+
+
+def make_optimizer(cfg: Config, params, lr: float | None = None) -> torch.optim.Optimizer:
+    o = cfg.optim
+    cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=o.lr if lr is None else lr, betas=o.betas, weight_decay=o.weight_decay)
+
+
+def make_scheduler(cfg: Config, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    """Per-step multiplier: linear warm-up, then constant or cosine to zero."""
+    warm = cfg.optim.warmup_epochs * steps_per_epoch
+    total = cfg.train.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.optim.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1.0, total - warm)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def load_split(cfg: Config, split: str) -> ImageData:
+    data = load_dataset(cfg.data.dataset, split, cfg.data.data_dir, cfg.augment.size)
+    return data.subset(cfg.data.subset) if split == "train" else data
+
+
+def make_views(x: Tensor, augment: Augment, gen: torch.Generator,
+               channels_last: bool = False) -> tuple[Tensor, Tensor]:
+    """Two independent views of ``x`` ``(B, 3, H, W)`` uint8, in the model's memory format."""
+    v1, v2 = augment(x, gen), augment(x, gen)
+    if channels_last:
+        v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+    return v1, v2
+
+
+@torch.no_grad()
+def evaluate_terms(model: nn.Module, loss_fn: VICRegLoss, images: Tensor, augment: Augment, batch_size: int,
+                   rt: Runtime, seed: int, channels_last: bool = False) -> dict[str, float]:
+    """Mean VICReg terms over ``images`` with two fixed-seed augmented views (eval mode).
+
+    Batches smaller than 2 are skipped (variance is undefined there).
+    """
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=rt.device).manual_seed(seed)
+    sums, count = torch.zeros(len(TERMS), device=rt.device), 0
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size]
+        if len(x) < 2:
+            continue
+        v1, v2 = make_views(x, augment, gen, channels_last)
+        with rt.autocast():
+            z1, z2 = model(v1), model(v2)
+        sums += torch.stack(list(loss_fn(z1, z2))) * len(x)
+        count += len(x)
+    model.train(was_training)
+    if count == 0:
+        raise ViclabError(f"the test terms need at least 2 images, got {len(images)}")
+    return dict(zip(TERMS, (sums / count).tolist()))
+
+
+def training_bytes(model: nn.Module, cfg: Config, images: int) -> int:
+    """A lower bound of the memory a training step needs on its device: weights, gradients and
+    Adam's two moments, both views of a batch and their gradients, and the uint8 images."""
+    params = sum(p.numel() for p in model.parameters())
+    pixels = 3 * cfg.augment.size ** 2
+    return 16 * params + 2 * 2 * cfg.train.batch_size * pixels * 4 + images * pixels
+
+
+
+
+@dataclass(frozen=True)
+class ViewContext:
+    """What a view source is made from.
+
+    Attributes:
+        run: the run folder (a source may keep a table there, e.g. the neighbour table).
+        cfg: the run's config.
+        data: the training images on the host.
+        images: the same, ``(N, 3, H, W)`` uint8 on the training device.
+        started: the run has already trained (a table it built must not change now).
+        progress: show progress bars.
+    """
+
+    run: RunFolder
+    cfg: Config
+    data: ImageData
+    images: Tensor
+    started: bool
+    progress: bool
+
+
+# ``ViewContext -> BatchSource`` giving ``(v1, v2)``: how a run with ``views.kind`` makes its pairs.
+ViewSource = Callable[[ViewContext], BatchSource]
+
+
+def augmented_views(ctx: ViewContext) -> BatchSource:
+    """``views.kind = "augment"``: two independent draws of T of each image (VICReg)."""
+    augment = Augment(ctx.cfg.augment)
+    return lambda idx, gen: make_views(ctx.images[idx], augment, gen, ctx.cfg.model.channels_last)
+
+
+def vicreg_objective(model: nn.Module, forward: nn.Module, loss_fn: VICRegLoss, opt: torch.optim.Optimizer,
+                     sched, fix: str) -> Objective:
+    """VICReg on a pair: both views through ``forward`` (the model, maybe compiled), the loss on the projections."""
+    return Objective(module=PairForward(forward), loss=lambda z, _batch: loss_fn(*z), terms=TERMS, model=model,
+                     optimizers=[opt], scheduler=sched, fix=fix)
+
+
+def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          echo=print, views: ViewSource | None = None) -> TrainResult:
+    """Train VICReg, writing everything to ``run_dir``; resume from its checkpoint if asked.
+
+    Every check that can fail on the user's input runs before the first write, and the
+    first write is ``config.json``: from then on a killed run is a folder that
+    ``--resume`` continues. Under torchrun every process runs this; they train one model
+    data-parallel and only rank 0 writes.
+
+    Args:
+        cfg: resolved config (``None`` when resuming: the run's saved config is used).
+        run_dir: the run folder (created if needed).
+        resume: continue from ``run_dir/checkpoint.pt``.
+        progress: show a tqdm bar per epoch.
+        echo: where the one-line epoch summaries go.
+        views: the pair source of ``cfg.views.kind`` (default: augmented views; the
+            neighbour views of spec S6 are :data:`viclab.ablate.VIEWS` ``["neighbours"]``).
+
+    Returns:
+        :class:`TrainResult`.
+    """
+    if cfg is None and not resume:
+        raise ValueError("a new run needs a config")
+    tc = (cfg or rundir.read_config(Path(run_dir))).train
+    rt = select_runtime(tc.device, tc.precision)
+    init_distributed(rt.device)
+    world = get_world_size()
+    run_dir = Path(broadcast_object(str(run_dir)))  # one folder, even if the ranks' default names differ
+    run = RunFolder.open(run_dir, cfg, "resume" if resume else "new")
+    cfg = run.config
+    tc = cfg.train
+    if views is None:
+        if cfg.views.kind != "augment":
+            raise ViclabError(f"views.kind={cfg.views.kind} runs are made by 'viclab ablate {cfg.views.kind}'; "
+                              f"start or resume the run with it")
+        views = augmented_views
+    torch.manual_seed(tc.seed)
+
+    # The model first: a bad backbone/projector should fail before any data loads.
+    model, _ = build_vicreg_model(cfg.model)
+    train_data = load_split(cfg, "train")
+    if tc.batch_size * world > len(train_data):
+        per = f" x {world} processes" if world > 1 else ""
+        raise ViclabError(f"train.batch_size={tc.batch_size}{per} is larger than the {len(train_data)} training "
+                          f"images; use train.batch_size={len(train_data) // world} or fewer")
+    test_data = load_split(cfg, "test") if tc.eval_test else None
+    if test_data is not None and len(test_data) < 2:
+        warnings.warn(f"the test split holds {len(test_data)} image(s); the test terms need at least 2, so none are "
+                      "logged (train.eval_test=false silences this)", ViclabWarning, stacklevel=2)
+        test_data = None
+    check_fits(training_bytes(model, cfg, len(train_data) + (len(test_data) if test_data else 0)), rt.device,
+               f"training {cfg.model.backbone} with projector {cfg.model.projector} on {cfg.augment.size}-pixel "
+               f"views in batches of {tc.batch_size}", "use a smaller model.projector, augment.size or "
+               "train.batch_size")
+    ckpt = read_checkpoint(run, model)  # read and checked before anything is written
+    images = train_data.images.to(rt.device)
+    test_images = test_data.images.to(rt.device) if test_data is not None else None
+    model.to(rt.device)
+    if cfg.model.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if cfg.model.sync_bn and world > 1:
+        model = convert_sync_batchnorm(model, rt.device)
+    forward = torch.compile(model) if cfg.model.compile else model
+    loss_fn = make_loss(cfg)
+    lr = scaled_lr(cfg, world)
+    if world > 1:
+        echo_main = echo if is_main() else (lambda _line: None)
+        echo_main(f"{world} processes: global batch {tc.batch_size * world}, learning rate {lr:.4g} "
+                  f"(optim.lr {cfg.optim.lr:.4g}, optim.lr_scaling={cfg.optim.lr_scaling})")
+    opt = make_optimizer(cfg, model.parameters(), lr)
+    sched = make_scheduler(cfg, opt, steps_per_epoch(len(images), tc.batch_size))
+    objective = vicreg_objective(model, forward, loss_fn, opt, sched,
+                                 "start a new run with a lower optim.lr or train.precision=fp32")
+    evaluate = None
+    if test_images is not None:
+        augment = Augment(cfg.augment)
+        # Rank 0 evaluates alone: its loss must not wait for the other ranks' batches.
+        local_loss = VICRegLoss(**{**dataclasses.asdict(cfg.loss), "gather_distributed": False})
+        evaluate = lambda: evaluate_terms(model, local_loss, test_images, augment, tc.batch_size, rt,
+                                          seed=tc.seed + 1, channels_last=cfg.model.channels_last)
+    result = fit(run, objective,
+                 lambda started: views(ViewContext(run, cfg, train_data, images, started, progress)),
+                 n=len(images), batch_size=tc.batch_size, epochs=tc.epochs, seed=tc.seed, rt=rt, ckpt=ckpt,
+                 evaluate=evaluate, progress=progress, echo=echo)
+    if is_main():
+        save_encoder(run.path / rundir.ENCODER, model.encoder, cfg, model.feature_dim)
+    return TrainResult(run.path, result.train, result.test)
