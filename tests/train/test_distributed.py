@@ -14,6 +14,7 @@ lr 3e-5, where the loss still falls by ~7% over the 24 steps.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -56,9 +57,9 @@ def _env() -> dict[str, str]:
 
 
 def _run(procs: int, run: Path, data: Path, batch: int, epochs: int, sync_bn: bool, kill_at: int = -1,
-         resume: bool = False, check: bool = True) -> subprocess.CompletedProcess:
+         resume: bool = False, check: bool = True, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     args = [str(WORKER), str(run), str(data), str(batch), str(epochs), str(sync_bn).lower(), str(kill_at),
-            f"optim.lr={LR}"]
+            f"optim.lr={LR}", *extra]
     args += ["resume"] if resume else []
     cmd = ([str(TORCHRUN), "--standalone", f"--nproc_per_node={procs}", *args] if procs > 1
            else [sys.executable, *args])
@@ -123,3 +124,23 @@ def test_two_process_run_killed_mid_epoch_resumes_to_the_same_end(runs):
     a, b = _weights(tmp / "two"), _weights(tmp / "killed")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert np.array_equal(_losses(tmp / "two"), _losses(tmp / "killed"))
+
+
+def test_resuming_with_another_world_size_follows_the_rule(runs):
+    """Killed as 2 processes with optim.lr_scaling=linear, resumed as 1: the run continues from its last
+    epoch, says so, and the global batch (train.batch_size per process) and the learning rate follow the
+    new world size: epoch 2 takes twice the steps of half the batch, at LR instead of 2 x LR."""
+    tmp, data = runs
+    run = tmp / "shrunk"
+    killed = _run(2, run, data, B, 2, True, kill_at=12 + 3, check=False, extra=("optim.lr_scaling=linear",))
+    assert killed.returncode != 0
+    out = _run(1, run, data, B, 2, True, resume=True)
+    assert "written by 2 process(es) and continues with 1" in out.stdout
+    records = [r for r in read_metrics(run / "metrics.jsonl") if r["split"] == "train"]
+    assert [r["step"] for r in records] == list(range(1, 12 + 24 + 1))
+    # The cosine schedule continues at the same fraction of the run, counted in the new steps.
+    cosine = lambda step, total: 0.5 * (1 + math.cos(math.pi * step / total))
+    assert [r["lr"] for r in records if r["epoch"] == 1] == pytest.approx([2 * LR * cosine(i, 24) for i in range(12)])
+    assert [r["lr"] for r in records if r["epoch"] == 2] == pytest.approx([LR * cosine(24 + i, 48) for i in range(24)])
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["resumes"][-1]["world_size"] == 1

@@ -16,6 +16,7 @@ from viclab.errors import ViclabError
 from viclab.eval.features import eval_runtime, load_source, representations
 from viclab.eval.neighbors import check_k
 from viclab.io import atomic_write_text, check_writable_dir
+from viclab.runtime import require_one_process
 
 COLUMNS = ("linear top-1", "kNN top-1", "AUROC vs {anomalies}", "silhouette")
 
@@ -94,6 +95,7 @@ def run_compare(sources: Sequence[str | Path], names: Sequence[str] | None = Non
         out: output folder (default ``./compare``).
         anomalies: dataset whose test split serves as anomalies for the AUROC column.
     """
+    require_one_process("viclab compare")
     if not sources:
         raise ViclabError("compare needs at least one run folder or weights file")
     if names is not None and len(names) != len(sources):

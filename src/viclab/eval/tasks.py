@@ -22,6 +22,7 @@ from viclab.eval import figures
 from viclab.eval.features import Representations, Source, eval_runtime, load_source, representations
 from viclab.eval.neighbors import check_k
 from viclab.io import atomic_save_npy, atomic_write_text, check_writable_dir
+from viclab.runtime import require_one_process
 
 SourceLike = str | Path | Source
 MAX_RETRIEVAL_K = 50  # the retrieval figure draws one column per image
@@ -39,6 +40,7 @@ class _Task:
 
     def __init__(self, source: SourceLike, out: str | Path | None, data_dir: str | None, cfg: EvalConfig,
                  progress: bool, use_cache: bool, name: str | None = None) -> None:
+        require_one_process("an evaluation")
         self.encoder = source if isinstance(source, Source) else load_source(source, name=name, seed=cfg.seed)
         # Checked now, created by the first write: a failed task leaves no empty folder, and an
         # unwritable one fails before the work, not after it.
