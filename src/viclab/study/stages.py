@@ -184,14 +184,15 @@ def run_stages(study_dir: Path, stages: list[Stage], progress: bool = True,
             fp = fingerprint({"stage": stage.name, "inputs": stage.inputs, "upstream": upstream})
             bar.start(k, stage.title)
             state_path = state_dir / f"{stage.name}.json"
-            cached = _cached(state_path, fp)
+            state = _read_state(state_path)
+            cached = _cached(state, fp)
             if stage.collective:
                 broadcast_object(cached is None)  # the other ranks train along only if it runs
             if cached is not None:
                 records[stage.name] = cached
             else:
                 with contextlib.nullcontext() if stage.collective else local_process():
-                    records[stage.name] = _run_one(study_dir, state_path, stage, fp)
+                    records[stage.name] = _run_one(study_dir, state_path, state, stage, fp)
             bar.finish(k, stage.title, records[stage.name])
     finally:
         bar.close()
@@ -212,16 +213,14 @@ def _read_state(state_path: Path) -> dict[str, Any] | None:
     return state if isinstance(state, dict) and "fingerprint" in state else None
 
 
-def _cached(state_path: Path, fp: str) -> StageRecord | None:
+def _cached(state: dict[str, Any] | None, fp: str) -> StageRecord | None:
     """The record of a stage done earlier with the same inputs, else ``None``."""
-    state = _read_state(state_path)
     if state is not None and state["fingerprint"] == fp and state.get("status") == "done":
         return StageRecord(state["result"], state["seconds"], True, fp)
     return None
 
 
-def _run_one(study_dir: Path, state_path: Path, stage: Stage, fp: str) -> StageRecord:
-    state = _read_state(state_path)
+def _run_one(study_dir: Path, state_path: Path, state: dict[str, Any] | None, stage: Stage, fp: str) -> StageRecord:
     folder = study_dir / stage.folder
     if state is None or state["fingerprint"] != fp:
         # New inputs: what the folder holds was computed from others; start afresh.

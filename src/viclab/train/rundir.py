@@ -255,10 +255,7 @@ class RunFolder:
         """Write ``config.json`` (a new run) and ``meta.json`` (this session's provenance appended
         on resume); then every rank proceeds."""
         barrier()  # every rank has validated the folder before rank 0 writes into it
-        if is_main():
-            if self.resumed:
-                remove_stale_temp(self.path)
-            write_run_files(self.path, self.config, runtime, resumed=self.resumed)
+        write_run_files(self.path, self.config, runtime, resumed=self.resumed)  # rank 0 only
         barrier()
 
     def finish(self, summary: str, payload: dict[str, Any]) -> None:
