@@ -1,19 +1,34 @@
-"""Training throughput per preset and the share of step time spent on data + augmentation.
+"""Training throughput per preset and precision, ops and host syncs per step; optionally the
+same measured for another checkout of viclab in the same run (before/after, side by side).
 
-Runs the training loop's own pieces (``make_views``, the engine's ``train_step``) on synthetic
-CIFAR-sized uint8 data held on the device, exactly as ``viclab train`` does.
-On CUDA, also times whole epochs of the exercise preset on real CIFAR-10.
+Each measurement runs the training loop's own pieces (``make_views``, the engine's
+``train_step``) on synthetic CIFAR-sized uint8 data held on the device, exactly as ``viclab
+train`` does, in a fresh worker process whose ``PYTHONPATH`` picks the code: this checkout's
+``src`` ("after") or ``--before DIR`` (e.g. a ``git worktree`` of an older commit's ``src``).
+Rounds alternate the codes so that a machine whose speed drifts affects both alike; medians
+over rounds are reported.
 
-    python benchmarks/train_throughput.py [--presets cpu exercise] [--steps 5]
+Ops per step: top-level ATen calls of one step under ``torch.profiler`` (views, forward,
+backward, optimiser). Host syncs per step: on CUDA, the synchronisations
+``torch.cuda.set_sync_debug_mode`` reports; on the CPU, the calls that would block a GPU step
+(``nonzero``, including boolean-mask indexing, ``.item()``, and tensors built from host data).
+On CUDA, also times whole epochs of the exercise preset on real CIFAR-10 (``--epochs``).
+
+    python benchmarks/train_throughput.py --presets cpu --precisions fp32 bf16 --before /tmp/base/src
     python benchmarks/train_throughput.py --epochs 3 --data-dir DIR   # GPU: seconds per epoch
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,18 +36,27 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from viclab.augment import Augment  # noqa: E402
-from viclab.config import get_preset  # noqa: E402
-from viclab.models import build_vicreg_model  # noqa: E402
-from viclab.runtime import select_runtime  # noqa: E402
-from viclab.train.engine import train_step  # noqa: E402
-from viclab.train.vicreg import make_loss, make_optimizer, make_views, vicreg_objective  # noqa: E402
+SRC = Path(__file__).resolve().parents[1] / "src"
+# ATen calls that make a GPU step wait for the device (or copy from the host) on every call.
+SYNCING = ("aten::nonzero", "aten::_local_scalar_dense", "aten::lift_fresh")
 
 
-def time_preset(name: str, steps: int, warmup: int, n_images: int) -> dict:
-    cfg = get_preset(name)
-    rt = select_runtime(cfg.train.device, cfg.train.precision)
-    sync = torch.cuda.synchronize if rt.device.type == "cuda" else (lambda: None)
+def worker(preset: str, precision: str, steps: int, warmup: int, n_images: int, batch_size: int = 0) -> dict:
+    """One (code, preset, precision) measurement, in this process (run by :func:`measure`)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    import viclab
+    from viclab.augment import Augment
+    from viclab.config import get_preset
+    from viclab.models import build_vicreg_model
+    from viclab.runtime import select_runtime
+    from viclab.train.engine import train_step
+    from viclab.train.vicreg import make_loss, make_optimizer, make_views, vicreg_objective
+
+    cfg = get_preset(preset)
+    rt = select_runtime(cfg.train.device, precision)
+    cuda = rt.device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     torch.manual_seed(0)
     images = torch.randint(0, 256, (n_images, 3, 32, 32), dtype=torch.uint8, device=rt.device)
     model, _ = build_vicreg_model(cfg.model)
@@ -41,12 +65,11 @@ def time_preset(name: str, steps: int, warmup: int, n_images: int) -> dict:
         model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if cfg.model.compile else model
     augment, loss_fn = Augment(cfg.augment), make_loss(cfg)
-    opt = make_optimizer(cfg, model.parameters())
-    objective = vicreg_objective(model, forward, loss_fn, opt, None, "")
+    objective = vicreg_objective(model, forward, loss_fn, make_optimizer(cfg, model.parameters()), None, "")
     gen = torch.Generator(device=rt.device).manual_seed(0)
-    b = cfg.train.batch_size
-    data_t, step_t = [], []
-    for i in range(warmup + steps):
+    b = batch_size or cfg.train.batch_size
+
+    def step() -> float:
         idx = torch.randint(0, n_images, (b,), generator=gen, device=rt.device)
         sync()
         t0 = time.perf_counter()
@@ -55,22 +78,51 @@ def time_preset(name: str, steps: int, warmup: int, n_images: int) -> dict:
         t1 = time.perf_counter()
         train_step(objective.module, objective, (v1, v2), rt)
         sync()
-        t2 = time.perf_counter()
-        if i >= warmup:
-            data_t.append(t1 - t0)
-            step_t.append(t2 - t0)
-    med_step, med_data = statistics.median(step_t), statistics.median(data_t)
-    out = {"device": str(rt.device), "batch_size": b, "backbone": cfg.model.backbone,
-           "images_per_s": b / med_step, "median_step_s": med_step, "median_data_aug_s": med_data,
-           "data_aug_share": med_data / med_step, "steps": steps, "step_times_s": step_t}
-    print(f"{name:10s} {out['device']:6s} {out['images_per_s']:9.1f} img/s  step {med_step:.3f}s  "
-          f"data+aug {med_data:.4f}s ({100 * out['data_aug_share']:.1f}% of the step)")
-    return out
+        return time.perf_counter() - t0, t1 - t0
+
+    times = [step() for _ in range(warmup + steps)][warmup:]
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    def in_optimizer(e) -> bool:  # torch's optimisers wrap step() in record_function("Optimizer.step#...")
+        while e is not None:
+            if e.name.startswith("Optimizer.step"):
+                return True
+            e = e.cpu_parent
+        return False
+
+    events = [e for e in prof.events() if e.name.startswith("aten::")]
+    top = [e for e in events if e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")]
+    names = collections.Counter(e.name for e in events if not in_optimizer(e))
+    # On the CPU, Adam reads each parameter's step counter with .item(): a host tensor there and on
+    # CUDA without fused=True (no device sync), a device tensor under fused Adam (no .item()).
+    optimizer_reads = sum(1 for e in events if in_optimizer(e) and e.name == "aten::_local_scalar_dense")
+    syncs = sum(names[k] for k in SYNCING)
+    if cuda:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            step()
+            torch.cuda.set_sync_debug_mode(0)
+        syncs = sum("synchroniz" in str(w.message) for w in caught)
+    med_step = statistics.median(t for t, _ in times)
+    med_data = statistics.median(d for _, d in times)
+    return {"code": str(Path(viclab.__file__).parents[1]),
+            "device": str(rt.device), "precision": rt.precision, "batch_size": b, "backbone": cfg.model.backbone,
+            "images_per_s": b / med_step, "median_step_s": med_step, "median_views_s": med_data,
+            "views_share": med_data / med_step, "ops_per_step": len(top), "host_syncs_per_step": syncs,
+            "syncing_calls": {k: names[k] for k in SYNCING}, "optimizer_host_scalar_reads": optimizer_reads}
+
+
+def measure(src: Path, preset: str, precision: str, args) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    cmd = [sys.executable, __file__, "--worker", preset, precision, "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--images", str(args.images), "--batch-size", str(args.batch_size)]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def time_epochs(epochs: int, data_dir: str | None) -> dict:
     """Whole epochs of the exercise preset via ``viclab.train.train`` (GPU use)."""
-    import json
     import tempfile
 
     from viclab.config import resolve_config
@@ -78,7 +130,6 @@ def time_epochs(epochs: int, data_dir: str | None) -> dict:
 
     overrides = [f"train.epochs={epochs}"] + ([f"data.data_dir={data_dir}"] if data_dir else [])
     cfg = resolve_config("exercise", overrides=overrides)
-    times = []
     with tempfile.TemporaryDirectory() as d:
         t = [time.perf_counter()]
         train(cfg, Path(d) / "run", progress=False, echo=lambda s: (print(s), t.append(time.perf_counter())))
@@ -92,15 +143,43 @@ def time_epochs(epochs: int, data_dir: str | None) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=["cpu", "exercise"])
+    ap.add_argument("--precisions", nargs="+", default=["auto"])
+    ap.add_argument("--before", help="another checkout's src directory, measured alongside this one")
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--images", type=int, default=4096)
+    ap.add_argument("--batch-size", type=int, default=0, help="images per step (default: the preset's, which "
+                    "may differ between the two codes)")
     ap.add_argument("--epochs", type=int, default=0, help="also time N whole exercise epochs (real data)")
     ap.add_argument("--data-dir")
     ap.add_argument("--name", default="train_throughput")
+    ap.add_argument("--worker", nargs=2, metavar=("PRESET", "PRECISION"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    res = {p: time_preset(p, args.steps, args.warmup, args.images) for p in args.presets}
-    payload = {"presets": res}
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.steps, args.warmup, args.images, args.batch_size)))
+        return
+    codes = {"after": SRC, **({"before": Path(args.before)} if args.before else {})}
+    runs: dict[str, list[dict]] = collections.defaultdict(list)
+    for r in range(args.rounds):
+        for preset in args.presets:
+            for precision in args.precisions:
+                for code, src in (codes.items() if r % 2 == 0 else reversed(codes.items())):
+                    res = measure(src, preset, precision, args)
+                    runs[f"{code} {preset} {res['precision']}"].append(res)
+    rows = {}
+    print(f"{'code preset precision':28s} {'images/s':>9s} {'views s':>8s} {'views %':>7s} {'ops/step':>8s} "
+          f"{'syncs/step':>10s}")
+    for key, rs in runs.items():
+        row = {**rs[0], "images_per_s": statistics.median(x["images_per_s"] for x in rs),
+               "median_step_s": statistics.median(x["median_step_s"] for x in rs),
+               "median_views_s": statistics.median(x["median_views_s"] for x in rs),
+               "rounds_images_per_s": [x["images_per_s"] for x in rs]}
+        row["views_share"] = row["median_views_s"] / row["median_step_s"]
+        rows[key] = row
+        print(f"{key:28s} {row['images_per_s']:9.1f} {row['median_views_s']:8.4f} {100 * row['views_share']:6.1f}% "
+              f"{row['ops_per_step']:8d} {row['host_syncs_per_step']:10d}")
+    payload = {"rows": rows, "before": args.before, "rounds": args.rounds}
     if args.epochs:
         payload["exercise_epochs"] = time_epochs(args.epochs, args.data_dir)
         print("seconds per epoch:", [round(s, 1) for s in payload["exercise_epochs"]["seconds_per_epoch"]])

@@ -10,6 +10,7 @@ import contextlib
 import datetime
 import os
 import platform
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,13 +60,25 @@ class Runtime:
         return f"{self.device} ({name}), precision {self.precision}" + (f" ({self.reason})" if self.reason else "")
 
 
+def cpu_bf16() -> str:
+    """The CPU's native bf16 instructions as torch's own CPU detection reports them
+    (``"AMX"``, ``"avx512_bf16"``, both joined by ``" and "``), or ``""`` where it has none.
+
+    Without them oneDNN emulates bf16 with fp32 arithmetic plus conversions, which is
+    slower than plain fp32, so ``auto`` must not guess from the CPU's name.
+    """
+    probes = (("AMX", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported"))
+    return " and ".join(name for name, fn in probes if getattr(torch.cpu, fn, lambda: False)())
+
+
 def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     """Resolve ``train.device`` / ``train.precision`` to a :class:`Runtime`.
 
     ``auto`` picks CUDA when present (under torchrun, the GPU ``LOCAL_RANK`` of this node).
     Precision ``auto`` is, on CUDA, bf16 autocast
     where the GPU computes bf16 natively (compute capability >= 8.0: Ampere and later)
-    and fp16 autocast with a gradient scaler on older GPUs; fp32 on the CPU.
+    and fp16 autocast with a gradient scaler on older GPUs; on the CPU, bf16 autocast where
+    it has native bf16 instructions (:func:`cpu_bf16`), else fp32.
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -95,7 +108,10 @@ def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
                       else f"auto: compute capability {major}.{minor} < 8.0 has no native bf16, so fp16 autocast "
                            "with a gradient scaler")
         else:
-            precision, reason = "fp32", "auto: the CPU default"
+            native = cpu_bf16()
+            precision = "bf16" if native else "fp32"
+            reason = (f"auto: the CPU computes bf16 natively ({native})" if native
+                      else "auto: this CPU has no native bf16 (avx512_bf16 or AMX), so fp32")
     return Runtime(device=dev, autocast_dtype=_DTYPES[precision], reason=reason)
 
 
@@ -130,6 +146,50 @@ _ALONE = [False]  # inside local_process(): this rank acts as the only process
 def is_distributed() -> bool:
     """A process group is up and this process takes part in it (not inside :func:`local_process`)."""
     return dist.is_available() and dist.is_initialized() and not _ALONE[0]
+
+
+def _busy_jiffies() -> int | None:
+    """CPU time all processes have spent busy since boot (Linux ``/proc/stat``), in clock ticks."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
+
+
+def others_busy_cores(seconds: float = 0.3) -> float:
+    """How many cores *other* processes keep busy, sampled over ``seconds`` while this one waits
+    (0 where it cannot be measured: not Linux)."""
+    import resource
+
+    def own() -> float:
+        u = resource.getrusage(resource.RUSAGE_SELF)
+        return u.ru_utime + u.ru_stime
+
+    b0, o0, t0 = _busy_jiffies(), own(), time.perf_counter()
+    if b0 is None:
+        return 0.0
+    time.sleep(seconds)
+    b1, o1, t1 = _busy_jiffies(), own(), time.perf_counter()
+    busy = (b1 - b0) / os.sysconf("SC_CLK_TCK") - (o1 - o0)
+    return max(0.0, busy / (t1 - t0))
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int):
+    """Within, torch runs each op on at most ``n`` threads (restored after).
+
+    For loops of many small ops: every op parallelised over OpenMP threads ends at a barrier
+    that waits for all of them, and on a machine other processes keep busy one descheduled
+    thread stalls that op for a scheduler time slice, far longer than the op itself.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(n, before)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager

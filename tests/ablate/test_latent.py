@@ -166,3 +166,52 @@ def test_latent_codes_of_an_image_folder_dataset(tmp_path):
     table, _ = load_table(tmp_path / "runs" / "lat" / TABLE)
     assert len(table.splits["train"].index) + len(table.splits["test"].index) == 30
     assert main(["probe", str(tmp_path / "runs" / "lat"), "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize("busy,threads", [(0.0, 2), (0.4, 2), (0.6, 1), (3.0, 1)])
+def test_optimisation_drops_to_one_thread_beside_busy_processes(tiny_run, tmp_path, monkeypatch, busy, threads):
+    """Its small ops run on one intra-op thread when other processes keep half a core busy (there every op
+    of a 2-thread loop waited for a descheduled thread), else on the caller's threads, which are restored
+    afterwards, also when the run fails."""
+    import torch
+
+    _, root = tiny_run
+    seen, real_fit = [], latent.fit
+
+    def fit(*a, **k):
+        seen.append(torch.get_num_threads())
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(latent, "fit", fit)
+    monkeypatch.setattr(latent, "others_busy_cores", lambda: busy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        lines = []
+        latent.run_latent(_cfg(root, pairs="naive"), tmp_path / "a", progress=False, echo=lines.append)
+        assert seen == [threads] and torch.get_num_threads() == 2
+        assert any("runs on one thread" in line for line in lines) == (threads == 1)
+        monkeypatch.setattr(latent, "fit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            latent.run_latent(_cfg(root, pairs="naive"), tmp_path / "b", progress=False, echo=lambda s: None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_other_processes_busy_cores_are_measured():
+    """A spinning child process is seen as about one busy core (this process sleeps meanwhile)."""
+    import subprocess
+    import sys
+    import time
+
+    from viclab.runtime import others_busy_cores
+
+    if not __import__("os").path.exists("/proc/stat"):
+        pytest.skip("needs Linux /proc/stat")
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert others_busy_cores(0.5) >= 0.6
+    finally:
+        child.kill()

@@ -205,3 +205,33 @@ def test_eval_transform_normalises_only():
     cfg = AugmentConfig()
     mean, std = torch.tensor(cfg.mean).view(1, 3, 1, 1), torch.tensor(cfg.std).view(1, 3, 1, 1)
     torch.testing.assert_close(eval_transform(x, cfg), (x.float() / 255 - mean) / std)
+
+
+def test_views_queue_without_host_syncs():
+    """Both views of a batch in one call with no op that makes a GPU wait for the device or copy from the
+    host: no nonzero (boolean-mask indexing calls it), no .item(), no tensor built from host data."""
+    from torch.profiler import ProfilerActivity, profile
+
+    aug = Augment(AugmentConfig())  # every op of T active: crop, flip, jitter, grayscale, blur, solarize
+    x = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    aug.pair(x, torch.Generator().manual_seed(0))  # constants made once, on the first call
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        aug.pair(x, torch.Generator().manual_seed(1))
+    names = {e.name for e in prof.events()}
+    assert "aten::affine_grid_generator" in names or "aten::grid_sampler_2d" in names  # the profile saw the call
+    syncing = {"aten::nonzero", "aten::nonzero_static", "aten::_local_scalar_dense", "aten::item",
+               "aten::lift_fresh", "aten::masked_select", "aten::masked_scatter", "aten::index", "aten::index_put_"}
+    assert not names & syncing
+
+
+def test_pair_is_two_independent_draws_per_image():
+    x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8).repeat(16, 1, 1, 1)
+    aug = Augment(AugmentConfig())
+    v1, v2 = aug.pair(x, torch.Generator().manual_seed(3))
+    w1, w2 = aug.pair(x, torch.Generator().manual_seed(3))
+    assert torch.equal(v1, w1) and torch.equal(v2, w2)
+    assert v1.shape == v2.shape == (16, 3, 32, 32)
+    views = torch.cat([v1, v2]).flatten(1)
+    # 32 views of one image: no two equal (each its own crop, jitter, ...)
+    same = (views[:, None] == views[None]).all(-1)
+    assert same.sum() == len(views)

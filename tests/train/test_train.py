@@ -67,9 +67,9 @@ def test_resume_after_a_crash_is_bit_exact(fake_cifar_root, tmp_path, monkeypatc
 
     def crashing(self, images, generator=None):
         calls["n"] += 1
-        # two views per call: test terms before training (20 test images: batches of 16 and 4),
-        # epoch 1 (6 steps), test terms again, then the 3rd step of epoch 2
-        if calls["n"] == 2 * 2 + 2 * (100 // 16) + 2 * 2 + 5:
+        # both views of a batch per call: the test views, made once (20 test images: batches of 16
+        # and 4), epoch 1 (6 steps), then the 3rd step of epoch 2
+        if calls["n"] == 2 + (100 // 16) + 3:
             raise RuntimeError("simulated kill")
         return real_call(self, images, generator)
 
@@ -274,7 +274,33 @@ def test_auto_precision_on_cuda_follows_the_compute_capability(monkeypatch, capa
     rt = select_runtime("auto", "auto")
     assert rt.device.type == "cuda" and rt.autocast_dtype == dtype
     assert f"compute capability {capability[0]}.{capability[1]}" in rt.reason
-    assert select_runtime("cpu", "auto").autocast_dtype is None
+
+
+@pytest.mark.parametrize("amx,avx512_bf16,dtype", [(False, False, None), (False, True, torch.bfloat16),
+                                                   (True, False, torch.bfloat16), (True, True, torch.bfloat16)])
+def test_auto_precision_on_the_cpu_follows_its_bf16_instructions(monkeypatch, amx, avx512_bf16, dtype):
+    """bf16 autocast on a CPU with AMX or avx512_bf16 (oneDNN runs bf16 natively there), fp32 elsewhere;
+    an explicit precision is always obeyed."""
+    from viclab.runtime import select_runtime
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    rt = select_runtime("cpu", "auto")
+    assert rt.autocast_dtype == dtype
+    assert ("natively" in rt.reason) == (dtype is not None)
+    assert select_runtime("cpu", "fp32").autocast_dtype is None
+
+
+def test_auto_precision_matches_the_cpu_flags_the_kernel_reports():
+    """Independent of torch's detection: /proc/cpuinfo's flags decide what auto must pick here."""
+    from viclab.runtime import select_runtime
+
+    try:
+        flags = set(next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split())
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo")
+    native = bool({"avx512_bf16", "amx_tile"} & flags)
+    assert (select_runtime("cpu", "auto").autocast_dtype == torch.bfloat16) == native
 
 
 def test_latent_run_folder_is_not_resumed_as_a_training_run(tmp_path, fake_cifar_root):
@@ -285,3 +311,29 @@ def test_latent_run_folder_is_not_resumed_as_a_training_run(tmp_path, fake_cifar
                             epochs=1), tmp_path / "lat", progress=False, echo=lambda s: None)
     with pytest.raises(ViclabError, match="is a latent-optimisation run: continue it with 'viclab ablate latent"):
         train(None, tmp_path / "lat", resume=True, **QUIET)
+
+
+def test_held_out_views_are_made_once_per_run_and_give_the_same_terms(fake_cifar_root, tmp_path, monkeypatch):
+    """The fixed-seed test views are rendered once, not once per epoch; kept or re-made, the terms agree."""
+    from viclab.augment import Augment
+
+    real_pair, sizes = Augment.pair, []
+
+    def pair(self, images, gen=None):
+        sizes.append(len(images))
+        return real_pair(self, images, gen)
+
+    monkeypatch.setattr(Augment, "pair", pair)
+    cfg = tiny_config(fake_cifar_root, "train.epochs=3")
+    train(cfg, tmp_path / "kept", **QUIET)
+    steps = 3 * (100 // 20)  # fake CIFAR: 100 training images, batches of 20
+    test_batches = 1  # 20 test images: one batch
+    assert len(sizes) == steps + test_batches
+    # Re-made every time when they do not fit: more renders, the same logged test terms.
+    monkeypatch.setattr(loop_mod, "available_memory", lambda device: 0)
+    sizes.clear()
+    train(cfg, tmp_path / "remade", **QUIET)
+    assert len(sizes) == steps + 4 * test_batches  # before training and after each of 3 epochs
+    kept, remade = ([r for r in read_metrics(tmp_path / d / "metrics.jsonl") if r["split"] == "test"]
+                    for d in ("kept", "remade"))
+    assert [r["loss"] for r in kept] == [r["loss"] for r in remade] and len(kept) == 4

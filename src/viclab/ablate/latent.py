@@ -30,13 +30,14 @@ from viclab.eval.table import TABLE, TableSplit, save_table
 from viclab.io import atomic_save_npy, atomic_write_text
 from viclab.losses import VICRegLoss, VICRegTerms
 from viclab.models.latent import build_latent
-from viclab.runtime import require_one_process, select_runtime
+from viclab.runtime import intra_op_threads, others_busy_cores, require_one_process, select_runtime
 from viclab.train import Objective, RunFolder, fit
 from viclab.train.engine import PairForward, read_checkpoint
 
 SUMMARY, GRAPH, GRAPH_INFO = "latent.json", "graph.npy", "graph.json"
 TERMS = VICRegTerms._fields
 CHECKPOINT_SECONDS = 30.0  # an epoch takes seconds: checkpoint at most this often (and at the end)
+BUSY_CORES = 0.5  # other processes' load from which the optimisation loop runs on one thread
 
 
 def graph_neighbours(cfg: LatentConfig, data: ImageData, run_dir: Path, progress: bool,
@@ -116,9 +117,18 @@ def run_latent(cfg: LatentConfig, run_dir: str | Path, progress: bool = True,
             neighbours = torch.from_numpy(graph_neighbours(cfg, data, run.path, progress, started))
         return lambda idx, gen: (idx, partners(idx, neighbours, gen))
 
-    result = fit(run, objective, pairs, n=n, batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed,
-                 rt=select_runtime("cpu", "fp32"), ckpt=ckpt, checkpoint_seconds=CHECKPOINT_SECONDS,
-                 progress=progress, echo=echo, epoch_lines=False)
+    # A step is ~100 ops of well under a millisecond each. Alone on the machine, two threads run
+    # them 1.65x faster than one; beside a busy process every op waits at its OpenMP barrier for a
+    # descheduled thread, and two threads took 3.9x their quiet time where one took 1.4x
+    # (benchmarks/latent_load.py). So: one thread when other processes keep a core busy.
+    busy = others_busy_cores()
+    threads = 1 if busy >= BUSY_CORES else torch.get_num_threads()
+    if threads < torch.get_num_threads():
+        echo(f"latent optimisation: other processes keep {busy:.1f} cores busy, so it runs on one thread")
+    with intra_op_threads(threads):
+        result = fit(run, objective, pairs, n=n, batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed,
+                     rt=select_runtime("cpu", "fp32"), ckpt=ckpt, checkpoint_seconds=CHECKPOINT_SECONDS,
+                     progress=progress, echo=echo, epoch_lines=False)
     means = result.train
     codes = model.codes.weight.detach().numpy()
     fit_idx, held = probe_split(n, cfg.probe_fraction, cfg.seed)

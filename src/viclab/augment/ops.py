@@ -24,25 +24,31 @@ def grayscale(x: Tensor) -> Tensor:
     return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(1)
 
 
-def _blend(x: Tensor, other: Tensor, factor: Tensor) -> Tensor:
+def blend_towards(x: Tensor, factor: Tensor, target: Tensor | float) -> Tensor:
+    """Brightness, contrast or saturation per image in one formula: ``clamp(f x + (1 - f) t, 0, 1)``.
+
+    ``target`` broadcasts to ``x``: 0 for brightness, the mean luma ``(B, 1, 1, 1)`` for
+    contrast, the luma image ``(B, 1, H, W)`` for saturation. ``factor = 1`` is exactly the
+    identity, so a batch can apply each op to some of its images without indexing.
+    """
     f = factor.view(-1, 1, 1, 1)
-    return (f * x + (1 - f) * other).clamp_(0, 1)
+    return (f * x + (1 - f) * target).clamp_(0, 1)
 
 
 def adjust_brightness(x: Tensor, factor: Tensor) -> Tensor:
     """Scale intensities by ``factor`` ``(B,)`` (>= 0)."""
-    return (x * factor.view(-1, 1, 1, 1)).clamp_(max=1)
+    return blend_towards(x, factor, 0.0)
 
 
 def adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
     """Blend with each image's mean luma by ``factor`` ``(B,)``."""
     mean = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
-    return _blend(x, mean, factor)
+    return blend_towards(x, factor, mean)
 
 
 def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
     """Blend with the image's own grayscale version by ``factor`` ``(B,)``."""
-    return _blend(x, grayscale(x), factor)
+    return blend_towards(x, factor, grayscale(x))
 
 
 def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
@@ -121,7 +127,8 @@ def crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], rati
     w, h, u_top, u_left = pick(w), pick(h), pick(u[..., 2]), pick(u[..., 3])
     top = torch.floor(u_top * (height - h + 1))
     left = torch.floor(u_left * (width - w + 1))
-    # Fallback: whole image, aspect clamped into [ratio[0], ratio[1]], centred.
+    # Fallback: whole image, aspect clamped into [ratio[0], ratio[1]], centred. Python numbers
+    # merged with torch.where: a host-built tensor would be a host-to-device copy per call.
     in_ratio = width / height
     if in_ratio < ratio[0]:
         fw, fh = width, round(width / ratio[0])
@@ -129,9 +136,9 @@ def crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], rati
         fw, fh = round(height * ratio[1]), height
     else:
         fw, fh = width, height
-    fallback = torch.tensor([(height - fh) // 2, (width - fw) // 2, fh, fw], device=device, dtype=torch.float32)
-    boxes = torch.stack((top, left, h, w), 1)
-    return torch.where(ok.any(1, keepdim=True), boxes, fallback)
+    fits = ok.any(1)
+    return torch.stack([torch.where(fits, v, float(f))
+                        for v, f in zip((top, left, h, w), ((height - fh) // 2, (width - fw) // 2, fh, fw))], 1)
 
 
 def resized_crop(x: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tensor:
@@ -152,8 +159,9 @@ def resized_crop(x: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def normalize(x: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
-    """Per-channel ``(x - mean) / std`` for ``(B, C, H, W)``."""
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+def normalize(x: Tensor, mean: tuple[float, ...] | Tensor, std: tuple[float, ...] | Tensor) -> Tensor:
+    """Per-channel ``(x - mean) / std`` for ``(B, C, H, W)``; ``mean``/``std`` as numbers or
+    ``(C,)`` tensors (pass tensors already on ``x``'s device in a hot loop: no host copy)."""
+    m = torch.as_tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     return (x - m) / s

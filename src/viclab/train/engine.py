@@ -62,6 +62,8 @@ class Objective:
         optimizers: stepped together after one backward pass.
         scheduler: per-step learning-rate schedule, or ``None``.
         fix: what to do when the loss becomes non-finite (ends the error message).
+        compile: compile the step's forward passes and loss together with ``torch.compile``
+            (one graph; the engine's batches have one static shape, the last partial one dropped).
     """
 
     module: nn.Module
@@ -71,6 +73,7 @@ class Objective:
     optimizers: list[torch.optim.Optimizer]
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     fix: str = "start a new run with a lower learning rate"
+    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,16 +104,22 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return n // (batch_size * get_world_size())
 
 
+def forward_loss(module: nn.Module, objective: Objective, batch: Sequence[Any], rt: Runtime) -> Sequence[Tensor]:
+    """A step's forward passes under the run's autocast, then the loss terms (which compute
+    their statistics in fp32 themselves)."""
+    with rt.autocast():
+        out = module(*batch)
+    return objective.loss(out, batch)
+
+
 def train_step(module: nn.Module, objective: Objective, batch: Sequence[Any], rt: Runtime,
-               scaler: torch.amp.GradScaler | None = None) -> Sequence[Tensor]:
+               scaler: torch.amp.GradScaler | None = None, forward=forward_loss) -> Sequence[Tensor]:
     """One optimisation step on one batch; returns the (graph-attached) terms.
 
     ``scaler``: the fp16 loss scaler (:meth:`Runtime.grad_scaler`); a disabled or absent one
-    is a plain ``backward`` and ``step``.
+    is a plain ``backward`` and ``step``. ``forward``: :func:`forward_loss` or its compiled form.
     """
-    with rt.autocast():
-        out = module(*batch)
-    terms = objective.loss(out, batch)
+    terms = forward(module, objective, batch, rt)
     for opt in objective.optimizers:
         opt.zero_grad(set_to_none=True)
     if scaler is not None and scaler.is_enabled():
@@ -234,6 +243,7 @@ def fit(run: RunFolder, objective: Objective, make_batches: Callable[[bool], Bat
     module = objective.module
     if world > 1:
         module = DistributedDataParallel(module, device_ids=[rt.device] if rt.device.type == "cuda" else None)
+    forward = torch.compile(forward_loss) if objective.compile else forward_loss
     log = tb = None
     if main:
         rundir.truncate_metrics(run.metrics, lambda r: (r["step"] <= step if r["split"] == "train"
@@ -269,7 +279,7 @@ def fit(run: RunFolder, objective: Objective, make_batches: Callable[[bool], Bat
                 start = b * global_batch + rank * batch_size
                 batch = batches(perm[start:start + batch_size], gen)
                 lr = objective.optimizers[0].param_groups[0]["lr"]
-                terms = train_step(module, objective, batch, rt, scaler)
+                terms = train_step(module, objective, batch, rt, scaler, forward)
                 if objective.scheduler is not None:
                     with warnings.catch_warnings():
                         # A step the fp16 scaler skipped (inf gradients) still advances the schedule, by design.

@@ -26,6 +26,7 @@ from viclab.models import build_vicreg_model
 from viclab.models.sync_bn import convert_sync_batchnorm
 from viclab.runtime import (
     Runtime,
+    available_memory,
     broadcast_object,
     check_fits,
     get_world_size,
@@ -61,9 +62,14 @@ def scaled_lr(cfg: Config, world: int) -> float:
 
 
 def make_optimizer(cfg: Config, params, lr: float | None = None) -> torch.optim.Optimizer:
+    """Adam or AdamW per ``cfg.optim``; on CUDA the fused kernel (one launch for all parameters,
+    step counters kept on the device, so no host read per parameter)."""
     o = cfg.optim
+    params = list(params)
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
-    return cls(params, lr=o.lr if lr is None else lr, betas=o.betas, weight_decay=o.weight_decay)
+    fused = bool(params) and all(p.is_cuda for p in params)
+    return cls(params, lr=o.lr if lr is None else lr, betas=o.betas, weight_decay=o.weight_decay,
+               fused=fused or None)
 
 
 def make_scheduler(cfg: Config, opt: torch.optim.Optimizer, steps_per_epoch: int):
@@ -88,36 +94,60 @@ def load_split(cfg: Config, split: str) -> ImageData:
 
 def make_views(x: Tensor, augment: Augment, gen: torch.Generator,
                channels_last: bool = False) -> tuple[Tensor, Tensor]:
-    """Two independent views of ``x`` ``(B, 3, H, W)`` uint8, in the model's memory format."""
-    v1, v2 = augment(x, gen), augment(x, gen)
+    """Two independent views of ``x`` ``(B, 3, H, W)`` uint8 (one batched call), in the model's memory format."""
+    v1, v2 = augment.pair(x, gen)
     if channels_last:
         v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
     return v1, v2
 
 
-@torch.no_grad()
-def evaluate_terms(model: nn.Module, loss_fn: VICRegLoss, images: Tensor, augment: Augment, batch_size: int,
-                   rt: Runtime, seed: int, channels_last: bool = False) -> dict[str, float]:
-    """Mean VICReg terms over ``images`` with two fixed-seed augmented views (eval mode).
+class HeldOutViews:
+    """The fixed-seed pairs of views of the held-out images, made once per run.
 
-    Batches smaller than 2 are skipped (variance is undefined there).
+    Every epoch's test terms see the same views (seed ``seed``, batches of ``batch_size``),
+    so they are made on the first call and kept on the device when they take at most a
+    quarter of its free memory; otherwise they are re-made each call from the same seed
+    (the same views, only slower).
     """
+
+    def __init__(self, images: Tensor, augment: Augment, batch_size: int, seed: int,
+                 channels_last: bool = False) -> None:
+        self.images, self.augment, self.batch_size = images, augment, batch_size
+        self.seed, self.channels_last = seed, channels_last
+        self._kept: list[tuple[Tensor, Tensor]] | None = None
+
+    def _make(self):
+        gen = torch.Generator(device=self.images.device).manual_seed(self.seed)
+        for start in range(0, len(self.images), self.batch_size):
+            x = self.images[start:start + self.batch_size]
+            if len(x) >= 2:  # variance is undefined on one image
+                yield make_views(x, self.augment, gen, self.channels_last)
+
+    def __iter__(self):
+        if self._kept is not None:
+            return iter(self._kept)
+        size = self.augment.cfg.size
+        views_bytes = 2 * len(self.images) * 3 * size * size * 4
+        if views_bytes > available_memory(self.images.device) // 4:
+            return self._make()
+        self._kept = list(self._make())
+        return iter(self._kept)
+
+
+@torch.no_grad()
+def evaluate_terms(model: nn.Module, loss_fn: VICRegLoss, views: HeldOutViews, rt: Runtime) -> dict[str, float]:
+    """Mean VICReg terms over the pairs of ``views`` (eval mode), weighted by batch size."""
     was_training = model.training
     model.eval()
-    gen = torch.Generator(device=rt.device).manual_seed(seed)
     sums, count = torch.zeros(len(TERMS), device=rt.device), 0
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size]
-        if len(x) < 2:
-            continue
-        v1, v2 = make_views(x, augment, gen, channels_last)
+    for v1, v2 in views:
         with rt.autocast():
             z1, z2 = model(v1), model(v2)
-        sums += torch.stack(list(loss_fn(z1, z2))) * len(x)
-        count += len(x)
+        sums += torch.stack(list(loss_fn(z1, z2))) * len(v1)
+        count += len(v1)
     model.train(was_training)
     if count == 0:
-        raise ViclabError(f"the test terms need at least 2 images, got {len(images)}")
+        raise ViclabError(f"the test terms need at least 2 images, got {len(views.images)}")
     return dict(zip(TERMS, (sums / count).tolist()))
 
 
@@ -163,10 +193,11 @@ def augmented_views(ctx: ViewContext) -> BatchSource:
 
 
 def vicreg_objective(model: nn.Module, forward: nn.Module, loss_fn: VICRegLoss, opt: torch.optim.Optimizer,
-                     sched, fix: str) -> Objective:
-    """VICReg on a pair: both views through ``forward`` (the model, maybe compiled), the loss on the projections."""
+                     sched, fix: str, compile: bool = False) -> Objective:
+    """VICReg on a pair: both views through ``forward`` (the model, or a wrapper of it), the loss
+    on the projections; ``compile``: the engine compiles forward passes and loss as one graph."""
     return Objective(module=PairForward(forward), loss=lambda z, _batch: loss_fn(*z), terms=TERMS, model=model,
-                     optimizers=[opt], scheduler=sched, fix=fix)
+                     optimizers=[opt], scheduler=sched, fix=fix, compile=compile)
 
 
 def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progress: bool = True,
@@ -231,7 +262,10 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
         model.to(memory_format=torch.channels_last)
     if cfg.model.sync_bn and world > 1:
         model = convert_sync_batchnorm(model, rt.device)
-    forward = torch.compile(model) if cfg.model.compile else model
+    if rt.device.type == "cuda":
+        # Every step has the same shapes (partial batches are dropped), so cuDNN's autotuner picks
+        # each convolution's fastest kernel once, on the first step.
+        torch.backends.cudnn.benchmark = True
     loss_fn = make_loss(cfg)
     lr = scaled_lr(cfg, world)
     if world > 1:
@@ -240,15 +274,15 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
                   f"(optim.lr {cfg.optim.lr:.4g}, optim.lr_scaling={cfg.optim.lr_scaling})")
     opt = make_optimizer(cfg, model.parameters(), lr)
     sched = make_scheduler(cfg, opt, steps_per_epoch(len(images), tc.batch_size))
-    objective = vicreg_objective(model, forward, loss_fn, opt, sched,
-                                 "start a new run with a lower optim.lr or train.precision=fp32")
+    objective = vicreg_objective(model, model, loss_fn, opt, sched,
+                                 "start a new run with a lower optim.lr or train.precision=fp32", cfg.model.compile)
     evaluate = None
     if test_images is not None:
-        augment = Augment(cfg.augment)
+        test_views = HeldOutViews(test_images, Augment(cfg.augment), tc.batch_size, tc.seed + 1,
+                               cfg.model.channels_last)
         # Rank 0 evaluates alone: its loss must not wait for the other ranks' batches.
         local_loss = VICRegLoss(**{**dataclasses.asdict(cfg.loss), "gather_distributed": False})
-        evaluate = lambda: evaluate_terms(model, local_loss, test_images, augment, tc.batch_size, rt,
-                                          seed=tc.seed + 1, channels_last=cfg.model.channels_last)
+        evaluate = lambda: evaluate_terms(model, local_loss, test_views, rt)
     result = fit(run, objective,
                  lambda started: views(ViewContext(run, cfg, train_data, images, started, progress)),
                  n=len(images), batch_size=tc.batch_size, epochs=tc.epochs, seed=tc.seed, rt=rt, ckpt=ckpt,
