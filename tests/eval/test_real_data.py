@@ -30,7 +30,8 @@ def test_shipped_weights_beat_random_init(real_data):
         _, _, auc = roc(np.r_[np.zeros(len(xte)), np.ones(len(xmn))], scores)
         results[str(source)] = (probe.top1, auc)
     trained, random = results[str(WEIGHTS)], results["random:small_cnn"]
-    # Measured on all 10,000 test images: top-1 0.554 vs 0.428 from these 5,000 training images; AUROC 0.924
-    # (random init 0.997: MNIST's low-level statistics are what random features keep and VICReg's T discards).
-    assert trained[0] > random[0] + 0.08, results
-    assert trained[1] > 0.85, results
+    # Measured on all 10,000 test images: top-1 0.638 vs 0.428 from these 5,000 training images; AUROC 0.790
+    # against random init's 0.997: MNIST's low-level statistics are what random features keep and VICReg's T
+    # teaches it to discard (the 5-epoch encoder discards more of them than the 2-epoch one shipped before).
+    assert trained[0] > random[0] + 0.15, results
+    assert 0.65 < trained[1] < random[1], results
