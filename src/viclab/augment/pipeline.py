@@ -96,13 +96,12 @@ def _color_jitter(x: Tensor, factors: Tensor, order: Tensor) -> Tensor:
     return x
 
 
-def apply_params(images: Tensor, p: ViewParams, cfg: AugmentConfig,
-                 mean_std: tuple[Tensor, Tensor] | None = None) -> Tensor:
+def apply_params(images: Tensor, p: ViewParams, cfg: AugmentConfig) -> Tensor:
     """Render views: ``(B, 3, H, W)`` uint8 -> ``(B, 3, size, size)`` normalised float.
 
     Fixed-shape tensor ops only: no ``nonzero``, boolean-mask indexing or ``.item()``, so on
-    a GPU the whole call queues without waiting for the device. ``mean_std``: ``cfg.mean``
-    and ``cfg.std`` as tensors on the images' device (else made here, a host copy each).
+    a GPU the whole call queues without waiting for the device (mean and std are device
+    tensors made once per config and device).
     """
     x = images.float().div_(255)
     x = ops.resized_crop(x, p.boxes, p.flip, cfg.size)
@@ -114,7 +113,7 @@ def apply_params(images: Tensor, p: ViewParams, cfg: AugmentConfig,
         x = ops.gaussian_blur(x, p.blur_sigma, cfg.blur_kernel)
     if cfg.solarize_p > 0:
         x = ops.solarize(x, p.solarize)
-    return ops.normalize(x, *(mean_std or (cfg.mean, cfg.std)))
+    return ops.normalize(x, *_mean_std(cfg, x.device))
 
 
 class Augment:
@@ -137,7 +136,7 @@ class Augment:
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         b, _, h, w = images.shape
         params = sample_params(self.cfg, b, h, w, generator, images.device)
-        return apply_params(images, params, self.cfg, _mean_std(self.cfg, images.device))
+        return apply_params(images, params, self.cfg)
 
     def pair(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Two independent views of each image in one batched call.
