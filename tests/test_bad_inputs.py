@@ -10,6 +10,7 @@ is created, and the input files are unchanged. The cases run a few at a time.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import shutil
@@ -128,6 +129,30 @@ CASES: dict[str, tuple[list[str], str, str]] = {
     "eval-device": (["probe", "{run}", "--data-dir", "{data}", "--device", "tpu:0"], "device 'tpu:0'",
                     "use auto, cpu or cuda"),
     "names-count": (["anomaly", "{run}", "--names", "a", "b"], "2 names for 1 sources", "one name per source"),
+    # anomaly detection
+    "detect-empty-normal": (["detect", "fit", "--normal", "{w}/empty", "--encoder", "random:small_cnn", "--out",
+                             "{cwd}/d"], "the normal folder {w}/empty holds no images", "put its images there"),
+    "detect-empty-abnormal": (["detect", "fit", "--normal", "{w}/plain", "--abnormal", "{w}/empty", "--encoder",
+                               "random:small_cnn", "--out", "{cwd}/d"], "the abnormal folder {w}/empty holds no images",
+                              "give another folder"),
+    "detect-k-too-large": (["detect", "fit", "--normal", "{w}/plain", "--encoder", "random:small_cnn", "-k", "50",
+                            "--out", "{cwd}/d"], "detect.k=50 is larger than the 2 normal images",
+                           "detect.k=2 or fewer"),
+    "detect-other-version": (["detect", "score", "{w}/old-detector", "--out", "{cwd}/s"],
+                             "was written by another version of viclab", "fit it again with this version"),
+    "detect-not-a-detector": (["detect", "score", "{w}/empty", "--out", "{cwd}/s"], "not a detector folder",
+                              "give a folder written by 'viclab detect fit'"),
+    "detect-monitor-knn": (["detect", "monitor", "{w}/knn-detector", "--out", "{cwd}/m"], "is a knn detector",
+                           "give a vicreg_terms detector folder"),
+    "detect-stream": (["detect", "monitor", "{w}/knn-detector", "--stream", "normal20", "--out", "{cwd}/m"],
+                      "cannot read stream part 'normal20'", "e.g. normal:20"),
+    "detect-unknown-class": (["detect", "fit", "--data-dir", "{data}", "--normal-classes", "kangaroo", "--out",
+                              "{cwd}/d"], "normal class 'kangaroo' is not a class of cifar10", "3 cat"),
+    "detect-terms-random": (["detect", "fit", "--detector", "vicreg_terms", "--normal", "{w}/plain", "--encoder",
+                             "random:small_cnn", "--out", "{cwd}/d"], "vicreg_terms needs a VICReg training run folder",
+                            "or none to train VICReg"),
+    "detect-views": (["detect", "fit", "--views", "sepia", "--out", "{cwd}/d"], "invalid choice: 'sepia'",
+                     "see 'viclab detect fit --help'"),
     # the study
     "study-anomalies-training-set": (["study", "--data-dir", "{data}", "--out", "{cwd}/s", "study.anomalies=cifar10"],
                                      "is the dataset the study trains on", "study.anomalies=mnist"),
@@ -205,6 +230,15 @@ def _make_world(w: Path, run: Path, data: Path) -> None:
     ckpt = torch.load(w / "other-projector" / "checkpoint.pt", weights_only=True)
     ckpt["model"]["projector.0.weight"] = torch.zeros(64, 256)
     torch.save(ckpt, w / "other-projector" / "checkpoint.pt")
+    # detector folders: a valid knn one, and one written by another format version
+    from viclab.config import resolve_detect
+    from viclab.detect import fit_detector
+
+    fit_detector(resolve_detect([f"data.normal={w / 'plain'}", "detect.encoder=random:small_cnn", "data.size=8"]),
+                 w / "knn-detector", progress=False, echo=lambda s: None)
+    shutil.copytree(w / "knn-detector", w / "old-detector")
+    summary = json.loads((w / "old-detector" / "detector.json").read_text())
+    (w / "old-detector" / "detector.json").write_text(json.dumps({**summary, "format": "0"}))
     # weights files
     weights = run / "encoder.safetensors"
     with safe_open(str(weights), "pt") as f:

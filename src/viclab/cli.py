@@ -296,6 +296,100 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_detect(sub) -> None:
+    from viclab.config import DETECTOR_NAMES, TERM_SCORES, VIEW_RECIPES
+
+    det = sub.add_parser("detect", help="anomaly detection on sensor images: fit on normal images, score new ones",
+                         description="Fit a detector on normal images (a registered dataset's --normal-classes, or "
+                                     "a --normal folder), save it as a folder, score test images with ROC and "
+                                     "precision-recall curves, or monitor VICReg's terms over a stream of batches.")
+    kinds = det.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    p = kinds.add_parser("fit", help="fit a detector on normal images and save it as a folder",
+                         description="Overrides: detect.*, data.*, autoencoder.* for the detector; augment.*, "
+                                     "model.*, loss.*, optim.*, train.* for the VICReg it trains on the normal "
+                                     "images when no --encoder is given.")
+    p.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
+    p.add_argument("--detector", choices=DETECTOR_NAMES, default="knn", help="the detector (default knn)")
+    p.add_argument("--encoder", help="a run folder, .safetensors encoder or random:BACKBONE (default: train VICReg "
+                                     "on the normal images)")
+    p.add_argument("--dataset", help="registered dataset of the normal classes (default cifar10)")
+    p.add_argument("--normal-classes", help="normal classes of --dataset, names or indices, e.g. 3,5 or cat,dog "
+                                            "(default: all)")
+    p.add_argument("--anomaly-classes", help="classes of --dataset whose test images are the anomalies (default: "
+                                             "every class that is not normal)")
+    p.add_argument("--normal", help="folder of normal images (anomalib's Folder convention)")
+    p.add_argument("--abnormal", help="folder of anomalous images (test only)")
+    p.add_argument("--normal-test", help="folder of normal test images (default: a seeded share of --normal)")
+    p.add_argument("--anomalies", help="dataset or folder whose test images are all anomalous, e.g. mnist")
+    p.add_argument("--views", choices=tuple(VIEW_RECIPES), help="VICReg's views: the recipe's (default), crop "
+                                                                "(crop only) or crop_raw (crop only, no normalisation)")
+    p.add_argument("--score", choices=TERM_SCORES, help="vicreg_terms: the quantity that ranks (default invariance)")
+    p.add_argument("-k", type=int, help="knn: neighbours averaged (default 2)")
+    p.add_argument("--data-dir", help="data root (default: $VICLAB_DATA, else ~/.cache/viclab)")
+    p.add_argument("--out", required=True, help="the detector folder (continued if it holds this detector)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_detect_fit)
+    p = kinds.add_parser("score", help="score the test images: CSV, ROC/PR curves, threshold, most anomalous images",
+                         description="Scores the test set of the first detector (its normal test images and "
+                                     "anomalies, or --abnormal/--anomalies) with every detector given.")
+    p.add_argument("detectors", nargs="+", metavar="DETECTOR", help="detector folders (one curve each)")
+    p.add_argument("--abnormal", help="folder of anomalous images instead of the detector's")
+    p.add_argument("--anomalies", help="dataset or folder of anomalies instead of the detector's")
+    p.add_argument("--top", type=int, default=16, help="most anomalous images shown per detector (default 16)")
+    p.add_argument("--data-dir", help="data root (default: the detector's, else $VICLAB_DATA)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_detect_score)
+    p = kinds.add_parser("monitor", help="VICReg's three terms per batch over a stream of normal and anomalous batches",
+                         description="Feeds batches of the test images to a vicreg_terms detector and plots "
+                                     "invariance, variance and covariance per batch, anomalous stretches shaded "
+                                     "(and logs them to TensorBoard).")
+    p.add_argument("detector", metavar="DETECTOR", help="a vicreg_terms detector folder")
+    p.add_argument("--stream", default="normal:20,anomalous:5,normal:10,anomalous:5",
+                   help="kind:batches, ... (default normal:20,anomalous:5,normal:10,anomalous:5)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    p.add_argument("--abnormal", help="folder of anomalous images instead of the detector's")
+    p.add_argument("--anomalies", help="dataset or folder of anomalies instead of the detector's")
+    p.add_argument("--seed", type=int, default=0, help="the batches' images and views (default 0)")
+    p.add_argument("--data-dir", help="data root (default: the detector's, else $VICLAB_DATA)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_detect_monitor)
+
+
+def _cmd_detect_fit(args: argparse.Namespace) -> int:
+    from viclab.config import resolve_detect
+    from viclab.detect import fit_detector
+
+    flags = {"detect.detector": args.detector, "detect.encoder": args.encoder, "detect.score": args.score,
+             "detect.k": args.k, "data.dataset": args.dataset, "data.normal": args.normal,
+             "data.abnormal": args.abnormal, "data.normal_test": args.normal_test, "data.anomalies": args.anomalies,
+             "data.data_dir": args.data_dir, "data.normal_classes": args.normal_classes,
+             "data.anomaly_classes": args.anomaly_classes}
+    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
+    cfg = resolve_detect(overrides, views=args.views)
+    fit_detector(cfg, args.out, progress=not args.no_progress)
+    return 0
+
+
+def _cmd_detect_score(args: argparse.Namespace) -> int:
+    from viclab.detect import run_score
+
+    if args.top < 1:
+        raise ViclabError(f"--top {args.top} must be >= 1")
+    run_score(args.detectors, args.out, abnormal=args.abnormal, anomalies=args.anomalies, data_dir=args.data_dir,
+              top=args.top, progress=not args.no_progress)
+    return 0
+
+
+def _cmd_detect_monitor(args: argparse.Namespace) -> int:
+    from viclab.detect import run_monitor
+
+    run_monitor(args.detector, args.out, stream=args.stream, batch_size=args.batch_size, abnormal=args.abnormal,
+                anomalies=args.anomalies, data_dir=args.data_dir, seed=args.seed, progress=not args.no_progress)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="viclab", description="VICReg self-supervised learning toolkit")
     from viclab import __version__
@@ -307,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ablate(sub)
     _add_compare(sub)
     _add_study(sub)
+    _add_detect(sub)
     return parser
 
 

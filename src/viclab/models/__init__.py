@@ -11,6 +11,7 @@ from collections.abc import Callable
 from torch import nn
 
 from viclab.errors import ViclabError
+from viclab.models.autoencoder import ConvAutoencoder, build_autoencoder
 from viclab.models.projector import build_projector
 from viclab.models.resnet import ResNet18, exercise_resnet18, resnet18_cifar
 from viclab.models.small import Conv4, SmallCNN, conv4, small_cnn
@@ -30,7 +31,8 @@ def build_backbone(name: str) -> tuple[nn.Module, int]:
     return BACKBONES[name]()
 
 
-__all__ = ["BACKBONES", "Conv4", "ResNet18", "SmallCNN", "build_backbone", "build_projector"]
+__all__ = ["BACKBONES", "Conv4", "ConvAutoencoder", "ResNet18", "SmallCNN", "build_autoencoder", "build_backbone",
+           "build_projector"]
 
 from viclab.models.vicreg import VICRegModel, build_vicreg_model  # noqa: E402
 

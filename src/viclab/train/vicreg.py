@@ -201,7 +201,8 @@ def vicreg_objective(model: nn.Module, forward: nn.Module, loss_fn: VICRegLoss, 
 
 
 def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          echo=print, views: ViewSource | None = None) -> TrainResult:
+          echo=print, views: ViewSource | None = None,
+          data: tuple[ImageData, ImageData | None] | None = None) -> TrainResult:
     """Train VICReg, writing everything to ``run_dir``; resume from its checkpoint if asked.
 
     Every check that can fail on the user's input runs before the first write, and the
@@ -217,6 +218,9 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
         echo: where the one-line epoch summaries go.
         views: the pair source of ``cfg.views.kind`` (default: augmented views; the
             neighbour views of spec S6 are :data:`viclab.ablate.VIEWS` ``["neighbours"]``).
+        data: ``(train, test)`` images to use instead of ``cfg.data``'s splits (e.g. the normal
+            images of an anomaly detector; ``test`` ``None``: no test terms). The caller keys a
+            resumed run to these images: the run folder records only the config.
 
     Returns:
         :class:`TrainResult`.
@@ -240,12 +244,12 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
 
     # The model first: a bad backbone/projector should fail before any data loads.
     model, _ = build_vicreg_model(cfg.model)
-    train_data = load_split(cfg, "train")
+    train_data = data[0] if data is not None else load_split(cfg, "train")
     if tc.batch_size * world > len(train_data):
         per = f" x {world} processes" if world > 1 else ""
         raise ViclabError(f"train.batch_size={tc.batch_size}{per} is larger than the {len(train_data)} training "
                           f"images; use train.batch_size={len(train_data) // world} or fewer")
-    test_data = load_split(cfg, "test") if tc.eval_test else None
+    test_data = (data[1] if data is not None else load_split(cfg, "test")) if tc.eval_test else None
     if test_data is not None and len(test_data) < 2:
         warnings.warn(f"the test split holds {len(test_data)} image(s); the test terms need at least 2, so none are "
                       "logged (train.eval_test=false silences this)", ViclabWarning, stacklevel=2)

@@ -1,0 +1,88 @@
+"""Every detector on one normal set, and the one-class protocol (spec §5) over classes.
+
+:func:`fit_all` fits the set of detectors that answers "which detector to trust": VICReg trained
+on the normal images with ``vicreg_terms`` on it, ``knn`` and ``mahalanobis`` on its encoder, the
+``autoencoder``, and ``knn`` on a random-init encoder (the floor). :func:`evaluate` scores them on
+one test set; :func:`one_class` repeats both per class. The study and ``benchmarks/detection.py``
+both run these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from viclab.config import DetectConfig
+from viclab.detect.api import fit_detector, load_detector
+from viclab.detect.data import TestSet, load_test
+from viclab.detect.metrics import detection_metrics
+
+RANDOM_FLOOR = "knn, random encoder"
+QUANTITIES = ("invariance", "variance", "covariance", "loss")
+
+
+def fit_all(base: DetectConfig, folder: Path, random_backbone: str | None = None, progress: bool = False,
+            echo: Callable[[str], None] = print, detectors: Sequence[str] | None = None) -> dict[str, Path]:
+    """Fit every detector of ``base``'s normal data into ``folder/<name>``; returns name -> folder.
+
+    One VICReg is trained (by ``vicreg_terms``) and its encoder serves ``knn`` and ``mahalanobis``;
+    the floor is ``knn`` on ``random:<backbone>`` (default: the recipe's backbone).
+    """
+    wanted = detectors or ("vicreg_terms", "knn", "mahalanobis", "autoencoder", RANDOM_FLOOR)
+    cfg = lambda **kw: dataclasses.replace(base, **kw)  # noqa: E731
+    folders = {"vicreg_terms": folder / "vicreg_terms"}
+    fit_detector(cfg(detector="vicreg_terms", encoder=None), folders["vicreg_terms"], progress, echo)
+    run = str(folders["vicreg_terms"] / "train")
+    plan = {"knn": cfg(detector="knn", encoder=run), "mahalanobis": cfg(detector="mahalanobis", encoder=run),
+            "autoencoder": cfg(detector="autoencoder", encoder=None),
+            RANDOM_FLOOR: cfg(detector="knn", encoder=f"random:{random_backbone or base.recipe.model.backbone}")}
+    for name, c in plan.items():
+        if name in wanted:
+            folders[name] = folder / name.replace(", ", "_").replace(" ", "_")
+            fit_detector(c, folders[name], progress, echo)
+    return {k: v for k, v in folders.items() if k in wanted}
+
+
+def evaluate(folders: dict[str, Path], test: TestSet | None = None, progress: bool = False) -> dict[str, Any]:
+    """Each detector's metrics (:func:`detection_metrics`) on ``test`` (default: the first detector's
+    test set); ``vicreg_terms`` once per quantity, as ``vicreg_terms:<quantity>``. Also the scores."""
+    results, scores = {}, {}
+    for name, folder in folders.items():
+        det, summary = load_detector(folder)
+        if test is None:
+            test = load_test(det.cfg.data)
+        t0 = time.perf_counter()
+        s = det.score(test.data.images, progress)
+        seconds = time.perf_counter() - t0
+        keys = QUANTITIES if det.cfg.detector == "vicreg_terms" else ("score",)
+        for k in keys:
+            label = name if k == "score" else f"{name}:{k}"
+            results[label] = {**detection_metrics(test.labels, s[k]), "score_seconds": seconds,
+                              "fit_seconds": summary["seconds"]["total"]}
+            scores[label] = s[k]
+    return {"metrics": results, "scores": scores, "test": test}
+
+
+def one_class(base: DetectConfig, classes: Sequence[str], folder: Path, progress: bool = False,
+              echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """One-class protocol: per class, every detector fitted on that class's training images only and
+    tested on the whole test split (that class normal, the rest anomalous).
+
+    Returns:
+        ``{"classes", "per_class": [{class, metrics, seconds}], "mean_auroc": {detector: mean}}``.
+    """
+    rows = []
+    for c in classes:
+        t0 = time.perf_counter()
+        cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, normal_classes=(str(c),)))
+        folders = fit_all(cfg, folder / f"class-{c}", progress=progress, echo=echo)
+        ev = evaluate(folders, progress=progress)
+        rows.append({"class": str(c), "metrics": ev["metrics"], "seconds": time.perf_counter() - t0})
+        echo(f"one-class {c}: " + "  ".join(f"{k} {v['auroc']:.3f}" for k, v in ev["metrics"].items())
+             + f"  ({rows[-1]['seconds']:.0f}s)")
+    names = list(rows[0]["metrics"])
+    mean = {n: sum(r["metrics"][n]["auroc"] for r in rows) / len(rows) for n in names}
+    return {"classes": [str(c) for c in classes], "per_class": rows, "mean_auroc": mean}

@@ -1,0 +1,169 @@
+"""The detectors: one small base class, a registry by name.
+
+A detector is a frozen network (an encoder, a whole VICReg model, or an autoencoder) plus the
+normal reference statistics it scores against. :meth:`Detector.fit_reference` computes them
+from normal images; :meth:`Detector.score` maps images to named per-image quantities, the one
+that ranks under ``"score"`` (higher = more anomalous).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from viclab.augment import Augment, eval_transform
+from viclab.config import AugmentConfig, DetectConfig
+from viclab.detect.scores import (
+    NormalStats,
+    fit_gaussian,
+    knn_scores,
+    mahalanobis_scores,
+    term_contributions,
+    view_invariance,
+)
+from viclab.losses.reconstruction import reconstruction_errors
+from viclab.runtime import Runtime
+
+
+def _batches(images: Tensor, size: int, progress: bool, desc: str):
+    from tqdm import tqdm
+
+    for start in tqdm(range(0, len(images), size), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
+        yield start, images[start:start + size]
+
+
+def _channels_last(x: Tensor) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+class Detector:
+    """A fitted detector: ``network`` and ``reference`` tensors, scored on ``rt``.
+
+    Attributes:
+        cfg: the detector's config.
+        network: the frozen network (eval mode).
+        augment: the views and normalisation the network was trained with.
+        reference: the normal statistics (name -> tensor), saved with the detector.
+        rt: where and how precisely it scores.
+    """
+
+    name: ClassVar[str]
+    network_kind: ClassVar[str]  # "encoder", "vicreg" or "autoencoder"
+
+    def __init__(self, cfg: DetectConfig, network: nn.Module, augment: AugmentConfig, rt: Runtime,
+                 reference: dict[str, Tensor] | None = None) -> None:
+        self.cfg, self.augment, self.rt = cfg, augment, rt
+        self.network = network.to(rt.device, memory_format=torch.channels_last).eval()
+        self.reference = reference or {}
+
+    @torch.no_grad()
+    def features(self, images: Tensor, progress: bool = False) -> Tensor:
+        """``(M, 3, S, S)`` uint8 -> ``(M, D)`` float32 encoder representations (normalise only)."""
+        encoder = self.network.encoder if self.network_kind == "vicreg" else self.network
+        out = []
+        for _, x in _batches(images, self.cfg.batch_size, progress, f"{self.name}: encoding"):
+            x = _channels_last(eval_transform(x.to(self.rt.device), self.augment))
+            with self.rt.autocast():
+                out.append(encoder(x).float().cpu())
+        return torch.cat(out)
+
+    def fit_reference(self, normal: Tensor, progress: bool = False) -> None:
+        """Compute :attr:`reference` from ``(N, 3, S, S)`` uint8 normal images."""
+
+    def score(self, images: Tensor, progress: bool = False) -> dict[str, np.ndarray]:
+        """Per-image quantities of ``(M, 3, S, S)`` uint8 images; ``"score"`` ranks them."""
+        raise NotImplementedError
+
+
+class KnnDetector(Detector):
+    """Mean distance to the ``k`` nearest normal representations (spec A1)."""
+
+    name, network_kind = "knn", "encoder"
+
+    def fit_reference(self, normal: Tensor, progress: bool = False) -> None:
+        self.reference = {"features": self.features(normal, progress)}
+
+    def score(self, images: Tensor, progress: bool = False) -> dict[str, np.ndarray]:
+        ref = self.reference["features"].numpy()
+        return {"score": knn_scores(ref, self.features(images, progress).numpy(), self.cfg.k, self.cfg.cosine)}
+
+
+class MahalanobisDetector(Detector):
+    """Distance to the normal mean under the shrunk normal covariance."""
+
+    name, network_kind = "mahalanobis", "encoder"
+
+    def fit_reference(self, normal: Tensor, progress: bool = False) -> None:
+        mean, precision, used = fit_gaussian(self.features(normal, progress).numpy(), self.cfg.shrinkage)
+        self.reference = {"mean": torch.from_numpy(mean), "precision": torch.from_numpy(precision),
+                          "shrinkage": torch.tensor(used, dtype=torch.float64)}
+
+    def score(self, images: Tensor, progress: bool = False) -> dict[str, np.ndarray]:
+        ref = {k: v.numpy() for k, v in self.reference.items()}
+        return {"score": mahalanobis_scores(self.features(images, progress).numpy(), ref["mean"], ref["precision"])}
+
+
+class VICRegTermsDetector(Detector):
+    """The frozen VICReg model's terms per image: invariance between ``views`` augmented views, and
+    the image's contribution to the normal projections' variance and covariance terms."""
+
+    name, network_kind = "vicreg_terms", "vicreg"
+
+    @torch.no_grad()
+    def projections(self, images: Tensor, progress: bool = False) -> Tensor:
+        """``(M, d)`` float64 projections of the un-augmented images (normalise only)."""
+        out = []
+        for _, x in _batches(images, self.cfg.batch_size, progress, "vicreg_terms: projecting"):
+            x = _channels_last(eval_transform(x.to(self.rt.device), self.augment))
+            with self.rt.autocast():
+                out.append(self.network(x).double().cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def view_projections(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        """``(K, B, d)`` projections of ``K = cfg.views`` augmented views of ``(B, 3, S, S)`` uint8 ``x``."""
+        k = self.cfg.views
+        views = _channels_last(Augment(self.augment)(x.repeat(k, 1, 1, 1), gen))
+        with self.rt.autocast():
+            z = self.network(views).float()
+        return z.view(k, len(x), -1)
+
+    def fit_reference(self, normal: Tensor, progress: bool = False) -> None:
+        self.reference = NormalStats(self.projections(normal, progress)).tensors()
+
+    def score(self, images: Tensor, progress: bool = False) -> dict[str, np.ndarray]:
+        loss = self.cfg.recipe.loss
+        gen = torch.Generator(device=self.rt.device).manual_seed(self.cfg.seed)
+        inv = []
+        for _, x in _batches(images, max(1, self.cfg.batch_size // self.cfg.views), progress,
+                             f"vicreg_terms: {self.cfg.views} views"):
+            inv.append(view_invariance(self.view_projections(x.to(self.rt.device), gen)).cpu())
+        invariance = torch.cat(inv)
+        var, cov = term_contributions(self.projections(images), NormalStats.from_tensors(self.reference),
+                                      loss.gamma, loss.eps, loss.variant)
+        total = loss.inv_weight * invariance + loss.var_weight * var + loss.cov_weight * cov
+        out = {"invariance": invariance, "variance": var, "covariance": cov, "loss": total}
+        return {"score": out[self.cfg.score].numpy(), **{k: v.numpy() for k, v in out.items()}}
+
+
+class AutoencoderDetector(Detector):
+    """Per-image reconstruction error of an autoencoder trained on normal images (spec §4)."""
+
+    name, network_kind = "autoencoder", "autoencoder"
+
+    @torch.no_grad()
+    def score(self, images: Tensor, progress: bool = False) -> dict[str, np.ndarray]:
+        out = []
+        for _, x in _batches(images, self.cfg.batch_size, progress, "autoencoder: reconstructing"):
+            x = _channels_last(x.to(self.rt.device).float().div_(255))
+            with self.rt.autocast():
+                out.append(reconstruction_errors(x, self.network(x)).cpu())
+        return {"score": torch.cat(out).numpy()}
+
+
+DETECTORS: dict[str, type[Detector]] = {
+    cls.name: cls for cls in (KnnDetector, MahalanobisDetector, VICRegTermsDetector, AutoencoderDetector)
+}

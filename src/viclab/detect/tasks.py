@@ -1,0 +1,209 @@
+"""What ``viclab detect score`` and ``viclab detect monitor`` compute and write."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from viclab.augment import Augment
+from viclab.detect import figures
+from viclab.detect.api import load_detector
+from viclab.detect.data import ANOMALOUS, NORMAL, TestSet, load_test
+from viclab.detect.detectors import Detector
+from viclab.detect.metrics import detection_metrics, rates_at
+from viclab.errors import ViclabError
+from viclab.eval.figures import image_grid_png
+from viclab.io import atomic_write_text, check_writable_dir
+from viclab.losses import VICRegLoss, VICRegTerms
+
+TERMS = VICRegTerms._fields[1:]  # invariance, variance, covariance
+
+
+def _same_data(folders: Sequence[Path], detectors: Sequence[Detector]) -> None:
+    """Several detectors are compared on one test set only if they were fitted on the same normal images."""
+    def key(d: Detector) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(d.cfg.data).items() if k != "data_dir"}
+
+    for f, d in zip(folders[1:], detectors[1:]):
+        if key(d) != key(detectors[0]):
+            raise ViclabError(f"{f} was fitted on other normal data than {folders[0]}; score them separately")
+
+
+def _csv(test: TestSet, names: list[str], scores: list[dict[str, np.ndarray]], flags: list[np.ndarray | None]) -> str:
+    cols = ["index", "origin", "label"]
+    for name, s in zip(names, scores):
+        cols += [f"{name}:{k}" for k in s]
+        cols.append(f"{name}:flagged")
+    lines = [",".join(cols)]
+    for i in range(len(test.labels)):
+        row = [str(i), test.origin[i], str(test.labels[i])]
+        for s, f in zip(scores, flags):
+            row += [f"{v[i]:.7g}" for v in s.values()]
+            row.append("" if f is None else str(int(f[i])))
+        lines.append(",".join(row))
+    return "\n".join(lines) + "\n"
+
+
+def run_score(folders: Sequence[str | Path], out: str | Path, abnormal: str | None = None,
+              anomalies: str | None = None, data_dir: str | None = None, top: int = 16, progress: bool = True,
+              echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Score the test set of one or several fitted detectors and write the evaluation.
+
+    The test set is the first detector's (its normal test images and anomalies), with
+    ``abnormal`` (a folder) or ``anomalies`` (a dataset) replacing its own. Writes into ``out``:
+    ``scores.csv`` (every image: origin, label, each detector's quantities and its flag at its
+    threshold), ``metrics.json`` (AUROC, AUPR, pAUC at FPR <= 0.1, and the rates at the threshold
+    calibrated on held-out normal images), ``roc_pr.png``, ``hist-<name>.png`` and
+    ``top_anomalies.png`` (the ``top`` highest-scoring test images per detector).
+    """
+    if not folders:
+        raise ViclabError("detect score needs at least one detector folder")
+    out = check_writable_dir(Path(out), "output folder")
+    loaded = [load_detector(f) for f in folders]
+    detectors = [d for d, _ in loaded]
+    _same_data([Path(f) for f in folders], detectors)
+    data_cfg = detectors[0].cfg.data
+    if data_dir:
+        data_cfg = dataclasses.replace(data_cfg, data_dir=data_dir)
+    test = load_test(data_cfg, abnormal, anomalies)
+    labels = test.labels
+    names = [Path(f).name or str(f) for f in folders]
+    names = [n if names.count(n) == 1 else f"{n}-{i}" for i, n in enumerate(names)]
+    all_scores, flags, results, rows, curves = [], [], {}, [], []
+    for name, det, (_, summary) in zip(names, detectors, loaded):
+        t0 = time.perf_counter()
+        scores = det.score(test.data.images, progress)
+        seconds = time.perf_counter() - t0
+        s = scores["score"]
+        metrics = detection_metrics(labels, s)
+        threshold = summary.get("threshold")
+        at = rates_at(labels, s, threshold) if threshold is not None else None
+        flags.append(s > threshold if threshold is not None else None)
+        results[name] = {"detector": det.cfg.detector, "score": det.cfg.score if det.cfg.detector == "vicreg_terms"
+                         else det.cfg.detector, **metrics, "threshold": threshold,
+                         "threshold_fpr": summary.get("threshold_fpr"), "at_threshold": at, "seconds": seconds,
+                         "per_quantity": {k: detection_metrics(labels, v) for k, v in scores.items() if k != "score"}}
+        all_scores.append(scores)
+        curves.append((name, labels, s))
+        order = np.argsort(-s, kind="stable")[:top]
+        rows.append((name, [test.data.images[i] for i in order],
+                     [f"{test.origin[i].split(':')[-1]} {s[i]:.3g}" for i in order]))
+        echo(f"{name} ({det.cfg.detector}): AUROC {metrics['auroc']:.4f}  AUPR {metrics['aupr']:.4f}  pAUC "
+             f"{metrics['pauc']:.4f}" + (f"  | at threshold {threshold:.4g}: TPR {at['tpr']:.3f} FPR {at['fpr']:.3f}"
+                                         if at else "") + f"  ({seconds:.1f}s)")
+    n0, n1 = int((labels == NORMAL).sum()), int((labels == ANOMALOUS).sum())
+    title = f"{n0} normal vs {n1} anomalous test images"
+    figures.roc_pr_png(curves, title, out / "roc_pr.png")
+    for name, s, (_, summary) in zip(names, all_scores, loaded):
+        figures.score_hist_png(s["score"][labels == NORMAL], s["score"][labels == ANOMALOUS], summary.get("threshold"),
+                               f"{name}: {title}", out / f"hist-{name}.png")
+    image_grid_png(rows, f"the {top} most anomalous test images per detector (origin, score)",
+                   out / "top_anomalies.png")
+    atomic_write_text(out / "scores.csv", _csv(test, names, all_scores, flags))
+    payload = {"test": {"normal": n0, "anomalous": n1, "abnormal": abnormal or data_cfg.abnormal,
+                        "anomalies": anomalies or data_cfg.anomalies}, "detectors": results}
+    atomic_write_text(out / "metrics.json", json.dumps(payload, indent=2) + "\n")
+    echo(f"-> {out / 'scores.csv'}, {out / 'metrics.json'}, {out / 'roc_pr.png'}, {out / 'top_anomalies.png'}")
+    return payload
+
+
+def parse_stream(spec: str) -> list[bool]:
+    """``"normal:20,anomalous:5,normal:10"`` -> one flag per batch (True: anomalous)."""
+    flags: list[bool] = []
+    for part in spec.split(","):
+        kind, _, count = part.strip().partition(":")
+        if kind not in ("normal", "anomalous") or not count.strip().isdigit() or int(count) < 1:
+            raise ViclabError(f"cannot read stream part {part!r}; write kind:batches with kind normal or anomalous, "
+                              "e.g. normal:20,anomalous:5,normal:10")
+        flags += [kind == "anomalous"] * int(count)
+    return flags
+
+
+@torch.no_grad()
+def batch_terms(det: Detector, batches: Sequence[torch.Tensor], seed: int = 0,
+                progress: bool = False) -> dict[str, np.ndarray]:
+    """spec §1's three terms of each batch of new images under the frozen VICReg model.
+
+    Args:
+        det: a ``vicreg_terms`` detector.
+        batches: ``(B, 3, S, S)`` uint8 images each; two augmented views per image.
+
+    Returns:
+        ``{"invariance", "variance", "covariance"}`` -> ``(T,)`` per batch.
+    """
+    loss = VICRegLoss(**{**dataclasses.asdict(det.cfg.recipe.loss), "gather_distributed": False})
+    augment = Augment(det.augment)
+    gen = torch.Generator(device=det.rt.device).manual_seed(seed)
+    out = {k: [] for k in TERMS}
+    from tqdm import tqdm
+
+    for x in tqdm(batches, desc="monitor", disable=not progress, leave=False, dynamic_ncols=True):
+        v1, v2 = augment.pair(x.to(det.rt.device), gen)
+        with det.rt.autocast():
+            z1, z2 = det.network(v1.contiguous(memory_format=torch.channels_last)), \
+                det.network(v2.contiguous(memory_format=torch.channels_last))
+        terms = loss(z1, z2)
+        for k in TERMS:
+            out[k].append(float(getattr(terms, k)))
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def run_monitor(folder: str | Path, out: str | Path, stream: str = "normal:20,anomalous:5,normal:10,anomalous:5",
+                batch_size: int = 64, abnormal: str | None = None, anomalies: str | None = None,
+                data_dir: str | None = None, seed: int = 0, progress: bool = True,
+                echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Feed a stream of batches to a ``vicreg_terms`` detector and record the three terms per batch.
+
+    Each batch holds ``batch_size`` test images, all normal or all anomalous as ``stream`` says,
+    drawn without replacement (seeded) from the detector's test set (cycling when a kind runs
+    out). Writes ``monitor.csv``, ``monitor.json`` (the terms, and each term's mean on normal and
+    on anomalous batches), ``monitor.png`` with the anomalous stretches shaded, and the terms to
+    TensorBoard (``tb/``).
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    flags = parse_stream(stream)
+    if batch_size < 2:
+        raise ViclabError(f"--batch-size {batch_size} must be >= 2 (the variance term needs 2 images)")
+    det, _ = load_detector(folder)
+    if det.cfg.detector != "vicreg_terms":
+        raise ViclabError(f"{folder} is a {det.cfg.detector} detector; the monitor plots VICReg's terms, so give a "
+                          "vicreg_terms detector folder")
+    out = check_writable_dir(Path(out), "output folder")
+    data_cfg = dataclasses.replace(det.cfg.data, data_dir=data_dir) if data_dir else det.cfg.data
+    test = load_test(data_cfg, abnormal, anomalies)
+    rng = np.random.default_rng(seed)
+    pools = {kind: np.flatnonzero(test.labels == label) for kind, label in ((False, NORMAL), (True, ANOMALOUS))}
+    queues = {kind: rng.permutation(p) for kind, p in pools.items()}
+    batches = []
+    for anomalous in flags:
+        q = queues[anomalous]
+        while len(q) < batch_size:
+            q = np.concatenate([q, rng.permutation(pools[anomalous])])
+        batches.append(test.data.images[torch.from_numpy(q[:batch_size])])
+        queues[anomalous] = q[batch_size:]
+    terms = batch_terms(det, batches, seed, progress)
+    mask = np.array(flags)
+    summary = {k: {"normal": float(v[~mask].mean()), "anomalous": float(v[mask].mean())} for k, v in terms.items()}
+    figures.monitor_png(terms, mask, f"VICReg terms per batch of {batch_size} images ({Path(folder).name})",
+                        out / "monitor.png")
+    with SummaryWriter(str(out / "tb")) as tb:
+        for t in range(len(flags)):
+            for k, v in terms.items():
+                tb.add_scalar(f"monitor/{k}", v[t], t)
+            tb.add_scalar("monitor/anomalous", float(mask[t]), t)
+    atomic_write_text(out / "monitor.csv", "batch,anomalous," + ",".join(TERMS) + "\n" + "".join(
+        f"{t},{int(mask[t])}," + ",".join(f"{terms[k][t]:.7g}" for k in TERMS) + "\n" for t in range(len(flags))))
+    payload = {"stream": stream, "batch_size": batch_size, "terms": {k: v.tolist() for k, v in terms.items()},
+               "anomalous": mask.tolist(), "mean": summary}
+    atomic_write_text(out / "monitor.json", json.dumps(payload, indent=2) + "\n")
+    echo("mean per batch, normal vs anomalous: " + "; ".join(
+        f"{k} {s['normal']:.4g} vs {s['anomalous']:.4g}" for k, s in summary.items()) + f" -> {out / 'monitor.png'}")
+    return payload

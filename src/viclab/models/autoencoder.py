@@ -1,0 +1,91 @@
+"""A small convolutional autoencoder: the reconstruction baseline for anomaly detection.
+
+Images ``(B, 3, S, S)`` in ``[0, 1]`` go through stride-2 convolutions down to
+``S / 2**len(widths)`` pixels a side, a linear bottleneck of ``latent`` dims, and a
+mirrored stack of transposed convolutions back to ``(B, 3, S, S)`` through a sigmoid.
+The model only reconstructs; the error is computed in :mod:`viclab.losses.reconstruction`.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from viclab.errors import ViclabError
+
+
+def _down(cin: int, cout: int) -> list[nn.Module]:
+    """``3x3`` stride-2 conv -> BN -> ReLU: halves each side."""
+    return [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+def _up(cin: int, cout: int) -> list[nn.Module]:
+    """``4x4`` stride-2 transposed conv -> BN -> ReLU: doubles each side exactly."""
+    return [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True)]
+
+
+class ConvAutoencoder(nn.Module):
+    """Conv encoder -> linear bottleneck -> mirrored transposed-conv decoder -> sigmoid.
+
+    Args:
+        size: side ``S`` of the square input images; a multiple of ``2**len(widths)``.
+        widths: channels after each stride-2 encoder conv (the decoder walks them back).
+        latent: bottleneck dimension, also the representation returned by :meth:`encode`.
+
+    Raises:
+        ViclabError: if ``size`` is not a positive multiple of ``2**len(widths)``.
+    """
+
+    def __init__(self, size: int = 32, widths: tuple[int, ...] = (32, 64, 128), latent: int = 64) -> None:
+        super().__init__()
+        widths = tuple(widths)
+        if not widths or latent < 1:
+            raise ViclabError(f"autoencoder needs at least one width and latent >= 1, got widths={widths}, "
+                              f"latent={latent}; pass e.g. widths=(32, 64, 128), latent=64")
+        factor = 2 ** len(widths)
+        if size < factor or size % factor:
+            raise ViclabError(f"autoencoder image size {size} is not a multiple of 2**len(widths) = {factor}; "
+                              f"resize the images to a multiple of {factor} or use fewer widths")
+        self.size, self.widths, self.latent = size, widths, latent
+        self.side = size // factor
+        flat = widths[-1] * self.side * self.side
+
+        down: list[nn.Module] = []
+        for cin, cout in zip((3, *widths[:-1]), widths):
+            down += _down(cin, cout)
+        self.encoder = nn.Sequential(*down, nn.Flatten(1), nn.Linear(flat, latent))
+
+        up: list[nn.Module] = [nn.Linear(latent, flat), nn.ReLU(inplace=True),
+                               nn.Unflatten(1, (widths[-1], self.side, self.side))]
+        rev = widths[::-1]
+        for cin, cout in zip(rev[:-1], rev[1:]):
+            up += _up(cin, cout)
+        up += [nn.ConvTranspose2d(widths[0], 3, 4, stride=2, padding=1), nn.Sigmoid()]
+        self.decoder = nn.Sequential(*up)
+        self.feature_dim = latent
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def encode(self, x: Tensor) -> Tensor:
+        """``(B, 3, S, S)`` images -> ``(B, latent)`` bottleneck codes."""
+        return self.encoder(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """``(B, latent)`` codes -> ``(B, 3, S, S)`` reconstructions in ``[0, 1]``."""
+        return self.decoder(z)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, 3, S, S)`` images -> ``(B, 3, S, S)`` reconstructions in ``[0, 1]``."""
+        return self.decode(self.encode(x))
+
+    #: The probing seam: ``(B, 3, S, S)`` -> ``(B, latent)``, same as :meth:`encode`.
+    forward_features = encode
+
+
+def build_autoencoder(size: int = 32, widths: tuple[int, ...] = (32, 64, 128),
+                      latent: int = 64) -> tuple[ConvAutoencoder, int]:
+    """Build a :class:`ConvAutoencoder`; returns ``(module, latent)``."""
+    net = ConvAutoencoder(size=size, widths=widths, latent=latent)
+    return net, net.latent
