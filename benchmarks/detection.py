@@ -2,6 +2,7 @@
 
     python benchmarks/detection.py one-class [--classes 0,1,...] [--epochs 10] [--ae-epochs 20] [--views 8]
     python benchmarks/detection.py cases [--epochs 5] [--all-epochs 1]
+    ... [--set section.field=value ...]   (e.g. a GPU recipe: --set model.backbone=resnet18_cifar)
 
 ``one-class``: one-class CIFAR-10 (spec §5). Per class c: VICReg trained on the 5,000 training
 images of c only (the ``cpu`` recipe for ``--epochs``), ``vicreg_terms`` on it (all four
@@ -41,11 +42,12 @@ def quiet(_line: str) -> None:
 
 def base_config(args, *overrides: str, views: str | None = None):
     return resolve_detect(["data.holdout=0", f"train.epochs={args.epochs}", f"detect.views={args.views}",
-                           f"autoencoder.epochs={args.ae_epochs}", *overrides], views=views)
+                           f"autoencoder.epochs={args.ae_epochs}", *overrides, *args.set], views=views)
 
 
 def setup(args) -> dict:
-    return {"epochs": args.epochs, "ae_epochs": args.ae_epochs, "views": args.views, "recipe": "cpu preset"}
+    return {"epochs": args.epochs, "ae_epochs": args.ae_epochs, "views": args.views, "recipe": "cpu preset",
+            **({"overrides": args.set} if args.set else {})}
 
 
 def one_class(args) -> None:
@@ -112,11 +114,12 @@ def cases(args) -> None:
         results[f"cifar10 vs {odd}"] = compare.evaluate(folders, test)["metrics"]
         _line(f"cifar10 vs {odd}", results[f"cifar10 vs {odd}"])
     # The journal's cases, with each view recipe of VICReg.
-    solid = solid_colours(work / "solid", 5000)
+    solid = solid_colours(work / "images" / "solid", 5000)
+    solid_test = solid_colours(work / "images" / "solid_test", 1000, seed=1)
     journal = {
         "cat+dog vs vehicles": ["data.normal_classes=cat,dog", "data.anomaly_classes=airplane,automobile,ship,truck"],
         "solid colours vs natural images": [f"data.normal={solid}", "data.anomalies=cifar10",
-                                            f"data.normal_test={solid_colours(work / 'solid_test', 1000, seed=1)}"],
+                                            f"data.normal_test={solid_test}"],
     }
     for case, data in journal.items():
         for views in ("default", "crop", "crop_raw"):
@@ -139,6 +142,8 @@ def main() -> None:
     ap.add_argument("--all-epochs", type=int, default=1, help="cases: VICReg epochs on all of CIFAR-10")
     ap.add_argument("--ae-epochs", type=int, default=20)
     ap.add_argument("--views", type=int, default=8, help="vicreg_terms: views per image")
+    ap.add_argument("--set", nargs="*", default=[], metavar="section.field=value",
+                    help="recipe and detector overrides, e.g. model.backbone=resnet18_cifar train.batch_size=256")
     ap.add_argument("--work", default=os.environ.get("VICLAB_BENCH_WORK", "/tmp/viclab-detect-bench"))
     args = ap.parse_args()
     (one_class if args.what == "one-class" else cases)(args)

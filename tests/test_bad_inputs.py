@@ -151,6 +151,10 @@ CASES: dict[str, tuple[list[str], str, str]] = {
     "detect-terms-random": (["detect", "fit", "--detector", "vicreg_terms", "--normal", "{w}/plain", "--encoder",
                              "random:small_cnn", "--out", "{cwd}/d"], "vicreg_terms needs a VICReg training run folder",
                             "or none to train VICReg"),
+    "detect-fpr-no-holdout": (["detect", "score", "{w}/knn-detector", "--fpr", "0.1", "--out", "{cwd}/s"],
+                              "kept no held-out normal images", "fit it with data.holdout above 0"),
+    "detect-views-and-encoder": (["detect", "fit", "--views", "crop", "--encoder", "{run}", "--out", "{cwd}/d"],
+                                 "with --encoder the run's own views are used", "drop one of the two"),
     "detect-views": (["detect", "fit", "--views", "sepia", "--out", "{cwd}/d"], "invalid choice: 'sepia'",
                      "see 'viclab detect fit --help'"),
     # the study

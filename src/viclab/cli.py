@@ -336,6 +336,8 @@ def _add_detect(sub) -> None:
     p.add_argument("--abnormal", help="folder of anomalous images instead of the detector's")
     p.add_argument("--anomalies", help="dataset or folder of anomalies instead of the detector's")
     p.add_argument("--top", type=int, default=16, help="most anomalous images shown per detector (default 16)")
+    p.add_argument("--fpr", type=float, help="calibrate the thresholds at this false-positive rate on the held-out "
+                                             "normal images (default: the detector's detect.fpr)")
     p.add_argument("--data-dir", help="data root (default: the detector's, else $VICLAB_DATA)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -366,6 +368,9 @@ def _cmd_detect_fit(args: argparse.Namespace) -> int:
              "data.abnormal": args.abnormal, "data.normal_test": args.normal_test, "data.anomalies": args.anomalies,
              "data.data_dir": args.data_dir, "data.normal_classes": args.normal_classes,
              "data.anomaly_classes": args.anomaly_classes}
+    if args.views and args.encoder:
+        raise ViclabError("--views chooses the views of the VICReg trained on the normal images; with --encoder the "
+                          "run's own views are used: drop one of the two")
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
     cfg = resolve_detect(overrides, views=args.views)
     fit_detector(cfg, args.out, progress=not args.no_progress)
@@ -378,7 +383,7 @@ def _cmd_detect_score(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise ViclabError(f"--top {args.top} must be >= 1")
     run_score(args.detectors, args.out, abnormal=args.abnormal, anomalies=args.anomalies, data_dir=args.data_dir,
-              top=args.top, progress=not args.no_progress)
+              top=args.top, fpr=args.fpr, progress=not args.no_progress)
     return 0
 
 

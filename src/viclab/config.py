@@ -476,60 +476,6 @@ def resolve_config(preset: str | None = None, toml_path: str | None = None,
 
 
 @dataclass(frozen=True)
-class StudyConfig:
-    """The whole study of spec §3 (``viclab study``): every training and every evaluation.
-
-    ``recipe`` trains VICReg (S1-S3, S8, A1-A3, C1-C3); the mu = 0 ablation (S4) is the
-    same recipe with ``loss.var_weight = 0``; the neighbour-views model (S6) uses the
-    recipe too, for ``neighbour_epochs`` epochs. Latent optimisation (S5) runs twice:
-    ``latent`` (graph pairs, the correction) and the same with naive pairs for
-    ``latent_naive_epochs`` epochs. The dataset and data folder of ``recipe`` apply to
-    every stage.
-    """
-
-    preset: str = "exercise"
-    recipe: Config = field(default_factory=Config)
-    neighbour_k: int = 3
-    neighbour_epochs: int = 1
-    latent: LatentConfig = field(default_factory=LatentConfig)
-    # Naive pairs cannot learn anything (invariance is identically 0): a few epochs show it.
-    latent_naive_epochs: int = 30
-    eigenmaps: EigenmapsConfig = field(default_factory=EigenmapsConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    anomalies: str = "mnist"
-
-    def __post_init__(self) -> None:
-        _check(self.neighbour_k >= 1, f"study.neighbour_k={self.neighbour_k} must be >= 1")
-        _check(self.neighbour_epochs >= 1, f"study.neighbour_epochs={self.neighbour_epochs} must be >= 1")
-        _check(self.latent_naive_epochs >= 1, f"study.latent_naive_epochs={self.latent_naive_epochs} must be >= 1")
-        _check(self.anomalies != self.recipe.data.dataset,
-               f"study.anomalies={self.anomalies} is the dataset the study trains on, so it cannot serve as the "
-               "anomalies; use another dataset or image folder, e.g. study.anomalies=mnist")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-STUDY_PRESETS: dict[str, StudyConfig] = {
-    # Spec §2 and §3 exactly: the one to run on a GPU.
-    "exercise": StudyConfig(),
-    # Everything on a 2-core CPU in under a quarter of an hour: the cpu recipe for one epoch at the
-    # previous preset's rate 2e-3 (4e-3 with the warm-up shortened to 0.2 epoch to fit one epoch blew up:
-    # covariance term 95, probe 32.3%), so VICReg, mu = 0 and the neighbour model train equally long;
-    # latent optimisation and the cluster t-SNE shortened (measured timings in the README).
-    "cpu": StudyConfig(
-        preset="cpu",
-        recipe=replace(PRESETS["cpu"], train=replace(PRESETS["cpu"].train, epochs=1),
-                       optim=replace(PRESETS["cpu"].optim, lr=2e-3, warmup_epochs=0.2)),
-        latent=LatentConfig(epochs=15),
-        latent_naive_epochs=5,
-        eval=EvalConfig(tsne_points=5_000),
-    ),
-}
-
-_STUDY_SECTIONS = ("latent", "eigenmaps", "eval", "study")
-
-@dataclass(frozen=True)
 class DetectDataConfig:
     """Which images are normal and which are tested (spec §4; §5's folder convention).
 
@@ -561,6 +507,7 @@ class DetectDataConfig:
         _check(0 < self.test_share < 1, f"data.test_share={self.test_share} must be in (0, 1)")
         _check(0 <= self.holdout < 1, f"data.holdout={self.holdout} must be in [0, 1)")
         _check(self.size > 0, f"data.size={self.size} must be > 0")
+        _check(self.seed >= 0, f"data.seed={self.seed} must be >= 0")
         _check(self.normal is not None or self.normal_test is None,
                "a normal-test folder needs a normal folder (--normal DIR) too")
 
@@ -640,12 +587,80 @@ class DetectConfig:
         _check(self.score in TERM_SCORES, f"detect.score={self.score!r} is unknown; use {', '.join(TERM_SCORES)}")
         _check(0 <= self.fpr < 1, f"detect.fpr={self.fpr} must be in [0, 1)")
         _check(self.batch_size >= 2, f"detect.batch_size={self.batch_size} must be >= 2")
+        _check(self.seed >= 0, f"detect.seed={self.seed} must be >= 0")
         _check(self.precision in PRECISIONS,
                f"detect.precision={self.precision!r} is unknown; use {', '.join(PRECISIONS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """The whole study of spec §3 (``viclab study``): every training and every evaluation.
+
+    ``recipe`` trains VICReg (S1-S3, S8, A1-A3, C1-C3); the mu = 0 ablation (S4) is the
+    same recipe with ``loss.var_weight = 0``; the neighbour-views model (S6) uses the
+    recipe too, for ``neighbour_epochs`` epochs. Latent optimisation (S5) runs twice:
+    ``latent`` (graph pairs, the correction) and the same with naive pairs for
+    ``latent_naive_epochs`` epochs. The dataset and data folder of ``recipe`` apply to
+    every stage.
+    """
+
+    preset: str = "exercise"
+    recipe: Config = field(default_factory=Config)
+    neighbour_k: int = 3
+    neighbour_epochs: int = 1
+    latent: LatentConfig = field(default_factory=LatentConfig)
+    # Naive pairs cannot learn anything (invariance is identically 0): a few epochs show it.
+    latent_naive_epochs: int = 30
+    eigenmaps: EigenmapsConfig = field(default_factory=EigenmapsConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    anomalies: str = "mnist"
+    # Anomaly detection on sensor images (spec §4): one-class detection for these classes of the recipe's
+    # dataset with every detector of viclab.detect.compare (the whole benchmark: benchmarks/detection.py).
+    # The detectors' VICReg is the study's recipe trained for detect_epochs on each class's images.
+    detect_classes: tuple[str, ...] = tuple(str(c) for c in range(10))
+    detect_epochs: int = 5
+    detect: DetectConfig = field(default_factory=DetectConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.neighbour_k >= 1, f"study.neighbour_k={self.neighbour_k} must be >= 1")
+        _check(self.neighbour_epochs >= 1, f"study.neighbour_epochs={self.neighbour_epochs} must be >= 1")
+        _check(self.latent_naive_epochs >= 1, f"study.latent_naive_epochs={self.latent_naive_epochs} must be >= 1")
+        _check(len(self.detect_classes) >= 1, "study.detect_classes needs at least one class")
+        _check(self.detect_epochs >= 1, f"study.detect_epochs={self.detect_epochs} must be >= 1")
+        _check(self.anomalies != self.recipe.data.dataset,
+               f"study.anomalies={self.anomalies} is the dataset the study trains on, so it cannot serve as the "
+               "anomalies; use another dataset or image folder, e.g. study.anomalies=mnist")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+STUDY_PRESETS: dict[str, StudyConfig] = {
+    # Spec §2 and §3 exactly: the one to run on a GPU.
+    "exercise": StudyConfig(),
+    # Everything on a 2-core CPU in under a quarter of an hour: the cpu recipe for one epoch at the
+    # previous preset's rate 2e-3 (4e-3 with the warm-up shortened to 0.2 epoch to fit one epoch blew up:
+    # covariance term 95, probe 32.3%), so VICReg, mu = 0 and the neighbour model train equally long;
+    # latent optimisation and the cluster t-SNE shortened (measured timings in the README).
+    "cpu": StudyConfig(
+        preset="cpu",
+        recipe=replace(PRESETS["cpu"], train=replace(PRESETS["cpu"].train, epochs=1),
+                       optim=replace(PRESETS["cpu"].optim, lr=2e-3, warmup_epochs=0.2)),
+        latent=LatentConfig(epochs=15),
+        latent_naive_epochs=5,
+        eval=EvalConfig(tsne_points=5_000),
+        # Detection at a budget of minutes: three classes, VICReg for 3 epochs on each class's 5,000 images,
+        # 4 views per image, the autoencoder for 5 epochs (the full one-class table: benchmarks/detection.py).
+        detect_classes=("airplane", "cat", "ship"),
+        detect_epochs=3,
+        detect=DetectConfig(views=4, autoencoder=AutoencoderConfig(epochs=5)),
+    ),
+}
+
+_STUDY_SECTIONS = ("latent", "eigenmaps", "eval", "study", "detect")
 
 def resolve_detect(overrides: list[str] | None = None, base: DetectConfig | None = None,
                    views: str | None = None) -> DetectConfig:
@@ -709,11 +724,14 @@ def resolve_study(preset: str = "cpu", overrides: list[str] | None = None,
     recipe = apply_mapping(study.recipe, mapping, origin="the command line") if mapping else study.recipe
     if data_dir:
         recipe = replace(recipe, data=replace(recipe.data, data_dir=data_dir))
-    parts = {"latent": study.latent, "eigenmaps": study.eigenmaps, "eval": study.eval}
+    parts = {"latent": study.latent, "eigenmaps": study.eigenmaps, "eval": study.eval, "detect": study.detect}
     for name in parts:
         parts[name] = _replace_plain(parts[name], own.get(name, {}), name)
     study = _replace_plain(study, own.get("study", {}), "study")
     # One dataset and data folder for every stage.
     where = {"dataset": recipe.data.dataset, "data_dir": recipe.data.data_dir}
+    # The detectors' VICReg: the study's recipe, trained study.detect_epochs on each class's images.
+    detect = replace(parts["detect"], data=replace(parts["detect"].data, **where),
+                     recipe=replace(recipe, train=replace(recipe.train, epochs=study.detect_epochs)))
     return replace(study, recipe=recipe, latent=replace(parts["latent"], **where),
-                   eigenmaps=replace(parts["eigenmaps"], **where), eval=parts["eval"])
+                   eigenmaps=replace(parts["eigenmaps"], **where), eval=parts["eval"], detect=detect)

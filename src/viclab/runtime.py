@@ -244,8 +244,8 @@ def init_distributed(device: torch.device) -> bool:
     The timeout (``VICLAB_DIST_TIMEOUT_MIN``, default 60 minutes) bounds how long ranks wait
     for each other, e.g. while rank 0 alone evaluates.
     """
-    if is_distributed():
-        return True
+    if dist.is_available() and dist.is_initialized():
+        return is_distributed()  # up already; inside local_process() this process works alone
     if launched_world_size() == 1:
         return False
     if not dist.is_available():

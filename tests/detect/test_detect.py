@@ -17,7 +17,7 @@ from tests.detect.test_scores import _spec_covariance, _spec_variance
 from viclab.augment import Augment
 from viclab.cli import main
 from viclab.config import resolve_detect
-from viclab.detect import fit_detector, load_detector, load_normal, load_test, run_monitor
+from viclab.detect import fit_detector, load_detector, load_normal, load_test, run_monitor, run_score
 from viclab.detect.metrics import threshold_at_fpr
 from viclab.errors import ViclabError
 
@@ -111,6 +111,13 @@ def test_cli_fit_and_score_on_folders(folders, tmp_path, capsys):
     np.testing.assert_array_equal(flagged, (scores > summary["threshold"]).astype(int))
     for name in ("roc_pr.png", "top_anomalies.png", "hist-knn.png"):
         assert (out / name).stat().st_size > 1000
+    # a threshold at another false-positive rate, calibrated on the held-out normal images' scores now
+    assert main(["detect", "score", str(det), "--out", str(tmp_path / "s2"), "--fpr", "0.4", "--no-progress"]) == 0
+    _, holdout = load_normal(resolve_detect([f"data.normal={folders / 'normal'}", *TINY]).data)
+    d, _ = load_detector(det)
+    t = threshold_at_fpr(d.score(holdout.images)["score"], 0.4)
+    again = json.loads((tmp_path / "s2" / "metrics.json").read_text())["detectors"]["knn"]
+    assert again["threshold"] == t and again["threshold_fpr"] == 0.4 and t < summary["threshold"]
     # fitting again in the same folder with the same inputs is a no-op
     assert main(argv) == 0 and "already fitted" in capsys.readouterr().out
 
@@ -157,6 +164,8 @@ def test_monitor_terms_follow_the_equations(folders, tmp_path):
     result = run_monitor(tmp_path / "vt", tmp_path / "mon", stream="normal:2,anomalous:1", batch_size=6, seed=3,
                          echo=lambda s: None)
     assert result["anomalous"] == [False, False, True]
+    with pytest.raises(ViclabError, match="holds 20 anomalous images, fewer than one batch of 21"):
+        run_monitor(tmp_path / "vt", tmp_path / "mon2", stream="anomalous:1", batch_size=21, echo=lambda s: None)
     assert (tmp_path / "mon" / "monitor.png").stat().st_size > 1000 and any((tmp_path / "mon" / "tb").iterdir())
     # Rebuild the same batches and views, then the terms by spec §1's equations, entry by entry.
     det, _ = load_detector(tmp_path / "vt")
@@ -200,3 +209,24 @@ def test_refuses_a_folder_of_another_detector(folders, tmp_path):
     with pytest.raises(ViclabError, match="holds a detector of another config"):
         fit_detector(_cfg(folders, "detect.encoder=random:small_cnn", "detect.k=3"), tmp_path / "d", progress=False,
                      echo=lambda s: None)
+
+
+def test_a_changed_normal_folder_is_refused_at_scoring(folders, tmp_path):
+    """Adding an image reshuffles the seeded split: fitted images would leak into the normal test set."""
+    import shutil
+
+    shutil.copytree(folders, tmp_path / "f")
+    cfg = _cfg(tmp_path / "f", "detect.encoder=random:small_cnn")
+    fit_detector(cfg, tmp_path / "d", progress=False, echo=lambda s: None)
+    Image.fromarray(_smooth(np.random.default_rng(9), 16)).save(tmp_path / "f" / "normal" / "new.png")
+    with pytest.raises(ViclabError, match="changed since it was fitted"):
+        run_score([tmp_path / "d"], tmp_path / "s", echo=lambda s: None)
+
+
+def test_a_fit_that_failed_before_training_can_be_fixed_in_place(folders, tmp_path):
+    with pytest.raises(ViclabError, match="train.batch_size=100 is larger than the 43 normal images"):
+        fit_detector(_cfg(folders, "detect.detector=vicreg_terms", "train.batch_size=100"), tmp_path / "d",
+                     progress=False, echo=lambda s: None)
+    assert not (tmp_path / "d").exists()
+    fit_detector(_cfg(folders, "detect.detector=vicreg_terms"), tmp_path / "d", progress=False, echo=lambda s: None)
+    assert (tmp_path / "d" / "detector.json").exists()

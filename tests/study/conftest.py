@@ -9,9 +9,10 @@ import pytest
 from tests.conftest import write_fake_cifar, write_fake_mnist
 
 # The cpu study shrunk to 100 fake training images: every stage, seconds each.
-TINY = ["model.projector=32-32", "train.batch_size=20", "train.epochs=3", "latent.batch_size=20", "latent.epochs=2",
+TINY = ["model.projector=32-32", "train.batch_size=12", "train.epochs=3", "latent.batch_size=20", "latent.epochs=2",
         "latent.dim=16", "latent.projector=32-32", "study.latent_naive_epochs=1", "eigenmaps.dim=8",
-        "eval.probe_weight_decays=0.01", "eval.precision_queries=50"]
+        "eval.probe_weight_decays=0.01", "eval.precision_queries=50", "study.detect_classes=0,5",
+        "study.detect_epochs=1", "detect.views=2", "detect.batch_size=64"]
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from viclab.study import run_study
 from viclab.study.pipeline import METHODS
 
 STAGES = ["vicreg", "no_variance", "neighbours", "latent_naive", "latent_graph", "eigenmaps",
-          *(f"eval_{m}" for m in METHODS), "anomaly"]
+          *(f"eval_{m}" for m in METHODS), "anomaly", "detect"]
 
 
 def numbers(tree, path=""):
@@ -64,7 +64,7 @@ def test_results_and_figures(tiny_study):
     # S1: per-batch train terms and per-epoch test terms (epoch 0 = before training)
     recs = [json.loads(line) for line in (out / "runs/vicreg/metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in recs if r["split"] == "test"] == [0, 1, 2, 3]
-    assert len([r for r in recs if r["split"] == "train"]) == 3 * (100 // 20)
+    assert len([r for r in recs if r["split"] == "train"]) == 3 * (100 // 12)
     # S4: the mu = 0 run really trained without the variance term
     cfg = json.loads((out / "runs/no_variance/config.json").read_text())
     assert cfg["loss"]["var_weight"] == 0.0 and cfg["loss"]["inv_weight"] == 25.0
@@ -100,6 +100,50 @@ def test_results_and_figures(tiny_study):
               "eval/vicreg/retrieval_nearest.png", "eval/neighbours/retrieval_farthest.png", "eval/anomaly/roc.png",
               "eval/anomaly/top_anomalies.png", "eval/vicreg/clusters.png", "eval/neighbours/clusters.png"]:
         assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
+
+
+def test_detection_part(tiny_study):
+    """§4: one-class problems for the chosen classes, numbers that match the saved detectors' scores."""
+    from sklearn.metrics import roc_auc_score
+
+    from viclab.detect import load_detector, load_test
+
+    out, results = tiny_study
+    det = results["stages"]["detect"]
+    assert det["classes"] == ["0", "5"] and [r["class"] for r in det["per_class"]] == ["0", "5"]
+    names = {"vicreg_terms:invariance", "vicreg_terms:variance", "vicreg_terms:covariance", "vicreg_terms:loss", "knn",
+             "mahalanobis", "autoencoder", "random-encoder knn"}
+    assert set(det["mean_auroc"]) == names
+    for n in names:
+        assert det["mean_auroc"][n] == pytest.approx(np.mean([r["metrics"][n]["auroc"] for r in det["per_class"]]))
+    # the table's AUROC is sklearn's on what the saved detector scores now (class 5: only class 5 normal)
+    folder = out / "detect/detectors/class-5/mahalanobis"
+    d, _ = load_detector(folder)
+    test = load_test(d.cfg.data)
+    assert set(np.flatnonzero(test.labels == 0)) == set(np.flatnonzero(test.origin == "cifar10:dog"))
+    assert det["per_class"][1]["metrics"]["mahalanobis"]["auroc"] == pytest.approx(
+        roc_auc_score(test.labels, d.score(test.data.images)["score"]))
+    cfg = json.loads((out / "detect/detectors/class-0/vicreg_terms/train/config.json").read_text())
+    assert cfg["train"]["epochs"] == 1 and cfg["model"]["projector"] == "32-32"  # the study's recipe, detect_epochs
+    for f in ("detect/roc_pr.png", "detect/top_anomalies.png", "detect/monitor/monitor.png"):
+        assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
+    html = (out / "report.html").read_text()
+    assert "which detector to trust" in html and f"{det['mean_auroc']['knn']:.3f}" in html
+
+
+def test_detection_interpretation_follows_the_numbers(tiny_study):
+    from viclab.study.interpret import interpret_detection
+
+    det = json.loads(json.dumps(tiny_study[1]["stages"]["detect"]))
+    det["mean_auroc"].update({"mahalanobis": 0.81, "random-encoder knn": 0.6, "knn": 0.7, "autoencoder": 0.5,
+                              "vicreg_terms:invariance": 0.55, "vicreg_terms:covariance": 0.65})
+    det["figure_detectors"] = ["vicreg_terms:invariance", "knn", "mahalanobis", "autoencoder", "random-encoder knn"]
+    text = " ".join(interpret_detection(det))
+    assert "mahalanobis 0.810, knn 0.700, random-encoder knn 0.600, vicreg_terms:invariance 0.550" in text
+    assert "The best, mahalanobis, is +0.210 from the random-encoder floor (0.600)" in text
+    assert "is 0.069 below SimCLR's" in text
+    det["mean_auroc"]["random-encoder knn"] = 0.9
+    assert "No trained detector beats the random-encoder floor (0.900)" in " ".join(interpret_detection(det))
 
 
 def test_interpretations_follow_the_numbers(tiny_study):
@@ -208,7 +252,7 @@ def test_report_renders_in_chromium(tiny_study, tmp_path):
     html = (out / "report.html").read_text()
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # opens offline
     n_img = html.count("<img ")
-    assert n_img >= 19 and html.count('src="data:image/png;base64,') == n_img
+    assert n_img >= 22 and html.count('src="data:image/png;base64,') == n_img
     page = tmp_path / "report.html"
     page.write_text(html.replace("</body>", CHECK + "</body>"))
     proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
@@ -217,7 +261,7 @@ def test_report_renders_in_chromium(tiny_study, tmp_path):
     assert 'id="viclab-check"' in dom, proc.stderr[-2000:]
     check = json.loads(dom.split('id="viclab-check">')[1].split("</pre>")[0].replace("&quot;", '"'))
     assert check["images"] == n_img and check["broken"] == 0
-    assert check["sections"] == ["results", "S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "A", "C", "timing"]
+    assert check["sections"] == ["results", "S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "A", "C", "D", "timing"]
     assert "viclab study" in check["title"]
 
 

@@ -4,17 +4,20 @@ A detector folder::
 
     DET/config.json           the resolved DetectConfig
     DET/meta.json             git commit, versions, device, command line
-    DET/data.json             the fingerprint of the normal images it was fitted on
+    DET/data.json             fingerprints of the normal images it fitted on, held out and tests, and of a given encoder
     DET/train/                the run folder of its network's training (VICReg or autoencoder), if any
     DET/model.safetensors     the frozen network, its config in the metadata
     DET/reference.safetensors the normal statistics
+    DET/holdout_scores.npy    the scores of the held-out normal images (threshold calibration)
     DET/detector.json         format version, sizes, the held-out normal scores' threshold (written last)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,26 +27,35 @@ import numpy as np
 from torch import Tensor, nn
 
 import viclab
-from viclab.config import AutoencoderConfig, Config, DetectConfig, detect_config_from_dict
+from viclab.config import AutoencoderConfig, Config, DetectConfig, DetectDataConfig, detect_config_from_dict
 from viclab.data import ImageData
 from viclab.data.types import data_fingerprint
 from viclab.detect.autoencoder import train_autoencoder
-from viclab.detect.data import load_normal, load_test
+from viclab.detect.data import load_normal, load_normal_test, load_test
 from viclab.detect.detectors import DETECTORS, Detector
 from viclab.detect.metrics import threshold_at_fpr
 from viclab.errors import ViclabError
-from viclab.eval.features import load_source
-from viclab.io import atomic_write, atomic_write_text, check_writable_dir, tensor_file_sha256
+from viclab.eval.features import RANDOM_PREFIX, load_source
+from viclab.io import atomic_save_npy, atomic_write, atomic_write_text, check_writable_dir, tensor_file_sha256
 from viclab.models import build_vicreg_model
 from viclab.models.autoencoder import build_autoencoder
 from viclab.runtime import Runtime, require_one_process, select_runtime
 from viclab.train import train
 from viclab.train.checkpoint import load_checkpoint, load_state
-from viclab.train.rundir import CHECKPOINT, CONFIG, config_diff, read_config, write_run_files
+from viclab.train.rundir import (
+    CHECKPOINT,
+    CONFIG,
+    ENCODER,
+    METRICS,
+    config_diff,
+    read_config,
+    run_kind,
+    write_run_files,
+)
 
 FORMAT = "1"  # bump when a detector folder's content changes meaning
-MODEL, REFERENCE, SUMMARY, DATA, TRAIN = (
-    "model.safetensors", "reference.safetensors", "detector.json", "data.json", "train")
+MODEL, REFERENCE, SUMMARY, DATA, TRAIN, HOLDOUT = (
+    "model.safetensors", "reference.safetensors", "detector.json", "data.json", "train", "holdout_scores.npy")
 
 
 def scoring_runtime(cfg: DetectConfig) -> Runtime:
@@ -110,6 +122,9 @@ def _given_network(cfg: DetectConfig, kind: str) -> tuple[nn.Module, Config]:
             raise ViclabError(f"detect.encoder={cfg.encoder}: vicreg_terms needs a VICReg training run folder (it "
                               "scores with the projector too, kept in the run's checkpoint.pt); give one, or none "
                               "to train VICReg on the normal images")
+        if not (path / ENCODER).exists():
+            raise ViclabError(f"detect.encoder={cfg.encoder} has not finished training (no {ENCODER}); finish it "
+                              f"with 'viclab train --resume {path}'")
         return _vicreg_from_run(path)
     source = load_source(cfg.encoder, seed=cfg.seed)
     if source.module is None:
@@ -126,37 +141,116 @@ def _train_network(cfg: DetectConfig, kind: str, fit: ImageData, holdout: ImageD
     if kind == "autoencoder":
         rt = select_runtime(cfg.recipe.train.device, cfg.recipe.train.precision)
         return train_autoencoder(cfg.autoencoder, fit.images, cfg.data.size, run_dir, rt, progress, echo), None
-    recipe = dataclasses.replace(cfg.recipe, augment=dataclasses.replace(cfg.recipe.augment, size=cfg.data.size))
-    if recipe.train.batch_size > len(fit):
-        raise ViclabError(f"train.batch_size={recipe.train.batch_size} is larger than the {len(fit)} normal images "
-                          f"to fit on; use train.batch_size={len(fit)} or fewer")
-    test = holdout if len(holdout) >= 2 else None
-    recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, eval_test=test is not None))
-    resume = (run_dir / CONFIG).exists()
-    train(recipe, run_dir, resume=resume, progress=progress, echo=echo, data=(fit, test))
+    recipe = _recipe(cfg, holdout)
+    test = holdout if recipe.train.eval_test else None
+    train(recipe, run_dir, resume=(run_dir / CONFIG).exists(), progress=progress, echo=echo, data=(fit, test))
     model, recipe = _vicreg_from_run(run_dir)
     return (model if kind == "vicreg" else model.encoder), recipe
 
 
-def _check_folder(folder: Path, cfg: DetectConfig, fingerprint: str) -> bool:
-    """Whether ``folder`` already holds this fitted detector. A folder of another config or other
-    normal images is refused (its training may have run: never mixed with this one)."""
+def _recipe(cfg: DetectConfig, holdout: ImageData) -> Config:
+    """The VICReg recipe trained on the normal images: at the detector's image size, with test terms
+    on the held-out normal images when there are at least 2."""
+    r = cfg.recipe
+    return dataclasses.replace(r, augment=dataclasses.replace(r.augment, size=cfg.data.size),
+                               train=dataclasses.replace(r.train, eval_test=len(holdout) >= 2))
+
+
+def _check_inputs(cfg: DetectConfig, kind: str, fit: ImageData) -> tuple[nn.Module, Config] | None:
+    """Every check of the user's inputs that can fail, before anything is written; returns the given
+    network (``cfg.encoder``), read and checked, or ``None``."""
+    if cfg.detector == "knn" and cfg.k > len(fit):
+        raise ViclabError(f"detect.k={cfg.k} is larger than the {len(fit)} normal images to fit on; use "
+                          f"detect.k={len(fit)} or fewer")
+    if kind == "autoencoder":
+        if cfg.encoder is not None:
+            raise ViclabError("the autoencoder trains its own network on the normal images; drop --encoder")
+        build_autoencoder(cfg.data.size, cfg.autoencoder.widths, cfg.autoencoder.latent)  # checks the image size
+        return None
+    if cfg.encoder is None:
+        if cfg.recipe.train.batch_size > len(fit):
+            raise ViclabError(f"train.batch_size={cfg.recipe.train.batch_size} is larger than the {len(fit)} normal "
+                              f"images to fit on; use train.batch_size={len(fit)} or fewer")
+        return None
+    network, net_cfg = _given_network(cfg, kind)
+    if net_cfg.augment.size != cfg.data.size and not cfg.encoder.startswith(RANDOM_PREFIX):
+        raise ViclabError(f"the encoder {cfg.encoder} was trained on {net_cfg.augment.size}-pixel views; use "
+                          f"data.size={net_cfg.augment.size}")
+    return network, net_cfg
+
+
+def state_sha256(module: nn.Module) -> str:
+    """Hash of a network's parameters and buffers (names, shapes, values)."""
+    h = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        h.update(f"{key}{tuple(value.shape)}{value.dtype}".encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def data_record(cfg: DetectDataConfig, fit: ImageData | None = None,
+                holdout: ImageData | None = None) -> dict[str, Any]:
+    """Fingerprints of the images a detector fits on, holds out, and (folder data) tests as normal:
+    a detector is scored only on the very split it was fitted with. ``fit``, ``holdout``: already loaded."""
+    if fit is None or holdout is None:
+        fit, holdout = load_normal(cfg)
+    record = {"normal_images": data_fingerprint(fit), "holdout": data_fingerprint(holdout), "fit": len(fit),
+              "held_out": len(holdout)}
+    if cfg.normal is not None:
+        record["normal_test"] = data_fingerprint(load_normal_test(cfg))
+    return record
+
+
+def check_data(folder: str | Path, cfg: DetectDataConfig) -> None:
+    """Refuse to score with a detector whose normal images changed since it was fitted (a changed
+    folder would reshuffle the held-out split and leak fitted images into the normal test set)."""
+    try:
+        saved = json.loads((Path(folder) / DATA).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ViclabError(f"cannot read {Path(folder) / DATA} ({e}); the detector folder is damaged, fit it again") \
+            from None
+    now = data_record(cfg)
+    changed = [k for k in now if k in saved and saved[k] != now[k]]
+    if changed:
+        raise ViclabError(f"the normal images of {folder} changed since it was fitted ({', '.join(changed)} differ); "
+                          "fit the detector again")
+
+
+def _started(folder: Path) -> bool:
+    return any((folder / TRAIN / f).exists() for f in (CHECKPOINT, METRICS))
+
+
+def _check_folder(folder: Path, cfg: DetectConfig, record: dict[str, Any]) -> bool:
+    """Whether ``folder`` already holds this fitted detector. A folder of another config, other normal
+    images or another encoder is refused once anything was computed there (never mixed with this one);
+    one that never got that far is simply fitted again."""
     if not (folder / CONFIG).exists():
         if folder.exists() and any(folder.iterdir()):
             raise ViclabError(f"{folder} already exists and is not a detector folder; choose another --out")
         return False
+    kind = run_kind(folder)
+    if kind != "detector":
+        raise ViclabError(f"{folder} holds a {kind} run, not a detector; choose another --out")
     try:
         saved = json.loads((folder / CONFIG).read_text())
-        data = json.loads((folder / DATA).read_text())["normal_images"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError):
-        raise ViclabError(f"{folder} holds a damaged detector folder; delete it or choose another --out") from None
-    diffs = config_diff(saved, cfg)
-    if diffs:
-        raise ViclabError(f"{folder} holds a detector of another config ({'; '.join(diffs[:3])}); choose another "
-                          "--out")
-    if data != fingerprint:
-        raise ViclabError(f"{folder} holds a detector fitted on other normal images; choose another --out")
-    return (folder / SUMMARY).exists()
+        data = json.loads((folder / DATA).read_text()) if (folder / DATA).exists() else None
+        diffs = config_diff(saved, cfg) if isinstance(saved, dict) else ["config.json is not a config"]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        diffs, data = ["unreadable config.json"], None
+    finished = (folder / SUMMARY).exists()
+    same = not diffs and data == record
+    if not same and (finished or _started(folder)):
+        what = "another config (" + "; ".join(diffs[:3]) + ")" if diffs else "other normal images or another encoder"
+        raise ViclabError(f"{folder} holds a detector of {what}; choose another --out")
+    if finished:
+        try:
+            fmt = json.loads((folder / SUMMARY).read_text()).get("format")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            fmt = None
+        if fmt != FORMAT:
+            raise ViclabError(f"{folder} holds a detector of another viclab version (format {fmt}); delete it or "
+                              "choose another --out")
+    return same and finished
 
 
 def fit_detector(cfg: DetectConfig, folder: str | Path, progress: bool = True,
@@ -177,28 +271,27 @@ def fit_detector(cfg: DetectConfig, folder: str | Path, progress: bool = True,
     fit, holdout = load_normal(cfg.data)
     if cfg.data.abnormal is not None or cfg.data.anomalies is not None:
         load_test(cfg.data)  # a wrong test folder or dataset fails now, not after the training
-    if cfg.detector == "knn" and cfg.k > len(fit):
-        raise ViclabError(f"detect.k={cfg.k} is larger than the {len(fit)} normal images to fit on; use "
-                          f"detect.k={len(fit)} or fewer")
-    fingerprint = data_fingerprint(fit)
-    if _check_folder(folder, cfg, fingerprint):
+    cls = DETECTORS[cfg.detector]
+    given = _check_inputs(cfg, cls.network_kind, fit)
+    record = data_record(cfg.data, fit, holdout) | {"encoder_sha256": state_sha256(given[0]) if given else None}
+    if _check_folder(folder, cfg, record):
         echo(f"{folder}: already fitted")
         return json.loads((folder / SUMMARY).read_text())
-    cls = DETECTORS[cfg.detector]
     rt = scoring_runtime(cfg)
-    # A given network is read (and checked) before anything is written.
-    given = _given_network(cfg, cls.network_kind) if cfg.encoder is not None and cls.network_kind != "autoencoder" \
-        else None
-    write_run_files(folder, cfg, rt, resumed=(folder / CONFIG).exists())
-    atomic_write_text(folder / DATA, json.dumps({"normal_images": fingerprint, "fit": len(fit),
-                                                 "holdout": len(holdout)}, indent=2) + "\n")
+    resumed = (folder / CONFIG).exists() and _started(folder)
+    if not resumed:
+        shutil.rmtree(folder / TRAIN, ignore_errors=True)  # an attempt that never trained: nothing to lose
+    write_run_files(folder, cfg, rt, resumed=resumed)
+    atomic_write_text(folder / DATA, json.dumps(record, indent=2) + "\n")
     network, net_cfg = given or _train_network(cfg, cls.network_kind, fit, holdout, folder, progress, echo)
     t_net = time.perf_counter() - t0
-    augment = net_cfg.augment if net_cfg is not None else cfg.recipe.augment
-    det = cls(cfg, network, augment, rt)
+    det = cls(cfg, network, net_cfg.augment if net_cfg is not None else cfg.recipe.augment, rt,
+              loss=net_cfg.loss if net_cfg is not None else cfg.recipe.loss)
     det.fit_reference(fit.images, progress)
     held = det.score(holdout.images, progress)["score"] if len(holdout) else np.empty(0)
     threshold = threshold_at_fpr(held, cfg.fpr) if len(held) else None
+    if len(held):  # kept: 'detect score --fpr' calibrates a threshold at any rate from them
+        atomic_save_npy(folder / HOLDOUT, np.asarray(held, dtype=np.float64))
     _save_tensors(folder / MODEL, network.state_dict(), {
         "network": cls.network_kind, "config": json.dumps(_network_config(cls.network_kind, cfg, net_cfg))})
     _save_tensors(folder / REFERENCE, det.reference, {"detector": cfg.detector})
@@ -214,6 +307,15 @@ def fit_detector(cfg: DetectConfig, folder: str | Path, progress: bool = True,
     echo(f"{cfg.detector} detector fitted on {len(fit)} normal images in {summary['seconds']['total']:.0f}s -> "
          f"{folder}" + (f"; threshold {threshold:.4g} at {cfg.fpr:.0%} held-out FPR" if threshold is not None else ""))
     return summary
+
+
+def calibrated_threshold(folder: str | Path, fpr: float) -> float:
+    """The threshold at false-positive rate ``fpr`` on a fitted detector's held-out normal images."""
+    path = Path(folder) / HOLDOUT
+    if not path.exists():
+        raise ViclabError(f"{folder} kept no held-out normal images (fitted with data.holdout=0), so no threshold can "
+                          "be calibrated; fit it with data.holdout above 0, e.g. 0.1")
+    return threshold_at_fpr(np.load(path), fpr)
 
 
 def load_detector(folder: str | Path, rt: Runtime | None = None) -> tuple[Detector, dict[str, Any]]:
@@ -243,7 +345,11 @@ def load_detector(folder: str | Path, rt: Runtime | None = None) -> tuple[Detect
     if meta.get("format") != FORMAT or ref_meta.get("format") != FORMAT or meta.get("network") != cls.network_kind:
         raise ViclabError(f"{folder}: its weights files do not match its detector.json (format or network); fit it "
                           "again")
-    network, net_cfg = build_network(cls.network_kind, json.loads(meta["config"]), str(folder / MODEL))
+    try:
+        network, net_cfg = build_network(cls.network_kind, json.loads(meta["config"]), str(folder / MODEL))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ViclabError(f"{folder / MODEL}: its config metadata is damaged; fit the detector again") from None
     load_state(network, state, folder / MODEL, "the detector folder is damaged; fit it again")
     augment = net_cfg.augment if net_cfg is not None else cfg.recipe.augment
-    return cls(cfg, network, augment, rt or scoring_runtime(cfg), reference), summary
+    loss = net_cfg.loss if net_cfg is not None else cfg.recipe.loss
+    return cls(cfg, network, augment, rt or scoring_runtime(cfg), reference, loss=loss), summary

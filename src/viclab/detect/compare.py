@@ -20,7 +20,7 @@ from viclab.detect.api import fit_detector, load_detector
 from viclab.detect.data import TestSet, load_test
 from viclab.detect.metrics import detection_metrics
 
-RANDOM_FLOOR = "knn, random encoder"
+RANDOM_FLOOR = "random-encoder knn"
 QUANTITIES = ("invariance", "variance", "covariance", "loss")
 
 
@@ -67,9 +67,13 @@ def evaluate(folders: dict[str, Path], test: TestSet | None = None, progress: bo
 
 
 def one_class(base: DetectConfig, classes: Sequence[str], folder: Path, progress: bool = False,
-              echo: Callable[[str], None] = print) -> dict[str, Any]:
+              echo: Callable[[str], None] = print,
+              on_class: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """One-class protocol: per class, every detector fitted on that class's training images only and
     tested on the whole test split (that class normal, the rest anomalous).
+
+    ``on_class(class, evaluation)`` sees each class's :func:`evaluate` output (scores and test set
+    included) before it is dropped.
 
     Returns:
         ``{"classes", "per_class": [{class, metrics, seconds}], "mean_auroc": {detector: mean}}``.
@@ -80,6 +84,8 @@ def one_class(base: DetectConfig, classes: Sequence[str], folder: Path, progress
         cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, normal_classes=(str(c),)))
         folders = fit_all(cfg, folder / f"class-{c}", progress=progress, echo=echo)
         ev = evaluate(folders, progress=progress)
+        if on_class is not None:
+            on_class(str(c), ev)
         rows.append({"class": str(c), "metrics": ev["metrics"], "seconds": time.perf_counter() - t0})
         echo(f"one-class {c}: " + "  ".join(f"{k} {v['auroc']:.3f}" for k, v in ev["metrics"].items())
              + f"  ({rows[-1]['seconds']:.0f}s)")

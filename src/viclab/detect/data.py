@@ -108,6 +108,13 @@ def _normal_pool(cfg: DetectDataConfig) -> tuple[ImageData, ImageData | None]:
     return _take(normal, pool), _take(normal, test)
 
 
+def load_normal_test(cfg: DetectDataConfig) -> ImageData:
+    """The normal test images of folder data (the ``normal_test`` folder, or the held-out share)."""
+    if cfg.normal is None:
+        raise ValueError("only folder data has its own normal test images")
+    return _normal_pool(cfg)[1]
+
+
 def load_normal(cfg: DetectDataConfig) -> tuple[ImageData, ImageData]:
     """``(fit, holdout)``: the normal images a detector fits on, and the seeded ``holdout`` share
     of them kept out of fitting (threshold calibration; empty when ``holdout = 0``)."""

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from viclab.augment import Augment, eval_transform
-from viclab.config import AugmentConfig, DetectConfig
+from viclab.config import AugmentConfig, DetectConfig, LossConfig
 from viclab.detect.scores import (
     NormalStats,
     fit_gaussian,
@@ -46,6 +46,7 @@ class Detector:
         cfg: the detector's config.
         network: the frozen network (eval mode).
         augment: the views and normalisation the network was trained with.
+        loss: the VICReg coefficients the network was trained with (the terms are scored with them).
         reference: the normal statistics (name -> tensor), saved with the detector.
         rt: where and how precisely it scores.
     """
@@ -54,8 +55,9 @@ class Detector:
     network_kind: ClassVar[str]  # "encoder", "vicreg" or "autoencoder"
 
     def __init__(self, cfg: DetectConfig, network: nn.Module, augment: AugmentConfig, rt: Runtime,
-                 reference: dict[str, Tensor] | None = None) -> None:
+                 reference: dict[str, Tensor] | None = None, loss: LossConfig | None = None) -> None:
         self.cfg, self.augment, self.rt = cfg, augment, rt
+        self.loss = loss or cfg.recipe.loss  # the network's own VICReg coefficients
         self.network = network.to(rt.device, memory_format=torch.channels_last).eval()
         self.reference = reference or {}
 
@@ -135,7 +137,7 @@ class VICRegTermsDetector(Detector):
         self.reference = NormalStats(self.projections(normal, progress)).tensors()
 
     def score(self, images: Tensor, progress: bool = False) -> dict[str, np.ndarray]:
-        loss = self.cfg.recipe.loss
+        loss = self.loss
         gen = torch.Generator(device=self.rt.device).manual_seed(self.cfg.seed)
         inv = []
         for _, x in _batches(images, max(1, self.cfg.batch_size // self.cfg.views), progress,
@@ -144,6 +146,9 @@ class VICRegTermsDetector(Detector):
         invariance = torch.cat(inv)
         var, cov = term_contributions(self.projections(images), NormalStats.from_tensors(self.reference),
                                       loss.gamma, loss.eps, loss.variant)
+        # The image's share of the loss, its weighted terms on one set of projections (training sums the
+        # variance and covariance of both views' sets). The variance contribution is usually negative for an
+        # outlier (it widens the spread), so as a ranking score it flags typical images first.
         total = loss.inv_weight * invariance + loss.var_weight * var + loss.cov_weight * cov
         out = {"invariance": invariance, "variance": var, "covariance": cov, "loss": total}
         return {"score": out[self.cfg.score].numpy(), **{k: v.numpy() for k, v in out.items()}}

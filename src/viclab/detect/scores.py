@@ -62,6 +62,11 @@ def fit_gaussian(x: np.ndarray, shrinkage: float | None = None) -> tuple[np.ndar
     est.fit(x)
     used = float(est.shrinkage_ if shrinkage is None else shrinkage)
     cov = est.covariance_
+    eig = np.linalg.eigvalsh(cov)
+    if eig[0] <= 1e-12 * max(eig[-1], 1e-300):
+        # inv() rarely raises on a numerically singular matrix: it returns entries near 1e15 instead.
+        raise ViclabError(f"the normal representations' covariance is singular ({len(x)} images in {x.shape[1]} "
+                          "dimensions); use a shrinkage above 0, e.g. detect.shrinkage=0.1, or more normal images")
     try:
         precision = np.linalg.inv(cov)
     except np.linalg.LinAlgError:

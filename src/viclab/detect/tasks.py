@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 
 from viclab.augment import Augment
 from viclab.detect import figures
-from viclab.detect.api import load_detector
+from viclab.detect.api import calibrated_threshold, check_data, load_detector
 from viclab.detect.data import ANOMALOUS, NORMAL, TestSet, load_test
 from viclab.detect.detectors import Detector
 from viclab.detect.metrics import detection_metrics, rates_at
@@ -37,23 +38,29 @@ def _same_data(folders: Sequence[Path], detectors: Sequence[Detector]) -> None:
 
 
 def _csv(test: TestSet, names: list[str], scores: list[dict[str, np.ndarray]], flags: list[np.ndarray | None]) -> str:
+    """One row per test image; quoted where a folder or detector name holds a comma."""
+    import csv
+    import io
+
     cols = ["index", "origin", "label"]
     for name, s in zip(names, scores):
         cols += [f"{name}:{k}" for k in s]
         cols.append(f"{name}:flagged")
-    lines = [",".join(cols)]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
     for i in range(len(test.labels)):
         row = [str(i), test.origin[i], str(test.labels[i])]
         for s, f in zip(scores, flags):
             row += [f"{v[i]:.7g}" for v in s.values()]
             row.append("" if f is None else str(int(f[i])))
-        lines.append(",".join(row))
-    return "\n".join(lines) + "\n"
+        w.writerow(row)
+    return buf.getvalue()
 
 
 def run_score(folders: Sequence[str | Path], out: str | Path, abnormal: str | None = None,
-              anomalies: str | None = None, data_dir: str | None = None, top: int = 16, progress: bool = True,
-              echo: Callable[[str], None] = print) -> dict[str, Any]:
+              anomalies: str | None = None, data_dir: str | None = None, top: int = 16, fpr: float | None = None,
+              progress: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Score the test set of one or several fitted detectors and write the evaluation.
 
     The test set is the first detector's (its normal test images and anomalies), with
@@ -61,17 +68,24 @@ def run_score(folders: Sequence[str | Path], out: str | Path, abnormal: str | No
     ``scores.csv`` (every image: origin, label, each detector's quantities and its flag at its
     threshold), ``metrics.json`` (AUROC, AUPR, pAUC at FPR <= 0.1, and the rates at the threshold
     calibrated on held-out normal images), ``roc_pr.png``, ``hist-<name>.png`` and
-    ``top_anomalies.png`` (the ``top`` highest-scoring test images per detector).
+    ``top_anomalies.png`` (the ``top`` highest-scoring test images per detector). ``fpr``: calibrate
+    each threshold at this false-positive rate on its held-out normal images instead of the one
+    chosen at fit time (``detect.fpr``).
     """
     if not folders:
         raise ViclabError("detect score needs at least one detector folder")
     out = check_writable_dir(Path(out), "output folder")
     loaded = [load_detector(f) for f in folders]
+    if fpr is not None:
+        loaded = [(d, {**summary, "threshold": calibrated_threshold(f, fpr), "threshold_fpr": fpr})
+                  for f, (d, summary) in zip(folders, loaded)]
     detectors = [d for d, _ in loaded]
     _same_data([Path(f) for f in folders], detectors)
     data_cfg = detectors[0].cfg.data
     if data_dir:
         data_cfg = dataclasses.replace(data_cfg, data_dir=data_dir)
+    for f in folders:
+        check_data(f, data_cfg)
     test = load_test(data_cfg, abnormal, anomalies)
     labels = test.labels
     names = [Path(f).name or str(f) for f in folders]
@@ -138,7 +152,7 @@ def batch_terms(det: Detector, batches: Sequence[torch.Tensor], seed: int = 0,
     Returns:
         ``{"invariance", "variance", "covariance"}`` -> ``(T,)`` per batch.
     """
-    loss = VICRegLoss(**{**dataclasses.asdict(det.cfg.recipe.loss), "gather_distributed": False})
+    loss = VICRegLoss(**{**dataclasses.asdict(det.loss), "gather_distributed": False})
     augment = Augment(det.augment)
     gen = torch.Generator(device=det.rt.device).manual_seed(seed)
     out = {k: [] for k in TERMS}
@@ -172,28 +186,40 @@ def run_monitor(folder: str | Path, out: str | Path, stream: str = "normal:20,an
     flags = parse_stream(stream)
     if batch_size < 2:
         raise ViclabError(f"--batch-size {batch_size} must be >= 2 (the variance term needs 2 images)")
+    if seed < 0:
+        raise ViclabError(f"--seed {seed} must be >= 0")
     det, _ = load_detector(folder)
     if det.cfg.detector != "vicreg_terms":
         raise ViclabError(f"{folder} is a {det.cfg.detector} detector; the monitor plots VICReg's terms, so give a "
                           "vicreg_terms detector folder")
     out = check_writable_dir(Path(out), "output folder")
     data_cfg = dataclasses.replace(det.cfg.data, data_dir=data_dir) if data_dir else det.cfg.data
+    check_data(folder, data_cfg)
     test = load_test(data_cfg, abnormal, anomalies)
     rng = np.random.default_rng(seed)
     pools = {kind: np.flatnonzero(test.labels == label) for kind, label in ((False, NORMAL), (True, ANOMALOUS))}
+    for kind, pool in pools.items():
+        if kind in flags and len(pool) < batch_size:
+            raise ViclabError(f"the test set holds {len(pool)} {'anomalous' if kind else 'normal'} images, fewer than "
+                              f"one batch of {batch_size}; use --batch-size {len(pool)} or fewer")
     queues = {kind: rng.permutation(p) for kind, p in pools.items()}
     batches = []
     for anomalous in flags:
         q = queues[anomalous]
-        while len(q) < batch_size:
-            q = np.concatenate([q, rng.permutation(pools[anomalous])])
+        if len(q) < batch_size:  # refill with the images not left over, so no batch holds one image twice
+            rest = np.setdiff1d(pools[anomalous], q)
+            q = np.concatenate([q, rng.permutation(rest)])
         batches.append(test.data.images[torch.from_numpy(q[:batch_size])])
         queues[anomalous] = q[batch_size:]
     terms = batch_terms(det, batches, seed, progress)
     mask = np.array(flags)
-    summary = {k: {"normal": float(v[~mask].mean()), "anomalous": float(v[mask].mean())} for k, v in terms.items()}
+    def mean(v: np.ndarray) -> float | None:
+        return float(v.mean()) if len(v) else None  # a stream of one kind has no mean for the other
+
+    summary = {k: {"normal": mean(v[~mask]), "anomalous": mean(v[mask])} for k, v in terms.items()}
     figures.monitor_png(terms, mask, f"VICReg terms per batch of {batch_size} images ({Path(folder).name})",
                         out / "monitor.png")
+    shutil.rmtree(out / "tb", ignore_errors=True)  # a rerun's events would overlay the earlier ones
     with SummaryWriter(str(out / "tb")) as tb:
         for t in range(len(flags)):
             for k, v in terms.items():
@@ -205,5 +231,5 @@ def run_monitor(folder: str | Path, out: str | Path, stream: str = "normal:20,an
                "anomalous": mask.tolist(), "mean": summary}
     atomic_write_text(out / "monitor.json", json.dumps(payload, indent=2) + "\n")
     echo("mean per batch, normal vs anomalous: " + "; ".join(
-        f"{k} {s['normal']:.4g} vs {s['anomalous']:.4g}" for k, s in summary.items()) + f" -> {out / 'monitor.png'}")
+        f"{k} {s['normal']} vs {s['anomalous']}" for k, s in summary.items()) + f" -> {out / 'monitor.png'}")
     return payload

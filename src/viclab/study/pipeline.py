@@ -7,6 +7,7 @@ Folder layout::
     STUDY/runs/<method>/            the training / ablation run folders
     STUDY/eval/<method>/            their evaluations (JSON + figures)
     STUDY/eval/anomaly/             ROC and most anomalous images (A1-A3)
+    STUDY/detect/                   one-class detection (§4): detector folders, ROC/PR, monitor
     STUDY/figures/                  the training-curve figures (S1)
     STUDY/results.json              every number
     STUDY/report.html               the self-contained report
@@ -33,6 +34,7 @@ from viclab.eval import tasks as t
 from viclab.eval.features import load_source, representations
 from viclab.io import atomic_write_text, check_writable_dir, remove_stale_temp
 from viclab.runtime import barrier, broadcast_object, init_distributed, is_main, select_runtime
+from viclab.study.detection import detection_stage
 from viclab.study.report import METHODS, write_report
 from viclab.study.stages import Stage, code_fingerprint, run_stages
 from viclab.train import train
@@ -182,6 +184,13 @@ def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callab
     stages.append(Stage("anomaly", f"kNN anomaly detection vs {cfg.anomalies} (A1-A3)",
                         {**ev, "anomalies": cfg.anomalies, "data": reads(train_key, test_key, f"{cfg.anomalies}/test")},
                         anomaly, "eval/anomaly", after=("vicreg", "neighbours")))
+    classes = ", ".join(cfg.detect_classes)
+    stages.append(Stage("detect", f"one-class anomaly detection, every detector, classes {classes} (§4)",
+                        {"config": conf(cfg.detect), "classes": list(cfg.detect_classes),
+                         "data": reads(train_key, test_key),
+                         "code": code_fingerprint(["viclab.detect", "viclab.study.detection"],
+                                                  own=["viclab.study.pipeline", "viclab.study.stages"])},
+                        detection_stage(cfg, progress, echo), "detect"))
     return stages
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from viclab.eval.figures import curves_png
 from viclab.io import atomic_write_text
 from viclab.losses import VICRegTerms
-from viclab.study.interpret import interpret, pct
+from viclab.study.interpret import interpret, interpret_detection, pct
 from viclab.train.rundir import METRICS, read_metrics
 
 # Display names; also the keys of the results table, in report order.
@@ -106,6 +106,34 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return f"<table>{head}</tr>{''.join(body)}</table>"
 
 
+def _detection(study_dir: Path, results: dict[str, Any]) -> str:
+    """The §4 section: the one-class table, ROC/PR of every detector, top anomalies, the monitor."""
+    det = results["stages"].get("detect")
+    if det is None:
+        return "<p>Not part of this study.</p>"
+    names = list(det["per_class"][0]["metrics"])
+    best = max(det["mean_auroc"][n] for n in names)
+    head = "<tr><th>detector</th>" + "".join(f"<th>class {html.escape(r['class'])}</th>" for r in det["per_class"]) \
+        + "<th>mean</th></tr>"
+    body = "".join(
+        f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{r['metrics'][n]['auroc']:.3f}</td>" for r in det["per_class"])
+        + f'<td class="{"best" if det["mean_auroc"][n] == best else ""}">{det["mean_auroc"][n]:.3f}</td></tr>'
+        for n in names)
+    d = study_dir / "detect"
+    c = html.escape(det["first_class"])
+    return (_notes(interpret_detection(det))
+            + "<p>AUROC of each detector on each one-class problem: fitted on that class's training images, tested "
+              "on every test image (that class normal, the others anomalous). <code>vicreg_terms:q</code>: the "
+              "frozen VICReg model's per-image quantity q.</p>"
+            + f"<table>{head}{body}</table>" + '<div class="grid">'
+            + _img(d / "roc_pr.png", f"class {c} normal: ROC (pAUC range FPR ≤ 0.1 shaded) and precision-recall of "
+                                     "every detector")
+            + _img(d / "monitor" / "monitor.png", f"class {c}: VICReg's three terms per batch over a stream of "
+                                                  "normal and anomalous batches (anomalous stretches shaded)")
+            + "</div>" + _img(d / "top_anomalies.png", f"class {c} normal: the most anomalous test images of each "
+                                                       "detector (true class, score)"))
+
+
 def write_report(study_dir: Path, results: dict[str, Any]) -> Path:
     """Render ``study_dir/report.html`` from ``results`` and the figures in ``study_dir``."""
     curves = {m: read_metrics(study_dir / "runs" / m / METRICS) for m in (*CURVE_RUNS, *LATENT_RUNS)
@@ -155,10 +183,12 @@ def write_report(study_dir: Path, results: dict[str, Any]) -> Path:
                                             f"{anomalies} test (anomalous), AUC in the legend")
          + _img(ev / "anomaly" / "top_anomalies.png", f"the {cfg['eval']['anomaly_top']} most anomalous test "
                                                       "images of each method, one row each") + "</div>"),
+        ("D", "§4 · Anomaly detection on sensor images: which detector to trust", _detection(study_dir, results)),
         ("C", "C1–C3 · Clustering", _notes(text.get("C", [])) + "".join(
             _img(ev / m / "clusters.png", f"{METHODS[m]}: t-SNE coloured by K-means cluster (left) and by class "
                                           "(right), cluster centres in black") for m in ("vicreg", "neighbours"))),
     ]
+    sections = [sec for sec in sections if sec[0] != "D"] + [sec for sec in sections if sec[0] == "D"]
     stage_rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{s:.1f} s</td></tr>"
                          for name, s in results["seconds"]["stages"].items())
     stage_rows += f"<tr><th>all stages</th><th>{results['seconds']['total']:.1f} s</th></tr>"
