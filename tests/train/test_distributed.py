@@ -8,7 +8,11 @@ dynamics then amplify that rounding: measured over 24 steps of this model, the l
 relative loss difference is 7e-3 at lr 1e-3, 6e-5 at lr 1e-4 and 6e-7 at lr 3e-5 (the
 variance hinge and ReLUs switch on rounding-level differences, and Adam turns the pure-noise
 gradients of parameters the loss cannot see into full-size steps). The test runs at
-lr 3e-5, where the loss still falls by ~7% over the 24 steps.
+lr 3e-5, where the loss still falls by ~7% over the 24 steps. How far the rounding grows
+depends on the CPU's kernels: 6e-7 on one development machine, 3.3e-5 on another (AVX-512,
+the same code), so the bound over 24 steps is 1e-4, while the first step, before any
+amplification, must agree to 1e-6. A missing gather (7e-3 from the first step) or BatchNorm
+without SyncBatchNorm (1.1e-3 at the first step) fail both bounds.
 """
 
 from __future__ import annotations
@@ -92,13 +96,18 @@ def test_two_processes_train_like_one_process_with_twice_the_batch(runs):
     assert len(one) == len(two) == STEPS  # 2 epochs of 12 global batches of 32
     assert one[-1] < 0.97 * one[0]  # the runs went somewhere: equal losses are not a frozen model's
     rel = np.abs(two - one) / np.abs(one)
-    assert rel.max() < 1e-5, rel
+    assert rel[0] < 1e-6, rel
+    assert rel.max() < 1e-4, rel
     # Weights the loss sees agree to 1e-4 (measured: 3e-5; a weight moves at most STEPS * LR = 7e-4 in
     # all). The loss-blind ones can only be bounded by how far Adam can walk them: STEPS * LR.
     a, b = _weights(tmp / "one"), _weights(tmp / "two")
     assert a.keys() == b.keys()
     diff = {k: float((a[k].float() - b[k].float()).abs().max()) for k in a}
-    assert max(d for k, d in diff.items() if k not in LOSS_BLIND) < 1e-4, diff
+    assert max(d for k, d in diff.items() if k not in LOSS_BLIND and "running_" not in k) < 1e-4, diff
+    # BatchNorm's running statistics are never seen by the training loss either (training normalises
+    # by batch statistics): they average activations (magnitude ~1 here) and carry their rounding,
+    # measured up to 3.2e-4 apart on an AVX-512 CPU.
+    assert max(d for k, d in diff.items() if "running_" in k) < 1e-3, diff
     assert max(diff[k] for k in LOSS_BLIND) <= STEPS * LR, diff
     meta = json.loads((tmp / "two" / "meta.json").read_text())
     assert meta["world_size"] == 2
