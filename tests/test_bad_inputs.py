@@ -131,7 +131,7 @@ CASES: dict[str, tuple[list[str], str, str]] = {
     "names-count": (["anomaly", "{run}", "--names", "a", "b"], "2 names for 1 sources", "one name per source"),
     # anomaly detection
     "detect-empty-normal": (["detect", "fit", "--normal", "{w}/empty", "--encoder", "random:small_cnn", "--out",
-                             "{cwd}/d"], "the normal folder {w}/empty holds no images", "put its images there"),
+                             "{cwd}/d"], "the normal folder {w}/empty holds no images", "put its files there"),
     "detect-empty-abnormal": (["detect", "fit", "--normal", "{w}/plain", "--abnormal", "{w}/empty", "--encoder",
                                "random:small_cnn", "--out", "{cwd}/d"], "the abnormal folder {w}/empty holds no images",
                               "give another folder"),
@@ -157,6 +157,30 @@ CASES: dict[str, tuple[list[str], str, str]] = {
                                  "with --encoder the run's own views are used", "drop one of the two"),
     "detect-views": (["detect", "fit", "--views", "sepia", "--out", "{cwd}/d"], "invalid choice: 'sepia'",
                      "see 'viclab detect fit --help'"),
+    # sound
+    "sound-corrupt-file": (["detect", "fit", "--normal", "{w}/sounds-corrupt", "--encoder", "random:spec_cnn",
+                            "--out", "{cwd}/d"], "cannot decode sound file {w}/sounds-corrupt/bad.wav",
+                           "remove or replace it"),
+    "sound-empty-file": (["detect", "fit", "--normal", "{w}/sounds-empty", "--encoder", "random:spec_cnn", "--out",
+                          "{cwd}/d"], "sound file {w}/sounds-empty/empty.wav holds no samples", "remove it"),
+    "sound-image-backbone": (["detect", "fit", "--normal", "{w}/sounds", "--preset", "cpu", "--out", "{cwd}/d"],
+                             "model.backbone=small_cnn takes RGB images, but the data are log-mel spectrograms",
+                             "use model.backbone=spec_cnn"),
+    "sound-abnormal-images": (["detect", "fit", "--normal", "{w}/sounds", "--abnormal", "{w}/plain", "--encoder",
+                               "random:spec_cnn", "--out", "{cwd}/d"],
+                              "the normal data are sound clips but the abnormal data are images", "give sound clips"),
+    "sound-dcase-on-images": (["detect", "fit", "--detector", "dcase_ae", "--normal", "{w}/plain", "--out", "{cwd}/d"],
+                              "the dcase_ae detector reconstructs log-mel frames of sound", "use the autoencoder"),
+    "sound-channel": (["detect", "fit", "--normal", "{w}/sounds", "--encoder", "random:spec_cnn", "sound.channel=3",
+                       "--out", "{cwd}/d"], "has 1 channel(s), so it has no channel 3", "sound.channel=-1"),
+    "sound-fmax": (["detect", "fit", "--normal", "{w}/sounds", "sound.fmax=9000", "--out", "{cwd}/d"],
+                   "sound.fmax=9000.0 must satisfy 0 <= fmin < fmax <= rate / 2 = 8000", "fmax 0 means rate / 2"),
+    "resynth-knn-detector": (["sound", "resynth", "{w}/sounds/a.wav", "--detector", "{w}/knn-detector", "--out",
+                              "{cwd}/r"], "is a knn detector, which does not reconstruct", "give an autoencoder"),
+    "resynth-not-a-sound": (["sound", "resynth", "{w}/plain/0.png", "--out", "{cwd}/r"],
+                            "cannot decode sound file {w}/plain/0.png", "remove or replace it"),
+    "resynth-iters": (["sound", "resynth", "{w}/sounds/a.wav", "--iters", "0", "--out", "{cwd}/r"],
+                      "--iters 0", "use at least 1 iteration"),
     # the study
     "study-anomalies-training-set": (["study", "--data-dir", "{data}", "--out", "{cwd}/s", "study.anomalies=cifar10"],
                                      "is the dataset the study trains on", "study.anomalies=mnist"),
@@ -220,6 +244,16 @@ def _make_world(w: Path, run: Path, data: Path) -> None:
         Image.new("RGB", (8, 8), (i, 0, 0)).save(w / "stray" / f"{i}.png")
     Image.new("RGB", (8, 8)).save(w / "stray" / "thumbs" / "t.png")
     Image.new("1", (14000, 14000)).save(w / "bomb" / "bomb.png")  # 196 M pixels, a few kB on disk
+    # sound folders
+    import soundfile as sf
+
+    tone = (0.3 * np.sin(np.arange(4000) * 0.2)).astype(np.float32)
+    for folder in ("sounds", "sounds-corrupt", "sounds-empty"):
+        (w / folder).mkdir()
+        for i in range(3):
+            sf.write(str(w / folder / f"{'abc'[i]}.wav"), tone * (i + 1) / 3, 16_000, subtype="PCM_16")
+    (w / "sounds-corrupt" / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really")
+    sf.write(str(w / "sounds-empty" / "empty.wav"), np.zeros(0, dtype=np.float32), 16_000, subtype="PCM_16")
     # run folders
     from viclab.ablate.latent import run_latent
     from viclab.config import LatentConfig

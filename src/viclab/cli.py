@@ -297,17 +297,19 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _add_detect(sub) -> None:
-    from viclab.config import DETECTOR_NAMES, TERM_SCORES, VIEW_RECIPES
+    from viclab.config import DETECTOR_NAMES, PRESETS, TERM_SCORES, VIEW_RECIPES
 
-    det = sub.add_parser("detect", help="anomaly detection on sensor images: fit on normal images, score new ones",
-                         description="Fit a detector on normal images (a registered dataset's --normal-classes, or "
-                                     "a --normal folder), save it as a folder, score test images with ROC and "
-                                     "precision-recall curves, or monitor VICReg's terms over a stream of batches.")
+    det = sub.add_parser("detect", help="anomaly detection on sensor images and sounds: fit on normal data, score "
+                                        "new data",
+                         description="Fit a detector on normal images or sound clips (a registered dataset's "
+                                     "--normal-classes, or a --normal folder), save it as a folder, score test data "
+                                     "with ROC and precision-recall curves, or monitor VICReg's terms over a stream "
+                                     "of batches.")
     kinds = det.add_subparsers(dest="action", required=True, parser_class=_Parser)
     p = kinds.add_parser("fit", help="fit a detector on normal images and save it as a folder",
-                         description="Overrides: detect.*, data.*, autoencoder.* for the detector; augment.*, "
-                                     "model.*, loss.*, optim.*, train.* for the VICReg it trains on the normal "
-                                     "images when no --encoder is given.")
+                         description="Overrides: detect.*, data.*, autoencoder.*, dcase.* for the detector; "
+                                     "augment.*, model.*, loss.*, optim.*, train.*, sound.*, spec_views.* for the "
+                                     "network it trains on the normal data (VICReg when no --encoder is given).")
     p.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
     p.add_argument("--detector", choices=DETECTOR_NAMES, default="knn", help="the detector (default knn)")
     p.add_argument("--encoder", help="a run folder, .safetensors encoder or random:BACKBONE (default: train VICReg "
@@ -321,6 +323,8 @@ def _add_detect(sub) -> None:
     p.add_argument("--abnormal", help="folder of anomalous images (test only)")
     p.add_argument("--normal-test", help="folder of normal test images (default: a seeded share of --normal)")
     p.add_argument("--anomalies", help="dataset or folder whose test images are all anomalous, e.g. mnist")
+    p.add_argument("--preset", choices=tuple(PRESETS), help="the training recipe of its network (default: cpu for "
+                                                             "images, fsdd for FSDD, sound for other sounds)")
     p.add_argument("--views", choices=tuple(VIEW_RECIPES), help="VICReg's views: the recipe's (default), crop "
                                                                 "(crop only) or crop_raw (crop only, no normalisation)")
     p.add_argument("--score", choices=TERM_SCORES, help="vicreg_terms: the quantity that ranks (default invariance)")
@@ -373,7 +377,58 @@ def _cmd_detect_fit(args: argparse.Namespace) -> int:
                           "run's own views are used: drop one of the two")
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
     cfg = resolve_detect(overrides, views=args.views)
+    preset = args.preset or default_detect_preset(cfg.data.normal or cfg.data.dataset)
+    if preset is not None:
+        cfg = resolve_detect(overrides, views=args.views, preset=preset)
     fit_detector(cfg, args.out, progress=not args.no_progress)
+    return 0
+
+
+def default_detect_preset(data: str) -> str | None:
+    """The recipe a detector's network trains with when no --preset is given: the images' default
+    (``None``: :class:`DetectConfig`'s), ``fsdd`` for FSDD, ``sound`` for other sounds."""
+    from viclab.data import is_sound
+
+    if not is_sound(data):
+        return None
+    return "fsdd" if data == "fsdd" else "sound"
+
+
+def _add_sound(sub) -> None:
+    s = sub.add_parser("sound", help="sound tools: resynthesise a clip from its log-mel spectrogram (Griffin-Lim)",
+                       description="Sound tools (spec §4).")
+    kinds = s.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    p = kinds.add_parser("resynth", help="a clip's log-mel spectrogram (or an autoencoder's reconstruction of it) "
+                                         "back to a WAV file",
+                         description="Mel inversion (non-negative least squares) then Griffin-Lim with momentum; "
+                                     "writes original.wav, resynth.wav, spectrograms.png and resynth.json (spectral "
+                                     "convergence, log-spectral distance). Overrides: sound.* (without --detector).")
+    p.add_argument("clip", metavar="CLIP", help="a WAV, FLAC or OGG file")
+    p.add_argument("overrides", nargs="*", metavar="sound.field=value", help="feature settings (without --detector)")
+    p.add_argument("--detector", help="an autoencoder or dcase_ae detector folder: resynthesise its reconstruction")
+    p.add_argument("--preset", default="sound", help="the training preset whose sound.* settings are used (default "
+                                                     "sound: 16 kHz, the DCASE features; fsdd: 8 kHz)")
+    p.add_argument("--iters", type=int, default=32, help="Griffin-Lim iterations (default 32)")
+    p.add_argument("--momentum", type=float, default=0.99, help="fast Griffin-Lim momentum (default 0.99)")
+    p.add_argument("--seed", type=int, default=0, help="the random initial phase (default 0)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="accepted like every command's (it shows no bar)")
+    p.set_defaults(func=_cmd_sound_resynth)
+
+
+def _cmd_sound_resynth(args: argparse.Namespace) -> int:
+    from viclab.config import resolve_config
+    from viclab.sound import resynthesise
+
+    if args.detector and (args.overrides or args.preset != "sound"):
+        raise ViclabError("--detector fixes the sound settings (its own); drop the sound.* overrides and --preset")
+    if any(not o.startswith("sound.") for o in args.overrides):
+        raise ViclabError("resynth takes sound.field=value overrides only, e.g. sound.n_mels=64")
+    sound = None if args.detector else resolve_config(args.preset, overrides=list(args.overrides)).sound
+    if not Path(args.clip).is_file():
+        raise ViclabError(f"{args.clip} is not a file; give a WAV, FLAC or OGG file")
+    resynthesise(args.clip, args.out, detector=args.detector, sound=sound, n_iter=args.iters,
+                 momentum=args.momentum, seed=args.seed)
     return 0
 
 
@@ -407,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_compare(sub)
     _add_study(sub)
     _add_detect(sub)
+    _add_sound(sub)
     return parser
 
 

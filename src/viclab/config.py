@@ -222,6 +222,110 @@ class ViewsConfig:
                "views.kind=neighbours needs views.source, the encoder whose neighbours pair the images")
 
 
+SOUND_SPLITS = ("index", "speaker", "share")
+
+
+@dataclass(frozen=True)
+class SoundConfig:
+    """Sound clips and their log-mel spectrograms (spec §4).
+
+    Decoding: any WAV/FLAC/OGG file is mixed to mono (the mean of its channels, or ``channel``),
+    resampled to ``rate`` and cut into clips of ``clip_seconds``: one per file (cropped, or
+    zero-padded at the end), or with ``window_hop_seconds > 0`` sliding windows every hop (the
+    last one padded). Features: ``(20 / power) * log10(mel + log_offset)`` of the ``power``
+    spectrogram (Hann window, centred frames) through a Slaney mel filterbank. The defaults are
+    the DCASE 2020 Task 2 baseline's: 16 kHz, n_fft 1024, hop 512, 128 mels, 10 log10.
+    """
+
+    rate: int = 16_000
+    channel: int = -1  # -1: the mean of all channels; k >= 0: channel k
+    clip_seconds: float = 10.0
+    window_hop_seconds: float = 0.0  # > 0: sliding windows of clip_seconds every hop seconds
+    n_fft: int = 1024
+    hop_length: int = 512
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: float = 0.0  # 0: rate / 2
+    power: float = 2.0
+    log_offset: float = 2.220446049250313e-16  # the DCASE baseline's sys.float_info.epsilon
+    # Which clips are test clips where a layout has no split of its own: "index" (FSDD's: recordings
+    # 0-4 of each speaker and digit), "speaker" (the test_speakers' clips) or "share" (a seeded
+    # test_share of each class's normal files, every abnormal file: MIMII).
+    split: str = "index"
+    test_speakers: tuple[str, ...] = ("theo",)
+    test_share: float = 0.5
+    label: str = "class"  # FSDD: "class" (the digit) or "speaker"
+    machines: tuple[str, ...] = ()  # MIMII/DCASE: machine types kept (() = all)
+    machine_ids: tuple[str, ...] = ()  # MIMII/DCASE: machine IDs kept, e.g. id_00 (() = all)
+    seed: int = 0  # the "share" split
+
+    def __post_init__(self) -> None:
+        _finite(self, "sound.")
+        _check(self.rate > 0, f"sound.rate={self.rate} must be > 0")
+        _check(self.channel >= -1, f"sound.channel={self.channel} must be -1 (mean of channels) or a channel index")
+        _check(self.clip_seconds > 0, f"sound.clip_seconds={self.clip_seconds} must be > 0")
+        _check(self.window_hop_seconds >= 0, f"sound.window_hop_seconds={self.window_hop_seconds} must be >= 0")
+        _check(self.n_fft >= 2, f"sound.n_fft={self.n_fft} must be >= 2")
+        _check(self.hop_length >= 1, f"sound.hop_length={self.hop_length} must be >= 1")
+        _check(self.n_mels >= 1, f"sound.n_mels={self.n_mels} must be >= 1")
+        nyquist = self.rate / 2
+        _check(0 <= self.fmin < (self.fmax or nyquist) <= nyquist,
+               f"sound.fmin={self.fmin}, sound.fmax={self.fmax} must satisfy 0 <= fmin < fmax <= rate / 2 = {nyquist:g} "
+               "(fmax 0 means rate / 2)")
+        _check(self.power > 0, f"sound.power={self.power} must be > 0 (2: power, 1: magnitude)")
+        _check(self.log_offset > 0, f"sound.log_offset={self.log_offset} must be > 0")
+        _check(self.split in SOUND_SPLITS, f"sound.split={self.split!r} is unknown; use {', '.join(SOUND_SPLITS)}")
+        _check(0 < self.test_share < 1, f"sound.test_share={self.test_share} must be in (0, 1)")
+        _check(self.label in ("class", "speaker"), f"sound.label={self.label!r} is unknown; use class or speaker")
+        _check(round(self.clip_seconds * self.rate) >= 1,
+               f"sound.clip_seconds={self.clip_seconds} holds no sample at {self.rate} Hz; use a longer clip")
+
+    @property
+    def clip_samples(self) -> int:
+        return round(self.clip_seconds * self.rate)
+
+    @property
+    def frames(self) -> int:
+        """Frames of a clip's spectrogram (centred frames: one per hop, plus one)."""
+        return self.clip_samples // self.hop_length + 1
+
+
+@dataclass(frozen=True)
+class SpecViewsConfig:
+    """The views of a log-mel spectrogram for VICReg on sound (spec §4), per clip and independent.
+
+    A random time crop of ``crop`` of the frames (every view of a batch has the same length), a gain
+    of up to ``gain_db`` either way, mixed with probability ``noise_p`` with noise of flat mel
+    spectrum, or with ``mix_p`` with another clip of the batch, at an SNR drawn in the range given
+    (mixing adds powers: the mel spectra are summed, not their logarithms), then ``time_masks`` and
+    ``freq_masks`` masks of up to ``time_mask`` of the frames and ``freq_mask`` of the mel bands,
+    filled with the view's mean.
+    """
+
+    crop: float = 0.5
+    gain_db: float = 6.0
+    noise_p: float = 0.3
+    noise_snr_db: tuple[float, float] = (5.0, 20.0)
+    mix_p: float = 0.3
+    mix_snr_db: tuple[float, float] = (5.0, 20.0)
+    time_masks: int = 2
+    time_mask: float = 0.1
+    freq_masks: int = 2
+    freq_mask: float = 0.15
+
+    def __post_init__(self) -> None:
+        _finite(self, "spec_views.")
+        _check(0 < self.crop <= 1, f"spec_views.crop={self.crop} must be in (0, 1]")
+        _check(self.gain_db >= 0, f"spec_views.gain_db={self.gain_db} must be >= 0")
+        _prob("spec_views.noise_p", self.noise_p)
+        _prob("spec_views.mix_p", self.mix_p)
+        _interval("spec_views.noise_snr_db", self.noise_snr_db, -100.0, 200.0)
+        _interval("spec_views.mix_snr_db", self.mix_snr_db, -100.0, 200.0)
+        _check(self.time_masks >= 0 and self.freq_masks >= 0, "spec_views.time_masks and freq_masks must be >= 0")
+        _check(0 <= self.time_mask < 1 and 0 <= self.freq_mask < 1,
+               "spec_views.time_mask and freq_mask are fractions in [0, 1)")
+
+
 @dataclass(frozen=True)
 class Config:
     """Everything that determines a training run's numbers."""
@@ -233,6 +337,9 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     views: ViewsConfig = field(default_factory=ViewsConfig)
+    # Sound datasets only (viclab.data.SOUND_DATASETS): decoding, log-mel features, spectrogram views.
+    sound: SoundConfig = field(default_factory=SoundConfig)
+    spec_views: SpecViewsConfig = field(default_factory=SpecViewsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -359,6 +466,25 @@ PRESETS: dict[str, Config] = {
         model=ModelConfig(backbone="small_cnn", projector="2048-2048"),
         optim=OptimConfig(name="adamw", lr=4e-3, weight_decay=1e-4, schedule="cosine", warmup_epochs=1.0),
         train=TrainConfig(epochs=5, batch_size=128),
+    ),
+    # VICReg on spoken digits (FSDD, 8 kHz): one-second clips, 64 mels of 32 ms frames every 8 ms, the
+    # spectrogram CNN.
+    "fsdd": Config(
+        data=DataConfig(dataset="fsdd"),
+        model=ModelConfig(backbone="spec_cnn", projector="2048-2048"),
+        optim=OptimConfig(name="adamw", lr=2e-3, weight_decay=1e-4, schedule="cosine", warmup_epochs=1.0),
+        train=TrainConfig(epochs=10, batch_size=128),
+        # Zero padding is digital silence: a floor at -80 dB (log_offset 1e-8), below the quietest speech
+        # (about -65 dB), keeps it from dominating the statistics as the default floor (-156 dB) would.
+        sound=SoundConfig(rate=8_000, clip_seconds=1.0, n_fft=256, hop_length=64, n_mels=64, log_offset=1e-8),
+    ),
+    # VICReg on machine sounds (MIMII, 16 kHz): the DCASE baseline's features of 10-second clips.
+    "sound": Config(
+        data=DataConfig(dataset="mimii"),
+        model=ModelConfig(backbone="spec_cnn", projector="2048-2048"),
+        optim=OptimConfig(name="adamw", lr=2e-3, weight_decay=1e-4, schedule="cosine", warmup_epochs=1.0),
+        train=TrainConfig(epochs=100, batch_size=16),
+        sound=SoundConfig(split="share"),
     ),
 }
 
@@ -533,7 +659,30 @@ class AutoencoderConfig:
         _check(self.lr > 0, f"autoencoder.lr={self.lr} must be > 0")
 
 
-DETECTOR_NAMES = ("knn", "mahalanobis", "vicreg_terms", "autoencoder")
+@dataclass(frozen=True)
+class DcaseConfig:
+    """The DCASE 2020 Task 2 baseline (spec §5), for sound: a dense autoencoder over ``context``
+    consecutive log-mel frames (``context x n_mels`` values; 5 x 128 = 640 in the baseline),
+    ``depth`` hidden layers of ``hidden`` units each side of a ``bottleneck`` code, trained with
+    Adam and MSE on every frame window of the normal clips; a clip's score is its windows' mean error."""
+
+    context: int = 5
+    hidden: int = 128
+    bottleneck: int = 8
+    depth: int = 4
+    epochs: int = 100
+    batch_size: int = 512
+    lr: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _finite(self, "dcase.")
+        for name in ("context", "hidden", "bottleneck", "depth", "epochs", "batch_size"):
+            _check(getattr(self, name) >= 1, f"dcase.{name}={getattr(self, name)} must be >= 1")
+        _check(self.lr > 0, f"dcase.lr={self.lr} must be > 0")
+
+
+DETECTOR_NAMES = ("knn", "mahalanobis", "vicreg_terms", "autoencoder", "dcase_ae")
 TERM_SCORES = ("invariance", "variance", "covariance", "loss")
 # Views of vicreg_terms (training and scoring): the recipe's own, or the journal's crop-only views,
 # normalised or not (spec §4). Applied to the recipe's augment section before any override.
@@ -575,6 +724,7 @@ class DetectConfig:
     data: DetectDataConfig = field(default_factory=DetectDataConfig)
     recipe: Config = field(default_factory=lambda: PRESETS["cpu"])
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    dcase: DcaseConfig = field(default_factory=DcaseConfig)
 
     def __post_init__(self) -> None:
         _finite(self, "detect.")
@@ -663,25 +813,27 @@ STUDY_PRESETS: dict[str, StudyConfig] = {
 _STUDY_SECTIONS = ("latent", "eigenmaps", "eval", "study", "detect")
 
 def resolve_detect(overrides: list[str] | None = None, base: DetectConfig | None = None,
-                   views: str | None = None) -> DetectConfig:
-    """A detector config: ``base`` (default :class:`DetectConfig`), the view recipe ``views``
-    (:data:`VIEW_RECIPES`), then ``section.field=value`` overrides: ``detect.*``, ``data.*`` and
-    ``autoencoder.*`` for the detector; ``augment``, ``model``, ``loss``, ``optim``, ``train`` for
-    its VICReg recipe."""
+                   views: str | None = None, preset: str | None = None) -> DetectConfig:
+    """A detector config: ``base`` (default :class:`DetectConfig`), its recipe replaced by the
+    training ``preset`` if given (e.g. ``sound``), the view recipe ``views`` (:data:`VIEW_RECIPES`),
+    then ``section.field=value`` overrides: ``detect.*``, ``data.*``, ``autoencoder.*`` and
+    ``dcase.*`` for the detector; ``augment``, ``model``, ``loss``, ``optim``, ``train``, ``sound``,
+    ``spec_views`` for its recipe."""
     cfg = base or DetectConfig()
-    recipe = cfg.recipe
+    recipe = get_preset(preset) if preset is not None else cfg.recipe
     if views is not None:
         if views not in VIEW_RECIPES:
             raise ViclabError(f"unknown view recipe {views!r}; choose one of: {', '.join(VIEW_RECIPES)}")
         recipe = replace(recipe, augment=replace(recipe.augment, **VIEW_RECIPES[views]))
     mapping = parse_overrides(overrides or [])
-    own = {k: mapping.pop(k) for k in ("detect", "data", "autoencoder") if k in mapping}
+    own = {k: mapping.pop(k) for k in ("detect", "data", "autoencoder", "dcase") if k in mapping}
     if mapping:
         recipe = apply_mapping(recipe, mapping, origin="the command line")
     cfg = _replace_plain(cfg, own.get("detect", {}), "detect")
     data = _replace_plain(cfg.data, own.get("data", {}), "data")
     ae = _replace_plain(cfg.autoencoder, own.get("autoencoder", {}), "autoencoder")
-    return replace(cfg, data=data, recipe=recipe, autoencoder=ae)
+    dcase = _replace_plain(cfg.dcase, own.get("dcase", {}), "dcase")
+    return replace(cfg, data=data, recipe=recipe, autoencoder=ae, dcase=dcase)
 
 
 def detect_config_from_dict(d: dict[str, Any], origin: str) -> DetectConfig:
@@ -691,7 +843,9 @@ def detect_config_from_dict(d: dict[str, Any], origin: str) -> DetectConfig:
         recipe = Config.from_dict(d.pop("recipe"), origin=origin)
         data = _replace_plain(DetectDataConfig(), d.pop("data"), "data")
         ae = _replace_plain(AutoencoderConfig(), d.pop("autoencoder"), "autoencoder")
-        return replace(_replace_plain(DetectConfig(), d, "detect"), data=data, recipe=recipe, autoencoder=ae)
+        dcase = _replace_plain(DcaseConfig(), d.pop("dcase"), "dcase")
+        return replace(_replace_plain(DetectConfig(), d, "detect"), data=data, recipe=recipe, autoencoder=ae,
+                       dcase=dcase)
     except (KeyError, TypeError, AttributeError) as e:
         raise ViclabError(f"{origin} is not a detector config ({e}); the folder is damaged") from None
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from viclab.config import ModelConfig
 from viclab.errors import ViclabError
-from viclab.models import BACKBONES, build_backbone, build_projector, build_vicreg_model
+from viclab.models import BACKBONES, INPUT_CHANNELS, build_backbone, build_projector, build_vicreg_model
 
 BN_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -156,7 +156,7 @@ def test_published_resnet18_trunk_loads_except_stem_and_fc():
 def test_registry_contract(name):
     f, dim = build_backbone(name)
     f.eval()
-    x = torch.randn(3, 3, 32, 32)
+    x = torch.randn(3, INPUT_CHANNELS.get(name, 3), 32, 32)
     assert f(x).shape == (3, dim)
     assert f.forward_features(x).shape[0] == 3
 

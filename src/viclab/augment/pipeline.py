@@ -149,7 +149,13 @@ class Augment:
 
 
 def eval_transform(images: Tensor, cfg: AugmentConfig) -> Tensor:
-    """The evaluation transform: normalise only. ``(B, 3, H, W)`` uint8 -> float."""
+    """The evaluation transform: normalise only. ``(B, 3, H, W)`` uint8 -> float.
+
+    Float inputs are log-mel spectrograms (dB): they pass unchanged, since a spectrogram
+    encoder standardises its inputs itself (:class:`viclab.models.audio.Standardize`).
+    """
+    if images.is_floating_point():
+        return images
     return ops.normalize(images.float().div_(255), *_mean_std(cfg, images.device))
 
 

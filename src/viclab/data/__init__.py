@@ -1,8 +1,10 @@
-"""Datasets as in-memory uint8 tensors: a registry of loaders by name.
+"""Datasets in memory: registries of image and sound loaders by name.
 
 ``load_dataset(name, split)`` returns :class:`ImageData` with ``(N, 3, H, W)``
 uint8 images (single-channel sets repeated to RGB and padded to ``size``, spec §2).
-``load_images`` also takes an image-folder path in place of a name.
+``load_images`` also takes an image-folder path in place of a name. Sound datasets
+(:data:`SOUND_DATASETS`) load as clips (:func:`load_sound`) and reach the networks as
+their log-mel spectrograms, ``(N, 1, n_mels, frames)`` float32 "images" (:func:`load_inputs`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
+from viclab.config import Config
 from viclab.data.cifar import load_cifar10
 from viclab.data.download import resolve_data_dir
-from viclab.data.folder import load_image_folder, load_split_folder
+from viclab.data.folder import EXTENSIONS, load_image_folder, load_split_folder
 from viclab.data.mnist import load_idx_dataset
+from viclab.data.sound import SOUND_DATASETS, SoundData, load_sound, sound_files, spectrograms
 from viclab.data.types import ImageData
 from viclab.errors import ViclabError
 
@@ -74,4 +80,36 @@ def load_images(dataset: str, split: str, data_dir: str | os.PathLike | None = N
     raise ViclabError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}, or give an image folder")
 
 
-__all__ = ["DATASETS", "ImageData", "load_dataset", "load_images", "resolve_data_dir"]
+def is_sound(dataset: str) -> bool:
+    """Whether ``dataset`` names sound: a registered sound dataset, or a folder whose files are sounds
+    (and not images)."""
+    if dataset in SOUND_DATASETS:
+        return True
+    if dataset in DATASETS:
+        return False
+    path = Path(dataset).expanduser()
+    return path.is_dir() and bool(sound_files(path)) and not any(
+        f.suffix.lower() in EXTENSIONS for f in path.rglob("*") if f.is_file())
+
+
+def load_inputs(dataset: str, split: str, data_dir: str | os.PathLike | None, cfg: Config,
+                device: torch.device | str = "cpu", progress: bool = False) -> ImageData:
+    """A split as a network's inputs: images at ``cfg.augment.size`` (:func:`load_images`), or for
+    sound the log-mel spectrograms of its clips (``cfg.sound``; computed in batches on ``device``).
+
+    Args:
+        dataset: a registered image or sound dataset, or an image or sound folder.
+        split: ``"train"`` or ``"test"``.
+        data_dir: data root (``None``: ``$VICLAB_DATA`` or the cache dir).
+        cfg: the run's config.
+    """
+    if not is_sound(dataset):
+        return load_images(dataset, split, data_dir, cfg.augment.size)
+    if split not in SPLITS:
+        raise ViclabError(f"unknown split {split!r}; use 'train' or 'test'")
+    name, root = (dataset, resolve_data_dir(data_dir)) if dataset in SOUND_DATASETS else ("sounds", Path(dataset))
+    return spectrograms(load_sound(name, split, root, cfg.sound, progress=progress), cfg.sound, device)
+
+
+__all__ = ["DATASETS", "SOUND_DATASETS", "ImageData", "SoundData", "is_sound", "load_dataset", "load_images",
+           "load_inputs", "load_sound", "resolve_data_dir", "spectrograms"]

@@ -17,7 +17,8 @@ class ImageData:
     """A whole split in memory.
 
     Attributes:
-        images: ``(N, C, H, W)`` uint8.
+        images: ``(N, C, H, W)`` uint8 images, or ``(N, 1, n_mels, frames)`` float32 log-mel
+            spectrograms in dB (a sound dataset's clips, :func:`viclab.data.spectrograms`).
         labels: ``(N,)`` int64 class indices.
         classes: class names, ``classes[label]``.
     """

@@ -27,18 +27,18 @@ import numpy as np
 from torch import Tensor, nn
 
 import viclab
-from viclab.config import AutoencoderConfig, Config, DetectConfig, DetectDataConfig, detect_config_from_dict
+from viclab.config import AutoencoderConfig, Config, DcaseConfig, DetectConfig, DetectDataConfig, SoundConfig, \
+    detect_config_from_dict
 from viclab.data import ImageData
 from viclab.data.types import data_fingerprint
-from viclab.detect.autoencoder import train_autoencoder
+from viclab.detect.autoencoder import build_reconstructor, train_autoencoder, train_dcase
 from viclab.detect.data import load_normal, load_normal_test, load_test
 from viclab.detect.detectors import DETECTORS, Detector
 from viclab.detect.metrics import threshold_at_fpr
 from viclab.errors import ViclabError
 from viclab.eval.features import RANDOM_PREFIX, load_source
 from viclab.io import atomic_save_npy, atomic_write, atomic_write_text, check_writable_dir, tensor_file_sha256
-from viclab.models import build_vicreg_model
-from viclab.models.autoencoder import build_autoencoder
+from viclab.models import build_vicreg_model, check_inputs
 from viclab.runtime import Runtime, require_one_process, select_runtime
 from viclab.train import train
 from viclab.train.checkpoint import load_checkpoint, load_state
@@ -48,12 +48,13 @@ from viclab.train.rundir import (
     ENCODER,
     METRICS,
     config_diff,
+    config_json,
     read_config,
     run_kind,
     write_run_files,
 )
 
-FORMAT = "1"  # bump when a detector folder's content changes meaning
+FORMAT = "2"  # bump when a detector folder's content changes meaning (2: sound; the network's input shape)
 MODEL, REFERENCE, SUMMARY, DATA, TRAIN, HOLDOUT = (
     "model.safetensors", "reference.safetensors", "detector.json", "data.json", "train", "holdout_scores.npy")
 
@@ -84,18 +85,22 @@ def _load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
                           "again") from None
 
 
-def _network_config(kind: str, cfg: DetectConfig, net_cfg: Config | None) -> dict[str, Any]:
-    if kind == "autoencoder":
-        return {"autoencoder": dataclasses.asdict(cfg.autoencoder), "size": cfg.data.size}
+RECONSTRUCTORS = ("autoencoder", "dcase")  # network kinds trained to reconstruct their inputs
+
+
+def _network_config(kind: str, cfg: DetectConfig, net_cfg: Config | None, shape: tuple[int, ...]) -> dict[str, Any]:
+    if kind in RECONSTRUCTORS:
+        return {"autoencoder": dataclasses.asdict(cfg.autoencoder), "dcase": dataclasses.asdict(cfg.dcase),
+                "input": list(shape)}
     return json.loads(net_cfg.to_json())
 
 
 def build_network(kind: str, config: dict[str, Any], origin: str) -> tuple[nn.Module, Config | None]:
     """An untrained network of ``kind`` from its saved config (``model.safetensors`` metadata)."""
-    if kind == "autoencoder":
+    if kind in RECONSTRUCTORS:
         ae = AutoencoderConfig(**{k: tuple(v) if isinstance(v, list) else v
                                   for k, v in config["autoencoder"].items()})
-        return build_autoencoder(int(config["size"]), ae.widths, ae.latent)[0], None
+        return build_reconstructor(kind, config["input"], ae, DcaseConfig(**config["dcase"])), None
     net_cfg = Config.from_dict(config, origin=origin)
     if kind == "vicreg":
         return build_vicreg_model(net_cfg.model)[0], net_cfg
@@ -138,9 +143,11 @@ def _train_network(cfg: DetectConfig, kind: str, fit: ImageData, holdout: ImageD
                    echo: Callable[[str], None]) -> tuple[nn.Module, Config | None]:
     """The detector's network trained on the normal images, in the run folder ``DET/train``."""
     run_dir = folder / TRAIN
-    if kind == "autoencoder":
+    if kind in RECONSTRUCTORS:
         rt = select_runtime(cfg.recipe.train.device, cfg.recipe.train.precision)
-        return train_autoencoder(cfg.autoencoder, fit.images, cfg.data.size, run_dir, rt, progress, echo), None
+        if kind == "dcase":
+            return train_dcase(cfg.dcase, fit.images, run_dir, rt, progress, echo), None
+        return train_autoencoder(cfg.autoencoder, fit.images, run_dir, rt, progress, echo), None
     recipe = _recipe(cfg, holdout)
     test = holdout if recipe.train.eval_test else None
     train(recipe, run_dir, resume=(run_dir / CONFIG).exists(), progress=progress, echo=echo, data=(fit, test))
@@ -152,7 +159,8 @@ def _recipe(cfg: DetectConfig, holdout: ImageData) -> Config:
     """The VICReg recipe trained on the normal images: at the detector's image size, with test terms
     on the held-out normal images when there are at least 2."""
     r = cfg.recipe
-    return dataclasses.replace(r, augment=dataclasses.replace(r.augment, size=cfg.data.size),
+    size = cfg.data.size if not holdout.images.is_floating_point() else r.augment.size  # images only
+    return dataclasses.replace(r, augment=dataclasses.replace(r.augment, size=size),
                                train=dataclasses.replace(r.train, eval_test=len(holdout) >= 2))
 
 
@@ -162,18 +170,25 @@ def _check_inputs(cfg: DetectConfig, kind: str, fit: ImageData) -> tuple[nn.Modu
     if cfg.detector == "knn" and cfg.k > len(fit):
         raise ViclabError(f"detect.k={cfg.k} is larger than the {len(fit)} normal images to fit on; use "
                           f"detect.k={len(fit)} or fewer")
-    if kind == "autoencoder":
+    if kind in RECONSTRUCTORS:
         if cfg.encoder is not None:
-            raise ViclabError("the autoencoder trains its own network on the normal images; drop --encoder")
-        build_autoencoder(cfg.data.size, cfg.autoencoder.widths, cfg.autoencoder.latent)  # checks the image size
+            raise ViclabError(f"the {cfg.detector} detector trains its own network on the normal data; drop --encoder")
+        build_reconstructor(kind, fit.images.shape[1:], cfg.autoencoder, cfg.dcase)  # checks the input shape
         return None
     if cfg.encoder is None:
+        check_inputs(cfg.recipe.model.backbone, fit)
         if cfg.recipe.train.batch_size > len(fit):
             raise ViclabError(f"train.batch_size={cfg.recipe.train.batch_size} is larger than the {len(fit)} normal "
                               f"images to fit on; use train.batch_size={len(fit)} or fewer")
         return None
     network, net_cfg = _given_network(cfg, kind)
-    if net_cfg.augment.size != cfg.data.size and not cfg.encoder.startswith(RANDOM_PREFIX):
+    check_inputs(net_cfg.model.backbone, fit)
+    if fit.images.is_floating_point():
+        if net_cfg.sound != cfg.recipe.sound and not cfg.encoder.startswith(RANDOM_PREFIX):
+            raise ViclabError(f"the encoder {cfg.encoder} was trained on log-mel spectrograms of other settings "
+                              f"({'; '.join(config_diff(json.loads(config_json(net_cfg.sound)), cfg.recipe.sound))}); "
+                              "give the detector the same sound.* settings")
+    elif net_cfg.augment.size != cfg.data.size and not cfg.encoder.startswith(RANDOM_PREFIX):
         raise ViclabError(f"the encoder {cfg.encoder} was trained on {net_cfg.augment.size}-pixel views; use "
                           f"data.size={net_cfg.augment.size}")
     return network, net_cfg
@@ -188,20 +203,21 @@ def state_sha256(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def data_record(cfg: DetectDataConfig, fit: ImageData | None = None,
+def data_record(cfg: DetectDataConfig, sound: SoundConfig, fit: ImageData | None = None,
                 holdout: ImageData | None = None) -> dict[str, Any]:
     """Fingerprints of the images a detector fits on, holds out, and (folder data) tests as normal:
-    a detector is scored only on the very split it was fitted with. ``fit``, ``holdout``: already loaded."""
+    a detector is scored only on the very split it was fitted with. ``fit``, ``holdout``: already loaded;
+    ``sound``: the detector's decoding and log-mel settings (sound data)."""
     if fit is None or holdout is None:
-        fit, holdout = load_normal(cfg)
+        fit, holdout = load_normal(cfg, sound)
     record = {"normal_images": data_fingerprint(fit), "holdout": data_fingerprint(holdout), "fit": len(fit),
               "held_out": len(holdout)}
     if cfg.normal is not None:
-        record["normal_test"] = data_fingerprint(load_normal_test(cfg))
+        record["normal_test"] = data_fingerprint(load_normal_test(cfg, sound))
     return record
 
 
-def check_data(folder: str | Path, cfg: DetectDataConfig) -> None:
+def check_data(folder: str | Path, cfg: DetectDataConfig, sound: SoundConfig) -> None:
     """Refuse to score with a detector whose normal images changed since it was fitted (a changed
     folder would reshuffle the held-out split and leak fitted images into the normal test set)."""
     try:
@@ -209,7 +225,7 @@ def check_data(folder: str | Path, cfg: DetectDataConfig) -> None:
     except (OSError, json.JSONDecodeError) as e:
         raise ViclabError(f"cannot read {Path(folder) / DATA} ({e}); the detector folder is damaged, fit it again") \
             from None
-    now = data_record(cfg)
+    now = data_record(cfg, sound)
     changed = [k for k in now if k in saved and saved[k] != now[k]]
     if changed:
         raise ViclabError(f"the normal images of {folder} changed since it was fitted ({', '.join(changed)} differ); "
@@ -268,12 +284,13 @@ def fit_detector(cfg: DetectConfig, folder: str | Path, progress: bool = True,
     folder = Path(folder)
     check_writable_dir(folder, "detector folder")
     t0 = time.perf_counter()
-    fit, holdout = load_normal(cfg.data)
+    fit, holdout = load_normal(cfg.data, cfg.recipe.sound)
     if cfg.data.abnormal is not None or cfg.data.anomalies is not None:
-        load_test(cfg.data)  # a wrong test folder or dataset fails now, not after the training
+        load_test(cfg.data, sound=cfg.recipe.sound)  # a wrong test folder or dataset fails now, not after training
     cls = DETECTORS[cfg.detector]
     given = _check_inputs(cfg, cls.network_kind, fit)
-    record = data_record(cfg.data, fit, holdout) | {"encoder_sha256": state_sha256(given[0]) if given else None}
+    record = data_record(cfg.data, cfg.recipe.sound, fit, holdout) | {
+        "encoder_sha256": state_sha256(given[0]) if given else None}
     if _check_folder(folder, cfg, record):
         echo(f"{folder}: already fitted")
         return json.loads((folder / SUMMARY).read_text())
@@ -285,15 +302,16 @@ def fit_detector(cfg: DetectConfig, folder: str | Path, progress: bool = True,
     atomic_write_text(folder / DATA, json.dumps(record, indent=2) + "\n")
     network, net_cfg = given or _train_network(cfg, cls.network_kind, fit, holdout, folder, progress, echo)
     t_net = time.perf_counter() - t0
-    det = cls(cfg, network, net_cfg.augment if net_cfg is not None else cfg.recipe.augment, rt,
-              loss=net_cfg.loss if net_cfg is not None else cfg.recipe.loss)
+    det = cls(cfg, network, rt, recipe=net_cfg)
+    det.prepare(fit.images)
     det.fit_reference(fit.images, progress)
     held = det.score(holdout.images, progress)["score"] if len(holdout) else np.empty(0)
     threshold = threshold_at_fpr(held, cfg.fpr) if len(held) else None
     if len(held):  # kept: 'detect score --fpr' calibrates a threshold at any rate from them
         atomic_save_npy(folder / HOLDOUT, np.asarray(held, dtype=np.float64))
     _save_tensors(folder / MODEL, network.state_dict(), {
-        "network": cls.network_kind, "config": json.dumps(_network_config(cls.network_kind, cfg, net_cfg))})
+        "network": cls.network_kind,
+        "config": json.dumps(_network_config(cls.network_kind, cfg, net_cfg, tuple(fit.images.shape[1:])))})
     _save_tensors(folder / REFERENCE, det.reference, {"detector": cfg.detector})
     summary = {
         "format": FORMAT, "viclab": viclab.__version__, "detector": cfg.detector, "network": cls.network_kind,
@@ -350,6 +368,4 @@ def load_detector(folder: str | Path, rt: Runtime | None = None) -> tuple[Detect
     except (KeyError, TypeError, ValueError, AttributeError):
         raise ViclabError(f"{folder / MODEL}: its config metadata is damaged; fit the detector again") from None
     load_state(network, state, folder / MODEL, "the detector folder is damaged; fit it again")
-    augment = net_cfg.augment if net_cfg is not None else cfg.recipe.augment
-    loss = net_cfg.loss if net_cfg is not None else cfg.recipe.loss
-    return cls(cfg, network, augment, rt or scoring_runtime(cfg), reference, loss=loss), summary
+    return cls(cfg, network, rt or scoring_runtime(cfg), reference, recipe=net_cfg), summary

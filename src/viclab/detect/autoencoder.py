@@ -1,16 +1,23 @@
-"""The autoencoder baseline's training: an objective and a batch source for the one engine."""
+"""The reconstruction baselines' training: objectives and batch sources for the one engine.
+
+Two networks: the convolutional autoencoder (images, or spectrograms through
+:class:`~viclab.models.audio.SpecAutoencoder`) and the DCASE 2020 baseline's dense autoencoder over
+stacked log-mel frames (spectrograms only).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from viclab.config import AutoencoderConfig
+from viclab.config import AutoencoderConfig, DcaseConfig
+from viclab.errors import ViclabError
 from viclab.losses.reconstruction import reconstruction_loss
-from viclab.models.autoencoder import ConvAutoencoder, build_autoencoder
+from viclab.models import DenseAutoencoder, SpecAutoencoder, fit_standardizers, stack_frames
+from viclab.models.autoencoder import build_autoencoder
 from viclab.runtime import Runtime
 from viclab.train import Objective, RunFolder, fit
 from viclab.train.engine import read_checkpoint
@@ -18,27 +25,83 @@ from viclab.train.engine import read_checkpoint
 CHECKPOINT_SECONDS = 30.0
 
 
-def train_autoencoder(cfg: AutoencoderConfig, images: Tensor, size: int, run_dir: Path, rt: Runtime,
-                      progress: bool = True, echo: Callable[[str], None] = print) -> ConvAutoencoder:
-    """Train a :class:`ConvAutoencoder` on ``(N, 3, size, size)`` uint8 normal images (MSE on
-    pixels in [0, 1]) in the run folder ``run_dir``, continuing it if it holds this run.
+def build_reconstructor(kind: str, shape: Sequence[int], ae: AutoencoderConfig, dcase: DcaseConfig) -> nn.Module:
+    """An untrained reconstruction network for inputs of ``shape`` (one input's ``(C, H, W)``).
 
-    The caller keys the run folder to the images (a detector folder records their fingerprint).
+    ``kind`` ``"autoencoder"``: a convolutional autoencoder, over ``(3, S, S)`` images or
+    ``(1, n_mels, frames)`` spectrograms; ``"dcase"``: the DCASE baseline over spectrograms.
     """
-    run = RunFolder.open(run_dir, cfg, "auto")
-    torch.manual_seed(cfg.seed)
-    model, _ = build_autoencoder(size, cfg.widths, cfg.latent)
+    c, h, w = shape
+    if kind == "dcase":
+        if c != 1:
+            raise ViclabError("the dcase_ae detector reconstructs log-mel frames of sound; give sound clips, or use "
+                              "the autoencoder detector for images")
+        if w < dcase.context:
+            raise ViclabError(f"the clips' spectrograms have {w} frames, fewer than dcase.context={dcase.context}; use "
+                              "longer clips (sound.clip_seconds) or a smaller dcase.context")
+        return DenseAutoencoder(dcase.context * h, dcase.hidden, dcase.bottleneck, dcase.depth)
+    if c == 1:
+        factor = 2 ** len(ae.widths)
+        if h % factor:
+            raise ViclabError(f"the spectrograms have {h} mel bands, not a multiple of 2**len(autoencoder.widths) = "
+                              f"{factor}; use sound.n_mels={max(factor, h // factor * factor)} or fewer widths")
+        return SpecAutoencoder(h, w, ae.widths, ae.latent)
+    if h != w:
+        raise ValueError(f"images must be square, got {h}x{w}")
+    return build_autoencoder(h, ae.widths, ae.latent)[0]
+
+
+def _train(run_dir: Path, run_cfg, model: nn.Module, inputs: Tensor, loss, opt, batch: int, epochs: int, seed: int,
+           rt: Runtime, fix: str, progress: bool, echo: Callable[[str], None]) -> nn.Module:
+    """Train ``model`` to reconstruct ``inputs[idx]`` from itself, in the run folder ``run_dir``."""
+    run = RunFolder.open(run_dir, run_cfg, "auto")
     ckpt = read_checkpoint(run, model)
-    model.to(rt.device, memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    objective = Objective(module=model, loss=lambda out, batch: (reconstruction_loss(batch[0], out),),
-                          terms=("loss",), model=model, optimizers=[opt], fix="start again with a lower autoencoder.lr")
-    data = images.to(rt.device)
+    model.to(rt.device)
+    data = inputs.to(rt.device)
+    if ckpt is None:
+        fit_standardizers(model, data)
+    if data.dim() == 4:
+        model.to(memory_format=torch.channels_last)
+    objective = Objective(module=model, loss=lambda out, b: (loss(b[0], out),), terms=("loss",), model=model,
+                          optimizers=[opt], fix=fix)
 
     def batches(_started: bool):
-        return lambda idx, _gen: (data[idx].float().div_(255).contiguous(memory_format=torch.channels_last),)
+        if data.dim() == 4:
+            return lambda idx, _gen: (_prepare(data[idx]).contiguous(memory_format=torch.channels_last),)
+        return lambda idx, _gen: (data[idx],)
 
-    batch = min(cfg.batch_size, len(images))
-    fit(run, objective, batches, n=len(images), batch_size=batch, epochs=cfg.epochs, seed=cfg.seed, rt=rt,
+    fit(run, objective, batches, n=len(data), batch_size=min(batch, len(data)), epochs=epochs, seed=seed, rt=rt,
         ckpt=ckpt, checkpoint_seconds=CHECKPOINT_SECONDS, progress=progress, echo=echo, epoch_lines=False)
     return model.eval()
+
+
+def _prepare(x: Tensor) -> Tensor:
+    return x if x.is_floating_point() else x.float().div_(255)
+
+
+def train_autoencoder(cfg: AutoencoderConfig, inputs: Tensor, run_dir: Path, rt: Runtime, progress: bool = True,
+                      echo: Callable[[str], None] = print) -> nn.Module:
+    """Train the convolutional autoencoder on normal inputs in the run folder ``run_dir``,
+    continuing it if it holds this run: ``(N, 3, S, S)`` uint8 images (MSE on pixels in [0, 1]) or
+    ``(N, 1, n_mels, frames)`` spectrograms (MSE in dB, standardised inside the network).
+
+    The caller keys the run folder to the inputs (a detector folder records their fingerprint).
+    """
+    torch.manual_seed(cfg.seed)
+    model = build_reconstructor("autoencoder", inputs.shape[1:], cfg, DcaseConfig())
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return _train(run_dir, cfg, model, inputs, reconstruction_loss, opt, cfg.batch_size, cfg.epochs, cfg.seed, rt,
+                  "start again with a lower autoencoder.lr", progress, echo)
+
+
+def train_dcase(cfg: DcaseConfig, spectrograms: Tensor, run_dir: Path, rt: Runtime, progress: bool = True,
+                echo: Callable[[str], None] = print) -> nn.Module:
+    """Train the DCASE 2020 baseline on every window of ``cfg.context`` frames of the normal clips'
+    ``(N, 1, n_mels, frames)`` log-mel spectrograms (Adam, MSE), in the run folder ``run_dir``."""
+    torch.manual_seed(cfg.seed)
+    model = build_reconstructor("dcase", spectrograms.shape[1:], AutoencoderConfig(), cfg)
+    vectors = stack_frames(spectrograms, cfg.context).flatten(0, 1).contiguous()  # (N * windows, context * n_mels)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    mse = lambda x, x_hat: (x.float() - x_hat.float()).pow(2).mean()
+    return _train(run_dir, cfg, model, vectors, mse, opt, cfg.batch_size, cfg.epochs, cfg.seed, rt,
+                  "start again with a lower dcase.lr", progress, echo)

@@ -2,7 +2,7 @@
 
 :func:`fit_all` fits the set of detectors that answers "which detector to trust": VICReg trained
 on the normal images with ``vicreg_terms`` on it, ``knn`` and ``mahalanobis`` on its encoder, the
-``autoencoder``, and ``knn`` on a random-init encoder (the floor). :func:`evaluate` scores them on
+``autoencoder``, on sound the DCASE baseline ``dcase_ae``, and ``knn`` on a random-init encoder (the floor). :func:`evaluate` scores them on
 one test set; :func:`one_class` repeats both per class. The study and ``benchmarks/detection.py``
 both run these.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from viclab.config import DetectConfig
+from viclab.data import is_sound
 from viclab.detect.api import fit_detector, load_detector
 from viclab.detect.data import TestSet, load_test
 from viclab.detect.metrics import detection_metrics
@@ -29,15 +30,19 @@ def fit_all(base: DetectConfig, folder: Path, random_backbone: str | None = None
     """Fit every detector of ``base``'s normal data into ``folder/<name>``; returns name -> folder.
 
     One VICReg is trained (by ``vicreg_terms``) and its encoder serves ``knn`` and ``mahalanobis``;
-    the floor is ``knn`` on ``random:<backbone>`` (default: the recipe's backbone).
+    the floor is ``knn`` on ``random:<backbone>`` (default: the recipe's backbone). Sound data add
+    the DCASE 2020 baseline (``dcase_ae``).
     """
-    wanted = detectors or ("vicreg_terms", "knn", "mahalanobis", "autoencoder", RANDOM_FLOOR)
+    sound = is_sound(base.data.normal or base.data.dataset)
+    wanted = detectors or ("vicreg_terms", "knn", "mahalanobis", "autoencoder", *(("dcase_ae",) if sound else ()),
+                           RANDOM_FLOOR)
     cfg = lambda **kw: dataclasses.replace(base, **kw)  # noqa: E731
     folders = {"vicreg_terms": folder / "vicreg_terms"}
     fit_detector(cfg(detector="vicreg_terms", encoder=None), folders["vicreg_terms"], progress, echo)
     run = str(folders["vicreg_terms"] / "train")
     plan = {"knn": cfg(detector="knn", encoder=run), "mahalanobis": cfg(detector="mahalanobis", encoder=run),
             "autoencoder": cfg(detector="autoencoder", encoder=None),
+            "dcase_ae": cfg(detector="dcase_ae", encoder=None),
             RANDOM_FLOOR: cfg(detector="knn", encoder=f"random:{random_backbone or base.recipe.model.backbone}")}
     for name, c in plan.items():
         if name in wanted:
@@ -53,7 +58,7 @@ def evaluate(folders: dict[str, Path], test: TestSet | None = None, progress: bo
     for name, folder in folders.items():
         det, summary = load_detector(folder)
         if test is None:
-            test = load_test(det.cfg.data)
+            test = load_test(det.cfg.data, sound=det.cfg.recipe.sound)
         t0 = time.perf_counter()
         s = det.score(test.data.images, progress)
         seconds = time.perf_counter() - t0

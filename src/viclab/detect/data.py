@@ -7,6 +7,10 @@ classes normal, the others anomalous). anomalib's ``Folder`` convention: a ``nor
 the normal images is held out as normal test data. Either way a seeded ``holdout`` share of the
 normal training images is kept out of fitting to calibrate the threshold, and the test images of
 an ``anomalies`` dataset (or folder) may be added, all anomalous.
+
+Sound works the same way: a registered sound dataset (``fsdd``, ``mimii``, ``dcase``; its
+``normal`` class for MIMII and DCASE) or folders of sound files, decoded and turned into log-mel
+spectrograms with the detector's ``sound`` settings (its recipe's). Sound and images never mix.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from viclab.config import DetectDataConfig
-from viclab.data import ImageData, load_dataset, load_images
+from viclab.config import DetectDataConfig, SoundConfig
+from viclab.data import SOUND_DATASETS, ImageData, is_sound, load_images, load_sound, resolve_data_dir, spectrograms
 from viclab.data.folder import EXTENSIONS, load_image_folder
+from viclab.data.sound import sound_files
+from viclab.data.audio import EXTENSIONS as SOUND_EXTENSIONS
 from viclab.errors import ViclabError
 
 NORMAL, ANOMALOUS = 0, 1
@@ -43,18 +49,42 @@ class TestSet:
         return self.data.labels.numpy()
 
 
-def _folder(path: str, role: str, size: int) -> ImageData:
-    """A plain image folder (flat, or class sub-folders), with the role named in any error."""
+def _sound(sound: SoundConfig | None) -> SoundConfig:
+    if sound is None:
+        raise ValueError("sound data needs the detector's sound settings (pass sound=cfg.recipe.sound)")
+    return sound
+
+
+def _folder(path: str, role: str, size: int, sound: SoundConfig | None = None) -> ImageData:
+    """A plain image folder (flat, or class sub-folders), or a folder of sound files (their log-mel
+    spectrograms), with the role named in any error."""
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise ViclabError(f"the {role} folder {root} does not exist; give a folder of images")
+        raise ViclabError(f"the {role} folder {root} does not exist; give a folder of images or sound files")
+    if is_sound(str(root)):
+        return spectrograms(load_sound("sounds", "test", root, _sound(sound)), _sound(sound))
+    if sound_files(root):
+        raise ViclabError(f"the {role} folder {root} holds both images and sound files; keep one kind per folder")
     try:
         return load_image_folder(root, size).to_rgb(size)
     except ViclabError as e:
         if str(e).startswith("no images"):
-            raise ViclabError(f"the {role} folder {root} holds no images ({', '.join(sorted(EXTENSIONS))}); put its "
-                              "images there or give another folder") from None
+            raise ViclabError(f"the {role} folder {root} holds no images ({', '.join(sorted(EXTENSIONS))}) and no "
+                              f"sound files ({', '.join(sorted(SOUND_EXTENSIONS))}); put its files there or give "
+                              "another folder") from None
         raise ViclabError(f"the {role} folder: {e}") from None
+
+
+def _dataset(name: str, split: str, data_dir: str | None, size: int,
+             sound: SoundConfig | None) -> tuple[ImageData, list[str]]:
+    """A registered dataset's split (or, for ``anomalies``, an image or sound folder) and each row's
+    origin: ``dataset:class`` for images, ``dataset:file`` for sound clips."""
+    if not is_sound(name):
+        data = load_images(name, split, data_dir, size)
+        return data, [f"{name}:{data.classes[y]}" for y in data.labels.numpy()]
+    layout, root = (name, resolve_data_dir(data_dir)) if name in SOUND_DATASETS else ("sounds", Path(name))
+    clips = load_sound(layout, split, root, _sound(sound))
+    return spectrograms(clips, _sound(sound)), [f"{name}:{f}" for f in clips.origin]
 
 
 def _split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,15 +122,17 @@ def normal_class_indices(cfg: DetectDataConfig, classes: tuple[str, ...]) -> lis
     return class_indices(cfg.normal_classes, classes, "normal", cfg.dataset)
 
 
-def _normal_pool(cfg: DetectDataConfig) -> tuple[ImageData, ImageData | None]:
+def _normal_pool(cfg: DetectDataConfig, sound: SoundConfig | None = None) -> tuple[ImageData, ImageData | None]:
     """``(normal training pool, normal test images or None)`` before the holdout split."""
     if cfg.normal is None:
-        data = load_dataset(cfg.dataset, "train", cfg.data_dir, cfg.size)
+        data, _ = _dataset(cfg.dataset, "train", cfg.data_dir, cfg.size, sound)
         keep = np.flatnonzero(np.isin(data.labels.numpy(), normal_class_indices(cfg, data.classes)))
         return _take(data, keep), None
-    normal = _folder(cfg.normal, "normal", cfg.size)
+    normal = _folder(cfg.normal, "normal", cfg.size, sound)
     if cfg.normal_test is not None:
-        return normal, _folder(cfg.normal_test, "normal-test", cfg.size)
+        test = _folder(cfg.normal_test, "normal-test", cfg.size, sound)
+        _same_kind(normal, test, "normal-test")
+        return normal, test
     pool, test = _split(len(normal), cfg.test_share, cfg.seed)
     if len(test) == 0 or len(pool) == 0:
         raise ViclabError(f"the normal folder {cfg.normal} holds {len(normal)} image(s), too few to hold "
@@ -108,36 +140,55 @@ def _normal_pool(cfg: DetectDataConfig) -> tuple[ImageData, ImageData | None]:
     return _take(normal, pool), _take(normal, test)
 
 
-def load_normal_test(cfg: DetectDataConfig) -> ImageData:
+def _same_kind(normal: ImageData, other: ImageData, role: str) -> None:
+    """Refuse to test images against sound (or spectrograms of other settings)."""
+    a, b = normal.images, other.images
+    if a.is_floating_point() != b.is_floating_point():
+        kinds = ("sound clips" if a.is_floating_point() else "images", "sound clips" if b.is_floating_point()
+                 else "images")
+        raise ViclabError(f"the normal data are {kinds[0]} but the {role} data are {kinds[1]}; give {kinds[0]}")
+    if a.shape[1:] != b.shape[1:]:
+        raise ViclabError(f"the {role} spectrograms are {tuple(b.shape[1:])}, the normal ones {tuple(a.shape[1:])}; "
+                          "their clips must have the same length (sound.clip_seconds)")
+
+
+def load_normal_test(cfg: DetectDataConfig, sound: SoundConfig | None = None) -> ImageData:
     """The normal test images of folder data (the ``normal_test`` folder, or the held-out share)."""
     if cfg.normal is None:
         raise ValueError("only folder data has its own normal test images")
-    return _normal_pool(cfg)[1]
+    return _normal_pool(cfg, sound)[1]
 
 
-def load_normal(cfg: DetectDataConfig) -> tuple[ImageData, ImageData]:
+def load_normal(cfg: DetectDataConfig, sound: SoundConfig | None = None) -> tuple[ImageData, ImageData]:
     """``(fit, holdout)``: the normal images a detector fits on, and the seeded ``holdout`` share
-    of them kept out of fitting (threshold calibration; empty when ``holdout = 0``)."""
-    pool, _ = _normal_pool(cfg)
+    of them kept out of fitting (threshold calibration; empty when ``holdout = 0``).
+
+    Args:
+        cfg: the detector's data config.
+        sound: decoding and log-mel settings, for sound data (the detector's ``recipe.sound``).
+    """
+    pool, _ = _normal_pool(cfg, sound)
     fit_idx, held = _split(len(pool), cfg.holdout, cfg.seed + 1)
     if len(fit_idx) < 2:
         raise ViclabError(f"{len(fit_idx)} normal image(s) remain to fit on; a detector needs at least 2")
     return _take(pool, fit_idx), _take(pool, held)
 
 
-def load_test(cfg: DetectDataConfig, abnormal: str | None = None, anomalies: str | None = None) -> TestSet:
+def load_test(cfg: DetectDataConfig, abnormal: str | None = None, anomalies: str | None = None,
+              sound: SoundConfig | None = None) -> TestSet:
     """The labelled test set: normal test images (label 0), anomalous ones (label 1).
 
     Args:
         cfg: the detector's data config.
         abnormal: a folder of anomalous images to use instead of ``cfg.abnormal``.
         anomalies: a dataset or folder whose test images are all anomalous, instead of ``cfg.anomalies``.
+        sound: decoding and log-mel settings, for sound data (the detector's ``recipe.sound``).
     """
     abnormal = abnormal or cfg.abnormal
     anomalies = anomalies or cfg.anomalies
     parts: list[tuple[ImageData, list[str]]] = []
     if cfg.normal is None:
-        data = load_dataset(cfg.dataset, "test", cfg.data_dir, cfg.size)
+        data, origin = _dataset(cfg.dataset, "test", cfg.data_dir, cfg.size, sound)
         normal = set(normal_class_indices(cfg, data.classes))
         odd = set(class_indices(cfg.anomaly_classes, data.classes, "anomaly", cfg.dataset)) - normal \
             if cfg.anomaly_classes else set(range(len(data.classes))) - normal
@@ -147,21 +198,22 @@ def load_test(cfg: DetectDataConfig, abnormal: str | None = None, anomalies: str
         keep = np.flatnonzero(np.isin(labels, sorted(normal | odd)))
         parts.append((ImageData(data.images[torch.from_numpy(keep)],
                                 torch.tensor([NORMAL if labels[i] in normal else ANOMALOUS for i in keep]),
-                                TEST_CLASSES), [f"{cfg.dataset}:{data.classes[labels[i]]}" for i in keep]))
+                                TEST_CLASSES), [origin[i] for i in keep]))
     else:
-        _, normal_test = _normal_pool(cfg)
+        _, normal_test = _normal_pool(cfg, sound)
         parts.append((_take(normal_test, np.arange(len(normal_test)), NORMAL), ["normal"] * len(normal_test)))
     if abnormal is not None:
-        bad = _folder(abnormal, "abnormal", cfg.size)
+        bad = _folder(abnormal, "abnormal", cfg.size, sound)
+        _same_kind(parts[0][0], bad, "abnormal")
         names = [f"abnormal:{bad.classes[y]}" for y in bad.labels.numpy()]
         parts.append((_take(bad, np.arange(len(bad)), ANOMALOUS), names))
     if anomalies is not None:
         if anomalies == cfg.dataset and cfg.normal is None:
             raise ViclabError(f"--anomalies {anomalies} is the normal dataset itself; its other classes are already "
                               "the anomalies, or give another dataset")
-        extra = load_images(anomalies, "test", cfg.data_dir, cfg.size)
-        parts.append((_take(extra, np.arange(len(extra)), ANOMALOUS), [f"{anomalies}:{extra.classes[y]}"
-                                                                       for y in extra.labels.numpy()]))
+        extra, origin = _dataset(anomalies, "test", cfg.data_dir, cfg.size, sound)
+        _same_kind(parts[0][0], extra, "anomalies")
+        parts.append((_take(extra, np.arange(len(extra)), ANOMALOUS), origin))
     data = ImageData(torch.cat([p.images for p, _ in parts]), torch.cat([p.labels for p, _ in parts]), TEST_CLASSES)
     labels = data.labels.numpy()
     if not (labels == ANOMALOUS).any():

@@ -1,7 +1,9 @@
 """The detectors: one small base class, a registry by name.
 
 A detector is a frozen network (an encoder, a whole VICReg model, or an autoencoder) plus the
-normal reference statistics it scores against. :meth:`Detector.fit_reference` computes them
+normal reference statistics it scores against. Inputs are ``(M, 3, S, S)`` uint8 images or
+``(M, 1, n_mels, T)`` float log-mel spectrograms of sound clips; every detector but ``dcase_ae``
+(spectrograms only) takes either. :meth:`Detector.fit_reference` computes them
 from normal images; :meth:`Detector.score` maps images to named per-image quantities, the one
 that ranks under ``"score"`` (higher = more anomalous).
 """
@@ -14,8 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from viclab.augment import Augment, eval_transform
-from viclab.config import AugmentConfig, DetectConfig, LossConfig
+from viclab.augment import eval_transform, view_maker
+from viclab.config import Config, DetectConfig
 from viclab.detect.scores import (
     NormalStats,
     fit_gaussian,
@@ -25,6 +27,7 @@ from viclab.detect.scores import (
     view_invariance,
 )
 from viclab.losses.reconstruction import reconstruction_errors
+from viclab.models import fit_standardizers, stack_frames
 from viclab.runtime import Runtime
 
 
@@ -45,25 +48,32 @@ class Detector:
     Attributes:
         cfg: the detector's config.
         network: the frozen network (eval mode).
-        augment: the views and normalisation the network was trained with.
-        loss: the VICReg coefficients the network was trained with (the terms are scored with them).
+        recipe: the config the network was trained with: its views (``augment`` for images,
+            ``spec_views`` for spectrograms), normalisation and VICReg coefficients (``loss``, with
+            which the terms are scored).
         reference: the normal statistics (name -> tensor), saved with the detector.
         rt: where and how precisely it scores.
     """
 
     name: ClassVar[str]
-    network_kind: ClassVar[str]  # "encoder", "vicreg" or "autoencoder"
+    network_kind: ClassVar[str]  # "encoder", "vicreg", "autoencoder" or "dcase"
 
-    def __init__(self, cfg: DetectConfig, network: nn.Module, augment: AugmentConfig, rt: Runtime,
-                 reference: dict[str, Tensor] | None = None, loss: LossConfig | None = None) -> None:
-        self.cfg, self.augment, self.rt = cfg, augment, rt
-        self.loss = loss or cfg.recipe.loss  # the network's own VICReg coefficients
+    def __init__(self, cfg: DetectConfig, network: nn.Module, rt: Runtime,
+                 reference: dict[str, Tensor] | None = None, recipe: Config | None = None) -> None:
+        self.cfg, self.rt = cfg, rt
+        self.recipe = recipe or cfg.recipe
+        self.augment, self.loss = self.recipe.augment, self.recipe.loss
         self.network = network.to(rt.device, memory_format=torch.channels_last).eval()
         self.reference = reference or {}
 
+    def prepare(self, normal: Tensor) -> None:
+        """Before the reference is computed: a given encoder that standardises spectrograms but was
+        never trained on them (``random:spec_cnn``) takes the normal clips' statistics."""
+        fit_standardizers(self.network, normal.to(self.rt.device))
+
     @torch.no_grad()
     def features(self, images: Tensor, progress: bool = False) -> Tensor:
-        """``(M, 3, S, S)`` uint8 -> ``(M, D)`` float32 encoder representations (normalise only)."""
+        """``(M, 3, S, S)`` uint8 (or spectrograms) -> ``(M, D)`` float32 encoder representations (normalise only)."""
         encoder = self.network.encoder if self.network_kind == "vicreg" else self.network
         out = []
         for _, x in _batches(images, self.cfg.batch_size, progress, f"{self.name}: encoding"):
@@ -128,7 +138,7 @@ class VICRegTermsDetector(Detector):
     def view_projections(self, x: Tensor, gen: torch.Generator) -> Tensor:
         """``(K, B, d)`` projections of ``K = cfg.views`` augmented views of ``(B, 3, S, S)`` uint8 ``x``."""
         k = self.cfg.views
-        views = _channels_last(Augment(self.augment)(x.repeat(k, 1, 1, 1), gen))
+        views = _channels_last(view_maker(x, self.recipe)(x.repeat(k, 1, 1, 1), gen))
         with self.rt.autocast():
             z = self.network(views).float()
         return z.view(k, len(x), -1)
@@ -163,12 +173,35 @@ class AutoencoderDetector(Detector):
     def score(self, images: Tensor, progress: bool = False) -> dict[str, np.ndarray]:
         out = []
         for _, x in _batches(images, self.cfg.batch_size, progress, "autoencoder: reconstructing"):
-            x = _channels_last(x.to(self.rt.device).float().div_(255))
+            x = _channels_last(autoencoder_input(x.to(self.rt.device)))
             with self.rt.autocast():
                 out.append(reconstruction_errors(x, self.network(x)).cpu())
         return {"score": torch.cat(out).numpy()}
 
 
+def autoencoder_input(x: Tensor) -> Tensor:
+    """What the autoencoder reconstructs: uint8 images as floats in [0, 1]; spectrograms (dB) as they are."""
+    return x if x.is_floating_point() else x.float().div_(255)
+
+
+class DcaseDetector(Detector):
+    """The DCASE 2020 Task 2 baseline (spec §5): the mean, over a clip's windows of ``dcase.context``
+    frames, of the dense autoencoder's squared reconstruction error."""
+
+    name, network_kind = "dcase_ae", "dcase"
+
+    @torch.no_grad()
+    def score(self, images: Tensor, progress: bool = False) -> dict[str, np.ndarray]:
+        out = []
+        for _, x in _batches(images, max(1, self.cfg.batch_size // 50), progress, "dcase_ae: reconstructing"):
+            v = stack_frames(x.to(self.rt.device), self.cfg.dcase.context)  # (B, windows, context * n_mels)
+            with self.rt.autocast():
+                err = (self.network(v).float() - v).pow(2).mean(-1)
+            out.append(err.mean(-1).cpu())
+        return {"score": torch.cat(out).numpy()}
+
+
 DETECTORS: dict[str, type[Detector]] = {
-    cls.name: cls for cls in (KnnDetector, MahalanobisDetector, VICRegTermsDetector, AutoencoderDetector)
+    cls.name: cls for cls in (KnnDetector, MahalanobisDetector, VICRegTermsDetector, AutoencoderDetector,
+                              DcaseDetector)
 }

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from viclab.augment import Augment
+from viclab.augment import view_maker
 from viclab.detect import figures
 from viclab.detect.api import calibrated_threshold, check_data, load_detector
 from viclab.detect.data import ANOMALOUS, NORMAL, TestSet, load_test
@@ -84,9 +84,10 @@ def run_score(folders: Sequence[str | Path], out: str | Path, abnormal: str | No
     data_cfg = detectors[0].cfg.data
     if data_dir:
         data_cfg = dataclasses.replace(data_cfg, data_dir=data_dir)
-    for f in folders:
-        check_data(f, data_cfg)
-    test = load_test(data_cfg, abnormal, anomalies)
+    sound = detectors[0].cfg.recipe.sound
+    for f, det in zip(folders, detectors):
+        check_data(f, data_cfg, det.cfg.recipe.sound)
+    test = load_test(data_cfg, abnormal, anomalies, sound)
     labels = test.labels
     names = [Path(f).name or str(f) for f in folders]
     names = [n if names.count(n) == 1 else f"{n}-{i}" for i, n in enumerate(names)]
@@ -147,19 +148,19 @@ def batch_terms(det: Detector, batches: Sequence[torch.Tensor], seed: int = 0,
 
     Args:
         det: a ``vicreg_terms`` detector.
-        batches: ``(B, 3, S, S)`` uint8 images each; two augmented views per image.
+        batches: ``(B, 3, S, S)`` uint8 images (or ``(B, 1, n_mels, T)`` spectrograms) each; two
+            augmented views per image.
 
     Returns:
         ``{"invariance", "variance", "covariance"}`` -> ``(T,)`` per batch.
     """
     loss = VICRegLoss(**{**dataclasses.asdict(det.loss), "gather_distributed": False})
-    augment = Augment(det.augment)
     gen = torch.Generator(device=det.rt.device).manual_seed(seed)
     out = {k: [] for k in TERMS}
     from tqdm import tqdm
 
     for x in tqdm(batches, desc="monitor", disable=not progress, leave=False, dynamic_ncols=True):
-        v1, v2 = augment.pair(x.to(det.rt.device), gen)
+        v1, v2 = view_maker(x, det.recipe).pair(x.to(det.rt.device), gen)
         with det.rt.autocast():
             z1, z2 = det.network(v1.contiguous(memory_format=torch.channels_last)), \
                 det.network(v2.contiguous(memory_format=torch.channels_last))
@@ -194,8 +195,8 @@ def run_monitor(folder: str | Path, out: str | Path, stream: str = "normal:20,an
                           "vicreg_terms detector folder")
     out = check_writable_dir(Path(out), "output folder")
     data_cfg = dataclasses.replace(det.cfg.data, data_dir=data_dir) if data_dir else det.cfg.data
-    check_data(folder, data_cfg)
-    test = load_test(data_cfg, abnormal, anomalies)
+    check_data(folder, data_cfg, det.cfg.recipe.sound)
+    test = load_test(data_cfg, abnormal, anomalies, det.cfg.recipe.sound)
     rng = np.random.default_rng(seed)
     pools = {kind: np.flatnonzero(test.labels == label) for kind, label in ((False, NORMAL), (True, ANOMALOUS))}
     for kind, pool in pools.items():

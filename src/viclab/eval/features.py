@@ -22,7 +22,7 @@ from torch import Tensor, nn
 import viclab
 from viclab.augment import eval_transform
 from viclab.config import EVAL_DEFAULTS, AugmentConfig, Config, ModelConfig
-from viclab.data import load_images
+from viclab.data import load_inputs
 from viclab.data.types import data_fingerprint
 from viclab.errors import ViclabError, ViclabWarning
 from viclab.eval.source import Representations, Source
@@ -191,7 +191,7 @@ def _encoder_representations(encoder: Source, split: str, dataset: str, data_dir
 
     """
     cfg = encoder.config
-    data = load_images(dataset, split, data_dir or trained_data_dir(cfg), cfg.augment.size)
+    data = load_inputs(dataset, split, data_dir or trained_data_dir(cfg), cfg)
     rt = runtime or eval_runtime()
     path = None
     if use_cache:

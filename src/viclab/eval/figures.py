@@ -101,7 +101,10 @@ def cluster_png(points: np.ndarray, clusters: np.ndarray, labels: np.ndarray, cl
 
 
 def _show(ax, image: Tensor) -> None:
-    ax.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
+    if image.is_floating_point():  # a log-mel spectrogram (1, n_mels, frames) in dB: low frequencies at the bottom
+        ax.imshow(image[0].numpy(), origin="lower", aspect="auto", cmap="magma", interpolation="nearest")
+    else:
+        ax.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -111,7 +114,7 @@ def image_grid_png(rows: Sequence[tuple[str, Sequence[Tensor], Sequence[str]]], 
     """A grid of images, one row per entry.
 
     Args:
-        rows: ``(row label, images (3, H, W) uint8, one caption per image)``.
+        rows: ``(row label, images (3, H, W) uint8 or spectrograms (1, n_mels, frames) float, one caption per image)``.
     """
     ncol = max(len(images) for _, images, _ in rows)
     fig = _figure(1.25 * ncol + 1.2, 1.35 * len(rows) + 0.5)

@@ -1,7 +1,8 @@
 """Backbone registry: ``build_backbone(name) -> (module, feature_dim)``.
 
-Every backbone maps ``(B, 3, H, W)`` images to ``(B, feature_dim)`` representations
-and exposes ``forward_features`` as the probing seam. Models never compute losses.
+Every image backbone maps ``(B, 3, H, W)`` images to ``(B, feature_dim)`` representations,
+``spec_cnn`` ``(B, 1, n_mels, frames)`` log-mel spectrograms; each exposes ``forward_features``
+as the probing seam. Models never compute losses.
 """
 
 from __future__ import annotations
@@ -11,6 +12,15 @@ from collections.abc import Callable
 from torch import nn
 
 from viclab.errors import ViclabError
+from viclab.models.audio import (
+    DenseAutoencoder,
+    SpecAutoencoder,
+    SpecCNN,
+    Standardize,
+    fit_standardizers,
+    spec_cnn,
+    stack_frames,
+)
 from viclab.models.autoencoder import ConvAutoencoder, build_autoencoder
 from viclab.models.projector import build_projector
 from viclab.models.resnet import ResNet18, exercise_resnet18, resnet18_cifar
@@ -21,7 +31,28 @@ BACKBONES: dict[str, Callable[[], tuple[nn.Module, int]]] = {
     "resnet18_cifar": resnet18_cifar,
     "small_cnn": small_cnn,
     "conv4": conv4,  # untrained: the feature map of Laplacian Eigenmaps (spec S7)
+    "spec_cnn": spec_cnn,  # log-mel spectrograms (spec §4)
 }
+
+
+# Input channels of the backbones that do not take RGB images.
+INPUT_CHANNELS: dict[str, int] = {"spec_cnn": 1}
+
+
+def check_inputs(backbone: str, data) -> None:
+    """Refuse data a backbone cannot take: RGB images for a spectrogram network, or the reverse.
+
+    Args:
+        backbone: a key of :data:`BACKBONES`.
+        data: :class:`~viclab.data.ImageData` (uint8 images, or float log-mel spectrograms).
+    """
+    sound = data.images.is_floating_point()
+    if INPUT_CHANNELS.get(backbone, 3) != data.images.shape[1]:
+        if sound:
+            raise ViclabError(f"model.backbone={backbone} takes RGB images, but the data are log-mel spectrograms of "
+                              "sound clips; use model.backbone=spec_cnn (e.g. --preset sound)")
+        raise ViclabError(f"model.backbone={backbone} takes log-mel spectrograms of sound, but the data are images; use "
+                          "an image backbone, e.g. model.backbone=small_cnn")
 
 
 def build_backbone(name: str) -> tuple[nn.Module, int]:
@@ -31,8 +62,9 @@ def build_backbone(name: str) -> tuple[nn.Module, int]:
     return BACKBONES[name]()
 
 
-__all__ = ["BACKBONES", "Conv4", "ConvAutoencoder", "ResNet18", "SmallCNN", "build_autoencoder", "build_backbone",
-           "build_projector"]
+__all__ = ["BACKBONES", "INPUT_CHANNELS", "Conv4", "ConvAutoencoder", "DenseAutoencoder", "ResNet18", "SmallCNN", "SpecAutoencoder", "SpecCNN",
+           "Standardize", "build_autoencoder", "build_backbone", "build_projector", "check_inputs", "fit_standardizers", "spec_cnn",
+           "stack_frames"]
 
 from viclab.models.vicreg import VICRegModel, build_vicreg_model  # noqa: E402
 

@@ -3,7 +3,9 @@
 Images ``(B, 3, S, S)`` in ``[0, 1]`` go through stride-2 convolutions down to
 ``S / 2**len(widths)`` pixels a side, a linear bottleneck of ``latent`` dims, and a
 mirrored stack of transposed convolutions back to ``(B, 3, S, S)`` through a sigmoid.
-The model only reconstructs; the error is computed in :mod:`viclab.losses.reconstruction`.
+Other inputs (one-channel, ``H x W`` spectrograms) use ``channels``, a ``(H, W)`` size and a
+linear output. The model only reconstructs; the error is computed in
+:mod:`viclab.losses.reconstruction`.
 """
 
 from __future__ import annotations
@@ -25,42 +27,50 @@ def _up(cin: int, cout: int) -> list[nn.Module]:
 
 
 class ConvAutoencoder(nn.Module):
-    """Conv encoder -> linear bottleneck -> mirrored transposed-conv decoder -> sigmoid.
+    """Conv encoder -> linear bottleneck -> mirrored transposed-conv decoder -> sigmoid (or linear).
 
     Args:
-        size: side ``S`` of the square input images; a multiple of ``2**len(widths)``.
+        size: side ``S`` of the square input images, or ``(H, W)``; multiples of ``2**len(widths)``.
         widths: channels after each stride-2 encoder conv (the decoder walks them back).
         latent: bottleneck dimension, also the representation returned by :meth:`encode`.
+        channels: input (and output) channels.
+        output: ``"sigmoid"`` (inputs in ``[0, 1]``) or ``"linear"`` (standardised inputs).
 
     Raises:
-        ViclabError: if ``size`` is not a positive multiple of ``2**len(widths)``.
+        ViclabError: if a side is not a positive multiple of ``2**len(widths)``.
     """
 
-    def __init__(self, size: int = 32, widths: tuple[int, ...] = (32, 64, 128), latent: int = 64) -> None:
+    def __init__(self, size: int | tuple[int, int] = 32, widths: tuple[int, ...] = (32, 64, 128), latent: int = 64,
+                 channels: int = 3, output: str = "sigmoid") -> None:
         super().__init__()
         widths = tuple(widths)
         if not widths or latent < 1:
             raise ViclabError(f"autoencoder needs at least one width and latent >= 1, got widths={widths}, "
                               f"latent={latent}; pass e.g. widths=(32, 64, 128), latent=64")
+        if output not in ("sigmoid", "linear"):
+            raise ValueError(f"output={output!r}: use 'sigmoid' or 'linear'")
         factor = 2 ** len(widths)
-        if size < factor or size % factor:
-            raise ViclabError(f"autoencoder image size {size} is not a multiple of 2**len(widths) = {factor}; "
-                              f"resize the images to a multiple of {factor} or use fewer widths")
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        for side in (height, width):
+            if side < factor or side % factor:
+                raise ViclabError(f"autoencoder image size {side} is not a multiple of 2**len(widths) = {factor}; "
+                                  f"resize the images to a multiple of {factor} or use fewer widths")
         self.size, self.widths, self.latent = size, widths, latent
-        self.side = size // factor
-        flat = widths[-1] * self.side * self.side
+        self.side = (height // factor, width // factor)
+        flat = widths[-1] * self.side[0] * self.side[1]
 
         down: list[nn.Module] = []
-        for cin, cout in zip((3, *widths[:-1]), widths):
+        for cin, cout in zip((channels, *widths[:-1]), widths):
             down += _down(cin, cout)
         self.encoder = nn.Sequential(*down, nn.Flatten(1), nn.Linear(flat, latent))
 
         up: list[nn.Module] = [nn.Linear(latent, flat), nn.ReLU(inplace=True),
-                               nn.Unflatten(1, (widths[-1], self.side, self.side))]
+                               nn.Unflatten(1, (widths[-1], *self.side))]
         rev = widths[::-1]
         for cin, cout in zip(rev[:-1], rev[1:]):
             up += _up(cin, cout)
-        up += [nn.ConvTranspose2d(widths[0], 3, 4, stride=2, padding=1), nn.Sigmoid()]
+        up += [nn.ConvTranspose2d(widths[0], channels, 4, stride=2, padding=1)]
+        up += [nn.Sigmoid()] if output == "sigmoid" else []
         self.decoder = nn.Sequential(*up)
         self.feature_dim = latent
 

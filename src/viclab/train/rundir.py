@@ -67,7 +67,7 @@ def config_json(cfg: Any) -> str:
 
 # What a run folder holds, by the type of its config (recorded in meta.json as "kind").
 KINDS = {"Config": "train", "LatentConfig": "latent", "EigenmapsConfig": "eigenmaps", "StudyConfig": "study",
-         "DetectConfig": "detector", "AutoencoderConfig": "autoencoder"}
+         "DetectConfig": "detector", "AutoencoderConfig": "autoencoder", "DcaseConfig": "dcase"}
 _CONTINUE = {
     "latent": "a latent-optimisation run: continue it with 'viclab ablate latent --out PARENT --name NAME' and "
               "its options",

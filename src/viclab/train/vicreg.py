@@ -1,4 +1,4 @@
-"""VICReg training: the whole dataset on the device as uint8, views made there.
+"""VICReg training: the whole dataset on the device (uint8 images, or float log-mel spectrograms), views made there.
 
 The objective (two views through one network, the VICReg loss) and the augmented-view
 batch source; the loop is :func:`viclab.train.engine.fit`. Other view sources (neighbour
@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from viclab.augment import Augment
+from viclab.augment import Augment, SpecViews, view_maker
 from viclab.config import Config
-from viclab.data import ImageData, load_dataset
+from viclab.data import ImageData, load_inputs
 from viclab.errors import ViclabError, ViclabWarning
 from viclab.losses import VICRegLoss, VICRegTerms
-from viclab.models import build_vicreg_model
+from viclab.models import build_vicreg_model, check_inputs, fit_standardizers
 from viclab.models.sync_bn import convert_sync_batchnorm
 from viclab.runtime import (
     Runtime,
@@ -87,14 +87,16 @@ def make_scheduler(cfg: Config, opt: torch.optim.Optimizer, steps_per_epoch: int
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def load_split(cfg: Config, split: str) -> ImageData:
-    data = load_dataset(cfg.data.dataset, split, cfg.data.data_dir, cfg.augment.size)
+def load_split(cfg: Config, split: str, device: torch.device | str = "cpu") -> ImageData:
+    """The images of a split (or a sound dataset's log-mel spectrograms, computed on ``device``)."""
+    data = load_inputs(cfg.data.dataset, split, cfg.data.data_dir, cfg, device)
     return data.subset(cfg.data.subset) if split == "train" else data
 
 
-def make_views(x: Tensor, augment: Augment, gen: torch.Generator,
+def make_views(x: Tensor, augment: Augment | SpecViews, gen: torch.Generator,
                channels_last: bool = False) -> tuple[Tensor, Tensor]:
-    """Two independent views of ``x`` ``(B, 3, H, W)`` uint8 (one batched call), in the model's memory format."""
+    """Two independent views of ``x`` (one batched call), in the model's memory format: of
+    ``(B, 3, H, W)`` uint8 images, or of ``(B, 1, n_mels, T)`` log-mel spectrograms."""
     v1, v2 = augment.pair(x, gen)
     if channels_last:
         v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
@@ -110,7 +112,7 @@ class HeldOutViews:
     (the same views, only slower).
     """
 
-    def __init__(self, images: Tensor, augment: Augment, batch_size: int, seed: int,
+    def __init__(self, images: Tensor, augment: Augment | SpecViews, batch_size: int, seed: int,
                  channels_last: bool = False) -> None:
         self.images, self.augment, self.batch_size = images, augment, batch_size
         self.seed, self.channels_last = seed, channels_last
@@ -126,8 +128,8 @@ class HeldOutViews:
     def __iter__(self):
         if self._kept is not None:
             return iter(self._kept)
-        size = self.augment.cfg.size
-        views_bytes = 2 * len(self.images) * 3 * size * size * 4
+        first = next(self._make(), None)
+        views_bytes = 2 * len(self.images) * (first[0][0].numel() if first is not None else 0) * 4
         if views_bytes > available_memory(self.images.device) // 4:
             return self._make()
         self._kept = list(self._make())
@@ -151,12 +153,15 @@ def evaluate_terms(model: nn.Module, loss_fn: VICRegLoss, views: HeldOutViews, r
     return dict(zip(TERMS, (sums / count).tolist()))
 
 
-def training_bytes(model: nn.Module, cfg: Config, images: int) -> int:
+def training_bytes(model: nn.Module, cfg: Config, data: ImageData) -> int:
     """A lower bound of the memory a training step needs on its device: weights, gradients and
-    Adam's two moments, both views of a batch and their gradients, and the uint8 images."""
+    Adam's two moments, both views of a batch and their gradients, and the inputs themselves."""
     params = sum(p.numel() for p in model.parameters())
-    pixels = 3 * cfg.augment.size ** 2
-    return 16 * params + 2 * 2 * cfg.train.batch_size * pixels * 4 + images * pixels
+    if data.images.is_floating_point():  # spectrograms: views are crops of them
+        view = data.images[0].numel()
+    else:
+        view = 3 * cfg.augment.size ** 2
+    return 16 * params + 2 * 2 * cfg.train.batch_size * view * 4 + data.images.numel() * data.images.element_size()
 
 
 
@@ -187,8 +192,9 @@ ViewSource = Callable[[ViewContext], BatchSource]
 
 
 def augmented_views(ctx: ViewContext) -> BatchSource:
-    """``views.kind = "augment"``: two independent draws of T of each image (VICReg)."""
-    augment = Augment(ctx.cfg.augment)
+    """``views.kind = "augment"``: two independent draws of T of each image (VICReg), or of the
+    spectrogram views of each clip."""
+    augment = view_maker(ctx.images, ctx.cfg)
     return lambda idx, gen: make_views(ctx.images[idx], augment, gen, ctx.cfg.model.channels_last)
 
 
@@ -244,24 +250,28 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
 
     # The model first: a bad backbone/projector should fail before any data loads.
     model, _ = build_vicreg_model(cfg.model)
-    train_data = data[0] if data is not None else load_split(cfg, "train")
+    train_data = data[0] if data is not None else load_split(cfg, "train", rt.device)
+    check_inputs(cfg.model.backbone, train_data)
     if tc.batch_size * world > len(train_data):
         per = f" x {world} processes" if world > 1 else ""
         raise ViclabError(f"train.batch_size={tc.batch_size}{per} is larger than the {len(train_data)} training "
                           f"images; use train.batch_size={len(train_data) // world} or fewer")
-    test_data = (data[1] if data is not None else load_split(cfg, "test")) if tc.eval_test else None
+    test_data = (data[1] if data is not None else load_split(cfg, "test", rt.device)) if tc.eval_test else None
     if test_data is not None and len(test_data) < 2:
         warnings.warn(f"the test split holds {len(test_data)} image(s); the test terms need at least 2, so none are "
                       "logged (train.eval_test=false silences this)", ViclabWarning, stacklevel=2)
         test_data = None
-    check_fits(training_bytes(model, cfg, len(train_data) + (len(test_data) if test_data else 0)), rt.device,
-               f"training {cfg.model.backbone} with projector {cfg.model.projector} on {cfg.augment.size}-pixel "
-               f"views in batches of {tc.batch_size}", "use a smaller model.projector, augment.size or "
-               "train.batch_size")
+    check_fits(training_bytes(model, cfg, train_data) + (training_bytes(nn.Identity(), cfg, test_data) if test_data
+                                                         else 0), rt.device,
+               f"training {cfg.model.backbone} with projector {cfg.model.projector} on "
+               f"{tuple(train_data.images.shape[1:])} inputs in batches of {tc.batch_size}",
+               "use a smaller model.projector, augment.size or train.batch_size")
     ckpt = read_checkpoint(run, model)  # read and checked before anything is written
     images = train_data.images.to(rt.device)
     test_images = test_data.images.to(rt.device) if test_data is not None else None
     model.to(rt.device)
+    if ckpt is None:  # a spectrogram encoder standardises by its training set's statistics (kept as buffers)
+        fit_standardizers(model, images)
     if cfg.model.channels_last:
         model.to(memory_format=torch.channels_last)
     if cfg.model.sync_bn and world > 1:
@@ -282,7 +292,7 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
                                  "start a new run with a lower optim.lr or train.precision=fp32", cfg.model.compile)
     evaluate = None
     if test_images is not None:
-        test_views = HeldOutViews(test_images, Augment(cfg.augment), tc.batch_size, tc.seed + 1,
+        test_views = HeldOutViews(test_images, view_maker(test_images, cfg), tc.batch_size, tc.seed + 1,
                                cfg.model.channels_last)
         # Rank 0 evaluates alone: its loss must not wait for the other ranks' batches.
         local_loss = VICRegLoss(**{**dataclasses.asdict(cfg.loss), "gather_distributed": False})
