@@ -45,6 +45,47 @@ def write_fake_mnist(root: Path, folder: str = "MNIST", n: int = 12, seed: int =
     return imgs
 
 
+def _tone(rng: np.random.Generator, seconds: float, rate: int, freq: float, noise: float = 0.02) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * freq * t) + noise * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def write_fake_fsdd(root: Path, per: int = 4, seed: int = 0) -> Path:
+    """FSDD's layout (``fsdd/recordings/{digit}_{speaker}_{index}.wav``, 8 kHz): its six speakers, each
+    digit ``per`` times, a tone per digit (half a second or less)."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    rec = root / "fsdd" / "recordings"
+    rec.mkdir(parents=True)
+    for speaker in ("george", "jackson", "lucas", "nicolas", "theo", "yweweler"):
+        for digit in range(10):
+            for i in range(per):
+                sf.write(str(rec / f"{digit}_{speaker}_{i}.wav"),
+                         _tone(rng, rng.uniform(0.2, 0.5), 8_000, 200 + 80 * digit), 8_000, subtype="PCM_16")
+    return root
+
+
+def write_fake_mimii(root: Path, ids: tuple[str, ...] = ("id_00", "id_02"), normal: int = 6, abnormal: int = 3,
+                     seconds: float = 1.0, seed: int = 0) -> Path:
+    """MIMII's layout (``mimii/-6_dB_<machine>/<machine>/id_XX/{normal,abnormal}/*.wav``, 16 kHz) for fan and
+    slider: a hum, and an added whistle when abnormal."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    for machine, hz in (("fan", 120.0), ("slider", 90.0)):
+        for mid in ids:
+            for cond, n in (("normal", normal), ("abnormal", abnormal)):
+                folder = root / "mimii" / f"-6_dB_{machine}" / machine / mid / cond
+                folder.mkdir(parents=True)
+                for i in range(n):
+                    wave = _tone(rng, seconds, 16_000, hz)
+                    if cond == "abnormal":
+                        wave += _tone(rng, seconds, 16_000, 2500.0, 0.0)
+                    sf.write(str(folder / f"{i:08d}.wav"), wave, 16_000, subtype="PCM_16")
+    return root
+
+
 @pytest.fixture
 def fake_cifar_root(tmp_path: Path) -> Path:
     write_fake_cifar(tmp_path)

@@ -136,20 +136,25 @@ def mimii(root: Path) -> Path:
 
 def test_mimii_split_is_seeded_per_machine_id_and_keeps_every_abnormal_clip_for_test(tmp_path):
     root = mimii(tmp_path)
-    cfg = SoundConfig(clip_seconds=0.5, split="share", test_share=0.5)
+    cfg = SoundConfig(clip_seconds=0.5, test_share=0.5)
     train, test = (load_sound("mimii", s, root, cfg, use_cache=False) for s in ("train", "test"))
     assert train.classes == ("normal", "abnormal")
     assert (train.labels == 0).all() and len(train) == 2 * 3
     assert int((test.labels == 1).sum()) == 2 * 3 and int((test.labels == 0).sum()) == 2 * 3
     assert not set(train.origin) & set(test.origin)
     assert set(train.attrs["machine_id"]) == {"id_00", "id_02"} and set(train.attrs["machine"]) == {"fan"}
-    one = load_sound("mimii", "train", root, SoundConfig(clip_seconds=0.5, split="share", test_share=0.5,
+    one = load_sound("mimii", "train", root, SoundConfig(clip_seconds=0.5, test_share=0.5,
                                                          machine_ids=("id_02",)), use_cache=False)
     # the same files whether one machine ID or all are loaded
     assert list(one.origin) == [o for o in train.origin if "id_02" in o]
-    other_seed = load_sound("mimii", "train", root, SoundConfig(clip_seconds=0.5, split="share", seed=1),
+    other_seed = load_sound("mimii", "train", root, SoundConfig(clip_seconds=0.5, seed=1),
                             use_cache=False)
     assert set(other_seed.origin) != set(train.origin)
+    few = SoundConfig(clip_seconds=0.5, test_share=0.5, max_files=4)
+    small_train, small_test = (load_sound("mimii", s, root, few, use_cache=False) for s in ("train", "test"))
+    assert len(small_train) == 2 * 2 and int((small_test.labels == 0).sum()) == 2 * 2
+    assert int((small_test.labels == 1).sum()) == 2 * 3  # 3 abnormal files per ID: all kept
+    assert set(small_train.origin) | set(small_test.origin) < set(train.origin) | set(test.origin)
 
 
 def test_dcase_layout(tmp_path):
@@ -221,3 +226,45 @@ def test_load_inputs_gives_spectrograms_of_the_configured_shape(tmp_path):
     x = load_inputs("fsdd", "test", root, cfg)
     assert x.images.dtype == torch.float32 and x.images.shape == (30, 1, 32, cfg.sound.frames)
     assert x.classes == ("0", "1", "2")
+
+
+def test_a_missing_set_is_downloaded_checksummed_and_extracted(tmp_path, monkeypatch):
+    """FSDD's archive from its (mocked) publisher: verified, its recordings extracted, the archive removed."""
+    import hashlib
+    import io
+    import zipfile
+
+    from viclab.data import download as dl
+    from viclab.data import sound as snd
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name in ("3_ann_0.wav", "3_ann_9.wav"):
+            wav = io.BytesIO()
+            sf.write(wav, tone(0.1, 8_000), 8_000, format="WAV", subtype="PCM_16")
+            z.writestr(f"free-spoken-digit-dataset-1.0.10/recordings/{name}", wav.getvalue())
+        z.writestr("free-spoken-digit-dataset-1.0.10/README.md", "not a sound")
+    payload = buf.getvalue()
+
+    class Resp(io.BytesIO):
+        headers = {"Content-Length": str(len(payload))}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+    monkeypatch.setattr(dl.urllib.request, "urlopen", lambda url, timeout: Resp(payload))
+    archive = snd.DOWNLOADS["fsdd"][0]
+    monkeypatch.setitem(snd.DOWNLOADS, "fsdd", [snd.Archive(archive.urls, archive.name, len(payload), "0" * 64,
+                                                            "sha256", archive.members)])
+    with pytest.raises(ViclabError, match="sha256"):
+        load_sound("fsdd", "train", tmp_path / "data", SoundConfig(rate=8_000), use_cache=False)
+    assert not (tmp_path / "data" / "fsdd").exists() or not list((tmp_path / "data").rglob("*.wav"))
+    monkeypatch.setitem(snd.DOWNLOADS, "fsdd", [snd.Archive(archive.urls, archive.name, len(payload),
+                                                            hashlib.sha256(payload).hexdigest(), "sha256",
+                                                            archive.members)])
+    train = load_sound("fsdd", "train", tmp_path / "data", SoundConfig(rate=8_000, clip_seconds=0.1), use_cache=False)
+    assert list(train.origin) == ["recordings/3_ann_9.wav"]
+    assert sorted(p.name for p in (tmp_path / "data").rglob("*") if p.is_file()) == ["3_ann_0.wav", "3_ann_9.wav"]

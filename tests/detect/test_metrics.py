@@ -122,3 +122,22 @@ def test_rates_at_counts():
 def test_bad_inputs_raise_viclab_error(call):
     with pytest.raises(ViclabError):
         call()
+
+
+def test_bootstrap_interval_is_sklearn_on_the_same_resamples():
+    from sklearn.metrics import roc_auc_score
+
+    from viclab.detect.metrics import auroc_interval
+
+    rng = np.random.default_rng(5)
+    labels = np.array([0] * 12 + [1] * 7)
+    scores = np.round(rng.normal(labels * 0.8, 1.0), 1)  # rounded: ties
+    low, high = auroc_interval(labels, scores, reps=300, seed=11)
+    # the same draws, one resample at a time, scored by sklearn
+    draw = np.random.default_rng(11)
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    rows, cols = draw.integers(0, len(pos), (300, len(pos))), draw.integers(0, len(neg), (300, len(neg)))
+    aucs = [roc_auc_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[scores[pos[r]], scores[neg[c]]])
+            for r, c in zip(rows, cols)]
+    assert (low, high) == pytest.approx((np.quantile(aucs, 0.025), np.quantile(aucs, 0.975)))
+    assert low < roc_auc_score(labels, scores) < high

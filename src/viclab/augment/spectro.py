@@ -27,6 +27,15 @@ def time_crop(x: Tensor, frames: int, gen: torch.Generator | None) -> Tensor:
     return x.gather(3, idx)
 
 
+def freq_shift(x: Tensor, max_bins: int, gen: torch.Generator | None) -> Tensor:
+    """Each ``(B, C, M, T)`` spectrogram moved up or down by ``-max_bins .. max_bins`` mel bands (its own
+    draw), the edge band repeated: a crude vocal-tract-length or pitch change."""
+    b, c, m, t = x.shape
+    shift = (torch.rand(b, generator=gen, device=x.device) * (2 * max_bins + 1)).long() - max_bins
+    src = (torch.arange(m, device=x.device)[None] - shift[:, None]).clamp(0, m - 1)  # (B, M)
+    return x.gather(2, src.view(b, 1, m, 1).expand(b, c, m, t))
+
+
 def mix_power(x: Tensor, other: Tensor, snr_db: Tensor, active: Tensor) -> Tensor:
     """Add ``other`` to ``x`` where ``active``, scaled to ``snr_db`` below ``x``'s mean power.
 
@@ -83,6 +92,8 @@ class SpecViews:
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         c, b, dev = self.cfg, x.shape[0], x.device
         x = time_crop(x.float(), self.frames(x.shape[-1]), generator)
+        if c.freq_shift > 0:
+            x = freq_shift(x, c.freq_shift, generator)
         if c.noise_p > 0:
             # Noise of flat mel spectrum (white noise through Slaney-normalised filters): exponential
             # power per bin, the power of a complex Gaussian.

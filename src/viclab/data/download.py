@@ -22,8 +22,9 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(cache) / "viclab"
 
 
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
+def md5sum(path: Path, chunk: int = 1 << 20, algorithm: str = "md5") -> str:
+    """The hex digest of a file (``algorithm``: md5 or sha256)."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
@@ -46,8 +47,8 @@ def matches_md5(path: Path, md5: str) -> bool:
     return _MD5_CACHE[key] == md5
 
 
-def download(urls: list[str], dest: Path, md5: str, hint: str) -> Path:
-    """Fetch ``dest`` from the first URL that works and verify its MD5.
+def download(urls: list[str], dest: Path, md5: str, hint: str, algorithm: str = "md5") -> Path:
+    """Fetch ``dest`` from the first URL that works and verify its MD5 (or ``algorithm``'s digest).
 
     The file is written to ``dest.part`` and renamed only once its checksum
     matches, so an interrupted or corrupt download never looks complete.
@@ -55,7 +56,7 @@ def download(urls: list[str], dest: Path, md5: str, hint: str) -> Path:
     Args:
         urls: mirrors to try in order.
         dest: final path.
-        md5: published checksum.
+        md5: published checksum (of ``algorithm``).
         hint: what to tell the user when no URL can be reached (where to put files).
     """
     from tqdm import tqdm
@@ -79,10 +80,10 @@ def download(urls: list[str], dest: Path, md5: str, hint: str) -> Path:
             errors.append(f"{url}: {getattr(e, 'reason', e)}")
             part.unlink(missing_ok=True)
             continue
-        got = md5sum(part)
+        got = md5sum(part, algorithm=algorithm)
         if got != md5:
             part.unlink(missing_ok=True)
-            errors.append(f"{url}: md5 {got} != published {md5}")
+            errors.append(f"{url}: {algorithm} {got} != published {md5}")
             continue
         shutil.move(part, dest)
         return dest

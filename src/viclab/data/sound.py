@@ -34,7 +34,7 @@ from viclab.config import SoundConfig
 from viclab.data.audio import EXTENSIONS, cut, decode
 from viclab.data.types import ImageData
 from viclab.errors import ViclabError
-from viclab.io import atomic_save_npy, atomic_write_text
+from viclab.io import atomic_save_npy, atomic_write, atomic_write_text
 
 CACHE_VERSION = "1"  # bump when decoding or cutting changes
 NORMAL_CLASSES = ("normal", "abnormal")
@@ -109,9 +109,6 @@ _FSDD = re.compile(r"^(\d+)_([^_]+)_(\d+)$")
 
 
 def _fsdd(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
-    if cfg.split == "share":
-        raise ViclabError("sound.split=share is for MIMII; FSDD splits by recording index or speaker: use "
-                          "sound.split=index or sound.split=speaker")
     rec = root / "recordings" if (root / "recordings").is_dir() else root
     out = []
     for f in sound_files(rec, recursive=False):
@@ -130,6 +127,20 @@ def _keep_machine(cfg: SoundConfig, machine: str, machine_id: str) -> bool:
     return (not cfg.machines or machine in cfg.machines) and (not cfg.machine_ids or machine_id in cfg.machine_ids)
 
 
+def _seeded(cfg: SoundConfig, *key: str) -> np.random.Generator:
+    """A generator seeded by ``cfg.seed`` and ``key`` alone: a group's choice does not depend on the others kept."""
+    return np.random.default_rng(int.from_bytes(hashlib.sha256("|".join((str(cfg.seed), *key)).encode()).digest()[:4],
+                                                "big"))
+
+
+def _at_most(files: list, cfg: SoundConfig, *key: str) -> list:
+    """``sound.max_files`` of a group's files, a seeded choice kept in order (all when 0)."""
+    if not cfg.max_files or len(files) <= cfg.max_files:
+        return files
+    keep = set(_seeded(cfg, "max_files", *key).permutation(len(files))[:cfg.max_files].tolist())
+    return [f for i, f in enumerate(files) if i in keep]
+
+
 def _mimii(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
     groups: dict[tuple[str, str, str], list[Path]] = {}
     for f in sound_files(root):
@@ -138,13 +149,13 @@ def _mimii(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
             groups.setdefault((machine, machine_id, condition), []).append(f)
     out = []
     for (machine, machine_id, condition), files in sorted(groups.items()):
+        files = _at_most(files, cfg, machine, machine_id, condition)
         if condition == "abnormal":
             chosen = files if split == "test" else []
         else:
             # Seeded per machine ID and independent of which others are kept: the same files are test files
             # whether one ID or all are loaded.
-            seed = int.from_bytes(hashlib.sha256(f"{cfg.seed}|{machine}|{machine_id}".encode()).digest()[:4], "big")
-            perm = np.random.default_rng(seed).permutation(len(files))
+            perm = _seeded(cfg, machine, machine_id).permutation(len(files))
             n_test = int(round(cfg.test_share * len(files)))
             test = set(perm[:n_test].tolist())
             chosen = [f for i, f in enumerate(files) if (i in test) == (split == "test")]
@@ -156,15 +167,17 @@ _DCASE = re.compile(r"^(normal|anomaly)_(id_\d+)_")
 
 
 def _dcase(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
-    out = []
+    groups: dict[tuple[str, str, str], list[Path]] = {}
     for f in sound_files(root):
         m = _DCASE.match(f.name)
         if not m or f.parent.name != split:
             continue
         machine = f.parent.parent.name
         if _keep_machine(cfg, machine, m.group(2)):
-            out.append(SoundFile(f, "normal" if m.group(1) == "normal" else "abnormal",
-                                 (("machine", machine), ("machine_id", m.group(2)))))
+            groups.setdefault((machine, m.group(2), "normal" if m.group(1) == "normal" else "abnormal"), []).append(f)
+    out = [SoundFile(f, label, (("machine", machine), ("machine_id", mid)))
+           for (machine, mid, label), files in sorted(groups.items())
+           for f in _at_most(files, cfg, split, machine, mid, label)]
     return _require(out, root, f"DCASE clips (<machine>/{split}/{{normal,anomaly}}_id_XX_*.wav)")
 
 
@@ -185,6 +198,93 @@ SOUND_DATASETS: dict[str, SoundLayout] = {
     "mimii": SoundLayout("mimii", _mimii, NORMAL_CLASSES),
     "dcase": SoundLayout("dcase", _dcase, NORMAL_CLASSES),
 }
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A publisher's archive of a sound set: where, its size and checksum, and the members kept."""
+
+    urls: tuple[str, ...]
+    name: str
+    size: int
+    digest: str
+    algorithm: str
+    members: str  # the archive's members kept (a regular expression on their paths)
+
+
+# Checksums from the publishers' tables: Zenodo record 3384388's md5s for MIMII (as mirrored by
+# datasets-mila/datasets--mimii); for FSDD v1.0.10 the SHA-256 of GitHub's tag archive.
+DOWNLOADS: dict[str, list[Archive]] = {
+    "fsdd": [Archive(("https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.zip",),
+                     "free-spoken-digit-dataset-1.0.10.zip", 16_419_872,
+                     "c680098f5d2355ba7cc4bd8b0ca9e0a24c00ebe3b4c552208889a4d28d4fbc2b", "sha256",
+                     r"^[^/]+/recordings/[^/]+\.wav$")],
+    "mimii": [Archive((f"https://zenodo.org/records/3384388/files/{n}?download=1",
+                       f"https://zenodo.org/record/3384388/files/{n}?download=1"), n, size, md5, "md5", r"\.wav$")
+              for n, size, md5 in (("-6_dB_fan.zip", 10_878_096_548, "f02ae808a58d84b6815b7ec38ff30879"),
+                                   ("-6_dB_slider.zip", 7_951_254_230, "49913eda7d37f182cbf8ed5c984140e0"))],
+}
+
+
+def fetch_sound(name: str, data_dir: Path, echo=print) -> Path:
+    """Download a sound set's archives (checksummed) into ``data_dir/<its folder>`` and extract its sound
+    files; the archives are removed once extracted. Returns the folder."""
+    import re
+    import zipfile
+
+    from viclab.data.download import download
+
+    folder = data_dir / SOUND_DATASETS[name].folder
+    for a in DOWNLOADS[name]:
+        echo(f"downloading {a.name} ({a.size / 1e9:.2f} GB) for the {name} set into {data_dir}")
+        archive = download(list(a.urls), data_dir / a.name, a.digest, algorithm=a.algorithm,
+                           hint=f"download {a.urls[0]} yourself and extract it into {folder}, or set VICLAB_DATA")
+        keep = re.compile(a.members)
+        target = folder / Path(a.name).stem if name == "mimii" else folder
+        with zipfile.ZipFile(archive) as z:
+            for info in z.infolist():
+                if keep.search(info.filename) and not info.is_dir():
+                    rel = Path(info.filename)
+                    rel = rel.relative_to(rel.parts[0]) if name == "fsdd" else rel
+                    out = target / rel
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    with z.open(info) as src:
+                        atomic_write(out, lambda p, src=src: p.write_bytes(src.read()))
+        archive.unlink()
+    return folder
+
+
+def sound_root(name: str, data_dir: str | os.PathLike, fetch: bool = True) -> Path:
+    """The folder of a sound dataset.
+
+    ``data_dir/<its folder>`` (e.g. ``fsdd/``) when it exists; else ``data_dir`` itself when it is
+    named so or holds sound files (the dataset's folder given directly); else, for a set with a public
+    archive (FSDD, MIMII) and ``fetch``, the archive downloaded (checksummed) into ``data_dir/<its folder>``.
+    """
+    if name not in SOUND_DATASETS:
+        raise ViclabError(f"unknown sound dataset {name!r}; choose one of: {', '.join(SOUND_DATASETS)}")
+    data_dir = Path(data_dir).expanduser()
+    root = data_dir / SOUND_DATASETS[name].folder
+    if root.is_dir():
+        return root
+    if data_dir.is_dir() and (data_dir.name == root.name or sound_files(data_dir)):
+        return data_dir
+    if name in DOWNLOADS and fetch:
+        return fetch_sound(name, data_dir)
+    raise ViclabError(f"the {name} data folder {root} does not exist; give the folder that holds it (data.data_dir "
+                      "or $VICLAB_DATA)")
+
+
+def sound_fingerprint(name: str, data_dir: str | os.PathLike) -> dict[str, object]:
+    """The number of sound files of a dataset's folder and a 128-bit hash of their paths and contents."""
+    root = sound_root(name, data_dir)
+    files = sound_files(root)
+    if not files:
+        raise ViclabError(f"{root} holds no sound files ({', '.join(sorted(EXTENSIONS))}); put the {name} files there")
+    h = hashlib.blake2b(digest_size=16)
+    for f in files:
+        h.update(f"{f.relative_to(root)}|{_file_hash(f)}\n".encode())
+    return {"files": len(files), "hash": h.hexdigest()}
 
 
 def sound_cache_dir() -> Path:
@@ -228,14 +328,7 @@ def load_sound(name: str, split: str, data_dir: str | os.PathLike, cfg: SoundCon
     Returns:
         :class:`SoundData`.
     """
-    if name not in SOUND_DATASETS:
-        raise ViclabError(f"unknown sound dataset {name!r}; choose one of: {', '.join(SOUND_DATASETS)}")
-    layout = SOUND_DATASETS[name]
-    data_dir = Path(data_dir).expanduser()
-    root = data_dir / layout.folder if (data_dir / layout.folder).is_dir() else data_dir
-    if not root.is_dir():
-        raise ViclabError(f"the {name} data folder {root} does not exist; give the folder that holds it (data.data_dir "
-                          "or $VICLAB_DATA)")
+    layout, root = SOUND_DATASETS.get(name), sound_root(name, data_dir)
     files = layout.files(root, split, cfg)
     if isinstance(layout.classes, tuple):
         classes = layout.classes

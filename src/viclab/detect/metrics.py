@@ -115,3 +115,27 @@ def rates_at(labels, scores, threshold: float) -> dict[str, float]:
     tn = int((~flagged & (labels == 0)).sum())
     return {"tpr": tp / (tp + fn), "fpr": fp / (fp + tn), "precision": tp / (tp + fp) if tp + fp else 0.0,
             "tp": tp, "fp": fp, "tn": tn, "fn": fn}
+
+
+def auroc_interval(labels, scores, level: float = 0.95, reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A stratified bootstrap percentile interval of the AUROC: the normal and the anomalous points
+    are resampled separately (each with replacement, their counts kept), ``reps`` times.
+
+    For small test sets (a few clips per machine ID) this says how much the AUROC itself could move.
+
+    Returns:
+        ``(low, high)`` at ``level``.
+    """
+    labels, scores = _checked(labels, scores)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    # Pairwise wins of each anomalous point over each normal one (ties count half): the AUROC is their mean.
+    wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(pos), (reps, len(pos)))
+    cols = rng.integers(0, len(neg), (reps, len(neg)))
+    # mean of wins[rows][:, cols] per rep = (row counts) . wins . (col counts) / (n_pos * n_neg)
+    row_counts = np.stack([np.bincount(r, minlength=len(pos)) for r in rows])
+    col_counts = np.stack([np.bincount(c, minlength=len(neg)) for c in cols])
+    aucs = np.einsum("rp,pn,rn->r", row_counts, wins, col_counts) / (len(pos) * len(neg))
+    alpha = (1 - level) / 2
+    return float(np.quantile(aucs, alpha)), float(np.quantile(aucs, 1 - alpha))

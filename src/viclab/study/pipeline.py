@@ -28,13 +28,16 @@ import numpy as np
 from viclab.ablate import VIEWS, neighbours_config, run_eigenmaps, run_latent
 from viclab.ablate.neighbours import NEIGHBOURS_INFO
 from viclab.config import Config, StudyConfig
-from viclab.data import load_images
+from viclab.data import load_images, resolve_data_dir
+from viclab.data.sound import sound_fingerprint
+from viclab.errors import ViclabError
 from viclab.data.types import data_fingerprint
 from viclab.eval import tasks as t
 from viclab.eval.features import load_source, representations
 from viclab.io import atomic_write_text, check_writable_dir, remove_stale_temp
 from viclab.runtime import barrier, broadcast_object, init_distributed, is_main, select_runtime
 from viclab.study.detection import detection_stage
+from viclab.study.sound import fsdd_stage, machines_stage
 from viclab.study.report import METHODS, write_report
 from viclab.study.stages import Stage, code_fingerprint, run_stages
 from viclab.train import train
@@ -58,6 +61,15 @@ def data_fingerprints(cfg: StudyConfig) -> dict[str, Any]:
     for dataset, split in ((r.data.dataset, "train"), (r.data.dataset, "test"), (cfg.anomalies, "test")):
         data = load_images(dataset, split, r.data.data_dir, r.augment.size)
         out[f"{dataset}/{split}"] = {"images": len(data), "hash": data_fingerprint(data)}
+    if cfg.sound:  # the sound sets: every file's path and content
+        root = resolve_data_dir(r.data.data_dir)
+        for name in ("mimii", "fsdd"):
+            try:
+                found = sound_fingerprint(name, root)
+            except ViclabError as e:
+                raise ViclabError(f"the study's sound part needs {name} in {root}: {e}; put it there, or leave the "
+                                  "sound part out with study.sound=false") from None
+            out[f"{name}/files"] = {"images": found["files"], "hash": found["hash"]}
     return out
 
 
@@ -191,6 +203,16 @@ def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callab
                          "code": code_fingerprint(["viclab.detect", "viclab.study.detection"],
                                                   own=["viclab.study.pipeline", "viclab.study.stages"])},
                         detection_stage(cfg, progress, echo), "detect"))
+    if cfg.sound:
+        sound_fields = {k: v for k, v in conf(cfg).items() if k.startswith("sound")}
+        sound_code = code_fingerprint(["viclab.sound", "viclab.study.sound"],
+                                      own=["viclab.study.pipeline", "viclab.study.stages"])
+        stages.append(Stage("sound_machines", f"machine sounds, every detector: {', '.join(cfg.sound_machines)} (§4)",
+                            {"config": sound_fields, "data": reads("mimii/files"), "code": sound_code},
+                            machines_stage(cfg, recipe.data.data_dir, progress, echo), "sound/machines"))
+        stages.append(Stage("sound_fsdd", "spoken digits: VICReg probed on held-out speakers, Griffin-Lim (§4)",
+                            {"config": sound_fields, "data": reads("fsdd/files"), "code": sound_code},
+                            fsdd_stage(cfg, recipe.data.data_dir, progress, echo), "sound/fsdd"))
     return stages
 
 

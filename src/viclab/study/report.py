@@ -18,7 +18,7 @@ import numpy as np
 from viclab.eval.figures import curves_png
 from viclab.io import atomic_write_text
 from viclab.losses import VICRegTerms
-from viclab.study.interpret import interpret, interpret_detection, pct
+from viclab.study.interpret import interpret, interpret_detection, interpret_sound, pct
 from viclab.train.rundir import METRICS, read_metrics
 
 # Display names; also the keys of the results table, in report order.
@@ -134,6 +134,64 @@ def _detection(study_dir: Path, results: dict[str, Any]) -> str:
                                                        "detector (true class, score)"))
 
 
+def _audio(path: Path, caption: str) -> str:
+    """A WAV file as a player embedded in the page."""
+    if not path.exists():
+        return f"<figure><figcaption>missing audio: {html.escape(path.name)}</figcaption></figure>"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f'<figure><audio controls preload="none" src="data:audio/wav;base64,{data}"></audio>'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _sound(study_dir: Path, results: dict[str, Any]) -> str:
+    """The sound section: machine sounds with every detector, spoken digits probed, Griffin-Lim."""
+    machines, fsdd = results["stages"].get("sound_machines"), results["stages"].get("sound_fsdd")
+    if machines is None and fsdd is None:
+        return "<p>Not part of this study (study.sound=false).</p>"
+    parts = [_notes(interpret_sound(machines, fsdd))]
+    if machines:
+        d = study_dir / "sound" / "machines"
+        for machine, r in machines["machines"].items():
+            names = list(r["per_id"])
+            best = max(r["mean_id_auroc"].values())
+            head = ("<tr><th>detector</th>" + "".join(f"<th>{html.escape(i)}</th>" for i in r["ids"])
+                    + "<th>mean AUC / pAUC</th><th>all clips: AUC [95% interval]</th><th>fit</th></tr>")
+            body = "".join(
+                f"<tr><td>{html.escape(n)}</td>" + "".join(
+                    f"<td>{r['per_id'][n][i]['auroc']:.2f} / {r['per_id'][n][i]['pauc']:.2f}</td>" for i in r["ids"])
+                + f'<td class="{"best" if r["mean_id_auroc"][n] == best else ""}">{r["mean_id_auroc"][n]:.3f} / '
+                  f'{r["mean_id_pauc"][n]:.3f}</td><td>{r["all"][n]["auroc"]:.3f} [{r["all"][n]["auroc_interval"][0]:.2f}, '
+                  f'{r["all"][n]["auroc_interval"][1]:.2f}]</td><td>{r["fit_seconds"][n]:.0f} s</td></tr>'
+                for n in names)
+            parts.append(f"<h3>{html.escape(machine)}</h3><p>AUC / pAUC (FPR ≤ 0.1) per machine ID.</p>"
+                         f"<table>{head}{body}</table>")
+        first = machines["first_machine"]
+        parts.append('<div class="grid">' + "".join(
+            _img(d / f"roc_{m}.png", f"{m}: ROC (pAUC range shaded) and precision-recall, all machine IDs together")
+            for m in machines["machines"]) + "</div>")
+        parts.append(_img(d / "spectrograms.png", f"{first}: log-mel spectrograms of normal and abnormal test clips"))
+        parts.append('<div class="grid">'
+                     + _audio(d / "resynth_plain" / "original.wav", f"an abnormal {first} clip, as analysed")
+                     + _audio(d / "resynth_plain" / "resynth.wav", "resynthesised from its log-mel spectrogram")
+                     + _audio(d / "resynth_autoencoder" / "resynth.wav", "resynthesised from the autoencoder's "
+                                                                          "reconstruction")
+                     + "</div>" + _img(d / "resynth_autoencoder" / "spectrograms.png", "the clip's log-mel "
+                                       "spectrogram, the autoencoder's reconstruction, and the resynthesised audio's"))
+    if fsdd:
+        d = study_dir / "sound" / "fsdd"
+        pr = fsdd["probe"]
+        parts.append("<h3>Spoken digits (FSDD)</h3><table><tr><th>encoder</th><th>linear top-1</th><th>top-5</th>"
+                     "</tr>" + "".join(f"<tr><td>{n}</td><td>{pct(pr[k]['top1'])}</td><td>{pct(pr[k]['top5'])}</td>"
+                                       f"</tr>" for k, n in (("vicreg", "VICReg"), ("random", "random init")))
+                     + "</table>")
+        parts.append(_img(d / "spectrograms.png", "one held-out speaker's clip per digit")
+                     + '<div class="grid">' + _audio(d / "resynth" / "original.wav", "a spoken digit")
+                     + _audio(d / "resynth" / "resynth.wav", "resynthesised from its log-mel spectrogram (Griffin-Lim)")
+                     + "</div>" + _img(d / "resynth" / "spectrograms.png", "original and resynthesised log-mel "
+                                                                           "spectrograms"))
+    return "".join(parts)
+
+
 def write_report(study_dir: Path, results: dict[str, Any]) -> Path:
     """Render ``study_dir/report.html`` from ``results`` and the figures in ``study_dir``."""
     curves = {m: read_metrics(study_dir / "runs" / m / METRICS) for m in (*CURVE_RUNS, *LATENT_RUNS)
@@ -184,11 +242,13 @@ def write_report(study_dir: Path, results: dict[str, Any]) -> Path:
          + _img(ev / "anomaly" / "top_anomalies.png", f"the {cfg['eval']['anomaly_top']} most anomalous test "
                                                       "images of each method, one row each") + "</div>"),
         ("D", "§4 · Anomaly detection on sensor images: which detector to trust", _detection(study_dir, results)),
+        ("SND", "§4 · Sound: machine sounds and spoken digits", _sound(study_dir, results)),
         ("C", "C1–C3 · Clustering", _notes(text.get("C", [])) + "".join(
             _img(ev / m / "clusters.png", f"{METHODS[m]}: t-SNE coloured by K-means cluster (left) and by class "
                                           "(right), cluster centres in black") for m in ("vicreg", "neighbours"))),
     ]
-    sections = [sec for sec in sections if sec[0] != "D"] + [sec for sec in sections if sec[0] == "D"]
+    sections = [sec for sec in sections if sec[0] not in ("D", "SND")] + [sec for sec in sections
+                                                                          if sec[0] in ("D", "SND")]
     stage_rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{s:.1f} s</td></tr>"
                          for name, s in results["seconds"]["stages"].items())
     stage_rows += f"<tr><th>all stages</th><th>{results['seconds']['total']:.1f} s</th></tr>"

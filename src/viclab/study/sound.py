@@ -1,0 +1,107 @@
+"""The study's sound part (spec §4): machine sounds with every detector, spoken digits probed, Griffin-Lim.
+
+Two stages. ``sound_machines``: DCASE 2020 Task 2's protocol on the data folder's MIMII sample
+(:func:`viclab.sound.machine_sounds`), ROC curves per machine type, a grid of normal and abnormal
+spectrograms, and an abnormal clip resynthesised from its log-mel spectrogram and from the
+convolutional autoencoder's reconstruction of it. ``sound_fsdd``: VICReg on FSDD digits with
+speakers held out, the linear probe against a random-init encoder, a grid of one spectrogram per
+digit, and a spoken digit resynthesised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from viclab.config import StudyConfig, get_preset, resolve_detect
+from viclab.data import load_sound, spectrograms
+from viclab.data.sound import sound_root
+from viclab.detect import figures
+from viclab.eval.figures import image_grid_png
+from viclab.sound import machine_id, machine_sounds, probe_digits, resynthesise
+
+ROC_DETECTORS = ("vicreg_terms:invariance", "knn", "mahalanobis", "autoencoder", "dcase_ae", "random-encoder knn")
+
+
+def _resynth(clip: Path, folder: Path, echo: Callable[[str], None], **kw: Any) -> dict[str, Any]:
+    result = resynthesise(clip, folder, echo=echo, **kw)
+    return {"clip": clip.name, "folder": folder.name, **{k: result[k] for k in ("vs_original", "vs_given_magnitude",
+                                                                                "seconds", "rate")}}
+
+
+def machines_stage(cfg: StudyConfig, data_dir: str | None, progress: bool,
+                   echo: Callable[[str], None]) -> Callable[[Path], dict[str, Any]]:
+    """The stage's ``run(folder)``: every detector per machine type, figures and resynthesis."""
+    def run(folder: Path) -> dict[str, Any]:
+        base = resolve_detect([
+            # at most 10 clips per machine ID and condition: the MIMII sample's size, whatever the download's
+            "data.dataset=mimii", f"data.data_dir={data_dir or ''}", "sound.max_files=10",
+            f"train.epochs={cfg.sound_epochs}",
+            f"detect.views={cfg.sound_views}", f"autoencoder.epochs={cfg.sound_autoencoder_epochs}",
+            f"dcase.epochs={cfg.sound_dcase_epochs}"], preset="sound")
+        tests: dict[str, Any] = {}
+
+        def draw(machine: str, ev: dict[str, Any]) -> None:
+            test = tests[machine] = ev["test"]
+            names = [n for n in ROC_DETECTORS if n in ev["scores"]]
+            figures.roc_pr_png([(n, test.labels, ev["scores"][n]) for n in names],
+                               f"{machine}: {int((test.labels == 0).sum())} normal vs {int((test.labels == 1).sum())} "
+                               "abnormal test clips, all machine IDs", folder / f"roc_{machine}.png")
+
+        result = machine_sounds(base, cfg.sound_machines, folder / "detectors", progress=progress, echo=echo,
+                                on_machine=draw)
+        first = cfg.sound_machines[0]
+        test = tests[first]
+        ids = np.array([machine_id(o) for o in test.origin])
+        rows = []
+        for i in sorted(set(ids)):
+            picks = [*np.flatnonzero((ids == i) & (test.labels == 0))[:2], *np.flatnonzero((ids == i) & (test.labels == 1))[:2]]
+            rows.append((i, [test.data.images[j] for j in picks],
+                         ["normal" if test.labels[j] == 0 else "abnormal" for j in picks]))
+        image_grid_png(rows, f"{first}: log-mel spectrograms of test clips, two normal and two abnormal per machine ID "
+                             "(10 s, 128 mel bands)", folder / "spectrograms.png")
+        odd = int(np.flatnonzero(test.labels == 1)[0])
+        clip = sound_root("mimii", base.data.data_dir or _default_root()) / test.origin[odd].split(":", 1)[1]
+        resynth = {"plain": _resynth(clip, folder / "resynth_plain", echo),
+                   "autoencoder": _resynth(clip, folder / "resynth_autoencoder", echo,
+                                           detector=folder / "detectors" / first / "autoencoder")}
+        return {"machines": result, "first_machine": first, "resynth": resynth,
+                "recipe": {"epochs": cfg.sound_epochs, "views": cfg.sound_views,
+                           "autoencoder_epochs": cfg.sound_autoencoder_epochs,
+                           "dcase_epochs": cfg.sound_dcase_epochs}}
+
+    return run
+
+
+def _default_root() -> Path:
+    from viclab.data import resolve_data_dir
+
+    return resolve_data_dir(None)
+
+
+def fsdd_stage(cfg: StudyConfig, data_dir: str | None, progress: bool,
+               echo: Callable[[str], None]) -> Callable[[Path], dict[str, Any]]:
+    """The stage's ``run(folder)``: VICReg on FSDD probed on held-out speakers, figures, resynthesis."""
+    def run(folder: Path) -> dict[str, Any]:
+        recipe = get_preset("fsdd")
+        recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, data_dir=data_dir),
+                                     train=dataclasses.replace(recipe.train, epochs=cfg.sound_probe_epochs))
+        probe = probe_digits(recipe, cfg.sound_held_out, folder, progress=progress, echo=echo)
+        sound = dataclasses.replace(recipe.sound, split="speaker", test_speakers=tuple(cfg.sound_held_out))
+        root = data_dir or _default_root()
+        clips = load_sound("fsdd", "test", root, sound)
+        spec = spectrograms(clips, sound)
+        picks = [int(np.flatnonzero(clips.labels.numpy() == d)[0]) for d in range(len(clips.classes))]
+        image_grid_png([("digit", [spec.images[j] for j in picks], [f"'{clips.classes[clips.labels[j]]}' "
+                                                                    f"{clips.attrs['speaker'][j]}" for j in picks])],
+                       "FSDD: log-mel spectrograms of one held-out speaker's clip per digit (1 s, 64 mel bands)",
+                       folder / "spectrograms.png")
+        clip = sound_root("fsdd", root) / clips.origin[picks[len(picks) // 2]]
+        resynth = _resynth(clip, folder / "resynth", echo, sound=recipe.sound)
+        return {"probe": probe, "resynth": resynth, "epochs": cfg.sound_probe_epochs}
+
+    return run
