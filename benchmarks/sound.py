@@ -124,7 +124,8 @@ def throughput(args) -> None:
                       "decode_clips_per_s": n / statistics.median(t_dec),
                       "logmel_clips_per_s": n / statistics.median(t_mel),
                       "cached_clips_per_s": n / t_cached,
-                      "audio_seconds_per_s": n * cfg.clip_seconds / (statistics.median(t_dec) + statistics.median(t_mel))}
+                      "audio_seconds_per_s": n * cfg.clip_seconds / (statistics.median(t_dec)
+                                                                     + statistics.median(t_mel))}
         r = rows[name]
         print(f"{name}: {n} clips of {cfg.clip_seconds:g} s at {cfg.rate} Hz: decode {r['decode_clips_per_s']:.0f} "
               f"clips/s, log-mel {r['logmel_clips_per_s']:.0f} clips/s, from the cache {r['cached_clips_per_s']:.0f} "

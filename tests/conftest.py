@@ -86,6 +86,24 @@ def write_fake_mimii(root: Path, ids: tuple[str, ...] = ("id_00", "id_02"), norm
     return root
 
 
+def serve(monkeypatch, payload: bytes) -> None:
+    """Make every ``urllib.request.urlopen`` of the downloads answer ``payload`` (a publisher, offline)."""
+    import io
+
+    from viclab.data import download
+
+    class Response(io.BytesIO):
+        headers = {"Content-Length": str(len(payload))}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(download.urllib.request, "urlopen", lambda url, timeout: Response(payload))
+
+
 @pytest.fixture
 def fake_cifar_root(tmp_path: Path) -> Path:
     write_fake_cifar(tmp_path)

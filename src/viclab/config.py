@@ -274,7 +274,8 @@ class SoundConfig:
         _check(self.n_mels >= 1, f"sound.n_mels={self.n_mels} must be >= 1")
         nyquist = self.rate / 2
         _check(0 <= self.fmin < (self.fmax or nyquist) <= nyquist,
-               f"sound.fmin={self.fmin}, sound.fmax={self.fmax} must satisfy 0 <= fmin < fmax <= rate / 2 = {nyquist:g} "
+               f"sound.fmin={self.fmin}, sound.fmax={self.fmax} must satisfy 0 <= fmin < fmax <= rate / 2 = "
+               f"{nyquist:g} "
                "(fmax 0 means rate / 2)")
         _check(self.power > 0, f"sound.power={self.power} must be > 0 (2: power, 1: magnitude)")
         _check(self.log_offset > 0, f"sound.log_offset={self.log_offset} must be > 0")
@@ -300,7 +301,8 @@ class SpecViewsConfig:
     """The views of a log-mel spectrogram for VICReg on sound (spec §4), per clip and independent.
 
     A random time crop of ``crop`` of the frames (every view of a batch has the same length), a shift
-    of up to ``freq_shift`` mel bands up or down, a gain of up to ``gain_db`` either way, mixed with probability ``noise_p`` with noise of flat mel
+    of up to ``freq_shift`` mel bands up or down, a gain of up to ``gain_db`` either way, mixed with
+    probability ``noise_p`` with noise of flat mel
     spectrum, or with ``mix_p`` with another clip of the batch, at an SNR drawn in the range given
     (mixing adds powers: the mel spectra are summed, not their logarithms), then ``time_masks`` and
     ``freq_masks`` masks of up to ``time_mask`` of the frames and ``freq_mask`` of the mel bands,
@@ -732,7 +734,8 @@ class DetectConfig:
     batch_size: int = 500  # images per scoring pass
     seed: int = 0  # the scoring views
     # Scoring precision: auto = bf16 where the CPU or GPU computes it natively. On this project's AMX CPU
-    # bf16 scored 3.3x faster than fp32 with AUROCs within 0.001 (vicreg_terms and mahalanobis, one-class cat).
+    # bf16 scored 1.9x (vicreg_terms) and 1.5x (mahalanobis) faster than fp32, AUROCs within 0.0003 (one-class
+    # cat, benchmarks/detect_precision.py).
     precision: str = "auto"
     data: DetectDataConfig = field(default_factory=DetectDataConfig)
     recipe: Config = field(default_factory=lambda: PRESETS["cpu"])
@@ -837,6 +840,10 @@ STUDY_PRESETS: dict[str, StudyConfig] = {
         detect_classes=("airplane", "cat", "ship"),
         detect_epochs=3,
         detect=DetectConfig(views=4, autoencoder=AutoencoderConfig(epochs=5)),
+        # Sound within about 8 minutes: VICReg 60 epochs per machine type (benchmarks/sound.py: 100), the
+        # FSDD VICReg 6 epochs.
+        sound_epochs=60,
+        sound_probe_epochs=6,
     ),
 }
 

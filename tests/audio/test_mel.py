@@ -31,7 +31,8 @@ def test_mel_scale_round_trip_and_slaney_breakpoint():
     assert float(hz_to_mel(torch.tensor(1000.0, dtype=torch.float64))) == pytest.approx(15.0)  # 1 kHz = 15 mel
 
 
-@pytest.mark.parametrize("cfg", [SoundConfig(), SoundConfig(rate=8_000, n_fft=256, hop_length=64, n_mels=64, power=1.0)])
+@pytest.mark.parametrize("cfg", [SoundConfig(),
+                                 SoundConfig(rate=8_000, n_fft=256, hop_length=64, n_mels=64, power=1.0)])
 def test_logmel_matches_the_dcase_baseline_formula(cfg):
     """DCASE 2020 baseline: 20 / power * log10(librosa.feature.melspectrogram(...) + eps)."""
     rng = np.random.default_rng(0)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import write_fake_cifar, write_fake_mnist
+from tests.conftest import serve, write_fake_cifar, write_fake_mnist
 from viclab.data import download as dl
 from viclab.data import load_dataset, resolve_data_dir
 from viclab.errors import ViclabError
@@ -105,17 +105,7 @@ def test_fashion_mnist_and_truncated_idx(tmp_path):
 def test_download_verifies_md5_and_writes_atomically(tmp_path, monkeypatch):
     payload = b"hello viclab" * 1000
     good = hashlib.md5(payload).hexdigest()
-
-    class Resp(io.BytesIO):
-        headers = {"Content-Length": str(len(payload))}
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            return False
-
-    monkeypatch.setattr(dl.urllib.request, "urlopen", lambda url, timeout: Resp(payload))
+    serve(monkeypatch, payload)
     with pytest.raises(ViclabError, match="md5"):
         dl.download(["http://x/a"], tmp_path / "a.bin", "0" * 32, hint="put a.bin here")
     assert not (tmp_path / "a.bin").exists() and not list(tmp_path.glob("*.part"))

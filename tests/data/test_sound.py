@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from viclab.config import SoundConfig
+from tests.conftest import serve
+from viclab.config import SoundConfig, resolve_config
 from viclab.data import is_sound, load_inputs, load_sound
 from viclab.data.audio import cut, decode
 from viclab.errors import ViclabError
-from viclab.config import resolve_config
 
 sf = pytest.importorskip("soundfile")
 
@@ -63,8 +63,8 @@ def test_resampling_44k1_to_16k_matches_scipy(tmp_path):
     rng = np.random.default_rng(0)
     # band-limited content well below both Nyquist frequencies: every good resampler agrees on it
     t = np.arange(44_100) / 44_100
-    wave = sum(a * np.sin(2 * np.pi * f * t + p) for a, f, p in zip(rng.uniform(0.05, 0.2, 5),
-                                                                      (150, 700, 1900, 3100, 5200), rng.uniform(0, 6, 5)))
+    amps, phases = rng.uniform(0.05, 0.2, 5), rng.uniform(0, 6, 5)
+    wave = sum(a * np.sin(2 * np.pi * f * t + p) for a, f, p in zip(amps, (150, 700, 1900, 3100, 5200), phases))
     got = decode(write(tmp_path / "cd.wav", wave, 44_100, "FLOAT"), 16_000)
     ref = resample_poly(wave, 160, 441)
     assert len(got) == len(ref) == 16_000
@@ -234,7 +234,6 @@ def test_a_missing_set_is_downloaded_checksummed_and_extracted(tmp_path, monkeyp
     import io
     import zipfile
 
-    from viclab.data import download as dl
     from viclab.data import sound as snd
 
     buf = io.BytesIO()
@@ -245,17 +244,7 @@ def test_a_missing_set_is_downloaded_checksummed_and_extracted(tmp_path, monkeyp
             z.writestr(f"free-spoken-digit-dataset-1.0.10/recordings/{name}", wav.getvalue())
         z.writestr("free-spoken-digit-dataset-1.0.10/README.md", "not a sound")
     payload = buf.getvalue()
-
-    class Resp(io.BytesIO):
-        headers = {"Content-Length": str(len(payload))}
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            return False
-
-    monkeypatch.setattr(dl.urllib.request, "urlopen", lambda url, timeout: Resp(payload))
+    serve(monkeypatch, payload)
     archive = snd.DOWNLOADS["fsdd"][0]
     monkeypatch.setitem(snd.DOWNLOADS, "fsdd", [snd.Archive(archive.urls, archive.name, len(payload), "0" * 64,
                                                             "sha256", archive.members)])

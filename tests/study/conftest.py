@@ -12,8 +12,9 @@ from tests.conftest import write_fake_cifar, write_fake_fsdd, write_fake_mimii, 
 TINY = ["model.projector=32-32", "train.batch_size=12", "train.epochs=3", "latent.batch_size=20", "latent.epochs=2",
         "latent.dim=16", "latent.projector=32-32", "study.latent_naive_epochs=1", "eigenmaps.dim=8",
         "eval.probe_weight_decays=0.01", "eval.precision_queries=50", "study.detect_classes=0,5",
-        "study.detect_epochs=1", "detect.views=2", "detect.batch_size=64", "study.sound_epochs=2", "study.sound_views=2",
-        "study.sound_autoencoder_epochs=2", "study.sound_dcase_epochs=2", "study.sound_probe_epochs=1"]
+        "study.detect_epochs=1", "detect.views=2", "detect.batch_size=64", "study.sound_epochs=2",
+        "study.sound_views=2", "study.sound_autoencoder_epochs=2", "study.sound_dcase_epochs=2",
+        "study.sound_probe_epochs=1"]
 
 
 @pytest.fixture(scope="session")

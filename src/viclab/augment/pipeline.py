@@ -138,6 +138,10 @@ class Augment:
         params = sample_params(self.cfg, b, h, w, generator, images.device)
         return apply_params(images, params, self.cfg)
 
+    def view_numel(self, shape: tuple[int, ...]) -> int:
+        """Values in one view of an input of ``shape`` ``(C, H, W)``."""
+        return 3 * self.cfg.size ** 2
+
     def pair(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Two independent views of each image in one batched call.
 

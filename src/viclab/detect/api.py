@@ -15,7 +15,6 @@ A detector folder::
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import time
@@ -27,8 +26,15 @@ import numpy as np
 from torch import Tensor, nn
 
 import viclab
-from viclab.config import AutoencoderConfig, Config, DcaseConfig, DetectConfig, DetectDataConfig, SoundConfig, \
-    detect_config_from_dict
+from viclab.config import (
+    AutoencoderConfig,
+    Config,
+    DcaseConfig,
+    DetectConfig,
+    DetectDataConfig,
+    SoundConfig,
+    detect_config_from_dict,
+)
 from viclab.data import ImageData
 from viclab.data.types import data_fingerprint
 from viclab.detect.autoencoder import build_reconstructor, train_autoencoder, train_dcase
@@ -36,7 +42,7 @@ from viclab.detect.data import load_normal, load_normal_test, load_test
 from viclab.detect.detectors import DETECTORS, Detector
 from viclab.detect.metrics import threshold_at_fpr
 from viclab.errors import ViclabError
-from viclab.eval.features import RANDOM_PREFIX, load_source
+from viclab.eval.features import RANDOM_PREFIX, load_source, state_sha256
 from viclab.io import atomic_save_npy, atomic_write, atomic_write_text, check_writable_dir, tensor_file_sha256
 from viclab.models import build_vicreg_model, check_inputs
 from viclab.runtime import Runtime, require_one_process, select_runtime
@@ -192,15 +198,6 @@ def _check_inputs(cfg: DetectConfig, kind: str, fit: ImageData) -> tuple[nn.Modu
         raise ViclabError(f"the encoder {cfg.encoder} was trained on {net_cfg.augment.size}-pixel views; use "
                           f"data.size={net_cfg.augment.size}")
     return network, net_cfg
-
-
-def state_sha256(module: nn.Module) -> str:
-    """Hash of a network's parameters and buffers (names, shapes, values)."""
-    h = hashlib.sha256()
-    for key, value in module.state_dict().items():
-        h.update(f"{key}{tuple(value.shape)}{value.dtype}".encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def data_record(cfg: DetectDataConfig, sound: SoundConfig, fit: ImageData | None = None,

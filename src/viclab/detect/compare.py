@@ -2,7 +2,8 @@
 
 :func:`fit_all` fits the set of detectors that answers "which detector to trust": VICReg trained
 on the normal images with ``vicreg_terms`` on it, ``knn`` and ``mahalanobis`` on its encoder, the
-``autoencoder``, on sound the DCASE baseline ``dcase_ae``, and ``knn`` on a random-init encoder (the floor). :func:`evaluate` scores them on
+``autoencoder``, on sound the DCASE baseline ``dcase_ae``, and ``knn`` on a random-init encoder (the
+floor). :func:`evaluate` scores them on
 one test set; :func:`one_class` repeats both per class. The study and ``benchmarks/detection.py``
 both run these.
 """

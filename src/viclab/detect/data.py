@@ -23,9 +23,9 @@ import torch
 
 from viclab.config import DetectDataConfig, SoundConfig
 from viclab.data import SOUND_DATASETS, ImageData, is_sound, load_images, load_sound, resolve_data_dir, spectrograms
+from viclab.data.audio import EXTENSIONS as SOUND_EXTENSIONS
 from viclab.data.folder import EXTENSIONS, load_image_folder
 from viclab.data.sound import sound_files
-from viclab.data.audio import EXTENSIONS as SOUND_EXTENSIONS
 from viclab.errors import ViclabError
 
 NORMAL, ANOMALOUS = 0, 1

@@ -38,7 +38,7 @@ RANDOM_PREFIX = "random:"
 CACHE_VERSION = "3"  # 3: channels-last encoding
 
 
-def _state_sha256(module: nn.Module) -> str:
+def state_sha256(module: nn.Module) -> str:
     """Hash of a module's parameters and buffers (names, shapes and values)."""
     h = hashlib.sha256()
     for key, value in module.state_dict().items():
@@ -68,7 +68,7 @@ def load_source(source: str | os.PathLike, name: str | None = None, seed: int = 
             torch.manual_seed(seed)
             module, dim = build_backbone(backbone)
         cfg = replace(Config(), model=ModelConfig(backbone=backbone))
-        return encoder_source(module, dim, cfg, name or f"random {backbone}", _state_sha256(module))
+        return encoder_source(module, dim, cfg, name or f"random {backbone}", state_sha256(module))
     path = Path(source)
     if path.is_dir() and (path / TABLE).exists():
         return table_source(path, name or path.name, _features_of)

@@ -51,7 +51,8 @@ def check_inputs(backbone: str, data) -> None:
         if sound:
             raise ViclabError(f"model.backbone={backbone} takes RGB images, but the data are log-mel spectrograms of "
                               "sound clips; use model.backbone=spec_cnn (e.g. --preset sound)")
-        raise ViclabError(f"model.backbone={backbone} takes log-mel spectrograms of sound, but the data are images; use "
+        raise ViclabError(f"model.backbone={backbone} takes log-mel spectrograms of sound, but the data are images; "
+                          "use "
                           "an image backbone, e.g. model.backbone=small_cnn")
 
 
@@ -62,8 +63,9 @@ def build_backbone(name: str) -> tuple[nn.Module, int]:
     return BACKBONES[name]()
 
 
-__all__ = ["BACKBONES", "INPUT_CHANNELS", "Conv4", "ConvAutoencoder", "DenseAutoencoder", "ResNet18", "SmallCNN", "SpecAutoencoder", "SpecCNN",
-           "Standardize", "build_autoencoder", "build_backbone", "build_projector", "check_inputs", "fit_standardizers", "spec_cnn",
+__all__ = ["BACKBONES", "INPUT_CHANNELS", "Conv4", "ConvAutoencoder", "DenseAutoencoder", "ResNet18", "SmallCNN",
+           "SpecAutoencoder", "SpecCNN", "Standardize", "build_autoencoder", "build_backbone", "build_projector",
+           "check_inputs", "fit_standardizers", "spec_cnn",
            "stack_frames"]
 
 from viclab.models.vicreg import VICRegModel, build_vicreg_model  # noqa: E402

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from viclab.models.autoencoder import ConvAutoencoder
-from viclab.models.small import _conv_bn
+from viclab.models.small import SmallCNN
 
 
 class Standardize(nn.Module):
@@ -53,8 +53,8 @@ def fit_standardizers(module: nn.Module, inputs: Tensor) -> int:
 
 
 class SpecCNN(nn.Module):
-    """Standardise, then :class:`~viclab.models.small.SmallCNN`'s stages on one input channel, then
-    global average pooling: any number of mel bands and frames.
+    """Standardise, then :class:`~viclab.models.small.SmallCNN` on one input channel (its global average
+    pooling takes any number of mel bands and frames).
 
     Args:
         widths: stem width followed by one width per stage; the last is the feature dim.
@@ -63,20 +63,12 @@ class SpecCNN(nn.Module):
     def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
         super().__init__()
         self.standardize = Standardize()
-        layers: list[nn.Module] = _conv_bn(1, widths[0])
-        for cin, cout in zip(widths[:-1], widths[1:]):
-            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(cout),
-                       nn.ReLU(inplace=True), *_conv_bn(cout, cout)]
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.feature_dim = widths[-1]
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        self.body = SmallCNN(widths, in_channels=1)
+        self.feature_dim = self.body.feature_dim
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(B, 1, n_mels, frames)`` dB -> ``(B, widths[-1])``."""
-        return self.pool(self.features(self.standardize(x))).flatten(1)
+        return self.body(self.standardize(x))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x)

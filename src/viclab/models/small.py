@@ -19,11 +19,13 @@ class SmallCNN(nn.Module):
         widths: stem width followed by one width per stage; the last is the feature dim.
         pool_first: pool before each stage's first conv instead of after it, so that conv
             runs at a quarter of the pixels (about half the multiply-adds in all).
+        in_channels: input channels (3 for RGB, 1 for spectrograms).
     """
 
-    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), pool_first: bool = False) -> None:
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), pool_first: bool = False,
+                 in_channels: int = 3) -> None:
         super().__init__()
-        layers: list[nn.Module] = _conv_bn(3, widths[0])
+        layers: list[nn.Module] = _conv_bn(in_channels, widths[0])
         for cin, cout in zip(widths[:-1], widths[1:]):
             if pool_first:
                 layers += [nn.MaxPool2d(2), *_conv_bn(cin, cout), *_conv_bn(cout, cout)]
@@ -38,7 +40,7 @@ class SmallCNN(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """``(B, 3, H, W)`` -> ``(B, widths[-1])``."""
+        """``(B, in_channels, H, W)`` -> ``(B, widths[-1])``."""
         return self.pool(self.features(x)).flatten(1)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -107,7 +107,8 @@ def resynthesise(clip: str | Path, out: str | Path, detector: str | Path | None 
     if detector is not None:
         det, _ = load_detector(detector)
         if det.network_kind not in ("autoencoder", "dcase"):
-            raise ViclabError(f"{detector} is a {det.cfg.detector} detector, which does not reconstruct its input; give "
+            raise ViclabError(f"{detector} is a {det.cfg.detector} detector, which does not reconstruct its input; "
+                              "give "
                               "an autoencoder or dcase_ae detector folder, or none")
         if isinstance(det.network, ConvAutoencoder):
             raise ViclabError(f"{detector} was fitted on images; give a detector fitted on sound")

@@ -238,7 +238,8 @@ def interpret_sound(machines: dict[str, Any] | None, fsdd: dict[str, Any] | None
                            "levels.")
         res = machines["resynth"]
         p, a = res["plain"]["vs_original"], res["autoencoder"]["vs_original"]
-        out.append(f"Griffin-Lim from the log-mel spectrogram of an abnormal {machines['first_machine']} clip: spectral "
+        out.append(f"Griffin-Lim from the log-mel spectrogram of an abnormal {machines['first_machine']} clip: "
+                   "spectral "
                    f"convergence {p['spectral_convergence']:.3f}, log-spectral distance "
                    f"{p['log_spectral_distance_db']:.1f} dB against the original; from the autoencoder's "
                    f"reconstruction {a['spectral_convergence']:.3f} and {a['log_spectral_distance_db']:.1f} dB "

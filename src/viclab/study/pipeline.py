@@ -30,15 +30,15 @@ from viclab.ablate.neighbours import NEIGHBOURS_INFO
 from viclab.config import Config, StudyConfig
 from viclab.data import load_images, resolve_data_dir
 from viclab.data.sound import sound_fingerprint
-from viclab.errors import ViclabError
 from viclab.data.types import data_fingerprint
+from viclab.errors import ViclabError
 from viclab.eval import tasks as t
 from viclab.eval.features import load_source, representations
 from viclab.io import atomic_write_text, check_writable_dir, remove_stale_temp
 from viclab.runtime import barrier, broadcast_object, init_distributed, is_main, select_runtime
 from viclab.study.detection import detection_stage
-from viclab.study.sound import fsdd_stage, machines_stage
 from viclab.study.report import METHODS, write_report
+from viclab.study.sound import fsdd_stage, machines_stage
 from viclab.study.stages import Stage, code_fingerprint, run_stages
 from viclab.train import train
 from viclab.train.rundir import CONFIG, META, METRICS, config_json, read_metrics, write_run_files

@@ -160,7 +160,8 @@ def _sound(study_dir: Path, results: dict[str, Any]) -> str:
                 f"<tr><td>{html.escape(n)}</td>" + "".join(
                     f"<td>{r['per_id'][n][i]['auroc']:.2f} / {r['per_id'][n][i]['pauc']:.2f}</td>" for i in r["ids"])
                 + f'<td class="{"best" if r["mean_id_auroc"][n] == best else ""}">{r["mean_id_auroc"][n]:.3f} / '
-                  f'{r["mean_id_pauc"][n]:.3f}</td><td>{r["all"][n]["auroc"]:.3f} [{r["all"][n]["auroc_interval"][0]:.2f}, '
+                  f'{r["mean_id_pauc"][n]:.3f}</td><td>{r["all"][n]["auroc"]:.3f} '
+                  f'[{r["all"][n]["auroc_interval"][0]:.2f}, '
                   f'{r["all"][n]["auroc_interval"][1]:.2f}]</td><td>{r["fit_seconds"][n]:.0f} s</td></tr>'
                 for n in names)
             parts.append(f"<h3>{html.escape(machine)}</h3><p>AUC / pAUC (FPR ≤ 0.1) per machine ID.</p>"

@@ -59,7 +59,8 @@ def machines_stage(cfg: StudyConfig, data_dir: str | None, progress: bool,
         ids = np.array([machine_id(o) for o in test.origin])
         rows = []
         for i in sorted(set(ids)):
-            picks = [*np.flatnonzero((ids == i) & (test.labels == 0))[:2], *np.flatnonzero((ids == i) & (test.labels == 1))[:2]]
+            picks = [*np.flatnonzero((ids == i) & (test.labels == 0))[:2],
+                     *np.flatnonzero((ids == i) & (test.labels == 1))[:2]]
             rows.append((i, [test.data.images[j] for j in picks],
                          ["normal" if test.labels[j] == 0 else "abnormal" for j in picks]))
         image_grid_png(rows, f"{first}: log-mel spectrograms of test clips, two normal and two abnormal per machine ID "

@@ -128,8 +128,7 @@ class HeldOutViews:
     def __iter__(self):
         if self._kept is not None:
             return iter(self._kept)
-        first = next(self._make(), None)
-        views_bytes = 2 * len(self.images) * (first[0][0].numel() if first is not None else 0) * 4
+        views_bytes = 2 * len(self.images) * self.augment.view_numel(tuple(self.images.shape[1:])) * 4
         if views_bytes > available_memory(self.images.device) // 4:
             return self._make()
         self._kept = list(self._make())
