@@ -478,10 +478,11 @@ PRESETS: dict[str, Config] = {
     ),
     # VICReg on spoken digits (FSDD, 8 kHz): one-second clips, 64 mels of 32 ms frames every 8 ms, the
     # spectrogram CNN. Views: a time crop of 90% (a digit lasts 0.4 s of the second: shorter crops often
-    # miss it), a gain; no mixing (another digit mixed in changes the label) and no noise. Measured on a
-    # probe with two speakers held out, 6 epochs: 31.9% top-1 at lr 5e-4; 13.4% at 2e-3 with crops of
-    # 50% and mixing; 22.1% without the gain; 20.2% at 1e-3 with crops of 70% and noise; 23.2% with
-    # shifts of up to 4 mel bands (29.8% after 12 epochs). A random-init encoder: 40.4%.
+    # miss it), a gain; no mixing (another digit mixed in changes the label) and no noise. Linear probe
+    # top-1 with two speakers held out (docs/sound.md): 31.9% after 6 epochs at lr 5e-4 (38.0% after 10);
+    # 22.1% without the gain; 23.2% with shifts of up to 4 mel bands; 20.2% at 1e-3 with crops of 70% and
+    # noise; after 10 epochs at 2e-3, 12.2% with crops of 50%, mixing and noise, 13.4% with crops of 90%
+    # and noise. A random-init encoder: 40.4%.
     "fsdd": Config(
         data=DataConfig(dataset="fsdd"),
         model=ModelConfig(backbone="spec_cnn", projector="2048-2048"),

@@ -286,11 +286,18 @@ def test_killed_study_resumes_to_the_same_results(tiny_study, study_data, tmp_pa
 
 
 CHECK = """<script>
-window.addEventListener("load", () => {
+window.addEventListener("load", async () => {
   const imgs = [...document.images];
+  // the players say preload="none": load each clip's header to prove the embedded WAV decodes
+  const clips = [...document.querySelectorAll("audio")];
+  const seconds = await Promise.all(clips.map(a => new Promise(done => {
+    a.addEventListener("loadedmetadata", () => done(a.duration), {once: true});
+    a.addEventListener("error", () => done(-1), {once: true});
+    a.preload = "metadata"; a.load();
+  })));
   const out = {images: imgs.length, broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length,
                sections: [...document.querySelectorAll("section")].map(s => s.id),
-               title: document.title};
+               audio: seconds, title: document.title};
   const pre = document.createElement("pre"); pre.id = "viclab-check"; pre.textContent = JSON.stringify(out);
   document.body.appendChild(pre);
 });
@@ -320,7 +327,9 @@ def test_report_renders_in_chromium(tiny_study, tmp_path):
     assert 'id="viclab-check"' in dom, proc.stderr[-2000:]
     check = json.loads(dom.split('id="viclab-check">')[1].split("</pre>")[0].replace("&quot;", '"'))
     assert check["images"] == n_img and check["broken"] == 0
-    assert check["sections"] == ["results", "S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "A", "C", "D", "timing"]
+    assert check["sections"] == ["results", "S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "A", "C", "D", "SND", "timing"]
+    n_audio = html.count("<audio ")
+    assert n_audio >= 2 and len(check["audio"]) == n_audio and all(s > 0 for s in check["audio"]), check["audio"]
     assert "viclab study" in check["title"]
 
 
