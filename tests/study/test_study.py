@@ -327,7 +327,8 @@ def test_report_renders_in_chromium(tiny_study, tmp_path):
     assert 'id="viclab-check"' in dom, proc.stderr[-2000:]
     check = json.loads(dom.split('id="viclab-check">')[1].split("</pre>")[0].replace("&quot;", '"'))
     assert check["images"] == n_img and check["broken"] == 0
-    assert check["sections"] == ["results", "S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "A", "C", "D", "SND", "timing"]
+    sections = ["results", "S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "A", "C", "D", "SND", "timing"]
+    assert check["sections"] == sections
     n_audio = html.count("<audio ")
     assert n_audio >= 2 and len(check["audio"]) == n_audio and all(s > 0 for s in check["audio"]), check["audio"]
     assert "viclab study" in check["title"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +53,16 @@ padding:8px 14px;min-width:150px}.card b{display:block;font-size:22px}.card span
 """
 
 
-def _img(path: Path, caption: str) -> str:
+def _embed(path: Path, caption: str, element: Callable[[str], str]) -> str:
+    """A file embedded in the page as a data URI (so the report opens offline), with its caption."""
     if not path.exists():
-        return f"<figure><figcaption>missing figure: {html.escape(path.name)}</figcaption></figure>"
-    data = base64.b64encode(path.read_bytes()).decode()
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">'
+        return f"<figure><figcaption>missing file: {html.escape(path.name)}</figcaption></figure>"
+    return (f"<figure>{element(base64.b64encode(path.read_bytes()).decode())}"
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _img(path: Path, caption: str) -> str:
+    return _embed(path, caption, lambda data: f'<img src="data:image/png;base64,{data}" alt="{html.escape(caption)}">')
 
 
 def _notes(lines: list[str]) -> str:
@@ -136,11 +141,8 @@ def _detection(study_dir: Path, results: dict[str, Any]) -> str:
 
 def _audio(path: Path, caption: str) -> str:
     """A WAV file as a player embedded in the page."""
-    if not path.exists():
-        return f"<figure><figcaption>missing audio: {html.escape(path.name)}</figcaption></figure>"
-    data = base64.b64encode(path.read_bytes()).decode()
-    return (f'<figure><audio controls preload="none" src="data:audio/wav;base64,{data}"></audio>'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return _embed(path, caption,
+                  lambda data: f'<audio controls preload="none" src="data:audio/wav;base64,{data}"></audio>')
 
 
 def _sound(study_dir: Path, results: dict[str, Any]) -> str:
