@@ -73,7 +73,7 @@ def speed(arch: str, batch_size: int = 256, steps: int = 6, warmup: int = 2) -> 
     rt = select_runtime("cpu", "bf16")
     model, _ = build_vicreg_model(cfg.model)
     model.to(memory_format=torch.channels_last)
-    objective = vicreg_objective(model, model, make_loss(cfg), make_optimizer(cfg, model.parameters()), None, "")
+    objective = vicreg_objective(model, model, make_loss(cfg), make_optimizer(cfg, model), None, "")
     images = torch.randint(0, 256, (4096, 3, 32, 32), dtype=torch.uint8)
     augment, gen, times = Augment(cfg.augment), torch.Generator().manual_seed(0), []
     for i in range(warmup + steps):

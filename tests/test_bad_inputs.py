@@ -101,7 +101,7 @@ CASES: dict[str, tuple[list[str], str, str]] = {
     "mnist-bad-deflate": (["anomaly", "random:small_cnn", "--data-dir", "{w}/bad-mnist"], "is damaged",
                           "replace it with the official file"),
     "folder-no-splits": (["train", "--preset", "cpu", "data.dataset=folder", "--data-dir", "{w}/plain"],
-                         "has no train/ sub-folder", "{{train,test}}/<class>/<image>"),
+                         "has no train/ sub-folder", "{{train,val,test}}/<class>/<image>"),
     "anomalies-stray-folder": (["anomaly", "{run}", "--data-dir", "{data}", "--anomalies", "{w}/stray"],
                                "holds both 3 images and sub-folders", "put the images into class sub-folders"),
     "anomalies-bomb": (["anomaly", "{run}", "--data-dir", "{data}", "--anomalies", "{w}/bomb"],
@@ -113,7 +113,7 @@ CASES: dict[str, tuple[list[str], str, str]] = {
     "anomalies-training-set": (["anomaly", "{run}", "--data-dir", "{data}", "--anomalies", "cifar10"],
                                "was trained on cifar10", "choose another anomaly dataset"),
     "latent-plain-folder": (["ablate", "latent", "--dataset", "{w}/plain", "--out", "{cwd}/runs"],
-                            "holds no training images", "{{train,test}}/<class>/<image>"),
+                            "holds no training images", "{{train,val,test}}/<class>/<image>"),
     # evaluation options that the data cannot serve
     "anomaly-k": (["anomaly", "{run}", "--data-dir", "{data}", "-k", "5000"],
                   "anomaly_k (-k) = 5000 asks for more neighbours than the 100", "use at most 100"),

@@ -119,3 +119,16 @@ def test_eval_mistakes(argv, fragment, capsys, tiny_eval_run):
     _, root = tiny_eval_run
     assert main([*argv, "--data-dir", str(root), "--no-progress"]) == 2
     assert fragment in _one_error_line(capsys)
+
+
+def test_split_command(tmp_path, capsys):
+    for c in ("a", "b"):
+        (tmp_path / "src" / c).mkdir(parents=True)
+        for i in range(10):
+            (tmp_path / "src" / c / f"{i}.png").write_bytes(f"{c}{i}".encode())
+    assert main(["split", str(tmp_path / "src"), str(tmp_path / "dst"), "--ratios", "0.8", "0.1", "0.1",
+                 "--mode", "copy"]) == 0
+    assert capsys.readouterr().out.startswith("train 16, val 2, test 2 images of 2 classes")
+    assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["manifest.csv", "test", "train", "val"]
+    assert main(["split", str(tmp_path / "src"), str(tmp_path / "dst")]) == 2
+    assert "exists and is not empty" in _one_error_line(capsys)

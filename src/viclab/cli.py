@@ -99,7 +99,8 @@ def _add_eval(sub) -> None:
     from viclab.config import EvalConfig
 
     defaults = EvalConfig()
-    source_help = "a run folder, an encoder .safetensors file, or random:BACKBONE (an untrained baseline)"
+    source_help = ("a run folder, an encoder .safetensors file, random:BACKBONE (an untrained baseline) or "
+                   "pretrained:BACKBONE:FILE (a published checkpoint such as VICReg's resnet50.pth; with --dataset)")
     for name, (help, description, flags) in _EVAL_COMMANDS.items():
         p = sub.add_parser(name, help=help, description=description)
         if name == "anomaly":
@@ -111,8 +112,13 @@ def _add_eval(sub) -> None:
             p.add_argument("source", metavar="SOURCE", help=source_help)
         for flag, field, tp, text in [*flags, *_COMMON_EVAL_FLAGS]:
             p.add_argument(flag, dest=field, type=tp, help=f"{text} (default {getattr(defaults, field)})")
+        p.add_argument("--dataset", metavar="NAME_OR_FOLDER",
+                       help="evaluate on this dataset (a registered name, or an image folder with train/ and test/ "
+                            "or val/) instead of the one the encoder was trained on; images are resized to its input "
+                            "size")
         p.add_argument("--data-dir", help="data root (default: $VICLAB_DATA, else ~/.cache/viclab)")
-        p.add_argument("--out", help="output folder (default: RUN/eval for a run folder, else ./eval-NAME)")
+        p.add_argument("--out", help="output folder (default: RUN/eval, or RUN/eval-DATASET with --dataset, for a "
+                                     "run folder; else ./eval-NAME)")
         p.add_argument("--no-cache", action="store_true", help="recompute representations (default: cached)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.set_defaults(func=_cmd_eval, task=name, fields=[f for _, f, _, _ in (*flags, *_COMMON_EVAL_FLAGS)])
@@ -126,7 +132,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     cfg = replace(EvalConfig(), **{f: getattr(args, f) for f in args.fields if getattr(args, f) is not None})
     common = {"out": args.out, "data_dir": args.data_dir, "cfg": cfg, "progress": not args.no_progress,
-              "use_cache": not args.no_cache}
+              "use_cache": not args.no_cache, "dataset": args.dataset}
     if args.task == "anomaly":
         tasks.run_anomaly(args.sources, anomalies=args.anomalies, names=args.names, **common)
     else:
@@ -255,6 +261,8 @@ def _add_compare(sub) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="run folders, .safetensors files or random:BACKBONE")
     p.add_argument("--names", nargs="+", help="row names, one per source")
     p.add_argument("--anomalies", default="mnist", help="dataset of the anomalies (default: mnist)")
+    p.add_argument("--dataset", metavar="NAME_OR_FOLDER",
+                   help="evaluate every run on this dataset or image folder (default: each run's own)")
     p.add_argument("--data-dir", help="data root (default: $VICLAB_DATA, else ~/.cache/viclab)")
     p.add_argument("--out", help="output folder (default: ./compare)")
     p.add_argument("--no-cache", action="store_true", help="recompute representations (default: cached)")
@@ -266,7 +274,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from viclab.eval.compare import run_compare
 
     run_compare(args.sources, names=args.names, out=args.out, data_dir=args.data_dir, anomalies=args.anomalies,
-                progress=not args.no_progress, use_cache=not args.no_cache)
+                progress=not args.no_progress, use_cache=not args.no_cache, dataset=args.dataset)
     return 0
 
 
@@ -450,6 +458,28 @@ def _cmd_detect_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_split(sub) -> None:
+    p = sub.add_parser("split", help="split a folder of class sub-folders into train/val/test, stratified",
+                       description="SRC/<class>/<image> -> DST/{train,val,test}/<class>/<image> and DST/manifest.csv "
+                                   "(source, split, class, SHA-256). Stratified per class by largest-remainder "
+                                   "rounding; deterministic for a seed; identical files kept once; non-image files "
+                                   "skipped and counted; an existing, non-empty DST is refused.")
+    p.add_argument("src", metavar="SRC", help="folder of class sub-folders of images")
+    p.add_argument("dst", metavar="DST", help="new folder to write (must not exist, or be empty)")
+    p.add_argument("--ratios", nargs="+", type=float, default=[0.8, 0.1, 0.1],
+                   help="train val test shares (or train test), summing to 1 (default 0.8 0.1 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the assignment (default 0)")
+    p.add_argument("--mode", default="symlink", help="symlink (default), copy or hardlink")
+    p.set_defaults(func=_cmd_split)
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    from viclab.data.split import split_folder
+
+    print(split_folder(args.src, args.dst, args.ratios, args.seed, args.mode).summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="viclab", description="VICReg self-supervised learning toolkit")
     from viclab import __version__
@@ -463,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study(sub)
     _add_detect(sub)
     _add_sound(sub)
+    _add_split(sub)
     return parser
 
 

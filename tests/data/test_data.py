@@ -158,10 +158,10 @@ def test_missing_split_folder_is_an_error_naming_the_layout(tmp_path):
     _png(tmp_path / "cats" / "a.png")
     _png(tmp_path / "dogs" / "b.png")
     for split in ("train", "test"):
-        with pytest.raises(ViclabError, match=r"no train/ sub-folder.*\{train,test\}/<class>/<image>"):
+        with pytest.raises(ViclabError, match=r"no train/ sub-folder.*\{train,val,test\}/<class>/<image>"):
             load_dataset("folder", split, tmp_path)
     _png(tmp_path / "train" / "cats" / "a.png")
-    with pytest.raises(ViclabError, match="no test/ sub-folder"):
+    with pytest.raises(ViclabError, match="no test/ or val/ sub-folder"):
         load_dataset("folder", "test", tmp_path)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -286,18 +287,12 @@ def test_killed_study_resumes_to_the_same_results(tiny_study, study_data, tmp_pa
 
 
 CHECK = """<script>
-window.addEventListener("load", async () => {
+window.addEventListener("load", () => {
   const imgs = [...document.images];
-  // the players say preload="none": load each clip's header to prove the embedded WAV decodes
-  const clips = [...document.querySelectorAll("audio")];
-  const seconds = await Promise.all(clips.map(a => new Promise(done => {
-    a.addEventListener("loadedmetadata", () => done(a.duration), {once: true});
-    a.addEventListener("error", () => done(-1), {once: true});
-    a.preload = "metadata"; a.load();
-  })));
   const out = {images: imgs.length, broken: imgs.filter(i => !(i.complete && i.naturalWidth > 0)).length,
                sections: [...document.querySelectorAll("section")].map(s => s.id),
-               audio: seconds, title: document.title};
+               audio: [...document.querySelectorAll("audio")].map(a => a.src.startsWith("data:audio/wav;base64,")),
+               title: document.title};
   const pre = document.createElement("pre"); pre.id = "viclab-check"; pre.textContent = JSON.stringify(out);
   document.body.appendChild(pre);
 });
@@ -330,7 +325,17 @@ def test_report_renders_in_chromium(tiny_study, tmp_path):
     sections = ["results", "S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "A", "C", "D", "SND", "timing"]
     assert check["sections"] == sections
     n_audio = html.count("<audio ")
-    assert n_audio >= 2 and len(check["audio"]) == n_audio and all(s > 0 for s in check["audio"]), check["audio"]
+    assert n_audio >= 2 and check["audio"] == [True] * n_audio
+    # Each player's embedded WAV decodes (libsndfile; Chromium's media pipeline loads asynchronously,
+    # outside headless mode's virtual time, so waiting for it there was flaky).
+    import base64
+    import io
+
+    import soundfile
+
+    for payload in re.findall(r'<audio [^>]*src="data:audio/wav;base64,([^"]+)"', html):
+        clip, rate = soundfile.read(io.BytesIO(base64.b64decode(payload)))
+        assert rate > 0 and len(clip) > 0 and np.isfinite(clip).all()
     assert "viclab study" in check["title"]
 
 

@@ -44,9 +44,8 @@ def test_compiled_step_trains_on_cuda(fake_cifar_root, tmp_path):
 
 def test_adam_is_fused_on_cuda():
     cfg = tiny_config("/nonexistent")
-    params = [torch.nn.Parameter(torch.randn(3, device="cuda"))]
-    assert make_optimizer(cfg, params).defaults["fused"] is True
-    assert not make_optimizer(cfg, [torch.nn.Parameter(torch.randn(3))]).defaults["fused"]
+    assert make_optimizer(cfg, torch.nn.Linear(3, 2, device="cuda")).defaults["fused"] is True
+    assert not make_optimizer(cfg, torch.nn.Linear(3, 2)).defaults["fused"]
 
 
 def test_cuda_views_have_no_host_syncs():

@@ -17,6 +17,7 @@ from viclab.train import train
 from viclab.train import vicreg as loop_mod
 from viclab.train.checkpoint import load_encoder
 from viclab.train.rundir import read_metrics
+from viclab.train.vicreg import PREVIEW_IMAGES
 
 SMALL = ["model.backbone=small_cnn", "model.projector=64-64", "train.batch_size=16", "train.epochs=3",
          "optim.name=adamw", "optim.lr=1e-3", "optim.schedule=cosine", "optim.warmup_epochs=1"]
@@ -328,12 +329,14 @@ def test_held_out_views_are_made_once_per_run_and_give_the_same_terms(fake_cifar
     train(cfg, tmp_path / "kept", **QUIET)
     steps = 3 * (100 // 20)  # fake CIFAR: 100 training images, batches of 20
     test_batches = 1  # 20 test images: one batch
-    assert len(sizes) == steps + test_batches
+    previews = [PREVIEW_IMAGES] * 3  # TensorBoard's views of the fixed training images, once per epoch
+    assert sorted(sizes) == sorted([20] * (steps + test_batches) + previews)
     # Re-made every time when they do not fit: more renders, the same logged test terms.
     monkeypatch.setattr(loop_mod, "available_memory", lambda device: 0)
     sizes.clear()
     train(cfg, tmp_path / "remade", **QUIET)
-    assert len(sizes) == steps + 4 * test_batches  # before training and after each of 3 epochs
+    # before training and after each of 3 epochs
+    assert sorted(sizes) == sorted([20] * (steps + 4 * test_batches) + previews)
     kept, remade = ([r for r in read_metrics(tmp_path / d / "metrics.jsonl") if r["split"] == "test"]
                     for d in ("kept", "remade"))
     assert [r["loss"] for r in kept] == [r["loss"] for r in remade] and len(kept) == 4

@@ -29,7 +29,7 @@ DATASETS: dict[str, Callable[[Path, str, int], ImageData]] = {
     "cifar10": lambda root, split, size: load_cifar10(root, split),
     "mnist": lambda root, split, size: load_idx_dataset(root, split, "mnist"),
     "fashion_mnist": lambda root, split, size: load_idx_dataset(root, split, "fashion_mnist"),
-    # root/{train,test}/<class>/*: the data folder itself is the dataset.
+    # root/{train,val,test}/<class>/*: the data folder itself is the dataset.
     "folder": lambda root, split, size: load_split_folder(root, split, size),
 }
 SPLITS = ("train", "test")
@@ -57,7 +57,7 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
 def load_images(dataset: str, split: str, data_dir: str | os.PathLike | None = None, size: int = 32) -> ImageData:
     """A registered dataset's split, or an image folder given by its path.
 
-    A folder with ``train/`` (and ``test/``) sub-folders is a dataset like ``folder``. A plain
+    A folder with ``train/`` (and ``val/`` or ``test/``) sub-folders is a dataset like ``folder``. A plain
     folder (class sub-folders, or images directly in it) has no split: it serves whole as a
     test split (anomalies, say); asking it for training images is an error, since a probe
     trained and tested on the same images would score 100%.
@@ -66,12 +66,13 @@ def load_images(dataset: str, split: str, data_dir: str | os.PathLike | None = N
         return load_dataset(dataset, split, data_dir, size)
     path = Path(dataset).expanduser()
     if path.is_dir():
-        if any((path / s).is_dir() for s in SPLITS):
+        if any((path / s).is_dir() for s in ("train", "val", "test")):
             return load_dataset("folder", split, path, size)
         if split == "test":
             return load_image_folder(path, size).to_rgb(size)
-        raise ViclabError(f"image folder {path} has no train/ and test/ sub-folders, so it holds no training "
-                          f"images; to train or probe on it, use the layout {path}/{{train,test}}/<class>/<image>")
+        raise ViclabError(f"image folder {path} has no train/ and test/ (or val/) sub-folders, so it holds no "
+                          f"training images; to train or probe on it, use the layout "
+                          f"{path}/{{train,val,test}}/<class>/<image> (viclab split makes it)")
     if path.exists():
         raise ViclabError(f"{dataset} is a file, not a dataset; give a dataset name ({', '.join(DATASETS)}) or an "
                           "image folder")

@@ -22,6 +22,14 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(cache) / "viclab"
 
 
+def cache_dir(kind: str) -> Path:
+    """Where decoded data of one ``kind`` (``images``, ``sound``) is cached: ``$VICLAB_CACHE/<kind>``,
+    else ``$XDG_CACHE_HOME/viclab/<kind>`` (~/.cache/viclab/<kind>)."""
+    if os.environ.get("VICLAB_CACHE"):
+        return Path(os.environ["VICLAB_CACHE"]).expanduser() / kind
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "viclab" / kind
+
+
 def md5sum(path: Path, chunk: int = 1 << 20, algorithm: str = "md5") -> str:
     """The hex digest of a file (``algorithm``: md5 or sha256)."""
     h = hashlib.new(algorithm)

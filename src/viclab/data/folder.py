@@ -1,41 +1,55 @@
-"""Image folders, any size and mode.
+"""Image folders, any size and mode, decoded once (in parallel) into a uint8 cache.
 
 Two layouts:
 
-- a *dataset* (ImageNet-style): ``root/train/<class>/<image>`` and ``root/test/<class>/<image>``;
-  one class -> index mapping for every split, taken from ``train/`` (sorted names);
+- a *dataset* (ImageNet-style): ``root/train/<class>/<image>`` with ``root/val/...`` and/or
+  ``root/test/...`` beside it; one class -> index mapping for every split, taken from ``train/``
+  (sorted names). Tiny ImageNet's ``val/`` (``val/images/*`` labelled by ``val/val_annotations.txt``)
+  is read as labelled. The held-out split that evaluations call ``test`` is ``test/`` when it is
+  labelled (class sub-folders), else ``val/`` (Tiny ImageNet's ``test/`` has no labels);
 - a *plain folder* (e.g. anomalies): ``root/<class>/<image>``, or images directly in ``root``
   (one class named after the folder).
 
-Hidden files and folders (``.ipynb_checkpoints``, ``.DS_Store``) are ignored.
+Hidden files and folders (``.ipynb_checkpoints``, ``.DS_Store``) are ignored. Decoded images are
+cached in :func:`~viclab.data.download.cache_dir` ``("images")``, keyed by every file's path,
+label and content hash, the size and the decoding code's version, so a changed folder is decoded
+again, never read stale.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from viclab.data.download import cache_dir
 from viclab.data.types import ImageData
 from viclab.errors import ViclabError
+from viclab.io import atomic_save_npy
+from viclab.runtime import check_fits
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+CACHE_VERSION = "1"  # bump when decoding or resizing changes
+ANNOTATIONS = "val_annotations.txt"  # Tiny ImageNet's labels of val/images/
 
 
-def _visible(p: Path) -> bool:
+def visible(p: Path) -> bool:
     return not p.name.startswith(".")
 
 
 def _subfolders(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and _visible(p))
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and visible(p))
 
 
 def _images(folder: Path, recursive: bool) -> list[Path]:
     found = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(f for f in found if f.suffix.lower() in EXTENSIONS and f.is_file()
-                  and all(_visible(Path(part)) for part in f.relative_to(folder).parts))
+                  and all(visible(Path(part)) for part in f.relative_to(folder).parts))
 
 
 def _rgb(path: Path, size: int) -> np.ndarray:
@@ -91,32 +105,145 @@ def load_image_folder(root: Path, size: int, classes: tuple[str, ...] | None = N
         files = [(f, 0) for f in top]
     if not files:
         raise ViclabError(f"no images ({', '.join(sorted(EXTENSIONS))}) found in {root} or its class sub-folders")
-    images = np.empty((len(files), size, size, 3), dtype=np.uint8)
-    for i, (f, _) in enumerate(files):
-        images[i] = _rgb(f, size)
+    return decode_files(files, root, size, names)
+
+
+def _file_hash(path: Path) -> str:
+    try:
+        return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+    except OSError as e:
+        raise ViclabError(f"cannot read image {path} ({e.strerror or e}); remove or replace it") from None
+
+
+def _parallel(fn, items: list, desc: str, threads: int | None = None) -> list:
+    """``[fn(x) for x in items]`` in ``threads`` threads (default: one per core, at most 16; Pillow's
+    decoders and resampling and hashlib release the GIL), with a progress bar on a terminal."""
+    from tqdm import tqdm
+
+    with ThreadPoolExecutor(max_workers=threads or min(16, os.cpu_count() or 1)) as pool:
+        return list(tqdm(pool.map(fn, items), total=len(items), desc=desc, disable=None, leave=False,
+                         dynamic_ncols=True, mininterval=1.0))
+
+
+def decode_files(files: list[tuple[Path, int]], root: Path, size: int, classes: tuple[str, ...],
+                 use_cache: bool = True, threads: int | None = None) -> ImageData:
+    """Decode labelled image files to RGB ``size x size`` uint8, once: later calls read the cache.
+
+    Args:
+        files: ``(path, label)`` pairs, in the order of the result.
+        root: the folder they come from (cache keys use paths relative to it; messages name it).
+        size: output side length.
+        classes: class names, ``classes[label]``.
+        use_cache: read and write :func:`~viclab.data.download.cache_dir` ``("images")``.
+        threads: decoding threads (default: one per core, at most 16).
+
+    Returns:
+        :class:`ImageData` with ``(N, 3, size, size)`` uint8 images.
+
+    Raises:
+        ViclabError: the decoded images would not fit in memory (with the memory they need), or a
+            file cannot be read or decoded.
+    """
+    n = len(files)
+    # the decoded array and its channels-first copy
+    check_fits(2 * n * size * size * 3, "cpu", f"decoding the {n} images of {root} at {size}x{size}",
+               "use a smaller augment.size, or split the folder (viclab split) and use fewer images")
     labels = torch.tensor([c for _, c in files], dtype=torch.int64)
-    return ImageData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, names)
+    key = hashlib.sha256(f"{CACHE_VERSION}|{size}|{'|'.join(classes)}\n".encode())
+    hashes = _parallel(lambda fc: _file_hash(fc[0]), files, f"hashing {root.name}", threads) if use_cache else []
+    for (f, c), digest in zip(files, hashes):
+        key.update(f"{f.relative_to(root) if f.is_relative_to(root) else f}|{c}|{digest}\n".encode())
+    cache = cache_dir("images") / f"{key.hexdigest()[:32]}.npy"
+    images = None
+    if use_cache and cache.exists():
+        try:
+            images = np.load(cache, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            images = None  # unreadable: decoded again
+        if images is not None and (images.shape != (n, size, size, 3) or images.dtype != np.uint8):
+            images = None
+    if images is None:
+        images = np.empty((n, size, size, 3), dtype=np.uint8)
+
+        def one(i: int) -> None:
+            images[i] = _rgb(files[i][0], size)
+
+        _parallel(one, list(range(n)), f"decoding {n} images of {root.name} at {size}px", threads)
+        if use_cache:
+            try:
+                atomic_save_npy(cache, images)
+            except (OSError, ViclabError):
+                pass  # an unwritable cache only costs the decoding again next time
+    return ImageData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, classes)
+
+
+def _labelled(folder: Path, classes: tuple[str, ...]) -> bool:
+    """Whether a split folder holds labels: class sub-folders (all known to ``train/``) or Tiny
+    ImageNet's annotation file."""
+    if (folder / ANNOTATIONS).is_file():
+        return True
+    found = _subfolders(folder)
+    return bool(found) and set(found) <= set(classes)
+
+
+def held_out_split(root: Path) -> str:
+    """The split a dataset folder's evaluations test on: ``test`` when ``test/`` is labelled, else ``val``."""
+    classes = tuple(_subfolders(root / "train")) if (root / "train").is_dir() else ()
+    if (root / "test").is_dir() and (_labelled(root / "test", classes) or not (root / "val").is_dir()):
+        return "test"
+    return "val" if (root / "val").is_dir() else "test"
+
+
+def _annotated(folder: Path, classes: tuple[str, ...]) -> list[tuple[Path, int]]:
+    """Tiny ImageNet's ``val/``: ``images/<file>`` labelled by ``val_annotations.txt`` (``file<TAB>wnid...``)."""
+    files = []
+    for n, line in enumerate((folder / ANNOTATIONS).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2:
+            raise ViclabError(f"{folder / ANNOTATIONS} line {n} is not 'file<TAB>class...'; fix or remove the line")
+        name, wnid = parts[0].strip(), parts[1].strip()
+        if wnid not in classes:
+            raise ViclabError(f"{folder / ANNOTATIONS} line {n} names class {wnid!r}, which train/ lacks; a class "
+                              "missing from train/ has no index")
+        path = folder / "images" / name
+        if not path.is_file():
+            path = folder / name
+        if not path.is_file():
+            raise ViclabError(f"{folder / ANNOTATIONS} line {n} names {name}, which is not in {folder}/images; "
+                              "restore the file or remove the line")
+        files.append((path, classes.index(wnid)))
+    if not files:
+        raise ViclabError(f"{folder / ANNOTATIONS} lists no images")
+    return files
 
 
 def load_split_folder(root: Path, split: str, size: int) -> ImageData:
-    """One split of an ImageNet-style dataset ``root/{train,test}/<class>/<image>``.
+    """One split of an ImageNet-style dataset ``root/{train,val,test}/<class>/<image>``.
 
     The class -> index mapping comes from ``root/train`` (sorted names) for every split,
-    so a class missing from ``test/`` keeps its index.
+    so a class missing from ``test/`` keeps its index. ``split="test"`` reads
+    :func:`held_out_split` (``val/`` when ``test/`` has no labels or is absent).
 
     Raises:
-        ViclabError: ``root/train`` or ``root/<split>`` is missing (never a silent fall-back to
-            ``root`` itself), or ``root/<split>`` has a class that ``train/`` lacks.
+        ViclabError: ``root/train`` or the split's folder is missing (never a silent fall-back to
+            ``root`` itself), or the split has a class that ``train/`` lacks.
     """
     root = Path(root)
-    layout = f"{root}/{{train,test}}/<class>/<image>"
+    layout = f"{root}/{{train,val,test}}/<class>/<image>"
     if not root.is_dir():
         raise ViclabError(f"image folder {root} does not exist; an image-folder dataset has the layout {layout}")
+    if split == "test":
+        split = held_out_split(root)
     for needed in dict.fromkeys(("train", split)):
         if not (root / needed).is_dir():
-            raise ViclabError(f"image folder {root} has no {needed}/ sub-folder; an image-folder dataset has the "
+            what = f"{needed}/" if needed == "train" else "test/ or val/"
+            raise ViclabError(f"image folder {root} has no {what} sub-folder; an image-folder dataset has the "
                               f"layout {layout}")
     classes = tuple(_subfolders(root / "train"))
     if not classes:
         raise ViclabError(f"{root / 'train'} has no class sub-folders; an image-folder dataset has the layout {layout}")
+    if (root / split / ANNOTATIONS).is_file():
+        return decode_files(_annotated(root / split, classes), root / split, size, classes)
     return load_image_folder(root / split, size, classes)

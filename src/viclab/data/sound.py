@@ -32,6 +32,7 @@ import torch
 from viclab.audio import logmel_batches
 from viclab.config import SoundConfig
 from viclab.data.audio import EXTENSIONS, cut, decode
+from viclab.data.download import cache_dir
 from viclab.data.types import ImageData
 from viclab.errors import ViclabError
 from viclab.io import atomic_save_npy, atomic_write, atomic_write_text
@@ -287,13 +288,6 @@ def sound_fingerprint(name: str, data_dir: str | os.PathLike) -> dict[str, objec
     return {"files": len(files), "hash": h.hexdigest()}
 
 
-def sound_cache_dir() -> Path:
-    """``$VICLAB_CACHE/sound``, else ``$XDG_CACHE_HOME/viclab/sound`` (~/.cache/viclab/sound)."""
-    if os.environ.get("VICLAB_CACHE"):
-        return Path(os.environ["VICLAB_CACHE"]).expanduser() / "sound"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "viclab" / "sound"
-
-
 def _file_hash(path: Path) -> str:
     return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
 
@@ -322,8 +316,9 @@ def load_sound(name: str, split: str, data_dir: str | os.PathLike, cfg: SoundCon
         split: ``"train"`` or ``"test"``.
         data_dir: the data root (holding the dataset's folder, e.g. ``fsdd/``) or the dataset's folder.
         cfg: decoding, cutting and split settings.
-        use_cache: read and write the decoded clips in :func:`sound_cache_dir`, keyed by the files'
-            content hashes, their labels and the decoding settings (so a stale entry cannot be read).
+        use_cache: read and write the decoded clips in :func:`~viclab.data.download.cache_dir` ``("sound")``,
+            keyed by the files' content hashes, their labels and the decoding settings (so a stale entry
+            cannot be read).
 
     Returns:
         :class:`SoundData`.
@@ -347,7 +342,7 @@ def load_sound(name: str, split: str, data_dir: str | os.PathLike, cfg: SoundCon
     h = hashlib.sha256("|".join(key_fields).encode())
     for f in files:
         h.update(f"{f.path.relative_to(root)}|{f.label}|{f.attrs}|{_file_hash(f.path)}\n".encode())
-    cache = sound_cache_dir() / f"{name}-{split}-{h.hexdigest()[:32]}.npy"
+    cache = cache_dir("sound") / f"{name}-{split}-{h.hexdigest()[:32]}.npy"
     counts = None
     clips = None
     if use_cache and cache.exists():

@@ -22,8 +22,10 @@ COLUMNS = ("linear top-1", "kNN top-1", "AUROC vs {anomalies}", "silhouette")
 
 
 def compare_one(source: str | Path, name: str | None = None, data_dir: str | None = None, anomalies: str = "mnist",
-                cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = False, use_cache: bool = True) -> dict[str, Any]:
-    """Linear-probe and kNN top-1, kNN-anomaly AUROC and K-means silhouette of one source.
+                cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = False, use_cache: bool = True,
+                dataset: str | None = None) -> dict[str, Any]:
+    """Linear-probe and kNN top-1, kNN-anomaly AUROC and K-means silhouette of one source, on
+    ``dataset`` (default: the one it was trained on).
 
     The AUROC is ``None`` (with the reason) for a method that cannot represent the
     anomaly images (latent codes exist only for the training images).
@@ -36,8 +38,9 @@ def compare_one(source: str | Path, name: str | None = None, data_dir: str | Non
 
     rt = eval_runtime(cfg)
 
-    def reps(split: str, dataset: str | None = None):
-        return representations(enc, split, dataset, data_dir, use_cache=use_cache, progress=progress, runtime=rt)
+    def reps(split: str, other: str | None = None):
+        return representations(enc, split, other or dataset, data_dir, use_cache=use_cache, progress=progress,
+                               runtime=rt)
 
     t0 = time.perf_counter()
     train, test = reps("train"), reps("test")
@@ -59,7 +62,7 @@ def compare_one(source: str | Path, name: str | None = None, data_dir: str | Non
         why = str(e)
     assign, _ = kmeans(train.features, cfg.clusters, cfg.seed)
     return {"name": enc.name, "source": str(source), "weights_sha256": enc.weights_sha256,
-            "kind": enc.kind, "dim": enc.dim,
+            "kind": enc.kind, "dim": enc.dim, "dataset": dataset or enc.config.data.dataset,
             "n_train": len(train.labels), "n_test": len(test.labels),
             "test_split": f"{enc.test_split} images" if enc.test_split != "test" else "test",
             "linear_top1": probe.top1, "linear_top5": probe.top5, "knn_top1": knn[1],
@@ -86,7 +89,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], anomalies: str) -> str:
 def run_compare(sources: Sequence[str | Path], names: Sequence[str] | None = None, out: str | Path | None = None,
                 data_dir: str | None = None, anomalies: str = "mnist", cfg: EvalConfig = EVAL_DEFAULTS,
                 progress: bool = True, use_cache: bool = True,
-                echo: Callable[[str], None] = print) -> dict[str, Any]:
+                echo: Callable[[str], None] = print, dataset: str | None = None) -> dict[str, Any]:
     """Compare runs (spec S3/S4/S5/S6/S7 side by side); writes ``compare.json`` and ``compare.md``.
 
     Args:
@@ -94,6 +97,8 @@ def run_compare(sources: Sequence[str | Path], names: Sequence[str] | None = Non
         names: one label per source (default: folder or file names).
         out: output folder (default ``./compare``).
         anomalies: dataset whose test split serves as anomalies for the AUROC column.
+        dataset: probe, cluster and take the normal images from this dataset (a registered name or an
+            image folder) instead of each source's training dataset.
     """
     require_one_process("viclab compare")
     if not sources:
@@ -103,7 +108,8 @@ def run_compare(sources: Sequence[str | Path], names: Sequence[str] | None = Non
     out_dir = check_writable_dir(Path(out or "compare"))
     rows = []
     for i, s in enumerate(sources):
-        rows.append(compare_one(s, names[i] if names else None, data_dir, anomalies, cfg, progress, use_cache))
+        rows.append(compare_one(s, names[i] if names else None, data_dir, anomalies, cfg, progress, use_cache,
+                                dataset))
         echo(f"{rows[-1]['name']}: done in {rows[-1]['seconds']:.1f}s")
     table = markdown_table(rows, anomalies)
     payload = {"anomalies": anomalies, "eval_config": asdict(cfg), "runs": rows}

@@ -4,7 +4,8 @@ A *source* (:class:`~viclab.eval.source.Source`) is named by a run folder (its
 ``encoder.safetensors``, or the stored representations of an encoder-free method, see
 :mod:`viclab.eval.table`), a ``.safetensors`` file written by ``viclab train``, or
 ``random:BACKBONE`` for a randomly initialised encoder of that architecture (the
-baseline every probe should beat).
+baseline every probe should beat), or ``pretrained:BACKBONE:FILE`` for a published checkpoint
+(facebookresearch/vicreg's ``resnet50.pth``, a DINO or timm ViT), evaluated with ``--dataset``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from torch import Tensor, nn
 
 import viclab
 from viclab.augment import eval_transform
-from viclab.config import EVAL_DEFAULTS, AugmentConfig, Config, ModelConfig
+from viclab.config import EVAL_DEFAULTS, AugmentConfig, Config, DataConfig, ModelConfig
 from viclab.data import load_inputs
+from viclab.data.download import md5sum
 from viclab.data.types import data_fingerprint
 from viclab.errors import ViclabError, ViclabWarning
 from viclab.eval.source import Representations, Source
@@ -30,10 +32,12 @@ from viclab.eval.table import TABLE, table_source
 from viclab.io import atomic_save_npy, tensor_file_sha256
 from viclab.models import build_backbone
 from viclab.runtime import Runtime, select_runtime
-from viclab.train.checkpoint import load_encoder
+from viclab.train.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_encoder, load_pretrained
 from viclab.train.rundir import CONFIG, ENCODER
 
 RANDOM_PREFIX = "random:"
+PRETRAINED_PREFIX = "pretrained:"  # pretrained:BACKBONE:FILE, a published checkpoint
+PRETRAINED_DATASET = "imagenet"  # what published checkpoints were trained on (viclab does not load it)
 # Bump when the way representations are computed changes; the package version is in the key too.
 CACHE_VERSION = "3"  # 3: channels-last encoding
 
@@ -62,6 +66,8 @@ def load_source(source: str | os.PathLike, name: str | None = None, seed: int = 
         seed: initialisation seed for ``random:`` sources.
     """
     text = str(source)
+    if text.startswith(PRETRAINED_PREFIX):
+        return _pretrained_source(text, name)
     if text.startswith(RANDOM_PREFIX):
         backbone = text[len(RANDOM_PREFIX):]
         with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
@@ -86,6 +92,19 @@ def load_source(source: str | os.PathLike, name: str | None = None, seed: int = 
         raise ViclabError(f"{path} does not exist; give a run folder, a .safetensors file or random:BACKBONE")
     module, dim, cfg = load_encoder(path)
     return encoder_source(module, dim, cfg, name or label, tensor_file_sha256(path))
+
+
+def _pretrained_source(text: str, name: str | None) -> Source:
+    """``pretrained:BACKBONE:FILE``: a published checkpoint, seen through ImageNet's normalisation at the
+    image size it was trained at (:func:`~viclab.train.checkpoint.load_pretrained`)."""
+    backbone, _, file = text[len(PRETRAINED_PREFIX):].partition(":")
+    if not backbone or not file:
+        raise ViclabError(f"{text}: give pretrained:BACKBONE:FILE, e.g. pretrained:resnet50:resnet50.pth")
+    module, dim, size = load_pretrained(backbone, file)
+    cfg = replace(Config(), data=DataConfig(dataset=PRETRAINED_DATASET), model=ModelConfig(backbone=backbone),
+                  augment=AugmentConfig(size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD))
+    return encoder_source(module, dim, cfg, name or f"{Path(file).stem} ({backbone})",
+                          md5sum(Path(file).expanduser(), algorithm="sha256"))
 
 
 def _features_of(spec: str, seed: int, dataset: str, split: str, data_dir: str | None, progress: bool) -> np.ndarray:

@@ -180,3 +180,16 @@ def curves_png(series: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, n
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return save_png(fig, path)
+
+
+def pngs_to_tensorboard(log_dir: str | Path, items: Sequence[tuple[str, str | Path]], step: int) -> None:
+    """Add PNG figures to a TensorBoard log as images (``tag``, file) at ``step``."""
+    from PIL import Image
+    from torch.utils.tensorboard import SummaryWriter
+
+    if not items:
+        return
+    with SummaryWriter(str(log_dir)) as tb:
+        for tag, path in items:
+            with Image.open(path) as im:
+                tb.add_image(tag, np.asarray(im.convert("RGB")), step, dataformats="HWC")

@@ -19,44 +19,84 @@ import numpy as np
 from viclab.config import EVAL_DEFAULTS, EvalConfig
 from viclab.errors import ViclabError
 from viclab.eval import figures
-from viclab.eval.features import Representations, Source, eval_runtime, load_source, representations
+from viclab.eval.features import (
+    PRETRAINED_DATASET,
+    Representations,
+    Source,
+    eval_runtime,
+    load_source,
+    representations,
+)
 from viclab.eval.neighbors import check_k
 from viclab.io import atomic_save_npy, atomic_write_text, check_writable_dir
 from viclab.runtime import require_one_process
+from viclab.train.rundir import CONFIG
 
 SourceLike = str | Path | Source
 MAX_RETRIEVAL_K = 50  # the retrieval figure draws one column per image
 
 
-def default_out_dir(encoder: Source, source: SourceLike) -> Path:
-    """A run folder's own ``eval/``; otherwise ``./eval-<name>``."""
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text).strip("-.") or "data"
+
+
+def default_out_dir(encoder: Source, source: SourceLike, dataset: str | None = None) -> Path:
+    """A run folder's own ``eval/`` (``eval-<dataset>/`` for another dataset than its training one);
+    otherwise ``./eval-<name>`` (``./eval-<name>-<dataset>``)."""
+    other = f"-{_slug(Path(dataset).name if Path(dataset).name else dataset)}" if dataset else ""
     if not isinstance(source, Source) and Path(source).is_dir():
-        return Path(source) / "eval"
-    return Path(f"eval-{encoder.name.replace(' ', '-').replace(':', '-')}")
+        return Path(source) / f"eval{other}"
+    return Path(f"eval-{_slug(encoder.name.replace(' ', '-').replace(':', '-'))}{other}")
+
+
+def _run_folder(source: SourceLike) -> Path | None:
+    """The training run folder a source names (its ``tb/`` receives the evaluation figures), else ``None``."""
+    if isinstance(source, Source) or not Path(source).is_dir():
+        return None
+    return Path(source) if (Path(source) / CONFIG).exists() else None
 
 
 class _Task:
     """Shared set-up of a task: the encoder, its output folder, cached representations."""
 
     def __init__(self, source: SourceLike, out: str | Path | None, data_dir: str | None, cfg: EvalConfig,
-                 progress: bool, use_cache: bool, name: str | None = None) -> None:
+                 progress: bool, use_cache: bool, name: str | None = None, dataset: str | None = None) -> None:
         require_one_process("an evaluation")
         self.encoder = source if isinstance(source, Source) else load_source(source, name=name, seed=cfg.seed)
+        # Transfer: another dataset than the encoder's own, its images resized to the encoder's input size.
+        self.dataset = dataset if dataset and dataset != self.encoder.config.data.dataset else None
+        if self.dataset is None and self.encoder.config.data.dataset == PRETRAINED_DATASET:
+            raise ViclabError(f"{self.encoder.name} is a published checkpoint trained on ImageNet, which viclab does "
+                              "not load; evaluate it on a dataset or image folder with --dataset NAME_OR_FOLDER")
         # Checked now, created by the first write: a failed task leaves no empty folder, and an
         # unwritable one fails before the work, not after it.
-        self.out = check_writable_dir(Path(out) if out else default_out_dir(self.encoder, source))
+        self.out = check_writable_dir(Path(out) if out else default_out_dir(self.encoder, source, self.dataset))
         self.data_dir, self.cfg, self.progress, self.use_cache = data_dir, cfg, progress, use_cache
         self.runtime = eval_runtime(cfg)
+        self.run_dir = _run_folder(source)
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset or self.encoder.config.data.dataset
 
     def reps(self, split: str, dataset: str | None = None) -> Representations:
-        return representations(self.encoder, split, dataset, self.data_dir, use_cache=self.use_cache,
-                               progress=self.progress, runtime=self.runtime)
+        return representations(self.encoder, split, dataset or self.dataset, self.data_dir,
+                               use_cache=self.use_cache, progress=self.progress, runtime=self.runtime)
 
     def write_json(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
         payload = {"source": self.encoder.name, "weights_sha256": self.encoder.weights_sha256,
-                   "backbone": self.encoder.config.model.backbone, "eval_config": asdict(self.cfg), **payload}
+                   "backbone": self.encoder.config.model.backbone, "dataset": self.dataset_name,
+                   "eval_config": asdict(self.cfg), **payload}
         atomic_write_text(self.out / name, json.dumps(payload, indent=2) + "\n")
         return payload
+
+    def to_tensorboard(self, files: Sequence[Path]) -> None:
+        """The figures (PNG) also as images in the run folder's TensorBoard log, when the source is a
+        run folder; tagged ``eval/<dataset>/<figure>`` at the run's last epoch."""
+        if self.run_dir is not None:
+            figures.pngs_to_tensorboard(self.run_dir / "tb", [(f"eval/{_slug(self.dataset_name)}/{Path(f).stem}", f)
+                                                              for f in files if str(f).endswith(".png")],
+                                        self.encoder.config.train.epochs)
 
 
 def _pct(x: float) -> str:
@@ -65,14 +105,14 @@ def _pct(x: float) -> str:
 
 def run_probe(source: SourceLike, out: str | Path | None = None, data_dir: str | None = None,
               cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
-              echo: Callable[[str], None] = print) -> dict[str, Any]:
+              echo: Callable[[str], None] = print, dataset: str | None = None) -> dict[str, Any]:
     """Linear probe (spec S3) and weighted kNN classifier on train -> test representations.
 
     Writes ``probe.json``. Returns the summary (accuracies as fractions).
     """
     from viclab.eval.probe import knn_accuracy, linear_probe
 
-    t = _Task(source, out, data_dir, cfg, progress, use_cache)
+    t = _Task(source, out, data_dir, cfg, progress, use_cache, dataset=dataset)
     train, test = t.reps("train"), t.reps("test")
     check_k("knn_k (--knn-k)", cfg.knn_k, len(train.labels), "training representations")
     probe = linear_probe(train.features, train.labels, test.features, test.labels, cfg.probe_weight_decays,
@@ -96,14 +136,14 @@ def run_probe(source: SourceLike, out: str | Path | None = None, data_dir: str |
 
 def run_plot(source: SourceLike, out: str | Path | None = None, data_dir: str | None = None,
              cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
-             echo: Callable[[str], None] = print) -> dict[str, Any]:
+             echo: Callable[[str], None] = print, dataset: str | None = None) -> dict[str, Any]:
     """Test-set representations mapped to 2-D by PCA and t-SNE, coloured by class (spec S2).
 
     Writes ``pca.png``, ``pca.html``, ``tsne.png``, ``tsne.html`` and ``plot.json``.
     """
     from viclab.eval.embed import pca_2d, tsne_2d
 
-    t = _Task(source, out, data_dir, cfg, progress, use_cache)
+    t = _Task(source, out, data_dir, cfg, progress, use_cache, dataset=dataset)
     test = t.reps("test")
     classes = test.data.classes
     # Latent codes exist only for training images: their test split is a held-out share of those.
@@ -117,6 +157,7 @@ def run_plot(source: SourceLike, out: str | Path | None = None, data_dir: str | 
                 f"{what} representations"
         files += [figures.scatter_png(points, test.labels, classes, title, t.out / f"{method}.png"),
                   figures.scatter_html(points, test.labels, classes, title, t.out / f"{method}.html")]
+    t.to_tensorboard(files)
     echo(f"{t.encoder.name}: PCA {seconds['pca']:.1f}s, t-SNE {seconds['tsne']:.1f}s -> "
          + ", ".join(str(f) for f in files))
     return t.write_json("plot.json", {"n_points": len(test.labels), "seconds": seconds,
@@ -125,7 +166,7 @@ def run_plot(source: SourceLike, out: str | Path | None = None, data_dir: str | 
 
 def run_retrieve(source: SourceLike, out: str | Path | None = None, data_dir: str | None = None,
                  cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
-                 echo: Callable[[str], None] = print) -> dict[str, Any]:
+                 echo: Callable[[str], None] = print, dataset: str | None = None) -> dict[str, Any]:
     """Nearest and most distant training images of one seeded query per class (spec S8).
 
     Writes ``retrieval_nearest.png``, ``retrieval_farthest.png`` and ``retrieval.json``
@@ -136,7 +177,7 @@ def run_retrieve(source: SourceLike, out: str | Path | None = None, data_dir: st
     if cfg.retrieval_k > MAX_RETRIEVAL_K:
         raise ViclabError(f"retrieval_k (-k) = {cfg.retrieval_k}: the figure draws one column per image; use at most "
                           f"{MAX_RETRIEVAL_K}")
-    t = _Task(source, out, data_dir, cfg, progress, use_cache)
+    t = _Task(source, out, data_dir, cfg, progress, use_cache, dataset=dataset)
     train = t.reps("train")
     x, y, images, classes = train.features, train.labels, train.data.images, train.data.classes
     k = cfg.retrieval_k
@@ -151,6 +192,7 @@ def run_retrieve(source: SourceLike, out: str | Path | None = None, data_dir: st
         word = "nearest" if kind == "nearest" else "most distant"
         figures.image_grid_png(rows, f"{t.encoder.name}: the {k} {word} training images (L2 in representation "
                                      "space)", t.out / f"retrieval_{kind}.png")
+    t.to_tensorboard([t.out / "retrieval_nearest.png", t.out / "retrieval_farthest.png"])
     t0 = time.perf_counter()
     p_at_k = precision_at_k(x, y, k, cfg.precision_queries, cfg.seed)
     n_q = min(cfg.precision_queries, len(y))
@@ -177,7 +219,7 @@ def _unique_names(names: list[str]) -> list[str]:
 def run_anomaly(sources: Sequence[SourceLike], out: str | Path | None = None, data_dir: str | None = None,
                 anomalies: str = "mnist", names: Sequence[str] | None = None, cfg: EvalConfig = EVAL_DEFAULTS,
                 progress: bool = True, use_cache: bool = True,
-                echo: Callable[[str], None] = print) -> dict[str, Any]:
+                echo: Callable[[str], None] = print, dataset: str | None = None) -> dict[str, Any]:
     """kNN-density anomaly detection (spec A1-A3) for one or several encoders.
 
     Normal reference: the training split the encoder was trained on. Test set: that
@@ -195,11 +237,12 @@ def run_anomaly(sources: Sequence[SourceLike], out: str | Path | None = None, da
         raise ViclabError("anomaly needs at least one run folder or weights file")
     if names is not None and len(names) != len(sources):
         raise ViclabError(f"{len(names)} names for {len(sources)} sources; give one name per source")
-    tasks = [_Task(s, out, data_dir, cfg, progress, use_cache, name=(names[i] if names else None))
-             for i, s in enumerate(sources)]
+    tasks = [_Task(s, out, data_dir, cfg, progress, use_cache, name=(names[i] if names else None),
+                   dataset=dataset) for i, s in enumerate(sources)]
     for t in tasks:
-        if t.encoder.config.data.dataset == anomalies:
-            raise ViclabError(f"{t.encoder.name} was trained on {anomalies}, so it cannot serve as the anomalies; "
+        if t.dataset_name == anomalies:
+            what = "was trained on" if t.dataset is None else "is evaluated on"
+            raise ViclabError(f"{t.encoder.name} {what} {anomalies}, so it cannot serve as the anomalies; "
                               "choose another anomaly dataset or image folder")
     labels_out = _unique_names([t.encoder.name for t in tasks])
     out_dir = tasks[0].out
@@ -234,12 +277,14 @@ def run_anomaly(sources: Sequence[SourceLike], out: str | Path | None = None, da
     for stem, (scores, csv) in files.items():
         atomic_save_npy(out_dir / f"{stem}.npy", scores)
         atomic_write_text(out_dir / f"{stem}.csv", csv)
-    dataset = tasks[0].encoder.config.data.dataset
-    figures.roc_png(curves, f"kNN anomaly detection, k={cfg.anomaly_k}\n{dataset} test (normal) vs {anomalies} "
+    normal_name = tasks[0].dataset_name
+    figures.roc_png(curves, f"kNN anomaly detection, k={cfg.anomaly_k}\n{normal_name} test (normal) vs {anomalies} "
                             "test (anomalous)", out_dir / "roc.png")
     figures.image_grid_png(rows, f"the {cfg.anomaly_top} most anomalous test images (dataset, score)",
                            out_dir / "top_anomalies.png")
-    payload = {"anomalies": anomalies, "eval_config": asdict(cfg), "runs": results}
+    for t in tasks:
+        t.to_tensorboard([out_dir / "roc.png", out_dir / "top_anomalies.png"])
+    payload = {"dataset": normal_name, "anomalies": anomalies, "eval_config": asdict(cfg), "runs": results}
     atomic_write_text(out_dir / "anomaly.json", json.dumps(payload, indent=2) + "\n")
     echo(f"-> {out_dir / 'roc.png'}, {out_dir / 'top_anomalies.png'}")
     return payload
@@ -247,7 +292,7 @@ def run_anomaly(sources: Sequence[SourceLike], out: str | Path | None = None, da
 
 def run_cluster(source: SourceLike, out: str | Path | None = None, data_dir: str | None = None,
                 cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
-                echo: Callable[[str], None] = print) -> dict[str, Any]:
+                echo: Callable[[str], None] = print, dataset: str | None = None) -> dict[str, Any]:
     """K-means on training representations, silhouette in their dimension (spec C1-C3).
 
     The silhouette is exact over all training points. The figure is a t-SNE of a
@@ -260,7 +305,7 @@ def run_cluster(source: SourceLike, out: str | Path | None = None, data_dir: str
     from viclab.eval.cluster import kmeans, silhouette
     from viclab.eval.embed import tsne
 
-    t = _Task(source, out, data_dir, cfg, progress, use_cache)
+    t = _Task(source, out, data_dir, cfg, progress, use_cache, dataset=dataset)
     train = t.reps("train")
     x, y = train.features, train.labels
     if cfg.clusters >= len(y):
@@ -281,6 +326,7 @@ def run_cluster(source: SourceLike, out: str | Path | None = None, data_dir: str
     figures.cluster_png(np.asarray(emb), assign[sample], y[sample], train.data.classes, centres_2d,
                         f"{t.encoder.name}: K-means (k={cfg.clusters}) on training representations; t-SNE of "
                         f"{what} points; silhouette {sil:.3f}", t.out / "clusters.png")
+    t.to_tensorboard([t.out / "clusters.png"])
     ari, nmi = adjusted_rand_score(y, assign), normalized_mutual_info_score(y, assign)
     echo(f"{t.encoder.name}: K-means k={cfg.clusters} silhouette {sil:.4f} (exact, all {len(y)} points, "
          f"{x.shape[1]}-d) | vs classes ARI {ari:.3f} NMI {nmi:.3f} -> {t.out / 'clusters.png'} "

@@ -23,8 +23,9 @@ from viclab.models.audio import (
 )
 from viclab.models.autoencoder import ConvAutoencoder, build_autoencoder
 from viclab.models.projector import build_projector
-from viclab.models.resnet import ResNet18, exercise_resnet18, resnet18_cifar
+from viclab.models.resnet import ResNet18, ResNet50, exercise_resnet18, resnet18_cifar, resnet50
 from viclab.models.small import Conv4, SmallCNN, conv4, small_cnn
+from viclab.models.vit import VisionTransformer, load_backbone_state_dict, vit_small, vit_tiny
 
 BACKBONES: dict[str, Callable[[], tuple[nn.Module, int]]] = {
     "exercise_resnet18": exercise_resnet18,
@@ -32,6 +33,9 @@ BACKBONES: dict[str, Callable[[], tuple[nn.Module, int]]] = {
     "small_cnn": small_cnn,
     "conv4": conv4,  # untrained: the feature map of Laplacian Eigenmaps (spec S7)
     "spec_cnn": spec_cnn,  # log-mel spectrograms (spec §4)
+    "resnet50": resnet50,  # torchvision / VICReg layout, ImageNet stem
+    "vit_tiny": vit_tiny,  # timm / DINO layout, 32 px, patch 4
+    "vit_small": vit_small,
 }
 
 
@@ -63,10 +67,10 @@ def build_backbone(name: str) -> tuple[nn.Module, int]:
     return BACKBONES[name]()
 
 
-__all__ = ["BACKBONES", "INPUT_CHANNELS", "Conv4", "ConvAutoencoder", "DenseAutoencoder", "ResNet18", "SmallCNN",
-           "SpecAutoencoder", "SpecCNN", "Standardize", "build_autoencoder", "build_backbone", "build_projector",
-           "check_inputs", "fit_standardizers", "spec_cnn",
-           "stack_frames"]
+__all__ = ["BACKBONES", "INPUT_CHANNELS", "Conv4", "ConvAutoencoder", "DenseAutoencoder", "ResNet18", "ResNet50",
+           "SmallCNN", "SpecAutoencoder", "SpecCNN", "Standardize", "VisionTransformer", "build_autoencoder",
+           "build_backbone", "build_projector", "check_inputs", "fit_standardizers", "load_backbone_state_dict",
+           "resnet50", "spec_cnn", "stack_frames", "vit_small", "vit_tiny"]
 
 from viclab.models.vicreg import VICRegModel, build_vicreg_model  # noqa: E402
 

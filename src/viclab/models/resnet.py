@@ -1,12 +1,27 @@
-"""ResNet-18 variants with torchvision's parameter names (so its weights load).
+"""ResNet-18 variants and ResNet-50 with torchvision's parameter names (so its weights load).
 
 Layout mirrors ``torchvision.models.resnet18``: ``conv1, bn1, relu, maxpool,
-layer1..layer4 (BasicBlock: conv1, bn1, conv2, bn2, downsample.0/1), avgpool, fc``.
+layer1..layer4 (BasicBlock: conv1, bn1, conv2, bn2, downsample.0/1), avgpool, fc``;
+``resnet50`` the same with Bottleneck blocks (``conv1..3, bn1..3, downsample.0/1``).
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
+
+
+def _init_convs(net: nn.Module) -> None:
+    """He initialisation of every convolution, as torchvision's ResNets."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
+def _trunk(net: nn.Module, x: Tensor) -> Tensor:
+    """A torchvision-layout ResNet's stem, four stages and global average pool: ``(B, 3, H, W) -> (B, C)``."""
+    x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+    x = net.layer4(net.layer3(net.layer2(net.layer1(x))))
+    return net.avgpool(x).flatten(1)
 
 
 class BasicBlock(nn.Module):
@@ -66,15 +81,11 @@ class ResNet18(nn.Module):
         self.fc = nn.Linear(512, fc_dim) if fc_dim else nn.Identity()
         self.head = (nn.Sequential(nn.BatchNorm1d(fc_dim), nn.ReLU(inplace=True), nn.Linear(fc_dim, head_dim))
                      if head_dim else nn.Identity())
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        _init_convs(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(B, 3, H, W)`` images -> ``(B, 512)`` pooled trunk features."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.avgpool(x).flatten(1)
+        return _trunk(self, x)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, 3, H, W)`` images -> ``(B, D)`` representation."""
@@ -89,3 +100,76 @@ def exercise_resnet18() -> tuple[nn.Module, int]:
 def resnet18_cifar() -> tuple[nn.Module, int]:
     """The usual CIFAR ResNet-18 (3x3 stem, no max-pool), 512-d features."""
     return ResNet18(stem="cifar"), 512
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3, 1x1 expand (x4), with an identity (or 1x1-projected) shortcut.
+
+    The stride sits on the 3x3 convolution (torchvision's "ResNet v1.5", which VICReg's
+    ResNet-50 also uses), not on the first 1x1 as in the original paper.
+    """
+
+    expansion = 4
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        out_planes = planes * self.expansion
+        self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out_planes, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or in_planes != out_planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False), nn.BatchNorm2d(out_planes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet50(nn.Module):
+    """torchvision's ResNet-50 trunk (ImageNet stem, Bottleneck layers [3, 4, 6, 3]), ``fc`` the identity.
+
+    Its state dict is that of ``torchvision.models.resnet50`` without ``fc.*``, which is exactly
+    the layout of facebookresearch/vicreg's ``resnet50.pth`` (whose extra zero-padding layer has
+    no parameters and, with its 7x7 conv's padding 2, pads as torchvision's padding 3 does).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        layers, in_planes = [], 64
+        for planes, n_blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+            blocks = [Bottleneck(in_planes, planes, stride)]
+            in_planes = planes * Bottleneck.expansion
+            blocks += [Bottleneck(in_planes, planes) for _ in range(n_blocks - 1)]
+            layers.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Identity()
+        self.feature_dim = in_planes  # 2048
+        _init_convs(self)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` images -> ``(B, 2048)`` pooled trunk features."""
+        return _trunk(self, x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` images -> ``(B, 2048)`` representation."""
+        return self.fc(self.forward_features(x))
+
+
+def resnet50() -> tuple[nn.Module, int]:
+    """torchvision / VICReg ResNet-50 trunk (ImageNet stem), 2048-d features."""
+    net = ResNet50()
+    return net, net.feature_dim

@@ -99,3 +99,52 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, int, Config]:
         raise ViclabError(f"{path} holds non-finite weights (NaN or inf in {', '.join(bad[:3])}); the training that "
                           "wrote it diverged, train again with a lower optim.lr")
     return encoder, dim, cfg
+
+
+# ImageNet's channel statistics: what published ImageNet checkpoints (VICReg's resnet50.pth, DINO, timm)
+# were trained to see.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Keys under which training scripts nest a backbone's weights (a full checkpoint, DINO's teacher).
+_NESTED = ("state_dict", "model", "teacher", "student")
+
+
+def load_pretrained(backbone: str, path: str | Path) -> tuple[nn.Module, int, int]:
+    """A published backbone checkpoint (``.pth``/``.pt`` state dict or ``.safetensors``) as an encoder.
+
+    For example facebookresearch/vicreg's ``resnet50.pth`` as ``resnet50``, or DINO's
+    ``dino_deitsmall16_pretrain.pth`` as ``vit_small`` (a ViT is rebuilt with the checkpoint's patch
+    size, image size and depth). Read with ``weights_only=True``: no code in the file can run.
+
+    Returns:
+        ``(module, feature_dim, image_size)``: the image side the weights were trained at (224 for a
+        ResNet-50; a ViT's patch grid times its patch size).
+
+    Raises:
+        ViclabError: the file is absent or unreadable, or its tensors do not fit ``backbone``.
+    """
+    from safetensors.torch import load_file
+
+    from viclab.models import VisionTransformer, build_backbone, load_backbone_state_dict
+    from viclab.models.vit import vit_like
+
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ViclabError(f"checkpoint {path} does not exist; check the path")
+    try:
+        state = load_file(str(path)) if path.suffix == ".safetensors" else \
+            torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, a refused global, a damaged zip, OSError
+        raise ViclabError(f"cannot read checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                          "give a PyTorch state dict (.pth) or a .safetensors file") from None
+    while isinstance(state, dict) and len(state) <= 8 and any(isinstance(state.get(k), dict) for k in _NESTED):
+        state = next(state[k] for k in _NESTED if isinstance(state.get(k), dict))
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ViclabError(f"{path} holds no state dict of tensors; give the backbone's weights file")
+    module, dim = build_backbone(backbone)
+    size = 224  # torchvision's and VICReg's ResNets were trained on 224-px crops
+    if isinstance(module, VisionTransformer):
+        module = vit_like(module, state)
+        size = module.grid_size[0] * module.patch_embed.patch_size
+    load_backbone_state_dict(module, state)
+    return module, dim, size

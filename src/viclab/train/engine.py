@@ -64,6 +64,8 @@ class Objective:
         fix: what to do when the loss becomes non-finite (ends the error message).
         compile: compile the step's forward passes and loss together with ``torch.compile``
             (one graph; the engine's batches have one static shape, the last partial one dropped).
+        preview: ``epoch -> {tag: (N, C, H, W) images in [0, 1]}``, logged to TensorBoard after
+            each epoch (e.g. both views of a few fixed images), or ``None``.
     """
 
     module: nn.Module
@@ -74,6 +76,7 @@ class Objective:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     fix: str = "start a new run with a lower learning rate"
     compile: bool = False
+    preview: Callable[[int], dict[str, Tensor]] | None = None
 
 
 @dataclass(frozen=True)
@@ -304,6 +307,9 @@ def fit(run: RunFolder, objective: Objective, make_batches: Callable[[bool], Bat
                 line += "  | test " + _fmt(test_terms, names)
             if epoch_lines:
                 say(line)
+            if objective.preview is not None and main:
+                for tag, images in objective.preview(epoch).items():
+                    tb.add_images(tag, images.float().cpu(), epoch)
             due = epoch == epochs or time.perf_counter() - last_save >= checkpoint_seconds
             if broadcast_object(due):  # every rank takes part in gathering the generator states
                 _save(run, objective, scaler, gen, rt, epoch, step, before + time.perf_counter() - t_start)

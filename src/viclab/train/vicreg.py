@@ -61,14 +61,20 @@ def scaled_lr(cfg: Config, world: int) -> float:
     return cfg.optim.lr * {"none": 1.0, "linear": float(world), "sqrt": math.sqrt(world)}[cfg.optim.lr_scaling]
 
 
-def make_optimizer(cfg: Config, params, lr: float | None = None) -> torch.optim.Optimizer:
-    """Adam or AdamW per ``cfg.optim``; on CUDA the fused kernel (one launch for all parameters,
-    step counters kept on the device, so no host read per parameter)."""
+def make_optimizer(cfg: Config, model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
+    """Adam or AdamW per ``cfg.optim`` over ``model``'s trainable parameters; with
+    ``optim.decay_norm_bias=false`` biases and normalisation weights (``ndim <= 1``) form a group
+    without weight decay. On CUDA the fused kernel (one launch for all parameters, step counters
+    kept on the device, so no host read per parameter)."""
     o = cfg.optim
-    params = list(params)
+    params = [p for p in model.parameters() if p.requires_grad]
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
     fused = bool(params) and all(p.is_cuda for p in params)
-    return cls(params, lr=o.lr if lr is None else lr, betas=o.betas, weight_decay=o.weight_decay,
+    groups: list = params
+    if not o.decay_norm_bias:
+        groups = [{"params": [p for p in params if p.ndim > 1]},
+                  {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return cls(groups, lr=o.lr if lr is None else lr, betas=o.betas, weight_decay=o.weight_decay,
                fused=fused or None)
 
 
@@ -198,11 +204,52 @@ def augmented_views(ctx: ViewContext) -> BatchSource:
 
 
 def vicreg_objective(model: nn.Module, forward: nn.Module, loss_fn: VICRegLoss, opt: torch.optim.Optimizer,
-                     sched, fix: str, compile: bool = False) -> Objective:
+                     sched, fix: str, compile: bool = False,
+                     preview: Callable[[int], dict[str, Tensor]] | None = None) -> Objective:
     """VICReg on a pair: both views through ``forward`` (the model, or a wrapper of it), the loss
-    on the projections; ``compile``: the engine compiles forward passes and loss as one graph."""
+    on the projections; ``compile``: the engine compiles forward passes and loss as one graph;
+    ``preview``: the views shown in TensorBoard each epoch (:class:`ViewPreview`)."""
     return Objective(module=PairForward(forward), loss=lambda z, _batch: loss_fn(*z), terms=TERMS, model=model,
-                     optimizers=[opt], scheduler=sched, fix=fix, compile=compile)
+                     optimizers=[opt], scheduler=sched, fix=fix, compile=compile, preview=preview)
+
+
+PREVIEW_IMAGES = 8  # fixed training images whose two views TensorBoard shows each epoch
+
+
+def displayable(views: Tensor, cfg: Config) -> Tensor:
+    """Network inputs as images in ``[0, 1]``: RGB views un-normalised by ``cfg.augment``'s mean and
+    std; a spectrogram (one channel) scaled by its own range.
+
+    Args:
+        views: ``(N, C, H, W)`` float, as the network sees them.
+    """
+    x = views.detach().float()
+    if x.shape[1] == 3:
+        mean = torch.tensor(cfg.augment.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(cfg.augment.std, device=x.device).view(1, 3, 1, 1)
+        return (x * std + mean).clamp(0, 1)
+    lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+    return (x - lo) / (hi - lo).clamp_min(1e-12)
+
+
+class ViewPreview:
+    """Both views of :data:`PREVIEW_IMAGES` fixed training images, fresh each epoch, for TensorBoard.
+
+    The pairs come from the run's own batch source (whatever ``views.kind`` makes), drawn with a
+    generator of their own, so the training stream (and exact resume) is untouched.
+    """
+
+    def __init__(self, n: int, cfg: Config, device: torch.device) -> None:
+        self.idx = torch.linspace(0, n - 1, min(PREVIEW_IMAGES, n), device=device).round().long()
+        self.cfg, self.device = cfg, device
+        self.source: BatchSource | None = None  # set once the engine has made the batch source
+
+    def __call__(self, epoch: int) -> dict[str, Tensor]:
+        if self.source is None:
+            return {}
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed * 1_000_003 + 104_729 * epoch)
+        v1, v2 = self.source(self.idx, gen)[:2]
+        return {"views/first": displayable(v1, self.cfg), "views/second": displayable(v2, self.cfg)}
 
 
 def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progress: bool = True,
@@ -285,10 +332,12 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
         echo_main = echo if is_main() else (lambda _line: None)
         echo_main(f"{world} processes: global batch {tc.batch_size * world}, learning rate {lr:.4g} "
                   f"(optim.lr {cfg.optim.lr:.4g}, optim.lr_scaling={cfg.optim.lr_scaling})")
-    opt = make_optimizer(cfg, model.parameters(), lr)
+    opt = make_optimizer(cfg, model, lr)
     sched = make_scheduler(cfg, opt, steps_per_epoch(len(images), tc.batch_size))
+    preview = ViewPreview(len(images), cfg, rt.device)
     objective = vicreg_objective(model, model, loss_fn, opt, sched,
-                                 "start a new run with a lower optim.lr or train.precision=fp32", cfg.model.compile)
+                                 "start a new run with a lower optim.lr or train.precision=fp32", cfg.model.compile,
+                                 preview)
     evaluate = None
     if test_images is not None:
         test_views = HeldOutViews(test_images, view_maker(test_images, cfg), tc.batch_size, tc.seed + 1,
@@ -296,8 +345,11 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
         # Rank 0 evaluates alone: its loss must not wait for the other ranks' batches.
         local_loss = VICRegLoss(**{**dataclasses.asdict(cfg.loss), "gather_distributed": False})
         evaluate = lambda: evaluate_terms(model, local_loss, test_views, rt)
-    result = fit(run, objective,
-                 lambda started: views(ViewContext(run, cfg, train_data, images, started, progress)),
+    def make_batches(started: bool) -> BatchSource:
+        preview.source = views(ViewContext(run, cfg, train_data, images, started, progress))
+        return preview.source
+
+    result = fit(run, objective, make_batches,
                  n=len(images), batch_size=tc.batch_size, epochs=tc.epochs, seed=tc.seed, rt=rt, ckpt=ckpt,
                  evaluate=evaluate, progress=progress, echo=echo)
     if is_main():
