@@ -167,7 +167,7 @@ class OptimConfig:
     # none (the same rate whatever the world size), linear (x processes) or sqrt (x sqrt(processes)).
     lr_scaling: str = "none"
     # false: no weight decay on biases and normalisation weights (every parameter of at most one
-    # dimension), as DINO and timm train vision transformers.
+    # dimension), as DINO trains vision transformers.
     decay_norm_bias: bool = True
 
     def __post_init__(self) -> None:

@@ -64,9 +64,14 @@ def test_labelled_test_split_wins_over_val(tmp_path):
             _img(tmp_path / split / c / "x.png", value)
     assert folder.held_out_split(tmp_path) == "test"
     assert load_dataset("folder", "test", tmp_path).images[:, 0, 0, 0].tolist() == [30, 30]
-    # without test/, val/ is the held-out split
+    # a class folder train/ lacks (a typo) is an error, not a silent switch to val/
+    _img(tmp_path / "test" / "zebra" / "x.png", 30)
+    with pytest.raises(ViclabError, match="zebra"):
+        load_dataset("folder", "test", tmp_path)
     import shutil
 
+    shutil.rmtree(tmp_path / "test" / "zebra")
+    # without test/, val/ is the held-out split
     shutil.rmtree(tmp_path / "test")
     assert load_dataset("folder", "test", tmp_path).images[:, 0, 0, 0].tolist() == [20, 20]
 

@@ -64,3 +64,19 @@ def test_a_cifar_encoder_probed_on_a_folder_of_photos(tiny_run, tmp_path, monkey
                  "--no-progress", "--out", "odd"]) == 0
     result = json.loads((tmp_path / "odd" / "anomaly.json").read_text())
     assert result["dataset"] == str(photos) and result["runs"][0]["n_normal"] == 12
+
+
+def test_evaluation_datasets_the_encoder_cannot_take_are_refused(tiny_run, tmp_path, capsys):
+    import soundfile
+
+    run, data = tiny_run
+    sounds = tmp_path / "sounds"
+    for split in ("train", "test"):
+        (sounds / split / "hum").mkdir(parents=True)
+        soundfile.write(sounds / split / "hum" / "a.wav", np.zeros(16000, np.float32), 16000)
+    assert main(["probe", str(run), "--dataset", str(sounds), "--no-progress", "--out", str(tmp_path / "o")]) == 2
+    assert "takes RGB images, but the data are log-mel spectrograms" in capsys.readouterr().err
+    # the normal images and the anomalies would be the same test images
+    assert main(["compare", str(run), "--dataset", "mnist", "--data-dir", str(data), "--no-progress",
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "cannot serve as the anomalies too" in capsys.readouterr().err

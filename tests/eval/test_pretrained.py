@@ -73,6 +73,10 @@ def test_bad_pretrained_sources(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ViclabError, match="cannot read checkpoint"):
         load_source(f"pretrained:resnet50:{tmp_path / 'junk.pth'}")
+    # torchvision's early checkpoints predate BatchNorm's num_batches_tracked: they load all the same
+    old = {k: v for k, v in ResNet50().state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(old, tmp_path / "old.pth")
+    assert load_source(f"pretrained:resnet50:{tmp_path / 'old.pth'}").dim == 2048
     torch.save(ResNet50().state_dict(), tmp_path / "r50.pth")
     with pytest.raises(ViclabError, match="checkpoint does not fit VisionTransformer|not a ViT"):
         load_source(f"pretrained:vit_small:{tmp_path / 'r50.pth'}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import torch
 from PIL import Image
 
 from tests.train.test_train import QUIET, tiny_config
@@ -27,7 +28,7 @@ def test_views_of_fixed_images_each_epoch_and_eval_figures(fake_cifar_root, tmp_
     images = _images(run / "tb")
     assert set(images) == {"views/first", "views/second"}
     for tag in images:
-        assert [e.step for e in images[tag]] == [1, 2]  # one grid per epoch
+        assert [e.step for e in images[tag]] == [5, 10]  # one grid per epoch, at its last step (100 / 20)
         grid = np.asarray(Image.open(io.BytesIO(images[tag][0].encoded_image_string)))
         assert grid.shape[0] >= 16 and grid.std() > 0  # a grid of 16-px views, not a blank image
     # fresh views each epoch, and the two views of an epoch differ
@@ -45,11 +46,20 @@ def test_views_of_fixed_images_each_epoch_and_eval_figures(fake_cifar_root, tmp_
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(pca.encoded_image_string)).convert("RGB")), on_disk)
 
 
+def test_preview_seed_takes_any_training_seed():
+    """A timestamp-sized train.seed must not overflow the preview generator's 64-bit seed."""
+    from viclab.train.vicreg import ViewPreview
+
+    cfg = tiny_config("/nonexistent", "train.seed=20261206120000")
+    preview = ViewPreview(10, cfg, torch.device("cpu"))
+    preview.source = lambda idx, gen: (torch.rand(len(idx), 3, 4, 4, generator=gen),) * 2
+    views = preview(3)
+    assert views["views/first"].shape == (8, 3, 4, 4)
+
+
 def test_preview_leaves_training_bit_identical(fake_cifar_root, tmp_path, monkeypatch):
     """The views shown in TensorBoard come from a generator of their own: the weights are those of
     a run that draws no preview."""
-    import torch
-
     from viclab.train import engine
 
     cfg = tiny_config(fake_cifar_root, "train.epochs=2", "augment.size=16", "augment.blur_kernel=3")

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import PIL
 import torch
 
 from viclab.data.download import cache_dir
@@ -149,7 +150,8 @@ def decode_files(files: list[tuple[Path, int]], root: Path, size: int, classes: 
     check_fits(2 * n * size * size * 3, "cpu", f"decoding the {n} images of {root} at {size}x{size}",
                "use a smaller augment.size, or split the folder (viclab split) and use fewer images")
     labels = torch.tensor([c for _, c in files], dtype=torch.int64)
-    key = hashlib.sha256(f"{CACHE_VERSION}|{size}|{'|'.join(classes)}\n".encode())
+    # Pillow's version too: another release (or its libjpeg) may decode or resample differently.
+    key = hashlib.sha256(f"{CACHE_VERSION}|{PIL.__version__}|{size}|{'|'.join(classes)}\n".encode())
     hashes = _parallel(lambda fc: _file_hash(fc[0]), files, f"hashing {root.name}", threads) if use_cache else []
     for (f, c), digest in zip(files, hashes):
         key.update(f"{f.relative_to(root) if f.is_relative_to(root) else f}|{c}|{digest}\n".encode())
@@ -178,12 +180,13 @@ def decode_files(files: list[tuple[Path, int]], root: Path, size: int, classes: 
 
 
 def _labelled(folder: Path, classes: tuple[str, ...]) -> bool:
-    """Whether a split folder holds labels: class sub-folders (all known to ``train/``) or Tiny
-    ImageNet's annotation file."""
+    """Whether a split folder holds labels: Tiny ImageNet's annotation file, or class sub-folders
+    other than Tiny ImageNet's unlabelled ``images/`` (a class ``train/`` lacks is then an error
+    when the split loads, never a silent switch to ``val/``)."""
     if (folder / ANNOTATIONS).is_file():
         return True
     found = _subfolders(folder)
-    return bool(found) and set(found) <= set(classes)
+    return bool(found) and (found != ["images"] or "images" in classes)
 
 
 def held_out_split(root: Path) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 
 from viclab.config import EVAL_DEFAULTS, EvalConfig
 from viclab.errors import ViclabError
-from viclab.eval.features import eval_runtime, load_source, representations
+from viclab.eval.features import PRETRAINED_DATASET, eval_runtime, load_source, representations
 from viclab.eval.neighbors import check_k
 from viclab.io import atomic_write_text, check_writable_dir
 from viclab.runtime import require_one_process
@@ -35,6 +35,12 @@ def compare_one(source: str | Path, name: str | None = None, data_dir: str | Non
     from viclab.eval.probe import knn_accuracy, linear_probe
 
     enc = load_source(source, name=name, seed=cfg.seed)
+    if not dataset and enc.config.data.dataset == PRETRAINED_DATASET:
+        raise ViclabError(f"{enc.name} is a published checkpoint trained on ImageNet, which viclab does not load; "
+                          "compare it on a dataset or image folder with --dataset NAME_OR_FOLDER")
+    if (dataset or enc.config.data.dataset) == anomalies:
+        raise ViclabError(f"{enc.name} is evaluated on {anomalies}, so it cannot serve as the anomalies too; choose "
+                          "another --anomalies dataset or image folder")
 
     rt = eval_runtime(cfg)
 

@@ -30,14 +30,15 @@ from viclab.errors import ViclabError, ViclabWarning
 from viclab.eval.source import Representations, Source
 from viclab.eval.table import TABLE, table_source
 from viclab.io import atomic_save_npy, tensor_file_sha256
-from viclab.models import build_backbone
+from viclab.models import build_backbone, check_inputs
 from viclab.runtime import Runtime, select_runtime
 from viclab.train.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_encoder, load_pretrained
 from viclab.train.rundir import CONFIG, ENCODER
 
 RANDOM_PREFIX = "random:"
 PRETRAINED_PREFIX = "pretrained:"  # pretrained:BACKBONE:FILE, a published checkpoint
-PRETRAINED_DATASET = "imagenet"  # what published checkpoints were trained on (viclab does not load it)
+# What published checkpoints were trained on (ImageNet, which viclab does not load); not a possible path.
+PRETRAINED_DATASET = "<imagenet>"
 # Bump when the way representations are computed changes; the package version is in the key too.
 CACHE_VERSION = "3"  # 3: channels-last encoding
 
@@ -211,6 +212,7 @@ def _encoder_representations(encoder: Source, split: str, dataset: str, data_dir
     """
     cfg = encoder.config
     data = load_inputs(dataset, split, data_dir or trained_data_dir(cfg), cfg)
+    check_inputs(cfg.model.backbone, data)  # e.g. --dataset fsdd for an image encoder
     rt = runtime or eval_runtime()
     path = None
     if use_cache:

@@ -5,12 +5,14 @@ Matplotlib's object API (no pyplot, no global backend); every file is written at
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from torch import Tensor
 
+from viclab.errors import ViclabWarning
 from viclab.io import atomic_write
 
 _DPI = 130
@@ -189,7 +191,11 @@ def pngs_to_tensorboard(log_dir: str | Path, items: Sequence[tuple[str, str | Pa
 
     if not items:
         return
-    with SummaryWriter(str(log_dir)) as tb:
-        for tag, path in items:
-            with Image.open(path) as im:
-                tb.add_image(tag, np.asarray(im.convert("RGB")), step, dataformats="HWC")
+    try:
+        with SummaryWriter(str(log_dir)) as tb:
+            for tag, path in items:
+                with Image.open(path) as im:
+                    tb.add_image(tag, np.asarray(im.convert("RGB")), step, dataformats="HWC")
+    except OSError as e:  # a read-only run folder: the figures are written already, only TensorBoard misses them
+        warnings.warn(f"cannot add the figures to {log_dir} ({e.strerror or e}); they are in the output folder",
+                      ViclabWarning, stacklevel=2)

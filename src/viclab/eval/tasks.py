@@ -65,7 +65,7 @@ class _Task:
         self.encoder = source if isinstance(source, Source) else load_source(source, name=name, seed=cfg.seed)
         # Transfer: another dataset than the encoder's own, its images resized to the encoder's input size.
         self.dataset = dataset if dataset and dataset != self.encoder.config.data.dataset else None
-        if self.dataset is None and self.encoder.config.data.dataset == PRETRAINED_DATASET:
+        if not dataset and self.encoder.config.data.dataset == PRETRAINED_DATASET:
             raise ViclabError(f"{self.encoder.name} is a published checkpoint trained on ImageNet, which viclab does "
                               "not load; evaluate it on a dataset or image folder with --dataset NAME_OR_FOLDER")
         # Checked now, created by the first write: a failed task leaves no empty folder, and an

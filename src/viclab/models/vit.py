@@ -252,7 +252,8 @@ def load_backbone_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor])
     cleaned = {key: value for key, value in strip_wrappers(state_dict).items()
                if key in own or not key.startswith(_HEADS)}
     name = type(model).__name__
-    missing = [k for k in own if k not in cleaned]
+    # BatchNorm fills in num_batches_tracked itself for checkpoints saved before PyTorch 0.4.1
+    missing = [k for k in own if k not in cleaned and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in cleaned if k not in own]
     if missing or unexpected:
         parts = [f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})"

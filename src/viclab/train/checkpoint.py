@@ -101,8 +101,8 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, int, Config]:
     return encoder, dim, cfg
 
 
-# ImageNet's channel statistics: what published ImageNet checkpoints (VICReg's resnet50.pth, DINO, timm)
-# were trained to see.
+# ImageNet's channel statistics: what VICReg's resnet50.pth, DINO and most timm ImageNet checkpoints were
+# trained to see (timm's augreg ViTs use 0.5 / 0.5: give those as a run's augment.mean/std instead).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Keys under which training scripts nest a backbone's weights (a full checkpoint, DINO's teacher).

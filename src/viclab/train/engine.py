@@ -65,7 +65,7 @@ class Objective:
         compile: compile the step's forward passes and loss together with ``torch.compile``
             (one graph; the engine's batches have one static shape, the last partial one dropped).
         preview: ``epoch -> {tag: (N, C, H, W) images in [0, 1]}``, logged to TensorBoard after
-            each epoch (e.g. both views of a few fixed images), or ``None``.
+            each epoch at its last step (e.g. both views of a few fixed images), or ``None``.
     """
 
     module: nn.Module
@@ -309,7 +309,7 @@ def fit(run: RunFolder, objective: Objective, make_batches: Callable[[bool], Bat
                 say(line)
             if objective.preview is not None and main:
                 for tag, images in objective.preview(epoch).items():
-                    tb.add_images(tag, images.float().cpu(), epoch)
+                    tb.add_images(tag, images.float().cpu(), step)  # at the step, as the scalars: resume purges it
             due = epoch == epochs or time.perf_counter() - last_save >= checkpoint_seconds
             if broadcast_object(due):  # every rank takes part in gathering the generator states
                 _save(run, objective, scaler, gen, rt, epoch, step, before + time.perf_counter() - t_start)

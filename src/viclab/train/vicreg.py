@@ -247,7 +247,8 @@ class ViewPreview:
     def __call__(self, epoch: int) -> dict[str, Tensor]:
         if self.source is None:
             return {}
-        gen = torch.Generator(device=self.device).manual_seed(self.cfg.train.seed * 1_000_003 + 104_729 * epoch)
+        seed = (self.cfg.train.seed * 1_000_003 + 104_729 * epoch) % 2**63  # any train.seed
+        gen = torch.Generator(device=self.device).manual_seed(seed)
         v1, v2 = self.source(self.idx, gen)[:2]
         return {"views/first": displayable(v1, self.cfg), "views/second": displayable(v2, self.cfg)}
 
