@@ -30,6 +30,11 @@ def cache_dir(kind: str) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "viclab" / kind
 
 
+def content_hash(path: Path) -> str:
+    """A 128-bit BLAKE2b of a file's bytes: what the decoded-data caches are keyed by."""
+    return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+
+
 def md5sum(path: Path, chunk: int = 1 << 20, algorithm: str = "md5") -> str:
     """The hex digest of a file (``algorithm``: md5 or sha256)."""
     h = hashlib.new(algorithm)

@@ -27,7 +27,7 @@ import numpy as np
 import PIL
 import torch
 
-from viclab.data.download import cache_dir
+from viclab.data.download import cache_dir, content_hash
 from viclab.data.types import ImageData
 from viclab.errors import ViclabError
 from viclab.io import atomic_save_npy
@@ -111,7 +111,7 @@ def load_image_folder(root: Path, size: int, classes: tuple[str, ...] | None = N
 
 def _file_hash(path: Path) -> str:
     try:
-        return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+        return content_hash(path)
     except OSError as e:
         raise ViclabError(f"cannot read image {path} ({e.strerror or e}); remove or replace it") from None
 

@@ -32,7 +32,7 @@ import torch
 from viclab.audio import logmel_batches
 from viclab.config import SoundConfig
 from viclab.data.audio import EXTENSIONS, cut, decode
-from viclab.data.download import cache_dir
+from viclab.data.download import cache_dir, content_hash
 from viclab.data.types import ImageData
 from viclab.errors import ViclabError
 from viclab.io import atomic_save_npy, atomic_write, atomic_write_text
@@ -284,12 +284,8 @@ def sound_fingerprint(name: str, data_dir: str | os.PathLike) -> dict[str, objec
         raise ViclabError(f"{root} holds no sound files ({', '.join(sorted(EXTENSIONS))}); put the {name} files there")
     h = hashlib.blake2b(digest_size=16)
     for f in files:
-        h.update(f"{f.relative_to(root)}|{_file_hash(f)}\n".encode())
+        h.update(f"{f.relative_to(root)}|{content_hash(f)}\n".encode())
     return {"files": len(files), "hash": h.hexdigest()}
-
-
-def _file_hash(path: Path) -> str:
-    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
 
 
 def _decode_all(files: list[SoundFile], cfg: SoundConfig, progress: bool) -> tuple[list[np.ndarray], list[int]]:
@@ -341,7 +337,7 @@ def load_sound(name: str, split: str, data_dir: str | os.PathLike, cfg: SoundCon
                   repr(round(cfg.window_hop_seconds * cfg.rate)), "|".join(classes)]
     h = hashlib.sha256("|".join(key_fields).encode())
     for f in files:
-        h.update(f"{f.path.relative_to(root)}|{f.label}|{f.attrs}|{_file_hash(f.path)}\n".encode())
+        h.update(f"{f.path.relative_to(root)}|{f.label}|{f.attrs}|{content_hash(f.path)}\n".encode())
     cache = cache_dir("sound") / f"{name}-{split}-{h.hexdigest()[:32]}.npy"
     counts = None
     clips = None

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from viclab.data.download import md5sum
 from viclab.data.folder import EXTENSIONS, visible
 from viclab.errors import ViclabError
 from viclab.io import atomic_write, check_writable_dir
@@ -205,8 +206,7 @@ def _scan(src: Path) -> tuple[dict[str, list[Path]], int]:
 
 def _sha256(path: Path) -> str:
     try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+        return md5sum(path, algorithm="sha256")
     except OSError as e:
         raise ViclabError(f"cannot read {path} ({e.strerror or e}); fix its permissions or remove it") from None
 
