@@ -14,9 +14,23 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what decides fp32 vs bf16 speed on a CPU
+
+
+def cpu_facts() -> dict:
+    """The CPU's model name and its vector flags (/proc/cpuinfo): a CPU figure holds only on CPUs like it."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return {"cpu_model": model, "cpu_flags": [f for f in SIMD_FLAGS if f in flags]}
+
+
 def machine() -> dict:
     info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, **cpu_facts()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info

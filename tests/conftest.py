@@ -129,7 +129,8 @@ def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
     write_fake_cifar(root)
     write_fake_mnist(root, n=12)
     cfg = resolve_config("cpu", overrides=["model.projector=32-32", "train.batch_size=20", "train.epochs=1",
-                                           f"data.data_dir={root}", "train.eval_test=false"])
+                                           f"data.data_dir={root}", "train.eval_test=false",
+                                           "train.min_steps=0"])  # 1 epoch (5 steps), not the 50-step floor
     run = tmp_path_factory.mktemp("runs") / "tiny"
     train(cfg, run, progress=False, echo=lambda s: None)
     return run, root

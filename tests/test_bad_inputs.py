@@ -291,6 +291,45 @@ def _make_world(w: Path, run: Path, data: Path) -> None:
     _save_weights(w / "nan.safetensors", {**state, "features.0.weight": state["features.0.weight"] * np.nan}, meta)
 
 
+def case_env(cache: Path, world: Path) -> dict[str, str]:
+    """The cases' environment: their own cache, no default data folder, no torchrun variables."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    return {**env, "VICLAB_CACHE": str(cache), "VICLAB_DATA": str(world / "no-default-data"),
+            "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+
+
+def run_cases(cases: dict[str, tuple], places: dict[str, Path], tmp_path_factory, env: dict[str, str],
+              workers: int = 2) -> dict[str, tuple[int, str, Path]]:
+    """Each case through ``python -m viclab`` in its own empty working folder, a few at a time:
+    ``{id: (returncode, stderr, cwd)}``. A case is ``(argv, problem, fix)`` or, with environment
+    variables of its own, ``(argv, problem, fix, env)``; ``{name}`` in argv is a path of ``places``
+    or ``{cwd}``."""
+    def one(case: str):
+        argv, *_, extra = (*cases[case], {}) if len(cases[case]) == 3 else cases[case]
+        cwd = tmp_path_factory.mktemp("cwd")
+        args = [a.format(**places, cwd=cwd) for a in argv] + ["--no-progress"]  # stderr: messages only
+        r = subprocess.run([sys.executable, "-m", "viclab", *args], cwd=cwd, env={**env, **extra},
+                           capture_output=True, text=True, timeout=300)
+        return r.returncode, r.stderr, cwd
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(cases, pool.map(one, cases)))
+
+
+def check_one_clear_line(result: tuple[int, str, Path], problem: str, fix: str) -> None:
+    """Exit code 2, exactly one ``viclab: error:`` line (warnings aside) holding ``problem`` and ``fix``,
+    no traceback, no unpickling advice or colour codes, and nothing left in the working folder."""
+    code, stderr, cwd = result
+    lines = stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("viclab: error: ")]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert code == 2 and len(errors) == 1, stderr[-3000:]
+    assert all(line.startswith(("viclab: error: ", "viclab: warning: ")) for line in lines), stderr[-3000:]
+    assert problem in errors[0] and fix in errors[0], errors[0]
+    assert "weights_only" not in errors[0] and "\x1b" not in errors[0]  # no unpickling advice, no colour codes
+    assert list(cwd.iterdir()) == [], f"left behind: {list(cwd.rglob('*'))}"
+
+
 @pytest.fixture(scope="module")
 def outcomes(tiny_run, tmp_path_factory):
     """Every case run once (a few processes at a time); ``{id: (returncode, stderr, cwd)}``."""
@@ -299,20 +338,10 @@ def outcomes(tiny_run, tmp_path_factory):
     _make_world(w, run, data)
     before = {"world": _digest(w), "run": _digest(run), "data": _digest(data)}
     cache = tmp_path_factory.mktemp("cache")
-    env = {**os.environ, "VICLAB_CACHE": str(cache), "VICLAB_DATA": str(w / "no-default-data"),
-           "PYTHONWARNINGS": "ignore::DeprecationWarning"}
+    env = case_env(cache, w)
     places = {"data": data, "run": run, "w": w}
 
-    def one(case: str):
-        argv, *_ = CASES[case]
-        cwd = tmp_path_factory.mktemp("cwd")
-        args = [a.format(**places, cwd=cwd) for a in argv] + ["--no-progress"]  # stderr: messages only
-        r = subprocess.run([sys.executable, "-m", "viclab", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                           timeout=300)
-        return r.returncode, r.stderr, cwd
-
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        results = dict(zip(CASES, pool.map(one, CASES)))
+    results = run_cases(CASES, places, tmp_path_factory, env, workers=3)
     after = {"world": _digest(w), "run": _digest(run), "data": _digest(data)}
     temp = [p for root in (w, run, data, cache) for p in root.rglob("*.tmp")]
     return results, places, before, after, temp
@@ -326,17 +355,8 @@ def test_there_are_enough_distinct_cases():
 @pytest.mark.parametrize("case", list(CASES))
 def test_mistake_is_one_clear_line(outcomes, case):
     results, places, *_ = outcomes
-    code, stderr, cwd = results[case]
     _, problem, fix = CASES[case]
-    lines = stderr.strip().splitlines()
-    errors = [line for line in lines if line.startswith("viclab: error: ")]
-    assert "Traceback" not in stderr, stderr[-3000:]
-    assert code == 2 and len(errors) == 1, stderr[-3000:]
-    assert all(line.startswith(("viclab: error: ", "viclab: warning: ")) for line in lines), stderr[-3000:]
-    message = errors[0]
-    assert problem.format(**places) in message and fix.format(**places) in message, message
-    assert "weights_only" not in message  # never torch's advice to unpickle arbitrary code
-    assert list(cwd.iterdir()) == [], f"left behind: {list(cwd.rglob('*'))}"
+    check_one_clear_line(results[case], problem.format(**places), fix.format(**places))
 
 
 def test_nothing_half_written_and_no_input_changed(outcomes):

@@ -57,7 +57,7 @@ exit "${STUB_STATUS:-0}"
 
 TINY = ["train.device=cpu", "data.dataset=folder", "train.epochs=1", "train.batch_size=8",
         "model.backbone=small_cnn", "model.projector=32-32", "augment.size=16", "augment.blur_kernel=3",
-        "train.eval_test=false"]
+        "train.eval_test=false", "train.min_steps=0"]  # one exact epoch
 
 
 def _venv_tool(name: str) -> str | None:

@@ -64,8 +64,9 @@ def _say_main(line: str) -> None:
 # subcommand -> (help, description, [(flag, EvalConfig field, type, help)]); defaults come from EvalConfig.
 _EVAL_COMMANDS = {
     "probe": ("linear probe and weighted kNN accuracy",
-              "Linear probe (L-BFGS on standardised frozen representations, weight decay chosen on a held-out "
-              "tenth) and weighted kNN classifier: top-1 and top-5 on the test set.",
+              "Linear probe (L-BFGS on standardised frozen representations, weight decay chosen on an image "
+              "folder's val/, else a held-out tenth) and weighted kNN classifier: top-1 (top-5 above five classes) "
+              "on the test set, with 95% binomial intervals.",
               [("--knn-k", "knn_k", int, "neighbours of the kNN classifier"),
                ("--temperature", "knn_temperature", float, "kNN vote temperature")]),
     "plot": ("PCA and t-SNE maps of test representations",
@@ -118,7 +119,8 @@ def _add_eval(sub) -> None:
                             "size")
         p.add_argument("--data-dir", help="data root (default: $VICLAB_DATA, else ~/.cache/viclab)")
         p.add_argument("--out", help="output folder (default: RUN/eval, or RUN/eval-DATASET with --dataset, for a "
-                                     "run folder; else ./eval-NAME)")
+                                     "run folder; else ./eval-NAME; a folder DATASET is its name and a hash of its "
+                                     "path)")
         p.add_argument("--no-cache", action="store_true", help="recompute representations (default: cached)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.set_defaults(func=_cmd_eval, task=name, fields=[f for _, f, _, _ in (*flags, *_COMMON_EVAL_FLAGS)])
@@ -145,7 +147,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _add_train_flags(p, preset: bool = True) -> None:
     p.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
     if preset:
-        p.add_argument("--preset", help="exercise (spec §2, default) or cpu (small net for 2-core machines)")
+        from viclab.config import PRESETS
+
+        p.add_argument("--preset", help=f"the recipe: {', '.join(PRESETS)} (default exercise, spec §2)")
         p.add_argument("--config", help="TOML file: optional top-level preset, then [section] tables")
     p.add_argument("--data-dir", help="data root (default: $VICLAB_DATA, else ~/.cache/viclab)")
     p.add_argument("--out", default="runs", help="parent folder of run folders (default: runs)")
@@ -419,6 +423,11 @@ def _add_sound(sub) -> None:
     p.add_argument("--iters", type=int, default=32, help="Griffin-Lim iterations (default 32)")
     p.add_argument("--momentum", type=float, default=0.99, help="fast Griffin-Lim momentum (default 0.99)")
     p.add_argument("--seed", type=int, default=0, help="the random initial phase (default 0)")
+    from viclab.config import RESYNTH_MAX_SECONDS
+
+    p.add_argument("--max-seconds", type=float, default=RESYNTH_MAX_SECONDS,
+                   help=f"refuse longer clips (default {RESYNTH_MAX_SECONDS:g}; a second of 16 kHz audio takes about "
+                        "a second of a 2-core CPU)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--no-progress", action="store_true", help="accepted like every command's (it shows no bar)")
     p.set_defaults(func=_cmd_sound_resynth)
@@ -436,7 +445,7 @@ def _cmd_sound_resynth(args: argparse.Namespace) -> int:
     if not Path(args.clip).is_file():
         raise ViclabError(f"{args.clip} is not a file; give a WAV, FLAC or OGG file")
     resynthesise(args.clip, args.out, detector=args.detector, sound=sound, n_iter=args.iters,
-                 momentum=args.momentum, seed=args.seed)
+                 momentum=args.momentum, seed=args.seed, max_seconds=args.max_seconds)
     return 0
 
 

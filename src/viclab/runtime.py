@@ -10,6 +10,8 @@ import contextlib
 import datetime
 import os
 import platform
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +41,12 @@ class Runtime:
     @property
     def precision(self) -> str:
         return next(k for k, v in _DTYPES.items() if v == self.autocast_dtype)
+
+    @property
+    def key(self) -> dict[str, str]:
+        """What of the runtime changes a computation's numbers, for fingerprints: the device type and
+        the precision (``auto`` resolved)."""
+        return {"device": self.device.type, "precision": self.precision}
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -74,20 +82,34 @@ def cpu_bf16() -> str:
 def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     """Resolve ``train.device`` / ``train.precision`` to a :class:`Runtime`.
 
-    ``auto`` picks CUDA when present (under torchrun, the GPU ``LOCAL_RANK`` of this node).
+    ``auto`` picks CUDA when present (under torchrun, the GPU ``LOCAL_RANK`` of this node; a
+    numbered GPU is refused there, as it would put every process on that one GPU).
     Precision ``auto`` is, on CUDA, bf16 autocast
     where the GPU computes bf16 natively (compute capability >= 8.0: Ampere and later)
     and fp16 autocast with a gradient scaler on older GPUs; on the CPU, bf16 autocast where
     it has native bf16 instructions (:func:`cpu_bf16`), else fp32.
     """
+    dev = _select_device(device)
+    if precision not in ("auto", *_DTYPES):
+        raise ViclabError(f"precision {precision!r} is unknown; use auto, fp32, bf16 or fp16")
+    precision, reason = _auto_precision(dev) if precision == "auto" else (precision, "asked for")
+    return Runtime(device=dev, autocast_dtype=_DTYPES[precision], reason=reason)
+
+
+def _select_device(device: str) -> torch.device:
+    """``train.device`` resolved and checked: ``auto``, ``cpu``, ``cuda`` (torchrun: this rank's GPU), ``cuda:N``."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    asked = device
     if device == "cuda" and launched_world_size() > 1:
         device = f"cuda:{local_rank()}"  # torchrun: one process per GPU of this node
     try:
         dev = torch.device(device)
     except RuntimeError:
         raise ViclabError(f"device {device!r} is not a device; use auto, cpu or cuda[:N]") from None
+    if dev.type == "cuda" and launched_world_size() > 1 and torch.device(asked).index is not None:
+        raise ViclabError(f"device {asked!r} under torchrun puts all {launched_world_size()} processes on one GPU; "
+                          "use train.device=cuda (or auto): each process then takes the GPU of its LOCAL_RANK")
     if dev.type not in ("cpu", "cuda"):
         raise ViclabError(f"device {device!r} is unsupported; use auto, cpu or cuda[:N]")
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -96,23 +118,21 @@ def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ViclabError(f"device {device!r} asked, but only {torch.cuda.device_count()} CUDA GPU(s) are visible; "
                           f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
-    if precision not in ("auto", *_DTYPES):
-        raise ViclabError(f"precision {precision!r} is unknown; use auto, fp32, bf16 or fp16")
-    reason = "asked for"
-    if precision == "auto":
-        if dev.type == "cuda":
-            major, minor = torch.cuda.get_device_capability(dev)
-            native = major >= 8
-            precision = "bf16" if native else "fp16"
-            reason = (f"auto: the GPU computes bf16 natively, compute capability {major}.{minor} >= 8.0" if native
-                      else f"auto: compute capability {major}.{minor} < 8.0 has no native bf16, so fp16 autocast "
-                           "with a gradient scaler")
-        else:
-            native = cpu_bf16()
-            precision = "bf16" if native else "fp32"
-            reason = (f"auto: the CPU computes bf16 natively ({native})" if native
-                      else "auto: this CPU has no native bf16 (avx512_bf16 or AMX), so fp32")
-    return Runtime(device=dev, autocast_dtype=_DTYPES[precision], reason=reason)
+    return dev
+
+
+def _auto_precision(dev: torch.device) -> tuple[str, str]:
+    """``(precision, why)`` that ``auto`` means on ``dev`` (see :func:`select_runtime`)."""
+    if dev.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(dev)
+        if major >= 8:
+            return "bf16", f"auto: the GPU computes bf16 natively, compute capability {major}.{minor} >= 8.0"
+        return "fp16", (f"auto: compute capability {major}.{minor} < 8.0 has no native bf16, so fp16 autocast with a "
+                        "gradient scaler")
+    native = cpu_bf16()
+    if native:
+        return "bf16", f"auto: the CPU computes bf16 natively ({native})"
+    return "fp32", "auto: this CPU has no native bf16 (avx512_bf16 or AMX), so fp32"
 
 
 def available_memory(device: torch.device | str = "cpu") -> int:
@@ -237,12 +257,31 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+LAUNCHER_POLL_SECONDS = 1.0  # how often a rank checks that its launcher is still there
+
+
+def _exit_without_launcher(launcher: int) -> None:
+    """A watchdog thread's loop: end this process once its launcher (parent) is gone.
+
+    torchrun ends every rank when one of them fails, but nothing does when torchrun itself is
+    killed (SIGKILL, a lost terminal): the ranks would wait on each other, or on rank 0's
+    evaluation, for the whole process-group timeout. An orphan is adopted by another process,
+    so its parent id changes.
+    """
+    while os.getppid() == launcher:
+        time.sleep(LAUNCHER_POLL_SECONDS)
+    print(f"viclab: error: the launcher of this rank (process {launcher}) is gone, so process {os.getpid()} stops; "
+          "run the command again (a training continues from its last checkpoint)", file=sys.stderr, flush=True)
+    os._exit(1)  # from a thread: sys.exit would end only the thread, and the main one may sit in a collective
+
+
 def init_distributed(device: torch.device) -> bool:
     """Join torchrun's process group if this process was launched by torchrun with more than
     one process: NCCL between GPUs, gloo between CPUs. Returns whether a group is up.
 
     The timeout (``VICLAB_DIST_TIMEOUT_MIN``, default 60 minutes) bounds how long ranks wait
-    for each other, e.g. while rank 0 alone evaluates.
+    for each other, e.g. while rank 0 alone evaluates (so it cannot be short). A rank whose
+    launcher dies exits within :data:`LAUNCHER_POLL_SECONDS` (:func:`_exit_without_launcher`).
     """
     if dist.is_available() and dist.is_initialized():
         return is_distributed()  # up already; inside local_process() this process works alone
@@ -254,6 +293,8 @@ def init_distributed(device: torch.device) -> bool:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     minutes = float(os.environ.get("VICLAB_DIST_TIMEOUT_MIN", "60"))
+    threading.Thread(target=_exit_without_launcher, args=(os.getppid(),), name="viclab-launcher-watchdog",
+                     daemon=True).start()
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=minutes))
     return True
 
@@ -287,6 +328,50 @@ def broadcast_(t: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.broadcast(t, src=0)
     return t
+
+
+def _differentiable_collectives() -> Any:
+    """torch's functional collectives where their ops are differentiable (the generation that has
+    ``all_gather_single``, as torch 2.13), which deprecates torch.distributed.nn's autograd ones
+    (a warning on every call); ``None`` on an older torch, whose torch.distributed.nn ones are current."""
+    try:
+        from torch.distributed import _functional_collectives as fc
+    except ImportError:
+        return None
+    return fc if hasattr(fc, "all_gather_single") else None
+
+
+def _waited(t: torch.Tensor) -> torch.Tensor:
+    return t.wait() if hasattr(t, "wait") else t  # an AsyncCollectiveTensor: wait here, once
+
+
+def cat_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``t`` concatenated along dim 0 in rank order, differentiable: each rank's part
+    gets the sum of the gradients every rank computes for it (``t`` itself in one process).
+
+    All ranks' ``t`` must have the same shape.
+    """
+    if not is_distributed():
+        return t
+    fc = _differentiable_collectives()
+    if fc is None:
+        from torch.distributed.nn.functional import all_gather
+
+        return torch.cat(all_gather(t), dim=0)
+    return _waited(fc.all_gather_single(t.contiguous(), 0, dist.group.WORLD))
+
+
+def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of ``t`` over all ranks, differentiable (each rank's gradient is the
+    sum of every rank's gradient of the result; ``t`` itself in one process)."""
+    if not is_distributed():
+        return t
+    fc = _differentiable_collectives()
+    if fc is None:
+        from torch.distributed.nn.functional import all_reduce
+
+        return all_reduce(t)
+    return _waited(fc.all_reduce(t, "sum", dist.group.WORLD))
 
 
 def mean_over_ranks(t: torch.Tensor) -> torch.Tensor:

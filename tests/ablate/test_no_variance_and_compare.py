@@ -15,7 +15,7 @@ from viclab.config import LatentConfig
 from viclab.eval.cluster import kmeans
 from viclab.eval.features import load_source, representations
 
-SMALL = ["model.projector=32-32", "train.batch_size=20", "train.epochs=1"]
+SMALL = ["model.projector=32-32", "train.batch_size=20", "train.epochs=1", "train.min_steps=0"]  # one exact epoch
 
 
 def test_no_variance_trains_with_mu_zero_and_evaluates(tiny_run, tmp_path, capsys):

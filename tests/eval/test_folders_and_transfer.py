@@ -42,8 +42,8 @@ def test_folder_training_and_probe_end_to_end(tmp_path, monkeypatch):
     assert main(["probe", str(run), "--no-progress"]) == 0
     probe = json.loads((run / "eval" / "probe.json").read_text())
     assert probe["n_train"] == 72 and probe["n_test"] == 24 and probe["dataset"] == str(photos)
-    # three colours a linear probe separates even on random features; top-5 of 3 classes is 100%
-    assert probe["linear"]["top1"] > 0.9 and probe["linear"]["top5"] == 1.0
+    # three colours a linear probe separates even on random features; top-5 of 3 classes would be 100%: not given
+    assert probe["linear"]["top1"] > 0.9 and probe["linear"]["top5"] is None
 
 
 def test_a_cifar_encoder_probed_on_a_folder_of_photos(tiny_run, tmp_path, monkeypatch, capsys):
@@ -58,7 +58,7 @@ def test_a_cifar_encoder_probed_on_a_folder_of_photos(tiny_run, tmp_path, monkey
     assert probe["dataset"] == str(photos) and probe["n_train"] == 30 and probe["n_test"] == 12
     # without --out: the run's eval-<folder>/, beside (not over) its own eval/
     assert main(["plot", str(run), "--dataset", str(photos), "--data-dir", str(data), "--no-progress"]) == 0
-    assert (run / "eval-photos" / "pca.png").exists()
+    assert [p.name for p in run.glob("eval-photos-*/pca.png")] == ["pca.png"]
     capsys.readouterr()
     assert main(["anomaly", str(run), "--dataset", str(photos), "--anomalies", "mnist", "--data-dir", str(data),
                  "--no-progress", "--out", "odd"]) == 0

@@ -124,6 +124,8 @@ def test_anomaly_compares_runs(tiny_run, tmp_path):
     np.testing.assert_allclose(scores, expect, rtol=1e-4)
     truth = np.r_[np.zeros(20), np.ones(12)]
     assert out["runs"][0]["auroc"] == pytest.approx(roc_auc_score(truth, expect))
+    low, high = out["runs"][0]["auroc_interval"]  # the 95% bootstrap interval
+    assert low <= out["runs"][0]["auroc"] <= high
     rows = list(csv.DictReader(open(tmp_path / "scores-tiny.csv")))
     assert len(rows) == 32 and rows[20]["dataset"] == "mnist" and rows[20]["index"] == "0"
     top = out["runs"][0]["top"]

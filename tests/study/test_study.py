@@ -368,6 +368,68 @@ def test_an_upgraded_viclab_recomputes_instead_of_reusing_stages(tiny_study, tmp
                   progress=False, echo=lambda s: None)
 
 
+def _as_bf16_cpu(monkeypatch) -> None:
+    """This CPU as one with native bf16 (AMX): ``auto`` precision then resolves to bf16 on it."""
+    monkeypatch.setattr("viclab.runtime.cpu_bf16", lambda: "AMX")
+
+
+def _as_cuda_machine(monkeypatch) -> None:
+    """This machine as one with an Ampere-class GPU: ``auto`` resolves to CUDA, bf16 for training."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
+
+
+def test_a_study_moved_to_a_machine_with_another_precision_recomputes(tiny_study, tmp_path, monkeypatch):
+    """The tiny study ran at train.precision=auto on this CPU; the same folder on a CPU where auto
+    means bf16 must train again instead of reporting the other machine's numbers."""
+    from viclab.runtime import select_runtime
+
+    copy, results = _copy(tiny_study, tmp_path, monkeypatch)
+    before = select_runtime("auto", "auto").precision
+    _as_bf16_cpu(monkeypatch)
+    assert before == "fp32" and select_runtime("auto", "auto").precision == "bf16"  # the runtime did change
+
+    def ran(*a, **k):
+        raise _Ran
+
+    monkeypatch.setattr("viclab.study.pipeline.train", ran)
+    with pytest.raises(_Ran):
+        run_study(resolve_study("cpu", TINY, results["config"]["recipe"]["data"]["data_dir"]), copy,
+                  progress=False, echo=lambda s: None)
+
+
+def _stage_fingerprints(cfg, data: dict, study_dir: Path) -> dict[str, str]:
+    from viclab.study.pipeline import build_stages
+    from viclab.study.stages import fingerprint
+
+    return {s.name: fingerprint(s.inputs) for s in build_stages(cfg, study_dir, False, lambda s: None, data)}
+
+
+@pytest.mark.parametrize("move", [_as_bf16_cpu, _as_cuda_machine], ids=["bf16-cpu", "cuda"])
+def test_every_stage_whose_numbers_the_runtime_changes_has_it_in_its_inputs(study_data, tmp_path, monkeypatch,
+                                                                             move):
+    from viclab.study.pipeline import data_fingerprints
+
+    if move is _as_bf16_cpu:
+        monkeypatch.setattr("viclab.runtime.cpu_bf16", lambda: "")  # this CPU: fp32 whatever it is
+    cfg = resolve_study("cpu", TINY, str(study_data))
+    data = data_fingerprints(cfg)
+    here = _stage_fingerprints(cfg, data, tmp_path)
+    assert _stage_fingerprints(cfg, data, tmp_path) == here  # the same machine: every finished stage is kept
+    move(monkeypatch)
+    there = _stage_fingerprints(cfg, data, tmp_path)
+    changed = {name for name in here if here[name] != there[name]}
+    # The trainings and the detectors train and score at precision auto (bf16 on either machine);
+    # evaluations encode in fp32, on the CPU or on the GPU; the latent optimisation always runs on the
+    # CPU in fp32 and Laplacian Eigenmaps in NumPy, so those keep their results.
+    computing = {"vicreg", "no_variance", "neighbours", "detect", "sound_machines", "sound_fsdd"}
+    encoding = {f"eval_{m}" for m in METHODS} | {"anomaly"}
+    assert changed == (computing if move is _as_bf16_cpu else computing | encoding)
+
+
 def test_code_fingerprint_follows_what_a_stage_imports(tmp_path):
     from viclab.study.stages import code_fingerprint, code_modules
 

@@ -50,7 +50,8 @@ def main() -> None:
         "data.dataset=folder", f"data.data_dir={data}", "augment.size=16", "augment.blur_kernel=3",
         "model.backbone=small_cnn", "model.projector=32-32", "model.channels_last=false", f"model.sync_bn={sync_bn}",
         "optim.lr=1e-3", "optim.warmup_epochs=0", f"train.batch_size={batch}", f"train.epochs={epochs}",
-        "train.seed=5", "train.device=cpu", "train.precision=fp32", "train.eval_test=false", *extra])
+        "train.seed=5", "train.device=cpu", "train.precision=fp32", "train.eval_test=false",
+        "train.min_steps=0", *extra])  # exactly train.epochs: the step counts below are those of the epochs
     train(None if resume else cfg, run, resume=resume, progress=False, views=fixed_views(kill_at),
           echo=lambda line: print(f"[world {get_world_size()}] {line}", flush=True))
 

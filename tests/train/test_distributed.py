@@ -20,8 +20,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,7 @@ from PIL import Image
 from viclab.train.rundir import read_metrics
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
+LAUNCHER_WORKER = Path(__file__).with_name("launcher_worker.py")
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 B = 16  # per process; one process runs 2 * B
 N_IMAGES = 12 * 2 * B  # 12 global batches per epoch
@@ -86,8 +89,16 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")
     data = _images(tmp / "data")
     _run(1, tmp / "one", data, 2 * B, 2, True)
-    _run(2, tmp / "two", data, B, 2, True)
+    two = _run(2, tmp / "two", data, B, 2, True)
+    (tmp / "two.stderr").write_text(two.stderr)
     return tmp, data
+
+
+def test_the_batch_gather_warns_of_no_deprecated_collective(runs):
+    """torch.distributed.nn.functional.all_gather is deprecated (torch 2.13): it warned on every rank."""
+    tmp, _ = runs
+    stderr = (tmp / "two.stderr").read_text()
+    assert "all_gather" not in stderr and "deprecated" not in stderr, stderr[-3000:]
 
 
 def test_two_processes_train_like_one_process_with_twice_the_batch(runs):
@@ -153,3 +164,63 @@ def test_resuming_with_another_world_size_follows_the_rule(runs):
     assert [r["lr"] for r in records if r["epoch"] == 2] == pytest.approx([LR * cosine(24 + i, 48) for i in range(24)])
     meta = json.loads((run / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["resumes"][-1]["world_size"] == 1
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's exit is reaped by whoever adopted it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc (Linux)")
+def test_ranks_exit_soon_after_their_launcher_is_killed(tmp_path):
+    """SIGKILL of torchrun: rank 1 waits for rank 0 in a barrier, rank 0 works alone; both must
+    notice that the launcher is gone and exit within seconds, not the process group's 60 minutes."""
+    log = (tmp_path / "ranks.log").open("w")
+    launcher = subprocess.Popen([str(TORCHRUN), "--standalone", "--nproc_per_node=2", str(LAUNCHER_WORKER),
+                                 str(tmp_path)], env=_env(), stdout=log, stderr=subprocess.STDOUT)
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(pids) < 2 and time.monotonic() < deadline and launcher.poll() is None:
+            pids = [int(p.read_text()) for p in tmp_path.glob("rank*.pid") if p.read_text()]
+            time.sleep(0.2)
+        assert len(pids) == 2, (tmp_path / "ranks.log").read_text()[-3000:]
+        time.sleep(1)  # rank 1 is in its barrier
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait()
+        gone_by = time.monotonic() + 30
+        while any(_alive(p) for p in pids) and time.monotonic() < gone_by:
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in pids), "ranks outlived their launcher by 30 s"
+        log.flush()
+        assert "the launcher of this rank" in (tmp_path / "ranks.log").read_text()
+    finally:
+        launcher.kill()
+        for pid in pids:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        log.close()
+
+
+def test_a_numbered_gpu_under_torchrun_is_refused(monkeypatch):
+    """train.device=cuda:N under torchrun would put every rank on GPU N; plain cuda (or auto) maps
+    each rank to the GPU of its LOCAL_RANK."""
+    from viclab.errors import ViclabError
+    from viclab.runtime import select_runtime
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for device in ("cuda:0", "cuda:1"):
+        with pytest.raises(ViclabError, match=f"device '{device}' under torchrun puts all 2 processes on one GPU; "
+                                              "use train.device=cuda"):
+            select_runtime(device, "fp32")
+    assert select_runtime("cuda", "fp32").device == torch.device("cuda", 1)
+    assert select_runtime("auto", "fp32").device == torch.device("cuda", 1)
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process may pick any GPU
+    assert select_runtime("cuda:0", "fp32").device == torch.device("cuda", 0)

@@ -20,7 +20,8 @@ from viclab.train.rundir import read_metrics
 from viclab.train.vicreg import PREVIEW_IMAGES
 
 SMALL = ["model.backbone=small_cnn", "model.projector=64-64", "train.batch_size=16", "train.epochs=3",
-         "optim.name=adamw", "optim.lr=1e-3", "optim.schedule=cosine", "optim.warmup_epochs=1"]
+         "optim.name=adamw", "optim.lr=1e-3", "optim.schedule=cosine", "optim.warmup_epochs=1",
+         "train.min_steps=0"]  # exact epochs (the step floor has its own tests)
 
 
 def small_config(root, *extra):
@@ -112,7 +113,7 @@ def test_user_errors(fake_cifar_root, tmp_path):
 
 
 TINY = ["model.backbone=small_cnn", "model.projector=32-32", "train.batch_size=20", "train.epochs=2",
-        "optim.name=adamw", "optim.lr=1e-3"]
+        "optim.name=adamw", "optim.lr=1e-3", "train.min_steps=0"]  # exact epochs, no step floor
 QUIET = dict(progress=False, echo=lambda s: None)
 
 

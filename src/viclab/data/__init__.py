@@ -9,10 +9,12 @@ their log-mel spectrograms, ``(N, 1, n_mels, frames)`` float32 "images" (:func:`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from viclab.config import Config
@@ -47,11 +49,19 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
         size: output side length.
     """
     if name not in DATASETS:
-        raise ViclabError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}, or give an image folder")
-    if split not in SPLITS:
+        raise unknown_dataset(name)
+    if split not in SPLITS and not (name == "folder" and split == "val"):  # a folder's val/ selects probes
         raise ViclabError(f"unknown split {split!r}; use 'train' or 'test'")
     data = DATASETS[name](resolve_data_dir(data_dir), split, size)
+    if data.files is None:  # a registered set's files hold many images: each row is named by its index
+        data = dataclasses.replace(data, files=np.array([f"{name}:{split}:{i}" for i in range(len(data))]))
     return data.to_rgb(size)
+
+
+def unknown_dataset(name: str) -> ViclabError:
+    """The error for a ``--dataset`` that is neither registered nor a folder: every image and sound dataset named."""
+    return ViclabError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)} (images), "
+                       f"{', '.join(SOUND_DATASETS)} (sound), or give an image folder or a sound folder")
 
 
 def load_images(dataset: str, split: str, data_dir: str | os.PathLike | None = None, size: int = 32) -> ImageData:
@@ -78,7 +88,7 @@ def load_images(dataset: str, split: str, data_dir: str | os.PathLike | None = N
                           "image folder")
     if os.sep in dataset or dataset.startswith((".", "~")):
         raise ViclabError(f"image folder {dataset} does not exist; check the path")
-    raise ViclabError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}, or give an image folder")
+    raise unknown_dataset(dataset)
 
 
 def is_sound(dataset: str) -> bool:

@@ -30,7 +30,8 @@ def decode(path: str | Path, rate: int, channel: int = -1) -> np.ndarray:
         ``(samples,)`` float32 in ``[-1, 1]`` (integer formats scaled by their full range).
 
     Raises:
-        ViclabError: the file is not a sound libsndfile reads, holds no samples, or lacks ``channel``.
+        ViclabError: the file is not a sound libsndfile reads, holds no samples or non-finite ones (NaN,
+            infinity), or lacks ``channel``.
     """
     import soundfile as sf
     import soxr
@@ -41,6 +42,11 @@ def decode(path: str | Path, rate: int, channel: int = -1) -> np.ndarray:
         raise ViclabError(f"cannot decode sound file {path} ({e}); remove or replace it") from None
     if data.shape[0] == 0:
         raise ViclabError(f"sound file {path} holds no samples; remove it")
+    if not np.isfinite(data).all():
+        # A float WAV can hold NaN or infinity; one such sample makes every statistic and score of it non-finite.
+        bad = int((~np.isfinite(data)).any(axis=1).sum())
+        raise ViclabError(f"sound file {path} holds {bad} non-finite sample(s) (NaN or infinity); remove or repair "
+                          "it")
     if channel >= data.shape[1]:
         raise ViclabError(f"sound file {path} has {data.shape[1]} channel(s), so it has no channel {channel}; use "
                           f"sound.channel=-1 (the mean) or a channel below {data.shape[1]}")

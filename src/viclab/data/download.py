@@ -11,6 +11,23 @@ from pathlib import Path
 
 from viclab.errors import ViclabError
 
+LARGE_DOWNLOAD = 1_000_000_000  # bytes: a larger download needs the opt-in below
+DOWNLOAD_OPT_IN = "VICLAB_DOWNLOAD"
+
+
+def allow_download(size: int, what: str, fix: str) -> None:
+    """Refuse to download more than :data:`LARGE_DOWNLOAD` bytes unless ``$VICLAB_DOWNLOAD=1``: a mistyped
+    data folder must not start a many-gigabyte download unasked.
+
+    Args:
+        size: the bytes the download would fetch.
+        what: the data and the folder searched, e.g. ``the mimii set is not in /data (no /data/mimii)``.
+        fix: the other way out, e.g. ``give the folder that holds it (--data-dir)``.
+    """
+    if size > LARGE_DOWNLOAD and os.environ.get(DOWNLOAD_OPT_IN) != "1":
+        raise ViclabError(f"{what}, and downloading it means {size / 1e9:.1f} GB; set {DOWNLOAD_OPT_IN}=1 to download "
+                          f"it, or {fix}")
+
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """``data_dir`` if given, else ``$VICLAB_DATA``, else ``$XDG_CACHE_HOME/viclab`` (~/.cache/viclab)."""

@@ -139,7 +139,7 @@ def decode_files(files: list[tuple[Path, int]], root: Path, size: int, classes: 
         threads: decoding threads (default: one per core, at most 16).
 
     Returns:
-        :class:`ImageData` with ``(N, 3, size, size)`` uint8 images.
+        :class:`ImageData` with ``(N, 3, size, size)`` uint8 images and each one's absolute path (``files``).
 
     Raises:
         ViclabError: the decoded images would not fit in memory (with the memory they need), or a
@@ -176,7 +176,8 @@ def decode_files(files: list[tuple[Path, int]], root: Path, size: int, classes: 
                 atomic_save_npy(cache, images)
             except (OSError, ViclabError):
                 pass  # an unwritable cache only costs the decoding again next time
-    return ImageData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, classes)
+    return ImageData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, classes,
+                     files=np.array([os.path.abspath(f) for f, _ in files], dtype=str))
 
 
 def _labelled(folder: Path, classes: tuple[str, ...]) -> bool:

@@ -21,7 +21,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +35,10 @@ from viclab.config import SoundConfig
 from viclab.data.audio import EXTENSIONS, cut, decode
 from viclab.data.download import cache_dir, content_hash
 from viclab.data.types import ImageData
-from viclab.errors import ViclabError
+from viclab.errors import ViclabError, ViclabWarning
 from viclab.io import atomic_save_npy, atomic_write, atomic_write_text
 
-CACHE_VERSION = "1"  # bump when decoding or cutting changes
+CACHE_VERSION = "2"  # bump when decoding or cutting changes (2: non-finite samples are refused)
 NORMAL_CLASSES = ("normal", "abnormal")
 
 
@@ -61,6 +62,8 @@ class SoundData:
         rate: sample rate (Hz).
         origin: ``(N,)`` each clip's file, relative to the dataset root.
         attrs: per-clip attributes of the layout (e.g. ``speaker``, ``machine``, ``machine_id``), each ``(N,)``.
+        files: ``(N,)`` each clip's file, its absolute path.
+        windows: ``(N,)`` each clip's window of its file (``sound.window_hop_seconds > 0``); ``None``: whole files.
     """
 
     clips: torch.Tensor
@@ -69,6 +72,8 @@ class SoundData:
     rate: int
     origin: np.ndarray
     attrs: dict[str, np.ndarray]
+    files: np.ndarray | None = None
+    windows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.clips.shape[0]
@@ -84,10 +89,22 @@ def sound_files(folder: Path, recursive: bool = True) -> list[Path]:
     return sorted(f for f in found if f.suffix.lower() in EXTENSIONS and f.is_file() and _visible(folder, f))
 
 
-def _require(files: list[SoundFile], root: Path, what: str) -> list[SoundFile]:
+def _require(files: list[SoundFile], root: Path, what: str, skipped: Sequence[Path] = (),
+             layout: str = "") -> list[SoundFile]:
+    """``files``, or an error when there are none; ``skipped``: the sound files that match no part of
+    ``layout`` (a warning names them, or the error does when nothing else was found)."""
+    named = ", ".join(str(f.relative_to(root) if f.is_relative_to(root) else f) for f in skipped[:3]) \
+        + (", ..." if len(skipped) > 3 else "")
+    if not files and skipped:
+        raise ViclabError(f"{root} holds no {what}: its {len(skipped)} sound file(s) do not match the layout "
+                          f"{layout} ({named}); rename or move them into that layout")
     if not files:
         raise ViclabError(f"{root} holds no {what}; check sound.* and the folder (sound files: "
                           f"{', '.join(sorted(EXTENSIONS))})")
+    if skipped:
+        # Never dropped without a word: a misnamed anomaly would silently shrink the test set.
+        warnings.warn(f"{len(skipped)} sound file(s) of {root} do not match the layout {layout} and are skipped "
+                      f"({named}); rename or move them to use them", ViclabWarning, stacklevel=2)
     return files
 
 
@@ -103,7 +120,10 @@ def _class_folders(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
     for f in sound_files(base):
         parts = f.relative_to(base).parts
         out.append(SoundFile(f, parts[0] if len(parts) > 1 else base.name))
-    return _require(out, base, "sound files")
+    # beside train/ and test/, a sound file is in no split
+    skipped = [] if base is root else [f for f in sound_files(root) if f.relative_to(root).parts[0] not in
+                                       ("train", "test")]
+    return _require(out, base, "sound files", skipped, f"{root}/{{train,test}}/<class>/<file>")
 
 
 _FSDD = re.compile(r"^(\d+)_([^_]+)_(\d+)$")
@@ -111,17 +131,19 @@ _FSDD = re.compile(r"^(\d+)_([^_]+)_(\d+)$")
 
 def _fsdd(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
     rec = root / "recordings" if (root / "recordings").is_dir() else root
-    out = []
+    out, skipped = [], []
     for f in sound_files(rec, recursive=False):
         m = _FSDD.match(f.stem)
         if not m:
+            skipped.append(f)
             continue
         digit, speaker, index = m.group(1), m.group(2), int(m.group(3))
         test = index <= 4 if cfg.split == "index" else speaker in cfg.test_speakers
         if test == (split == "test"):
             out.append(SoundFile(f, digit if cfg.label == "class" else speaker, (("speaker", speaker),
                                                                                 ("digit", digit))))
-    return _require(out, rec, f"FSDD recordings ({{digit}}_{{speaker}}_{{index}}.wav) in its {split} split")
+    return _require(out, rec, f"FSDD recordings ({{digit}}_{{speaker}}_{{index}}.wav) in its {split} split", skipped,
+                    "{digit}_{speaker}_{index}.wav")
 
 
 def _keep_machine(cfg: SoundConfig, machine: str, machine_id: str) -> bool:
@@ -144,9 +166,12 @@ def _at_most(files: list, cfg: SoundConfig, *key: str) -> list:
 
 def _mimii(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
     groups: dict[tuple[str, str, str], list[Path]] = {}
+    skipped = []
     for f in sound_files(root):
         condition, machine_id, machine = f.parent.name, f.parent.parent.name, f.parent.parent.parent.name
-        if condition in NORMAL_CLASSES and machine_id.startswith("id_") and _keep_machine(cfg, machine, machine_id):
+        if condition not in NORMAL_CLASSES or not machine_id.startswith("id_"):
+            skipped.append(f)
+        elif _keep_machine(cfg, machine, machine_id):
             groups.setdefault((machine, machine_id, condition), []).append(f)
     out = []
     for (machine, machine_id, condition), files in sorted(groups.items()):
@@ -161,7 +186,8 @@ def _mimii(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
             test = set(perm[:n_test].tolist())
             chosen = [f for i, f in enumerate(files) if (i in test) == (split == "test")]
         out += [SoundFile(f, condition, (("machine", machine), ("machine_id", machine_id))) for f in chosen]
-    return _require(out, root, f"MIMII clips (<machine>/id_XX/{{normal,abnormal}}/*.wav) in its {split} split")
+    return _require(out, root, f"MIMII clips (<machine>/id_XX/{{normal,abnormal}}/*.wav) in its {split} split",
+                    skipped, "<machine>/id_XX/{normal,abnormal}/*.wav")
 
 
 _DCASE = re.compile(r"^(normal|anomaly)_(id_\d+)_")
@@ -169,8 +195,11 @@ _DCASE = re.compile(r"^(normal|anomaly)_(id_\d+)_")
 
 def _dcase(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
     groups: dict[tuple[str, str, str], list[Path]] = {}
+    skipped = []
     for f in sound_files(root):
         m = _DCASE.match(f.name)
+        if not m or f.parent.name not in ("train", "test"):
+            skipped.append(f)
         if not m or f.parent.name != split:
             continue
         machine = f.parent.parent.name
@@ -179,7 +208,8 @@ def _dcase(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
     out = [SoundFile(f, label, (("machine", machine), ("machine_id", mid)))
            for (machine, mid, label), files in sorted(groups.items())
            for f in _at_most(files, cfg, split, machine, mid, label)]
-    return _require(out, root, f"DCASE clips (<machine>/{split}/{{normal,anomaly}}_id_XX_*.wav)")
+    return _require(out, root, f"DCASE clips (<machine>/{split}/{{normal,anomaly}}_id_XX_*.wav)", skipped,
+                    "<machine>/{train,test}/{normal,anomaly}_id_XX_*.wav")
 
 
 @dataclass(frozen=True)
@@ -229,13 +259,16 @@ DOWNLOADS: dict[str, list[Archive]] = {
 
 def fetch_sound(name: str, data_dir: Path, echo=print) -> Path:
     """Download a sound set's archives (checksummed) into ``data_dir/<its folder>`` and extract its sound
-    files; the archives are removed once extracted. Returns the folder."""
+    files; the archives are removed once extracted. Returns the folder. Above 1 GB (MIMII) only with
+    ``$VICLAB_DOWNLOAD=1`` (:func:`~viclab.data.download.allow_download`)."""
     import re
     import zipfile
 
-    from viclab.data.download import download
+    from viclab.data.download import allow_download, download
 
     folder = data_dir / SOUND_DATASETS[name].folder
+    allow_download(sum(a.size for a in DOWNLOADS[name]), f"the {name} set is not in {data_dir} (no folder {folder})",
+                   "give the folder that holds it (--data-dir or $VICLAB_DATA)")
     for a in DOWNLOADS[name]:
         echo(f"downloading {a.name} ({a.size / 1e9:.2f} GB) for the {name} set into {data_dir}")
         archive = download(list(a.urls), data_dir / a.name, a.digest, algorithm=a.algorithm,
@@ -347,7 +380,9 @@ def load_sound(name: str, split: str, data_dir: str | os.PathLike, cfg: SoundCon
             counts = [int(c) for c in cache.with_suffix(".counts").read_text().split()]
         except (OSError, ValueError):
             clips, counts = None, None  # unreadable: decoded again
-        if counts is not None and (len(counts) != len(files) or clips.shape != (sum(counts), cfg.clip_samples)):
+        if counts is not None and (len(counts) != len(files) or clips.shape != (sum(counts), cfg.clip_samples)
+                                   or not np.isfinite(clips.sum(dtype=np.float64))):
+            # A damaged entry, or non-finite clips (decoding refuses them): decoded again, which names the file.
             clips, counts = None, None
     if clips is None:
         pieces, counts = _decode_all(files, cfg, progress)
@@ -363,7 +398,9 @@ def load_sound(name: str, split: str, data_dir: str | os.PathLike, cfg: SoundCon
         labels=torch.tensor([index[files[r].label] for r in rows], dtype=torch.int64),
         classes=classes, rate=cfg.rate,
         origin=np.array([str(files[r].path.relative_to(root)) for r in rows]),
-        attrs={k: np.array([dict(files[r].attrs).get(k, "") for r in rows]) for k in attr_names})
+        attrs={k: np.array([dict(files[r].attrs).get(k, "") for r in rows]) for k in attr_names},
+        files=np.array([os.path.abspath(files[r].path) for r in rows], dtype=str),
+        windows=np.concatenate([np.arange(c) for c in counts]) if cfg.window_hop_seconds > 0 else None)
 
 
 def _files_or_none(layout: SoundLayout, root: Path, split: str, cfg: SoundConfig) -> list[SoundFile] | None:
@@ -377,8 +414,9 @@ def spectrograms(data: SoundData, cfg: SoundConfig, device: torch.device | str =
     """The clips' log-mel spectrograms as a dataset of one-channel float "images".
 
     Returns:
-        :class:`ImageData` with ``images`` ``(N, 1, n_mels, frames)`` float32 (dB), the clips' labels and classes.
+        :class:`ImageData` with ``images`` ``(N, 1, n_mels, frames)`` float32 (dB), the clips' labels, classes,
+        files and windows.
     """
     if data.rate != cfg.rate:
         raise ValueError(f"clips at {data.rate} Hz, features configured for {cfg.rate} Hz")
-    return ImageData(logmel_batches(data.clips, cfg, device), data.labels, data.classes)
+    return ImageData(logmel_batches(data.clips, cfg, device), data.labels, data.classes, data.files, data.windows)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -21,20 +22,40 @@ class ImageData:
             spectrograms in dB (a sound dataset's clips, :func:`viclab.data.spectrograms`).
         labels: ``(N,)`` int64 class indices.
         classes: class names, ``classes[label]``.
+        files: ``(N,)`` str, each row's source: the absolute path of its image or sound file, or
+            ``<dataset>:<split>:<index>`` for a registered image dataset; ``None`` where unknown.
+        windows: ``(N,)`` int, the row's sliding window of its sound file (``sound.window_hop_seconds > 0``),
+            so rows of one file share ``files``; ``None`` when every row is a whole file.
     """
 
     images: Tensor
     labels: Tensor
     classes: tuple[str, ...]
+    files: np.ndarray | None = None
+    windows: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def rows(self, idx: Tensor | np.ndarray | slice) -> ImageData:
+        """The rows ``idx`` (indices or a slice), with their files and windows."""
+        pick = idx if isinstance(idx, slice) else np.asarray(idx, dtype=np.int64)
+        t = pick if isinstance(pick, slice) else torch.from_numpy(pick)
+        return ImageData(self.images[t], self.labels[t], self.classes,
+                         None if self.files is None else self.files[pick],
+                         None if self.windows is None else self.windows[pick])
+
+    def ids(self) -> np.ndarray | None:
+        """Each row's identity: its ``files`` entry, with ``#w<k>`` for the k-th window of a windowed sound file."""
+        if self.files is None or self.windows is None:
+            return self.files
+        return np.array([f"{f}#w{k}" for f, k in zip(self.files, self.windows)])
 
     def subset(self, n: int) -> ImageData:
         """The first ``n`` images (all if ``n`` is 0 or larger than the split)."""
         if n <= 0 or n >= len(self):
             return self
-        return ImageData(self.images[:n], self.labels[:n], self.classes)
+        return self.rows(slice(0, n))
 
     def to_rgb(self, size: int) -> ImageData:
         """3-channel ``size x size`` images: grayscale is repeated to RGB and a smaller
@@ -58,7 +79,7 @@ class ImageData:
             else:
                 x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True,
                                   align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
-        return ImageData(x.contiguous(), self.labels, self.classes)
+        return replace(self, images=x.contiguous())
 
 
 def data_fingerprint(data: ImageData) -> str:

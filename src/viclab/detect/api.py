@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 import viclab
@@ -41,7 +44,7 @@ from viclab.detect.autoencoder import build_reconstructor, train_autoencoder, tr
 from viclab.detect.data import load_normal, load_normal_test, load_test
 from viclab.detect.detectors import DETECTORS, Detector
 from viclab.detect.metrics import threshold_at_fpr
-from viclab.errors import ViclabError
+from viclab.errors import ViclabError, ViclabWarning
 from viclab.eval.features import RANDOM_PREFIX, load_source, state_sha256
 from viclab.io import atomic_save_npy, atomic_write, atomic_write_text, check_writable_dir, tensor_file_sha256
 from viclab.models import build_vicreg_model, check_inputs
@@ -92,6 +95,11 @@ def _load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
 
 
 RECONSTRUCTORS = ("autoencoder", "dcase")  # network kinds trained to reconstruct their inputs
+
+
+def noun(data: ImageData) -> str:
+    """What a message calls the items of ``data``: sound clips arrive as float log-mel spectrograms."""
+    return "clips" if data.images.is_floating_point() else "images"
 
 
 def _network_config(kind: str, cfg: DetectConfig, net_cfg: Config | None, shape: tuple[int, ...]) -> dict[str, Any]:
@@ -174,7 +182,7 @@ def _check_inputs(cfg: DetectConfig, kind: str, fit: ImageData) -> tuple[nn.Modu
     """Every check of the user's inputs that can fail, before anything is written; returns the given
     network (``cfg.encoder``), read and checked, or ``None``."""
     if cfg.detector == "knn" and cfg.k > len(fit):
-        raise ViclabError(f"detect.k={cfg.k} is larger than the {len(fit)} normal images to fit on; use "
+        raise ViclabError(f"detect.k={cfg.k} is larger than the {len(fit)} normal {noun(fit)} to fit on; use "
                           f"detect.k={len(fit)} or fewer")
     if kind in RECONSTRUCTORS:
         if cfg.encoder is not None:
@@ -185,7 +193,7 @@ def _check_inputs(cfg: DetectConfig, kind: str, fit: ImageData) -> tuple[nn.Modu
         check_inputs(cfg.recipe.model.backbone, fit)
         if cfg.recipe.train.batch_size > len(fit):
             raise ViclabError(f"train.batch_size={cfg.recipe.train.batch_size} is larger than the {len(fit)} normal "
-                              f"images to fit on; use train.batch_size={len(fit)} or fewer")
+                              f"{noun(fit)} to fit on; use train.batch_size={len(fit)} or fewer")
         return None
     network, net_cfg = _given_network(cfg, kind)
     check_inputs(net_cfg.model.backbone, fit)
@@ -214,9 +222,38 @@ def data_record(cfg: DetectDataConfig, sound: SoundConfig, fit: ImageData | None
     return record
 
 
+FOLDER_FIELDS = ("normal", "normal_test", "abnormal")  # the data fields that always name a folder
+
+
+def absolute_paths(cfg: DetectDataConfig) -> DetectDataConfig:
+    """``cfg`` with its folders (and ``anomalies`` when it names a folder) made absolute, so that a
+    detector scores from any working directory: its ``config.json`` never depends on where it was fitted."""
+    def absolute(p: str | None) -> str | None:
+        return None if p is None else str(Path(p).expanduser().resolve())
+
+    changes = {f: absolute(getattr(cfg, f)) for f in FOLDER_FIELDS}
+    if cfg.data_dir is not None:
+        changes["data_dir"] = absolute(cfg.data_dir)
+    if cfg.anomalies is not None and Path(cfg.anomalies).expanduser().exists():
+        changes["anomalies"] = absolute(cfg.anomalies)
+    return dataclasses.replace(cfg, **changes)
+
+
+def _check_folders_exist(folder: str | Path, cfg: DetectDataConfig) -> None:
+    """A detector's normal data folders must still be where it was fitted: its normal test images (and
+    the fingerprint check) come from them."""
+    for field in ("normal", "normal_test"):
+        path = getattr(cfg, field)
+        if path is not None and not Path(path).expanduser().is_dir():
+            raise ViclabError(f"the {field.replace('_', '-')} folder {path} that {folder} was fitted on no longer "
+                              "exists (moved or deleted); put it back there, or fit the detector again on its new "
+                              "place")
+
+
 def check_data(folder: str | Path, cfg: DetectDataConfig, sound: SoundConfig) -> None:
     """Refuse to score with a detector whose normal images changed since it was fitted (a changed
     folder would reshuffle the held-out split and leak fitted images into the normal test set)."""
+    _check_folders_exist(folder, cfg)
     try:
         saved = json.loads((Path(folder) / DATA).read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -225,7 +262,7 @@ def check_data(folder: str | Path, cfg: DetectDataConfig, sound: SoundConfig) ->
     now = data_record(cfg, sound)
     changed = [k for k in now if k in saved and saved[k] != now[k]]
     if changed:
-        raise ViclabError(f"the normal images of {folder} changed since it was fitted ({', '.join(changed)} differ); "
+        raise ViclabError(f"the normal data of {folder} changed since it was fitted ({', '.join(changed)} differ); "
                           "fit the detector again")
 
 
@@ -280,6 +317,7 @@ def fit_detector(cfg: DetectConfig, folder: str | Path, progress: bool = True,
     require_one_process("fitting a detector")
     folder = Path(folder)
     check_writable_dir(folder, "detector folder")
+    cfg = dataclasses.replace(cfg, data=absolute_paths(cfg.data))
     t0 = time.perf_counter()
     fit, holdout = load_normal(cfg.data, cfg.recipe.sound)
     if cfg.data.abnormal is not None or cfg.data.anomalies is not None:
@@ -302,8 +340,14 @@ def fit_detector(cfg: DetectConfig, folder: str | Path, progress: bool = True,
     det = cls(cfg, network, rt, recipe=net_cfg)
     det.prepare(fit.images)
     det.fit_reference(fit.images, progress)
+    _check_finite(det.reference, f"the normal {noun(fit)} give non-finite statistics",
+                  "check them, or use another encoder")
     held = det.score(holdout.images, progress)["score"] if len(holdout) else np.empty(0)
+    _check_finite({"held-out scores": held}, f"the held-out normal {noun(fit)} get non-finite scores",
+                  "check them, or use another encoder")
     threshold = threshold_at_fpr(held, cfg.fpr) if len(held) else None
+    if len(held):
+        _warn_coarse_threshold(len(held), cfg.fpr, noun(fit))
     if len(held):  # kept: 'detect score --fpr' calibrates a threshold at any rate from them
         atomic_save_npy(folder / HOLDOUT, np.asarray(held, dtype=np.float64))
     _save_tensors(folder / MODEL, network.state_dict(), {
@@ -319,9 +363,28 @@ def fit_detector(cfg: DetectConfig, folder: str | Path, progress: bool = True,
         "model_sha256": tensor_file_sha256(folder / MODEL),
     }
     atomic_write_text(folder / SUMMARY, json.dumps(summary, indent=2) + "\n")
-    echo(f"{cfg.detector} detector fitted on {len(fit)} normal images in {summary['seconds']['total']:.0f}s -> "
+    echo(f"{cfg.detector} detector fitted on {len(fit)} normal {noun(fit)} in {summary['seconds']['total']:.0f}s -> "
          f"{folder}" + (f"; threshold {threshold:.4g} at {cfg.fpr:.0%} held-out FPR" if threshold is not None else ""))
     return summary
+
+
+def _check_finite(tensors: dict[str, Any], problem: str, fix: str) -> None:
+    """Refuse NaN or infinite statistics: every score and threshold made from them would be meaningless."""
+    for name, t in tensors.items():
+        finite = bool(torch.isfinite(t).all()) if isinstance(t, Tensor) else np.isfinite(np.asarray(t, float)).all()
+        if not finite:
+            raise ViclabError(f"{problem} (NaN or inf in {name}); {fix}")
+
+
+def _warn_coarse_threshold(n_held: int, fpr: float, unit: str) -> None:
+    """With fewer than 1 / fpr held-out scores the threshold is simply their maximum: its false-positive
+    rate on new normal data is then not ``fpr`` but about 1 / (n + 1) (the order statistic's expectation)."""
+    if n_held * fpr < 1:
+        need = math.ceil(1 / fpr) if fpr > 0 else None
+        warnings.warn(f"only {n_held} held-out normal {unit} calibrate the threshold, so at detect.fpr={fpr:g} it is "
+                      f"their maximum (expected false-positive rate about {1 / (n_held + 1):.0%}, not {fpr:g}); "
+                      + (f"hold out at least {need} (raise data.holdout or add normal data)" if need else
+                         "add normal data"), ViclabWarning, stacklevel=3)
 
 
 def calibrated_threshold(folder: str | Path, fpr: float) -> float:
@@ -330,7 +393,11 @@ def calibrated_threshold(folder: str | Path, fpr: float) -> float:
     if not path.exists():
         raise ViclabError(f"{folder} kept no held-out normal images (fitted with data.holdout=0), so no threshold can "
                           "be calibrated; fit it with data.holdout above 0, e.g. 0.1")
-    return threshold_at_fpr(np.load(path), fpr)
+    held = np.load(path)
+    _check_finite({HOLDOUT: held}, f"the detector folder {folder} holds non-finite scores",
+                  "the folder is damaged; fit it again")
+    _warn_coarse_threshold(len(held), fpr, "items")
+    return threshold_at_fpr(held, fpr)
 
 
 def load_detector(folder: str | Path, rt: Runtime | None = None) -> tuple[Detector, dict[str, Any]]:
@@ -349,14 +416,21 @@ def load_detector(folder: str | Path, rt: Runtime | None = None) -> tuple[Detect
         saved = json.loads((folder / CONFIG).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ViclabError(f"cannot read {folder} ({e}); the detector folder is damaged, fit it again") from None
-    if not isinstance(summary, dict) or summary.get("format") != FORMAT:
-        found = summary.get("format") if isinstance(summary, dict) else None
+    if not isinstance(summary, dict) or not isinstance(saved, dict):
+        bad = folder / (SUMMARY if not isinstance(summary, dict) else CONFIG)
+        raise ViclabError(f"{bad} holds a {type(summary if bad.name == SUMMARY else saved).__name__}, not an object; "
+                          "the detector folder is damaged, fit it again")
+    if summary.get("format") != FORMAT:
+        found = summary.get("format")
         raise ViclabError(f"{folder} was written by another version of viclab (detector format {found}, this "
                           f"version reads {FORMAT}); fit it again with this version")
     cfg = detect_config_from_dict(saved, str(folder / CONFIG))
     cls = DETECTORS[cfg.detector]
     state, meta = _load_tensors(folder / MODEL)
     reference, ref_meta = _load_tensors(folder / REFERENCE)
+    _check_finite({f"{REFERENCE}:{k}": v for k, v in reference.items()},
+                  f"the detector folder {folder} holds non-finite statistics",
+                  "its normal data held NaN or inf; fit it again on finite data")
     if meta.get("format") != FORMAT or ref_meta.get("format") != FORMAT or meta.get("network") != cls.network_kind:
         raise ViclabError(f"{folder}: its weights files do not match its detector.json (format or network); fit it "
                           "again")

@@ -15,7 +15,7 @@ spectrograms with the detector's ``sound`` settings (its recipe's). Sound and im
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +39,16 @@ class TestSet:
     Attributes:
         data: images ``(M, 3, S, S)`` uint8, labels ``(M,)`` 0 normal / 1 anomalous.
         origin: ``(M,)`` where each image came from, e.g. ``cifar10:cat`` or ``abnormal:crack``.
+        files: ``(M,)`` each row's file (:meth:`ImageData.ids`): its absolute path, with ``#w<k>`` for the k-th
+            window of a windowed sound file, or ``<dataset>:<split>:<index>`` for a registered image dataset.
+        groups: ``(M,)`` each row's machine ID (``id_00``; ``fan/id_00`` when the set holds several machine
+            types) where every row carries one (MIMII, DCASE), else ``None``.
     """
 
     data: ImageData
     origin: np.ndarray
+    files: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
     @property
     def labels(self) -> np.ndarray:
@@ -75,16 +81,27 @@ def _folder(path: str, role: str, size: int, sound: SoundConfig | None = None) -
         raise ViclabError(f"the {role} folder: {e}") from None
 
 
-def _dataset(name: str, split: str, data_dir: str | None, size: int,
-             sound: SoundConfig | None) -> tuple[ImageData, list[str]]:
-    """A registered dataset's split (or, for ``anomalies``, an image or sound folder) and each row's
+@dataclass(frozen=True)
+class _Part:
+    """Rows of a test set from one source: their data, origins and machines (``(n, 2)`` machine type and
+    ID, or ``None`` where the source carries none)."""
+
+    data: ImageData
+    origin: list[str]
+    machines: np.ndarray | None = None
+
+
+def _dataset(name: str, split: str, data_dir: str | None, size: int, sound: SoundConfig | None) -> _Part:
+    """A registered dataset's split (or, for ``anomalies``, an image or sound folder) with each row's
     origin: ``dataset:class`` for images, ``dataset:file`` for sound clips."""
     if not is_sound(name):
         data = load_images(name, split, data_dir, size)
-        return data, [f"{name}:{data.classes[y]}" for y in data.labels.numpy()]
+        return _Part(data, [f"{name}:{data.classes[y]}" for y in data.labels.numpy()])
     layout, root = (name, resolve_data_dir(data_dir)) if name in SOUND_DATASETS else ("sounds", Path(name))
     clips = load_sound(layout, split, root, _sound(sound))
-    return spectrograms(clips, _sound(sound)), [f"{name}:{f}" for f in clips.origin]
+    machines = np.stack([clips.attrs["machine"], clips.attrs["machine_id"]], axis=1) \
+        if "machine_id" in clips.attrs else None
+    return _Part(spectrograms(clips, _sound(sound)), [f"{name}:{f}" for f in clips.origin], machines)
 
 
 def _split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -94,10 +111,31 @@ def _split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[:cut]), np.sort(perm[cut:])
 
 
+def _split_files(data: ImageData, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded ``(kept, held out)`` sorted row indices of ``data``, whole files to one side.
+
+    Rows that are whole files split as :func:`_split` of the rows (the same rows for the same seed as
+    ever); the sliding windows of one recording all go to one side, ``round(share * files)`` files held
+    out: windows of a fitted recording in the held-out or test rows would make them look normal.
+    """
+    if data.windows is None:
+        return _split(len(data), share, seed)
+    sources, row_source = np.unique(data.files, return_inverse=True)
+    kept, held = _split(len(sources), share, seed)
+    return np.flatnonzero(np.isin(row_source, kept)), np.flatnonzero(np.isin(row_source, held))
+
+
+def _sources(data: ImageData) -> str:
+    """How many files ``data`` holds, for messages (the windows of one sound file count once)."""
+    return f"{len(data)} image(s)" if data.windows is None else f"{len(np.unique(data.files))} sound file(s)"
+
+
 def _take(data: ImageData, idx: np.ndarray, label: int | None = None) -> ImageData:
-    t = torch.from_numpy(np.asarray(idx, dtype=np.int64))
-    labels = data.labels[t] if label is None else torch.full((len(t),), label, dtype=torch.int64)
-    return ImageData(data.images[t], labels, data.classes if label is None else TEST_CLASSES)
+    """Rows ``idx`` of ``data`` (with their files), relabelled ``label`` as a test class when given."""
+    rows = data.rows(idx)
+    if label is None:
+        return rows
+    return replace(rows, labels=torch.full((len(rows),), label, dtype=torch.int64), classes=TEST_CLASSES)
 
 
 def class_indices(names: tuple[str, ...], classes: tuple[str, ...], what: str, dataset: str) -> list[int]:
@@ -122,20 +160,36 @@ def normal_class_indices(cfg: DetectDataConfig, classes: tuple[str, ...]) -> lis
     return class_indices(cfg.normal_classes, classes, "normal", cfg.dataset)
 
 
+def _test_classes(cfg: DetectDataConfig, classes: tuple[str, ...]) -> tuple[set[int], set[int]]:
+    """``(normal, anomalous)`` class indices of a registered dataset: ``cfg.anomaly_classes``, else every
+    class that is not normal. A class named both ways is refused, never quietly dropped from either side."""
+    normal = set(normal_class_indices(cfg, classes))
+    if not cfg.anomaly_classes:
+        return normal, set(range(len(classes))) - normal
+    odd = set(class_indices(cfg.anomaly_classes, classes, "anomaly", cfg.dataset))
+    both = sorted(normal & odd)
+    if both:
+        names = ", ".join(repr(classes[i]) for i in both)
+        raise ViclabError(f"class {names} of {cfg.dataset} is both a normal and an anomaly class; drop it from "
+                          "--normal-classes or from --anomaly-classes")
+    return normal, odd
+
+
 def _normal_pool(cfg: DetectDataConfig, sound: SoundConfig | None = None) -> tuple[ImageData, ImageData | None]:
     """``(normal training pool, normal test images or None)`` before the holdout split."""
     if cfg.normal is None:
-        data, _ = _dataset(cfg.dataset, "train", cfg.data_dir, cfg.size, sound)
-        keep = np.flatnonzero(np.isin(data.labels.numpy(), normal_class_indices(cfg, data.classes)))
+        data = _dataset(cfg.dataset, "train", cfg.data_dir, cfg.size, sound).data
+        normal, _ = _test_classes(cfg, data.classes)  # a bad class choice fails before a detector is fitted
+        keep = np.flatnonzero(np.isin(data.labels.numpy(), sorted(normal)))
         return _take(data, keep), None
     normal = _folder(cfg.normal, "normal", cfg.size, sound)
     if cfg.normal_test is not None:
         test = _folder(cfg.normal_test, "normal-test", cfg.size, sound)
         _same_kind(normal, test, "normal-test")
         return normal, test
-    pool, test = _split(len(normal), cfg.test_share, cfg.seed)
+    pool, test = _split_files(normal, cfg.test_share, cfg.seed)
     if len(test) == 0 or len(pool) == 0:
-        raise ViclabError(f"the normal folder {cfg.normal} holds {len(normal)} image(s), too few to hold "
+        raise ViclabError(f"the normal folder {cfg.normal} holds {_sources(normal)}, too few to hold "
                           f"{cfg.test_share:.0%} out as normal test data; add images or give --normal-test")
     return _take(normal, pool), _take(normal, test)
 
@@ -153,7 +207,8 @@ def _same_kind(normal: ImageData, other: ImageData, role: str) -> None:
 
 
 def load_normal_test(cfg: DetectDataConfig, sound: SoundConfig | None = None) -> ImageData:
-    """The normal test images of folder data (the ``normal_test`` folder, or the held-out share)."""
+    """The normal test images of folder data (the ``normal_test`` folder, or the held-out share of whole
+    files), with their ``files``."""
     if cfg.normal is None:
         raise ValueError("only folder data has its own normal test images")
     return _normal_pool(cfg, sound)[1]
@@ -161,14 +216,15 @@ def load_normal_test(cfg: DetectDataConfig, sound: SoundConfig | None = None) ->
 
 def load_normal(cfg: DetectDataConfig, sound: SoundConfig | None = None) -> tuple[ImageData, ImageData]:
     """``(fit, holdout)``: the normal images a detector fits on, and the seeded ``holdout`` share
-    of them kept out of fitting (threshold calibration; empty when ``holdout = 0``).
+    of them kept out of fitting (threshold calibration; empty when ``holdout = 0``). Each row's file is
+    in ``files`` (and ``windows``; :meth:`ImageData.ids`); the windows of one sound file stay on one side.
 
     Args:
         cfg: the detector's data config.
         sound: decoding and log-mel settings, for sound data (the detector's ``recipe.sound``).
     """
     pool, _ = _normal_pool(cfg, sound)
-    fit_idx, held = _split(len(pool), cfg.holdout, cfg.seed + 1)
+    fit_idx, held = _split_files(pool, cfg.holdout, cfg.seed + 1)  # whole files, as the normal test share
     if len(fit_idx) < 2:
         raise ViclabError(f"{len(fit_idx)} normal image(s) remain to fit on; a detector needs at least 2")
     return _take(pool, fit_idx), _take(pool, held)
@@ -186,39 +242,52 @@ def load_test(cfg: DetectDataConfig, abnormal: str | None = None, anomalies: str
     """
     abnormal = abnormal or cfg.abnormal
     anomalies = anomalies or cfg.anomalies
-    parts: list[tuple[ImageData, list[str]]] = []
     if cfg.normal is None:
-        data, origin = _dataset(cfg.dataset, "test", cfg.data_dir, cfg.size, sound)
-        normal = set(normal_class_indices(cfg, data.classes))
-        odd = set(class_indices(cfg.anomaly_classes, data.classes, "anomaly", cfg.dataset)) - normal \
-            if cfg.anomaly_classes else set(range(len(data.classes))) - normal
-        if cfg.anomaly_classes and not odd:
-            raise ViclabError("the anomaly classes are all normal classes; give classes that are not normal")
-        labels = data.labels.numpy()
+        whole = _dataset(cfg.dataset, "test", cfg.data_dir, cfg.size, sound)
+        normal, odd = _test_classes(cfg, whole.data.classes)
+        labels = whole.data.labels.numpy()
         keep = np.flatnonzero(np.isin(labels, sorted(normal | odd)))
-        parts.append((ImageData(data.images[torch.from_numpy(keep)],
-                                torch.tensor([NORMAL if labels[i] in normal else ANOMALOUS for i in keep]),
-                                TEST_CLASSES), [origin[i] for i in keep]))
+        test_labels = torch.from_numpy(np.where(np.isin(labels[keep], sorted(normal)), NORMAL, ANOMALOUS))
+        rows = replace(whole.data.rows(keep), labels=test_labels, classes=TEST_CLASSES)
+        parts = [_Part(rows, [whole.origin[i] for i in keep], None if whole.machines is None else whole.machines[keep])]
     else:
         _, normal_test = _normal_pool(cfg, sound)
-        parts.append((_take(normal_test, np.arange(len(normal_test)), NORMAL), ["normal"] * len(normal_test)))
+        parts = [_Part(_take(normal_test, np.arange(len(normal_test)), NORMAL), ["normal"] * len(normal_test))]
     if abnormal is not None:
         bad = _folder(abnormal, "abnormal", cfg.size, sound)
-        _same_kind(parts[0][0], bad, "abnormal")
-        names = [f"abnormal:{bad.classes[y]}" for y in bad.labels.numpy()]
-        parts.append((_take(bad, np.arange(len(bad)), ANOMALOUS), names))
+        _same_kind(parts[0].data, bad, "abnormal")
+        parts.append(_Part(_take(bad, np.arange(len(bad)), ANOMALOUS),
+                           [f"abnormal:{bad.classes[y]}" for y in bad.labels.numpy()]))
     if anomalies is not None:
         if anomalies == cfg.dataset and cfg.normal is None:
             raise ViclabError(f"--anomalies {anomalies} is the normal dataset itself; its other classes are already "
                               "the anomalies, or give another dataset")
-        extra, origin = _dataset(anomalies, "test", cfg.data_dir, cfg.size, sound)
-        _same_kind(parts[0][0], extra, "anomalies")
-        parts.append((_take(extra, np.arange(len(extra)), ANOMALOUS), origin))
-    data = ImageData(torch.cat([p.images for p, _ in parts]), torch.cat([p.labels for p, _ in parts]), TEST_CLASSES)
+        extra = _dataset(anomalies, "test", cfg.data_dir, cfg.size, sound)
+        _same_kind(parts[0].data, extra.data, "anomalies")
+        parts.append(_Part(_take(extra.data, np.arange(len(extra.data)), ANOMALOUS), extra.origin, extra.machines))
+    return _test_set(parts)
+
+
+def _test_set(parts: list[_Part]) -> TestSet:
+    """The parts as one test set, refused unless it holds both normal and anomalous rows."""
+    data = ImageData(torch.cat([p.data.images for p in parts]), torch.cat([p.data.labels for p in parts]),
+                     TEST_CLASSES)
     labels = data.labels.numpy()
     if not (labels == ANOMALOUS).any():
         raise ViclabError("the test set holds no anomalous images; give --abnormal DIR, --anomalies DATASET, or "
                           "normal classes that leave other classes out")
     if not (labels == NORMAL).any():
         raise ViclabError("the test set holds no normal images; give --normal-test DIR or fewer normal classes")
-    return TestSet(data, np.array([o for _, names in parts for o in names]))
+    ids = [p.data.ids() for p in parts]
+    files = np.concatenate(ids) if all(i is not None for i in ids) else None
+    return TestSet(data, np.array([o for p in parts for o in p.origin]), files, _groups(parts))
+
+
+def _groups(parts: list[_Part]) -> np.ndarray | None:
+    """Each row's machine ID where every part carries one; ``machine/id`` when several machine types mix."""
+    if any(p.machines is None for p in parts):
+        return None
+    machines = np.concatenate([p.machines for p in parts])
+    if len(set(machines[:, 0])) == 1:
+        return machines[:, 1].copy()
+    return np.array([f"{m}/{i}" for m, i in machines])

@@ -11,25 +11,9 @@ import math
 import numpy as np
 
 from viclab.errors import ViclabError
+from viclab.eval.anomaly import auroc_interval, checked_scores
 
-
-def _checked(labels, scores) -> tuple[np.ndarray, np.ndarray]:
-    """``labels`` ``(M,)`` as int and ``scores`` ``(M,)`` as float64, or a one-line ViclabError."""
-    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
-    if labels.ndim != 1 or scores.shape != labels.shape:
-        raise ViclabError(f"labels {labels.shape} and scores {scores.shape} must be 1-D and of equal length; "
-                          "pass one label and one score per test point")
-    if not np.isin(labels, (0, 1)).all():
-        raise ViclabError("labels must be 0 (normal) or 1 (anomaly); map the test labels to 0/1 first")
-    if not np.isfinite(scores).all():
-        bad = int((~np.isfinite(scores)).sum())
-        raise ViclabError(f"{bad} anomaly score(s) are NaN or infinite; check the representations "
-                          "(a diverged model) before scoring")
-    labels = labels.astype(np.int64)
-    if labels.min(initial=1) == labels.max(initial=0):
-        raise ViclabError("detection metrics need both normal (0) and anomalous (1) test points; "
-                          "add the missing class to the test set")
-    return labels, scores
+__all__ = ["auroc_interval", "curves", "detection_metrics", "rates_at", "threshold_at_fpr"]
 
 
 def detection_metrics(labels, scores, max_fpr: float = 0.1) -> dict[str, float]:
@@ -48,7 +32,7 @@ def detection_metrics(labels, scores, max_fpr: float = 0.1) -> dict[str, float]:
     """
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    labels, scores = _checked(labels, scores)
+    labels, scores = checked_scores(labels, scores)
     if not 0 < max_fpr <= 1:
         raise ViclabError(f"max_fpr = {max_fpr} must lie in (0, 1]; the DCASE convention is 0.1")
     n_anomalous = int(labels.sum())
@@ -69,7 +53,7 @@ def curves(labels, scores) -> dict[str, np.ndarray]:
     """
     from sklearn.metrics import precision_recall_curve, roc_curve
 
-    labels, scores = _checked(labels, scores)
+    labels, scores = checked_scores(labels, scores)
     fpr, tpr, _ = roc_curve(labels, scores)
     precision, recall, _ = precision_recall_curve(labels, scores)
     return {"fpr": fpr, "tpr": tpr, "recall": recall, "precision": precision}
@@ -107,7 +91,7 @@ def rates_at(labels, scores, threshold: float) -> dict[str, float]:
         ``{"tpr", "fpr", "precision", "tp", "fp", "tn", "fn"}``; ``precision`` is 0 when
         nothing is flagged (sklearn's ``zero_division`` default).
     """
-    labels, scores = _checked(labels, scores)
+    labels, scores = checked_scores(labels, scores)
     flagged = scores > threshold
     tp = int((flagged & (labels == 1)).sum())
     fp = int((flagged & (labels == 0)).sum())
@@ -115,27 +99,3 @@ def rates_at(labels, scores, threshold: float) -> dict[str, float]:
     tn = int((~flagged & (labels == 0)).sum())
     return {"tpr": tp / (tp + fn), "fpr": fp / (fp + tn), "precision": tp / (tp + fp) if tp + fp else 0.0,
             "tp": tp, "fp": fp, "tn": tn, "fn": fn}
-
-
-def auroc_interval(labels, scores, level: float = 0.95, reps: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """A stratified bootstrap percentile interval of the AUROC: the normal and the anomalous points
-    are resampled separately (each with replacement, their counts kept), ``reps`` times.
-
-    For small test sets (a few clips per machine ID) this says how much the AUROC itself could move.
-
-    Returns:
-        ``(low, high)`` at ``level``.
-    """
-    labels, scores = _checked(labels, scores)
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    # Pairwise wins of each anomalous point over each normal one (ties count half): the AUROC is their mean.
-    wins = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
-    rng = np.random.default_rng(seed)
-    rows = rng.integers(0, len(pos), (reps, len(pos)))
-    cols = rng.integers(0, len(neg), (reps, len(neg)))
-    # mean of wins[rows][:, cols] per rep = (row counts) . wins . (col counts) / (n_pos * n_neg)
-    row_counts = np.stack([np.bincount(r, minlength=len(pos)) for r in rows])
-    col_counts = np.stack([np.bincount(c, minlength=len(neg)) for c in cols])
-    aucs = np.einsum("rp,pn,rn->r", row_counts, wins, col_counts) / (len(pos) * len(neg))
-    alpha = (1 - level) / 2
-    return float(np.quantile(aucs, alpha)), float(np.quantile(aucs, 1 - alpha))

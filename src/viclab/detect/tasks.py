@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from viclab.augment import view_maker
+from viclab.config import DetectDataConfig
 from viclab.detect import figures
-from viclab.detect.api import calibrated_threshold, check_data, load_detector
+from viclab.detect.api import calibrated_threshold, check_data, load_detector, noun
 from viclab.detect.data import ANOMALOUS, NORMAL, TestSet, load_test
 from viclab.detect.detectors import Detector
-from viclab.detect.metrics import detection_metrics, rates_at
+from viclab.detect.metrics import auroc_interval, detection_metrics, rates_at
 from viclab.errors import ViclabError
 from viclab.eval.figures import image_grid_png
 from viclab.io import atomic_write_text, check_writable_dir
@@ -37,12 +38,35 @@ def _same_data(folders: Sequence[Path], detectors: Sequence[Detector]) -> None:
             raise ViclabError(f"{f} was fitted on other normal data than {folders[0]}; score them separately")
 
 
+def _test_sets(folders: Sequence[str | Path], detectors: Sequence[Detector], data_cfg: DetectDataConfig,
+               abnormal: str | None, anomalies: str | None) -> list[TestSet]:
+    """Each detector's test set: the same files, decoded with that detector's own ``sound`` settings
+    (a detector scores only the features it was fitted on: 32 mel bands are not 64). Loaded once per
+    distinct setting."""
+    loaded: dict[str, TestSet] = {}
+    out = []
+    for f, det in zip(folders, detectors):
+        sound = det.cfg.recipe.sound
+        check_data(f, data_cfg, sound)
+        key = json.dumps(dataclasses.asdict(sound), sort_keys=True)
+        if key not in loaded:
+            loaded[key] = load_test(data_cfg, abnormal, anomalies, sound)
+        out.append(loaded[key])
+    first = out[0]
+    for f, test in zip(folders[1:], out[1:]):
+        if list(test.files) != list(first.files) or not np.array_equal(test.labels, first.labels):
+            raise ViclabError(f"{f} decodes the test data into other items than {folders[0]} (different clip "
+                              "length or windows); score them separately")
+    return out
+
+
 def _csv(test: TestSet, names: list[str], scores: list[dict[str, np.ndarray]], flags: list[np.ndarray | None]) -> str:
-    """One row per test image; quoted where a folder or detector name holds a comma."""
+    """One row per test item, with the file it came from; quoted where a path or name holds a comma."""
     import csv
     import io
 
-    cols = ["index", "origin", "label"]
+    groups = test.groups
+    cols = ["index", "file", "origin", "label"] + (["group"] if groups is not None else [])
     for name, s in zip(names, scores):
         cols += [f"{name}:{k}" for k in s]
         cols.append(f"{name}:flagged")
@@ -50,7 +74,7 @@ def _csv(test: TestSet, names: list[str], scores: list[dict[str, np.ndarray]], f
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for i in range(len(test.labels)):
-        row = [str(i), test.origin[i], str(test.labels[i])]
+        row = [str(i), test.files[i], test.origin[i], str(test.labels[i])] + ([groups[i]] if groups is not None else [])
         for s, f in zip(scores, flags):
             row += [f"{v[i]:.7g}" for v in s.values()]
             row.append("" if f is None else str(int(f[i])))
@@ -58,19 +82,84 @@ def _csv(test: TestSet, names: list[str], scores: list[dict[str, np.ndarray]], f
     return buf.getvalue()
 
 
+def _with_interval(labels: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
+    """:func:`detection_metrics` and the AUROC's 95% bootstrap interval (test sets are often small)."""
+    return {**detection_metrics(labels, scores), "auroc_interval": list(auroc_interval(labels, scores))}
+
+
+def _per_group(test: TestSet, s: np.ndarray) -> dict[str, Any] | None:
+    """The metrics of each group (machine ID) that holds both normal and anomalous items, and their
+    mean AUROC and pAUC (the DCASE convention: a detector is judged per machine, then averaged)."""
+    if test.groups is None:
+        return None
+    groups: dict[str, Any] = {}
+    for g in sorted(set(test.groups)):
+        mask = test.groups == g
+        labels = test.labels[mask]
+        if labels.min() != labels.max():
+            groups[g] = _with_interval(labels, s[mask])
+    if not groups:
+        return None
+    return {"groups": groups, "mean_auroc": float(np.mean([m["auroc"] for m in groups.values()])),
+            "mean_pauc": float(np.mean([m["pauc"] for m in groups.values()]))}
+
+
+def _line(name: str, det: Detector, m: dict[str, Any], at: dict[str, Any] | None, threshold: float | None,
+          seconds: float) -> str:
+    lo, hi = m["auroc_interval"]
+    return (f"{name} ({det.cfg.detector}): AUROC {m['auroc']:.4f} [95% {lo:.3f}, {hi:.3f}]  AUPR {m['aupr']:.4f}  "
+            f"pAUC {m['pauc']:.4f}" + (f"  | at threshold {threshold:.4g}: TPR {at['tpr']:.3f} FPR {at['fpr']:.3f}"
+                                       if at else "") + f"  ({seconds:.1f}s)")
+
+
+def _caption(test: TestSet, i: int, score: float) -> str:
+    """A short caption: the file's name (not its path, which would overprint its neighbours) and the score."""
+    name = Path(test.files[i]).name
+    if len(name) > 36:  # two caption lines at most; the middle of a long name goes first
+        name = name[:17] + "…" + name[-18:]
+    return "\n".join([name[:18], name[18:]] if len(name) > 18 else [name]) + f"\n{score:.3g}"
+
+
+def _score_one(name: str, det: Detector, summary: dict[str, Any], test: TestSet, top: int, progress: bool,
+               echo: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray | None, tuple]:
+    """One detector's scores on its test set: ``(metrics.json entry, scores, flags, top-anomalies row)``."""
+    t0 = time.perf_counter()
+    scores = det.score(test.data.images, progress)
+    seconds = time.perf_counter() - t0
+    s, labels = scores["score"], test.labels
+    metrics = _with_interval(labels, s)
+    threshold = summary.get("threshold")
+    at = rates_at(labels, s, threshold) if threshold is not None else None
+    result = {"detector": det.cfg.detector, "score": det.cfg.score if det.cfg.detector == "vicreg_terms"
+              else det.cfg.detector, **metrics, "threshold": threshold,
+              "threshold_fpr": summary.get("threshold_fpr"), "at_threshold": at, "seconds": seconds,
+              "per_quantity": {k: detection_metrics(labels, v) for k, v in scores.items() if k != "score"},
+              "per_group": _per_group(test, s)}
+    echo(_line(name, det, metrics, at, threshold, seconds))
+    if result["per_group"]:
+        echo("  per group: " + "; ".join(f"{g} AUROC {m['auroc']:.3f} [{m['auroc_interval'][0]:.2f}, "
+                                         f"{m['auroc_interval'][1]:.2f}] pAUC {m['pauc']:.3f}"
+                                         for g, m in result["per_group"]["groups"].items())
+             + f"; mean AUROC {result['per_group']['mean_auroc']:.3f}")
+    order = np.argsort(-s, kind="stable")[:top]
+    row = (name, [test.data.images[i] for i in order], [_caption(test, i, s[i]) for i in order])
+    return result, scores, (s > threshold if threshold is not None else None), row
+
+
 def run_score(folders: Sequence[str | Path], out: str | Path, abnormal: str | None = None,
               anomalies: str | None = None, data_dir: str | None = None, top: int = 16, fpr: float | None = None,
               progress: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Score the test set of one or several fitted detectors and write the evaluation.
 
-    The test set is the first detector's (its normal test images and anomalies), with
-    ``abnormal`` (a folder) or ``anomalies`` (a dataset) replacing its own. Writes into ``out``:
-    ``scores.csv`` (every image: origin, label, each detector's quantities and its flag at its
-    threshold), ``metrics.json`` (AUROC, AUPR, pAUC at FPR <= 0.1, and the rates at the threshold
-    calibrated on held-out normal images), ``roc_pr.png``, ``hist-<name>.png`` and
-    ``top_anomalies.png`` (the ``top`` highest-scoring test images per detector). ``fpr``: calibrate
-    each threshold at this false-positive rate on its held-out normal images instead of the one
-    chosen at fit time (``detect.fpr``).
+    The test set is the first detector's (its normal test items and anomalies), with ``abnormal``
+    (a folder) or ``anomalies`` (a dataset) replacing its own; each detector decodes it with its own
+    sound settings. Writes into ``out``: ``scores.csv`` (every item: its file, origin, label, group
+    (machine ID) when the items carry one, each detector's quantities and its flag at its
+    threshold), ``metrics.json`` (AUROC with its 95% bootstrap interval, AUPR, pAUC at FPR <= 0.1,
+    the same per group, and the rates at the threshold calibrated on held-out normal items),
+    ``roc_pr.png``, ``hist-<name>.png`` and ``top_anomalies.png`` (the ``top`` highest-scoring test
+    items per detector). ``fpr``: calibrate each threshold at this false-positive rate on its
+    held-out normal items instead of the one chosen at fit time (``detect.fpr``).
     """
     if not folders:
         raise ViclabError("detect score needs at least one detector folder")
@@ -84,42 +173,24 @@ def run_score(folders: Sequence[str | Path], out: str | Path, abnormal: str | No
     data_cfg = detectors[0].cfg.data
     if data_dir:
         data_cfg = dataclasses.replace(data_cfg, data_dir=data_dir)
-    sound = detectors[0].cfg.recipe.sound
-    for f, det in zip(folders, detectors):
-        check_data(f, data_cfg, det.cfg.recipe.sound)
-    test = load_test(data_cfg, abnormal, anomalies, sound)
-    labels = test.labels
+    tests = _test_sets(folders, detectors, data_cfg, abnormal, anomalies)
+    test, labels = tests[0], tests[0].labels
+    unit = noun(test.data)
     names = [Path(f).name or str(f) for f in folders]
     names = [n if names.count(n) == 1 else f"{n}-{i}" for i, n in enumerate(names)]
-    all_scores, flags, results, rows, curves = [], [], {}, [], []
-    for name, det, (_, summary) in zip(names, detectors, loaded):
-        t0 = time.perf_counter()
-        scores = det.score(test.data.images, progress)
-        seconds = time.perf_counter() - t0
-        s = scores["score"]
-        metrics = detection_metrics(labels, s)
-        threshold = summary.get("threshold")
-        at = rates_at(labels, s, threshold) if threshold is not None else None
-        flags.append(s > threshold if threshold is not None else None)
-        results[name] = {"detector": det.cfg.detector, "score": det.cfg.score if det.cfg.detector == "vicreg_terms"
-                         else det.cfg.detector, **metrics, "threshold": threshold,
-                         "threshold_fpr": summary.get("threshold_fpr"), "at_threshold": at, "seconds": seconds,
-                         "per_quantity": {k: detection_metrics(labels, v) for k, v in scores.items() if k != "score"}}
+    results, all_scores, flags, rows = {}, [], [], []
+    for name, det, (_, summary), t in zip(names, detectors, loaded, tests):
+        results[name], scores, flag, row = _score_one(name, det, summary, t, top, progress, echo)
         all_scores.append(scores)
-        curves.append((name, labels, s))
-        order = np.argsort(-s, kind="stable")[:top]
-        rows.append((name, [test.data.images[i] for i in order],
-                     [f"{test.origin[i].split(':')[-1]} {s[i]:.3g}" for i in order]))
-        echo(f"{name} ({det.cfg.detector}): AUROC {metrics['auroc']:.4f}  AUPR {metrics['aupr']:.4f}  pAUC "
-             f"{metrics['pauc']:.4f}" + (f"  | at threshold {threshold:.4g}: TPR {at['tpr']:.3f} FPR {at['fpr']:.3f}"
-                                         if at else "") + f"  ({seconds:.1f}s)")
+        flags.append(flag)
+        rows.append(row)
     n0, n1 = int((labels == NORMAL).sum()), int((labels == ANOMALOUS).sum())
-    title = f"{n0} normal vs {n1} anomalous test images"
-    figures.roc_pr_png(curves, title, out / "roc_pr.png")
+    title = f"{n0} normal vs {n1} anomalous test {unit}"
+    figures.roc_pr_png([(n, labels, s["score"]) for n, s in zip(names, all_scores)], title, out / "roc_pr.png")
     for name, s, (_, summary) in zip(names, all_scores, loaded):
         figures.score_hist_png(s["score"][labels == NORMAL], s["score"][labels == ANOMALOUS], summary.get("threshold"),
                                f"{name}: {title}", out / f"hist-{name}.png")
-    image_grid_png(rows, f"the {top} most anomalous test images per detector (origin, score)",
+    image_grid_png(rows, f"the {min(top, len(labels))} most anomalous test {unit} per detector (file, score)",
                    out / "top_anomalies.png")
     atomic_write_text(out / "scores.csv", _csv(test, names, all_scores, flags))
     payload = {"test": {"normal": n0, "anomalous": n1, "abnormal": abnormal or data_cfg.abnormal,
@@ -186,7 +257,7 @@ def run_monitor(folder: str | Path, out: str | Path, stream: str = "normal:20,an
 
     flags = parse_stream(stream)
     if batch_size < 2:
-        raise ViclabError(f"--batch-size {batch_size} must be >= 2 (the variance term needs 2 images)")
+        raise ViclabError(f"--batch-size {batch_size} must be >= 2 (the variance term needs 2 items)")
     if seed < 0:
         raise ViclabError(f"--seed {seed} must be >= 0")
     det, _ = load_detector(folder)
@@ -201,8 +272,8 @@ def run_monitor(folder: str | Path, out: str | Path, stream: str = "normal:20,an
     pools = {kind: np.flatnonzero(test.labels == label) for kind, label in ((False, NORMAL), (True, ANOMALOUS))}
     for kind, pool in pools.items():
         if kind in flags and len(pool) < batch_size:
-            raise ViclabError(f"the test set holds {len(pool)} {'anomalous' if kind else 'normal'} images, fewer than "
-                              f"one batch of {batch_size}; use --batch-size {len(pool)} or fewer")
+            raise ViclabError(f"the test set holds {len(pool)} {'anomalous' if kind else 'normal'} {noun(test.data)}, "
+                              f"fewer than one batch of {batch_size}; use --batch-size {len(pool)} or fewer")
     queues = {kind: rng.permutation(p) for kind, p in pools.items()}
     batches = []
     for anomalous in flags:
@@ -218,7 +289,7 @@ def run_monitor(folder: str | Path, out: str | Path, stream: str = "normal:20,an
         return float(v.mean()) if len(v) else None  # a stream of one kind has no mean for the other
 
     summary = {k: {"normal": mean(v[~mask]), "anomalous": mean(v[mask])} for k, v in terms.items()}
-    figures.monitor_png(terms, mask, f"VICReg terms per batch of {batch_size} images ({Path(folder).name})",
+    figures.monitor_png(terms, mask, f"VICReg terms per batch of {batch_size} {noun(test.data)} ({Path(folder).name})",
                         out / "monitor.png")
     shutil.rmtree(out / "tb", ignore_errors=True)  # a rerun's events would overlay the earlier ones
     with SummaryWriter(str(out / "tb")) as tb:

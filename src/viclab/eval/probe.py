@@ -1,12 +1,15 @@
-"""Classifiers on frozen representations: the linear probe and the weighted kNN.
+"""Classifiers on frozen representations: the linear probe and the weighted kNN, and the
+sampling error of an accuracy measured on a finite test set.
 
-Both take NumPy or torch arrays ``(N, D)`` and integer labels ``(N,)``.
+Both classifiers take NumPy or torch arrays ``(N, D)`` and integer labels ``(N,)``.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 import torch
@@ -15,9 +18,34 @@ from torch import Tensor
 
 from viclab.config import EVAL_DEFAULTS as _DEFAULT
 
+# Top-5 is reported only above this many classes: with five or fewer every row is a hit.
+TOP5_MIN_CLASSES = 6
+
 
 def _tensor(a, dtype=torch.float32) -> Tensor:
     return torch.as_tensor(np.asarray(a), dtype=dtype)
+
+
+def sampling_error(p: float, n: int) -> float:
+    """Binomial standard error of an accuracy ``p`` measured on ``n`` test images."""
+    return math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
+
+
+def binomial_interval(p: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of an accuracy ``p`` measured on ``n`` independent test items.
+
+    Unlike ``p +/- z * sampling_error`` it stays inside ``[0, 1]`` and is not empty at
+    ``p = 0`` or ``1`` (the point where a tiny test set says least).
+
+    Returns:
+        ``(low, high)`` at ``level``; ``(0, 1)`` when ``n`` is 0.
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def topk_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
@@ -82,59 +110,76 @@ class ProbeResult:
     """Linear-probe accuracies (fractions in [0, 1]) and how the probe was chosen.
 
     Attributes:
-        top1, top5: test accuracy.
+        top1, top5: test accuracy; ``top5`` is ``None`` with at most five classes (every row a hit).
         train_top1: accuracy on the training set (the fit's quality).
-        weight_decay: the L2 strength picked on a held-out tenth of the training set.
-        val_top1: held-out accuracy for each candidate weight decay.
+        weight_decay: the L2 strength picked on the validation images (``val_x``) when given,
+            else on a held-out tenth of the training set.
+        val_top1: validation accuracy for each candidate weight decay.
         seconds: wall time of selection and fit.
     """
 
     top1: float
-    top5: float
+    top5: float | None
     train_top1: float
     weight_decay: float
     val_top1: dict[float, float]
     seconds: float
 
 
+def _select_weight_decay(x_fit: Tensor, y_fit: Tensor, x_val: Tensor, y_val: Tensor, num_classes: int,
+                         weight_decays: tuple[float, ...], max_iter: int
+                         ) -> tuple[float, dict[float, float], tuple[Tensor, Tensor]]:
+    """The weight decay of the best validation accuracy (ties: cross-entropy), fitting from the
+    strongest to the weakest (each fit warm-starts the next); returns it, every candidate's
+    accuracy and the chosen fit."""
+    params, val_top1, val_loss, fits = None, {}, {}, {}
+    for wd in sorted(weight_decays, reverse=True):
+        params = fits[wd] = fit_softmax(x_fit, y_fit, num_classes, wd, max_iter, init=params)
+        logits = x_val @ params[0] + params[1]
+        val_top1[wd] = topk_accuracy(logits, y_val, (1,))[1]
+        val_loss[wd] = F.cross_entropy(logits, y_val).item()
+    best = max(val_top1, key=lambda wd: (val_top1[wd], -val_loss[wd]))  # ties: the better held-out fit
+    return best, val_top1, fits[best]
+
+
 def linear_probe(train_x, train_y, test_x, test_y, weight_decays: tuple[float, ...] = _DEFAULT.probe_weight_decays,
-                 val_fraction: float = 0.1, seed: int = _DEFAULT.seed, max_iter: int = 300) -> ProbeResult:
-    """Train one linear layer on frozen features; report test top-1/top-5.
+                 val_fraction: float = 0.1, seed: int = _DEFAULT.seed, max_iter: int = 300,
+                 val_x=None, val_y=None) -> ProbeResult:
+    """Train one linear layer on frozen features; report test top-1 (and top-5 above five classes).
 
     Features are standardised with the training statistics (still a linear probe).
-    The weight decay is chosen by accuracy (ties: cross-entropy) on a seeded held-out
-    tenth of the training set, fitting from the strongest to the weakest (each fit
-    warm-starts the next); then the probe is refit on the whole training set.
+    The weight decay is chosen by accuracy (ties: cross-entropy) on the validation set
+    ``val_x``/``val_y`` when given (a dataset's own ``val/``), else on a seeded held-out
+    tenth of the training set; then the probe is refit on the whole training set.
 
     Args:
         train_x: ``(N, D)`` training representations; ``train_y``: ``(N,)`` labels.
         test_x: ``(M, D)``; ``test_y``: ``(M,)``.
         weight_decays: candidates; one value skips the selection.
+        val_x, val_y: optional ``(V, D)`` validation representations and labels.
     """
     t0 = time.perf_counter()
-    xtr, xte = standardize(_tensor(train_x), _tensor(test_x))
+    val = val_x is not None and len(val_x) > 0
+    xtr, xte, *xva = standardize(_tensor(train_x), _tensor(test_x), *([_tensor(val_x)] if val else []))
     ytr, yte = _tensor(train_y, torch.int64), _tensor(test_y, torch.int64)
-    num_classes = int(max(ytr.max(), yte.max() if len(yte) else 0)) + 1
+    yva = _tensor(val_y, torch.int64) if val else ytr[:0]
+    num_classes = int(max(ytr.max(), yte.max() if len(yte) else 0, yva.max() if len(yva) else 0)) + 1
     val_top1: dict[float, float] = {}
-    if len(weight_decays) > 1:
+    if len(weight_decays) > 1 and val:
+        best, val_top1, init = _select_weight_decay(xtr, ytr, xva[0], yva, num_classes, weight_decays, max_iter)
+    elif len(weight_decays) > 1:
         perm = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(seed))
         n_val = max(1, int(len(xtr) * val_fraction))
-        x_val, y_val = xtr[perm[:n_val]], ytr[perm[:n_val]]
-        x_fit, y_fit = xtr[perm[n_val:]], ytr[perm[n_val:]]  # gathered once for all candidates
-        params, val_loss, fits = None, {}, {}
-        for wd in sorted(weight_decays, reverse=True):
-            params = fits[wd] = fit_softmax(x_fit, y_fit, num_classes, wd, max_iter, init=params)
-            logits = x_val @ params[0] + params[1]
-            val_top1[wd] = topk_accuracy(logits, y_val, (1,))[1]
-            val_loss[wd] = F.cross_entropy(logits, y_val).item()
-        best = max(val_top1, key=lambda wd: (val_top1[wd], -val_loss[wd]))  # ties: the better held-out fit
-        init = fits[best]
+        held, kept = perm[:n_val], perm[n_val:]  # gathered once for all candidates
+        best, val_top1, init = _select_weight_decay(xtr[kept], ytr[kept], xtr[held], ytr[held], num_classes,
+                                                    weight_decays, max_iter)
     else:
         best, init = weight_decays[0], None
     w, b = fit_softmax(xtr, ytr, num_classes, best, max_iter, init=init)  # warm start: a few more iterations
     test_acc = topk_accuracy(xte @ w + b, yte, (1, 5))
     train_acc = topk_accuracy(xtr @ w + b, ytr, (1,))
-    return ProbeResult(test_acc[1], test_acc[5], train_acc[1], best, val_top1, time.perf_counter() - t0)
+    top5 = test_acc[5] if num_classes >= TOP5_MIN_CLASSES else None
+    return ProbeResult(test_acc[1], top5, train_acc[1], best, val_top1, time.perf_counter() - t0)
 
 
 def knn_scores(train_x, train_y, test_x, k: int = _DEFAULT.knn_k, temperature: float = _DEFAULT.knn_temperature,
@@ -160,8 +205,10 @@ def knn_scores(train_x, train_y, test_x, k: int = _DEFAULT.knn_k, temperature: f
 
 
 def knn_accuracy(train_x, train_y, test_x, test_y, k: int = _DEFAULT.knn_k,
-                 temperature: float = _DEFAULT.knn_temperature) -> dict[int, float]:
-    """Top-1 and top-5 accuracy of :func:`knn_scores`."""
-    y = _tensor(test_y, torch.int64)
-    c = int(max(np.max(train_y), y.max())) + 1
-    return topk_accuracy(knn_scores(train_x, train_y, test_x, k, temperature, c), y, (1, 5))
+                 temperature: float = _DEFAULT.knn_temperature) -> dict[int, float | None]:
+    """Top-1 and top-5 accuracy of :func:`knn_scores` (labels: NumPy or torch); top-5 is
+    ``None`` with at most five classes."""
+    ytr, y = _tensor(train_y, torch.int64), _tensor(test_y, torch.int64)
+    c = int(max(ytr.max(), y.max() if len(y) else 0)) + 1
+    acc = topk_accuracy(knn_scores(train_x, ytr, test_x, k, temperature, c), y, (1, 5))
+    return {1: acc[1], 5: acc[5] if c >= TOP5_MIN_CLASSES else None}

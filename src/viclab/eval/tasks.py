@@ -7,8 +7,10 @@ summary into an output folder, and returns the summary.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from viclab.config import EVAL_DEFAULTS, EvalConfig
-from viclab.errors import ViclabError
+from viclab.data import DATASETS, SOUND_DATASETS, is_sound
+from viclab.data.folder import held_out_split
+from viclab.errors import ViclabError, ViclabWarning
 from viclab.eval import figures
 from viclab.eval.features import (
     PRETRAINED_DATASET,
@@ -34,16 +38,29 @@ from viclab.train.rundir import CONFIG
 
 SourceLike = str | Path | Source
 MAX_RETRIEVAL_K = 50  # the retrieval figure draws one column per image
+# Below this many test items an accuracy's 95% interval is wider than about +/-10 points: say so.
+TINY_TEST_SET = 100
+INTERVAL = "95% Wilson binomial interval"  # what the *_interval fields of the JSON summaries are
 
 
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text).strip("-.") or "data"
 
 
+def dataset_label(dataset: str) -> str:
+    """A dataset's part of an output folder's name: a registered name as it is; an image or sound
+    folder by its name and a short hash of its absolute path, so two folders of one name (``a/photos``,
+    ``b/photos``) never share (and overwrite) one output folder."""
+    if dataset in DATASETS or dataset in SOUND_DATASETS:
+        return _slug(dataset)
+    path = Path(dataset).expanduser().resolve()
+    return f"{_slug(path.name or dataset)}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+
+
 def default_out_dir(encoder: Source, source: SourceLike, dataset: str | None = None) -> Path:
-    """A run folder's own ``eval/`` (``eval-<dataset>/`` for another dataset than its training one);
-    otherwise ``./eval-<name>`` (``./eval-<name>-<dataset>``)."""
-    other = f"-{_slug(Path(dataset).name if Path(dataset).name else dataset)}" if dataset else ""
+    """A run folder's own ``eval/`` (``eval-<dataset>/`` for another dataset than its training one,
+    :func:`dataset_label`); otherwise ``./eval-<name>`` (``./eval-<name>-<dataset>``)."""
+    other = f"-{dataset_label(dataset)}" if dataset else ""
     if not isinstance(source, Source) and Path(source).is_dir():
         return Path(source) / f"eval{other}"
     return Path(f"eval-{_slug(encoder.name.replace(' ', '-').replace(':', '-'))}{other}")
@@ -103,34 +120,88 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
+def _acc(p: float, n: int) -> str:
+    """An accuracy with its 95% binomial interval, e.g. ``68.80% [67.89, 69.70]``."""
+    from viclab.eval.probe import binomial_interval
+
+    lo, hi = binomial_interval(p, n)
+    return f"{_pct(p)} [{100 * lo:.2f}, {100 * hi:.2f}]"
+
+
+def _with_interval(name: str, p: float | None, n: int) -> dict[str, Any]:
+    """``{name: p, name_interval: [low, high]}`` (the 95% binomial interval over ``n`` items)."""
+    from viclab.eval.probe import binomial_interval
+
+    return {name: p, f"{name}_interval": None if p is None else list(binomial_interval(p, n))}
+
+
+def _require_classes(reps: Representations, what: str) -> None:
+    """Refuse data of one class: every image's nearest class is then right, so the number says nothing."""
+    present = np.unique(reps.labels)
+    if len(present) < 2:
+        names = ", ".join(reps.data.classes[int(c)] for c in present) or "none"
+        raise ViclabError(f"{reps.dataset} has {len(present)} class ({names}) in its {reps.split} images, so {what} "
+                          "would score 100% whatever the encoder; give a dataset with at least two classes")
+
+
+def _warn_if_tiny(n: int, what: str) -> None:
+    if n < TINY_TEST_SET:
+        warnings.warn(f"only {n} {what}: each accuracy's 95% interval (in brackets) spans many points; compare "
+                      "encoders on a larger test set", ViclabWarning, stacklevel=3)
+
+
+def _own_validation(dataset: str) -> bool:
+    """Whether ``dataset`` is an image folder with a labelled ``val/`` apart from the ``test/`` it is tested on."""
+    if dataset in DATASETS or is_sound(dataset):
+        return False
+    root = Path(dataset).expanduser()
+    return (root / "train").is_dir() and (root / "val").is_dir() and held_out_split(root) == "test"
+
+
+def _top5_text(top5: float | None, n: int) -> str:
+    return "" if top5 is None else f" top-5 {_acc(top5, n)}"
+
+
 def run_probe(source: SourceLike, out: str | Path | None = None, data_dir: str | None = None,
               cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
               echo: Callable[[str], None] = print, dataset: str | None = None) -> dict[str, Any]:
     """Linear probe (spec S3) and weighted kNN classifier on train -> test representations.
 
-    Writes ``probe.json``. Returns the summary (accuracies as fractions).
+    The probe's weight decay is chosen on the dataset's own ``val/`` when an image folder has
+    one beside its ``test/``, else on a held-out tenth of the training images. Accuracies come
+    with their 95% binomial interval; top-5 only above five classes. Writes ``probe.json``.
+    Returns the summary (accuracies as fractions).
     """
     from viclab.eval.probe import knn_accuracy, linear_probe
 
     t = _Task(source, out, data_dir, cfg, progress, use_cache, dataset=dataset)
     train, test = t.reps("train"), t.reps("test")
+    _require_classes(train, "a linear probe")
     check_k("knn_k (--knn-k)", cfg.knn_k, len(train.labels), "training representations")
+    val = t.reps("val") if _own_validation(t.dataset_name) else None
     probe = linear_probe(train.features, train.labels, test.features, test.labels, cfg.probe_weight_decays,
-                         seed=cfg.seed)
+                         seed=cfg.seed, val_x=None if val is None else val.features,
+                         val_y=None if val is None else val.labels)
     t0 = time.perf_counter()
     knn = knn_accuracy(train.features, train.labels, test.features, test.labels, cfg.knn_k, cfg.knn_temperature)
     knn_seconds = time.perf_counter() - t0
-    echo(f"{t.encoder.name}: linear probe top-1 {_pct(probe.top1)} top-5 {_pct(probe.top5)} "
-         f"(weight decay {probe.weight_decay:g}, {probe.seconds:.1f}s) | "
-         f"{cfg.knn_k}-NN top-1 {_pct(knn[1])} top-5 {_pct(knn[5])} "
-         f"[{len(train.labels)} train / {len(test.labels)} test images]")
+    n = len(test.labels)
+    _warn_if_tiny(n, "test images")
+    selection = f"val/ ({len(val.labels)} images)" if val is not None else "a held-out tenth of the training images"
+    echo(f"{t.encoder.name}: linear probe top-1 {_acc(probe.top1, n)}{_top5_text(probe.top5, n)} "
+         f"(weight decay {probe.weight_decay:g} chosen on {selection}, {probe.seconds:.1f}s) | "
+         f"{cfg.knn_k}-NN top-1 {_acc(knn[1], n)}{_top5_text(knn[5], n)} "
+         f"[{len(train.labels)} train / {n} test images; 95% intervals]")
     return t.write_json("probe.json", {
-        "n_train": len(train.labels), "n_test": len(test.labels),
-        "linear": {"top1": probe.top1, "top5": probe.top5, "train_top1": probe.train_top1,
-                   "weight_decay": probe.weight_decay,
+        "n_train": len(train.labels), "n_test": n, "n_classes": len(train.data.classes),
+        "image_size": t.encoder.config.augment.size, "interval": INTERVAL,
+        "linear": {**_with_interval("top1", probe.top1, n), **_with_interval("top5", probe.top5, n),
+                   "train_top1": probe.train_top1, "weight_decay": probe.weight_decay,
+                   "selection": "val" if val is not None else "train_tenth",
+                   "n_val": len(val.labels) if val is not None else None,
                    "val_top1": {str(k): v for k, v in probe.val_top1.items()}, "seconds": probe.seconds},
-        "knn": {"top1": knn[1], "top5": knn[5], "k": cfg.knn_k, "temperature": cfg.knn_temperature,
-                "seconds": knn_seconds},
+        "knn": {**_with_interval("top1", knn[1], n), **_with_interval("top5", knn[5], n), "k": cfg.knn_k,
+                "temperature": cfg.knn_temperature, "seconds": knn_seconds},
     })
 
 
@@ -181,6 +252,7 @@ def run_retrieve(source: SourceLike, out: str | Path | None = None, data_dir: st
     train = t.reps("train")
     x, y, images, classes = train.features, train.labels, train.data.images, train.data.classes
     k = cfg.retrieval_k
+    _require_classes(train, f"precision@{k}")
     check_k("retrieval_k (-k)", k, len(y) - 1, "other training images")
     queries = one_query_per_class(y, cfg.seed)
     near_d, near_i = nearest(x, x[queries], k, exclude=queries)
@@ -196,10 +268,14 @@ def run_retrieve(source: SourceLike, out: str | Path | None = None, data_dir: st
     t0 = time.perf_counter()
     p_at_k = precision_at_k(x, y, k, cfg.precision_queries, cfg.seed)
     n_q = min(cfg.precision_queries, len(y))
-    echo(f"{t.encoder.name}: precision@{k} {_pct(p_at_k)} over {n_q} training queries "
+    _warn_if_tiny(n_q, "retrieval queries")
+    # Interval over the queries: each query's precision lies in [0, 1], so a binomial over n_q
+    # items is conservative (a query's k neighbours are not independent trials).
+    echo(f"{t.encoder.name}: precision@{k} {_acc(p_at_k, n_q)} over {n_q} training queries (95% interval) "
          f"({time.perf_counter() - t0:.1f}s) -> {t.out / 'retrieval_nearest.png'}, {t.out / 'retrieval_farthest.png'}")
     return t.write_json("retrieval.json", {
-        "k": k, "precision_at_k": p_at_k, "precision_queries": n_q,
+        "k": k, **_with_interval("precision_at_k", p_at_k, n_q), "interval": f"{INTERVAL} over the queries",
+        "precision_queries": n_q,
         "queries": [{"index": int(q), "class": classes[y[q]],
                      "nearest": near_i[r].tolist(), "nearest_distance": near_d[r].tolist(),
                      "farthest": far_i[r].tolist(), "farthest_distance": far_d[r].tolist()}
@@ -231,7 +307,7 @@ def run_anomaly(sources: Sequence[SourceLike], out: str | Path | None = None, da
     highest-scoring test images, one row per encoder), per encoder
     ``scores-<name>.npy`` and ``.csv``, and ``anomaly.json``.
     """
-    from viclab.eval.anomaly import knn_anomaly_scores, roc
+    from viclab.eval.anomaly import auroc_interval, knn_anomaly_scores, roc
 
     if not sources:
         raise ViclabError("anomaly needs at least one run folder or weights file")
@@ -258,6 +334,7 @@ def run_anomaly(sources: Sequence[SourceLike], out: str | Path | None = None, da
         scores = knn_anomaly_scores(train.features, test_x, cfg.anomaly_k)
         seconds = time.perf_counter() - t0
         fpr, tpr, auc = roc(truth, scores)
+        interval = auroc_interval(truth, scores)  # 95% stratified bootstrap: small folders move the AUROC a lot
         curves.append((label, fpr, tpr, auc))
         stem = "scores-" + "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
         n0 = len(normal.labels)
@@ -268,11 +345,13 @@ def run_anomaly(sources: Sequence[SourceLike], out: str | Path | None = None, da
         images = [normal.data.images[i] if i < n0 else odd.data.images[i - n0] for i in top]
         rows.append((label, images, [f"{odd.dataset if truth[i] else normal.dataset} {scores[i]:.2f}" for i in top]))
         results.append({"name": label, "source": t.encoder.name, "weights_sha256": t.encoder.weights_sha256,
-                        "auroc": auc, "n_normal": n0, "n_anomalies": len(odd.labels), "seconds": seconds,
+                        "auroc": auc, "auroc_interval": list(interval), "n_normal": n0,
+                        "n_anomalies": len(odd.labels), "seconds": seconds,
                         "top": [{"dataset": normal.dataset if i < n0 else odd.dataset,
                                  "index": int(i if i < n0 else i - n0), "score": float(scores[i])} for i in top],
                         "scores": str(out_dir / f"{stem}.npy")})
-        echo(f"{label}: AUROC {auc:.4f} ({normal.dataset} test {n0} normal vs {odd.dataset} test "
+        echo(f"{label}: AUROC {auc:.4f} [95% {interval[0]:.3f}, {interval[1]:.3f}] ({normal.dataset} test {n0} "
+             f"normal vs {odd.dataset} test "
              f"{len(odd.labels)} anomalous, k={cfg.anomaly_k}, scoring {seconds:.2f}s)")
     for stem, (scores, csv) in files.items():
         atomic_save_npy(out_dir / f"{stem}.npy", scores)

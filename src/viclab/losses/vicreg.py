@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from viclab.runtime import get_world_size, is_distributed
+from viclab.runtime import cat_over_ranks, is_distributed
 
 
 def invariance(z: Tensor, z_prime: Tensor) -> Tensor:
@@ -57,18 +57,6 @@ def covariance(z: Tensor) -> Tensor:
     cov = (zc.T @ zc) / (b - 1)
     # sum of squares of all entries minus the diagonal's: avoids building a mask.
     return (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / d
-
-
-def gather_with_grad(z: Tensor) -> Tensor:
-    """Concatenate ``z`` from all processes along dim 0, keeping gradients.
-
-    With no process group (or world size 1) this is the identity.
-    """
-    if get_world_size() == 1:
-        return z
-    from torch.distributed.nn.functional import all_gather  # differentiable all-gather
-
-    return torch.cat(all_gather(z), dim=0)
 
 
 def _at_least_fp32(z: Tensor) -> Tensor:
@@ -120,7 +108,7 @@ class VICRegLoss(nn.Module):
         z, z_prime = _at_least_fp32(z), _at_least_fp32(z_prime)
         inv = invariance(z, z_prime)
         if self.gather_distributed and is_distributed():
-            z, z_prime = gather_with_grad(z), gather_with_grad(z_prime)
+            z, z_prime = cat_over_ranks(z), cat_over_ranks(z_prime)  # the global batch, with gradients
         var = (variance(z, self.gamma, self.eps, self.variant)
                + variance(z_prime, self.gamma, self.eps, self.variant))
         if self.variant == "official":

@@ -60,6 +60,16 @@ def check_inputs(backbone: str, data) -> None:
                           "an image backbone, e.g. model.backbone=small_cnn")
 
 
+def check_view_size(encoder: nn.Module, size: int) -> None:
+    """Refuse ``augment.size``-pixel views an encoder cannot take (a ViT's patches must tile them):
+    checked before a run folder exists, not at the first step."""
+    patch = getattr(getattr(encoder, "patch_embed", None), "patch_size", None)
+    if patch and size % patch:
+        fit = max(patch, size // patch * patch)
+        raise ViclabError(f"augment.size={size} is not a multiple of the ViT patch size {patch}; use "
+                          f"augment.size={fit} (or {fit + patch})")
+
+
 def build_backbone(name: str) -> tuple[nn.Module, int]:
     """Instantiate a registered backbone; returns ``(module, feature_dim)``."""
     if name not in BACKBONES:
@@ -69,8 +79,8 @@ def build_backbone(name: str) -> tuple[nn.Module, int]:
 
 __all__ = ["BACKBONES", "INPUT_CHANNELS", "Conv4", "ConvAutoencoder", "DenseAutoencoder", "ResNet18", "ResNet50",
            "SmallCNN", "SpecAutoencoder", "SpecCNN", "Standardize", "VisionTransformer", "build_autoencoder",
-           "build_backbone", "build_projector", "check_inputs", "fit_standardizers", "load_backbone_state_dict",
-           "resnet50", "spec_cnn", "stack_frames", "vit_small", "vit_tiny"]
+           "build_backbone", "build_projector", "check_inputs", "check_view_size", "fit_standardizers",
+           "load_backbone_state_dict", "resnet50", "spec_cnn", "stack_frames", "vit_small", "vit_tiny"]
 
 from viclab.models.vicreg import VICRegModel, build_vicreg_model  # noqa: E402
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.distributed.nn.functional import all_reduce
 
-from viclab.runtime import get_world_size
+from viclab.runtime import get_world_size, sum_over_ranks
 
 
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -38,11 +37,11 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=torch.float32)
         # Two reductions (mean, then centred squares) rather than E[x^2] - E[x]^2: no cancellation,
         # the same numbers as BatchNorm on the concatenated batch to float rounding.
-        total = all_reduce(torch.cat([xf.sum(dims), count]))
+        total = sum_over_ranks(torch.cat([xf.sum(dims), count]))
         n = total[-1]
         mean = total[:-1] / n
         centred = xf - mean.reshape(shape)
-        var = all_reduce(centred.pow(2).sum(dims)) / n
+        var = sum_over_ranks(centred.pow(2).sum(dims)) / n
         y = centred * torch.rsqrt(var + self.eps).reshape(shape)
         if self.affine:
             y = y * self.weight.reshape(shape) + self.bias.reshape(shape)

@@ -21,7 +21,7 @@ from viclab.audio import (
     nnls_mel_inverse,
     spectral_convergence,
 )
-from viclab.config import SoundConfig
+from viclab.config import RESYNTH_MAX_SECONDS, SoundConfig
 from viclab.data.audio import cut, decode, write_wav
 from viclab.detect import Detector, load_detector
 from viclab.errors import ViclabError
@@ -83,9 +83,33 @@ def _figure(panels: list[tuple[str, Tensor]], cfg: SoundConfig, title: str, path
     return save_png(fig, path)
 
 
+def _check_clip(wave: np.ndarray, clip: str | Path, cfg: SoundConfig, max_seconds: float) -> None:
+    """Refuse, before anything is written, a clip that has nothing to resynthesise or would take too long."""
+    seconds = len(wave) / cfg.rate
+    if len(wave) < cfg.n_fft:  # fewer samples than one analysis window: a frame or two of mostly padding
+        raise ViclabError(f"{clip} holds {len(wave)} sample(s) at {cfg.rate} Hz, fewer than one analysis window; "
+                          f"resynthesis needs at least sound.n_fft = {cfg.n_fft} samples "
+                          f"({cfg.n_fft / cfg.rate:g} s): give a longer clip")
+    if seconds > max_seconds:
+        raise ViclabError(f"{clip} lasts {seconds:.1f} s, longer than --max-seconds {max_seconds:g} (about a "
+                          "second of work per second of audio); cut the clip, or raise --max-seconds")
+    if not wave.any():  # spectral convergence divides by the original's magnitude
+        raise ViclabError(f"{clip} is silent (every sample is 0); give a clip with sound in it")
+
+
+def _json(result: dict[str, Any], clip: str | Path) -> str:
+    """``result`` as strict JSON (no bare NaN or Infinity), refused before anything is written."""
+    try:
+        return json.dumps(result, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        raise ViclabError(f"resynthesising {clip} gave a measure that is not a finite number "
+                          f"({result['vs_original']}, {result['vs_given_magnitude']}): the magnitude Griffin-Lim "
+                          "was given is silent; give another clip or detector") from None
+
+
 def resynthesise(clip: str | Path, out: str | Path, detector: str | Path | None = None,
                  sound: SoundConfig | None = None, n_iter: int = 32, momentum: float = 0.99, seed: int = 0,
-                 echo: Callable[[str], None] = print) -> dict[str, Any]:
+                 max_seconds: float = RESYNTH_MAX_SECONDS, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Turn a clip's log-mel spectrogram (or a detector's reconstruction of it) back into sound.
 
     Without ``detector`` the whole file is analysed with ``sound`` (default: the DCASE settings);
@@ -94,7 +118,10 @@ def resynthesise(clip: str | Path, out: str | Path, detector: str | Path | None 
     ``resynth.wav``, ``spectrograms.png`` (original, reconstruction if any, and the resynthesised
     audio's log-mel side by side) and ``resynth.json``: spectral convergence and log-spectral
     distance of the resynthesised audio's STFT magnitude against the original clip's, and against
-    the magnitude Griffin-Lim was given (how far the phase search got).
+    the magnitude Griffin-Lim was given (how far the phase search got). They measure Griffin-Lim's
+    output itself: a wave louder than full scale is scaled down (``scaled_by``) only in ``resynth.wav``.
+    Clips shorter than one analysis window (``n_fft`` samples), silent, or longer than
+    ``max_seconds`` are refused before anything is written.
 
     Returns:
         The contents of ``resynth.json``.
@@ -102,6 +129,8 @@ def resynthesise(clip: str | Path, out: str | Path, detector: str | Path | None 
     if n_iter < 1 or not 0 <= momentum < 1:
         raise ViclabError(f"--iters {n_iter} and --momentum {momentum}: use at least 1 iteration and a momentum in "
                           "[0, 1)")
+    if not max_seconds > 0:
+        raise ViclabError(f"--max-seconds {max_seconds} must be > 0; give the longest clip to accept, in seconds")
     out = check_writable_dir(Path(out), "output folder")
     det = None
     if detector is not None:
@@ -117,34 +146,37 @@ def resynthesise(clip: str | Path, out: str | Path, detector: str | Path | None 
     wave = decode(clip, cfg.rate, cfg.channel)
     if det is not None:
         wave = cut(wave, cfg.clip_samples)[0]
+    _check_clip(wave, clip, cfg, max_seconds)
     frontend = LogMel(cfg)
     logmel = frontend(torch.from_numpy(wave)[None])
     target = reconstruct(det, logmel) if det is not None else logmel
     y = logmel_to_wave(target, cfg, n_iter, momentum, seed, length=len(wave))[0].numpy()
     peak = float(np.abs(y).max())
-    if peak > 1:  # a reconstruction can be louder than full scale: scaled down, not clipped
-        y = y / peak * 0.99
+    # A reconstruction can be louder than full scale: the WAV is scaled down, not clipped. The measures
+    # below are the phase search's own, without that gain (a gain < 1 would count as spectral error).
+    gain = 0.99 / peak if peak > 1 else 1.0
     original_mag = magnitude(torch.from_numpy(wave).double(), cfg)
     result_mag = magnitude(torch.from_numpy(y).double(), cfg)
     given = nnls_mel_inverse(log_to_mel(target[0, 0].double(), cfg), frontend.filters.double()).pow(1 / cfg.power)
     result = {
         "clip": str(clip), "detector": str(detector) if detector else None, "rate": cfg.rate,
         "seconds": len(wave) / cfg.rate, "iterations": n_iter, "momentum": momentum, "seed": seed,
-        "scaled_by": 0.99 / peak if peak > 1 else 1.0,
+        "scaled_by": gain,
         "vs_original": {"spectral_convergence": spectral_convergence(original_mag, result_mag),
                         "log_spectral_distance_db": log_spectral_distance(original_mag, result_mag)},
         "vs_given_magnitude": {"spectral_convergence": spectral_convergence(given, result_mag),
                                "log_spectral_distance_db": log_spectral_distance(given, result_mag)},
     }
+    text = _json(result, clip)
     write_wav(out / "original.wav", wave, cfg.rate)
-    write_wav(out / "resynth.wav", y, cfg.rate)
+    write_wav(out / "resynth.wav", y * gain, cfg.rate)
     panels = [("original", logmel[0])]
     if det is not None:
         panels.append((f"{det.cfg.detector} reconstruction", target[0]))
     panels.append(("resynthesised audio", frontend(torch.from_numpy(y.astype(np.float32))[None])[0]))
     _figure(panels, cfg, f"{Path(clip).name}: log-mel spectrograms (Griffin-Lim, {n_iter} iterations)",
             out / "spectrograms.png")
-    atomic_write_text(out / "resynth.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "resynth.json", text)
     v = result["vs_original"]
     echo(f"{Path(clip).name}: spectral convergence {v['spectral_convergence']:.3f}, log-spectral distance "
          f"{v['log_spectral_distance_db']:.2f} dB against the original -> {out / 'resynth.wav'}")

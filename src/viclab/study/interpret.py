@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from viclab.eval.probe import sampling_error  # the one home of accuracies' sampling error
+
 
 def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
@@ -20,11 +22,6 @@ def pct(x: float | None) -> str:
 def points(d: float) -> str:
     """A difference of two fractions in percentage points, signed."""
     return f"{100 * d:+.1f} points"
-
-
-def sampling_error(p: float, n: int) -> float:
-    """Binomial standard error of an accuracy ``p`` measured on ``n`` test images."""
-    return math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
 
 
 def compare_accuracy(name_a: str, a: float, n_a: int, name_b: str, b: float, n_b: int) -> str:

@@ -31,14 +31,15 @@ from viclab.config import Config, StudyConfig
 from viclab.data import load_images, resolve_data_dir
 from viclab.data.sound import sound_fingerprint
 from viclab.data.types import data_fingerprint
+from viclab.detect.api import scoring_runtime
 from viclab.errors import ViclabError
 from viclab.eval import tasks as t
-from viclab.eval.features import load_source, representations
+from viclab.eval.features import eval_runtime, load_source, representations
 from viclab.io import atomic_write_text, check_writable_dir, remove_stale_temp
 from viclab.runtime import barrier, broadcast_object, init_distributed, is_main, select_runtime
 from viclab.study.detection import detection_stage
 from viclab.study.report import METHODS, write_report
-from viclab.study.sound import fsdd_stage, machines_stage
+from viclab.study.sound import fsdd_stage, machines_stage, sound_runtimes
 from viclab.study.stages import Stage, code_fingerprint, run_stages
 from viclab.train import train
 from viclab.train.rundir import CONFIG, META, METRICS, config_json, read_metrics, write_run_files
@@ -153,11 +154,17 @@ def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callab
         return _without_paths(dataclasses.asdict(c))
 
     views = {k: v for k, v in conf(nbrs).items() if k != "views"} | {"k": cfg.neighbour_k}
-    ev = {"eval": conf(cfg.eval), "data": reads(train_key, test_key), "code": code("viclab.eval.tasks")}
+    # Where and how precisely a stage computes changes its numbers: "auto" resolves on this machine, so a
+    # study folder moved to another device type or precision recomputes the stages that depend on them.
+    # (The latent optimisation always runs on the CPU in fp32, Laplacian Eigenmaps in float64 NumPy.)
+    trains = select_runtime(recipe.train.device, recipe.train.precision).key
+    ev = {"eval": conf(cfg.eval), "data": reads(train_key, test_key), "code": code("viclab.eval.tasks"),
+          "runtime": eval_runtime(cfg.eval).key}
     # A training reads the test split only for its per-epoch test terms.
     trains_on = reads(train_key, test_key) if recipe.train.eval_test else reads(train_key)
-    training = {"data": trains_on, "code": code("viclab.train.vicreg")}
-    neighbour_training = {"data": trains_on, "code": code("viclab.ablate.neighbours")}
+    training = {"data": trains_on, "code": code("viclab.train.vicreg"), "runtime": trains}
+    neighbour_training = {"data": trains_on, "code": code("viclab.ablate.neighbours"),
+                          "runtime": {"train": trains, "encode": eval_runtime().key}}  # it encodes with the default
     latent_in = {"data": reads(train_key), "code": code("viclab.ablate.latent")}
 
     def trained(c: Config) -> Callable[[Path], dict[str, Any]]:
@@ -200,18 +207,25 @@ def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callab
     stages.append(Stage("detect", f"one-class anomaly detection, every detector, classes {classes} (§4)",
                         {"config": conf(cfg.detect), "classes": list(cfg.detect_classes),
                          "data": reads(train_key, test_key),
+                         "runtime": {"train": select_runtime(cfg.detect.recipe.train.device,
+                                                             cfg.detect.recipe.train.precision).key,
+                                     "score": scoring_runtime(cfg.detect).key},
                          "code": code_fingerprint(["viclab.detect", "viclab.study.detection"],
                                                   own=["viclab.study.pipeline", "viclab.study.stages"])},
                         detection_stage(cfg, progress, echo), "detect"))
     if cfg.sound:
-        sound_fields = {k: v for k, v in conf(cfg).items() if k.startswith("sound")}
+        sound_fields = {k: v for k, v in conf(cfg).items() if k.startswith("sound")} | {
+            "min_steps": cfg.recipe.train.min_steps}  # the sound trainings take the study's step floor
         sound_code = code_fingerprint(["viclab.sound", "viclab.study.sound"],
                                       own=["viclab.study.pipeline", "viclab.study.stages"])
+        runtimes = sound_runtimes(cfg, recipe.data.data_dir)
         stages.append(Stage("sound_machines", f"machine sounds, every detector: {', '.join(cfg.sound_machines)} (§4)",
-                            {"config": sound_fields, "data": reads("mimii/files"), "code": sound_code},
+                            {"config": sound_fields, "data": reads("mimii/files"), "code": sound_code,
+                             "runtime": runtimes["sound_machines"]},
                             machines_stage(cfg, recipe.data.data_dir, progress, echo), "sound/machines"))
         stages.append(Stage("sound_fsdd", "spoken digits: VICReg probed on held-out speakers, Griffin-Lim (§4)",
-                            {"config": sound_fields, "data": reads("fsdd/files"), "code": sound_code},
+                            {"config": sound_fields, "data": reads("fsdd/files"), "code": sound_code,
+                             "runtime": runtimes["sound_fsdd"]},
                             fsdd_stage(cfg, recipe.data.data_dir, progress, echo), "sound/fsdd"))
     return stages
 

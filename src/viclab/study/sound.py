@@ -17,11 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from viclab.config import StudyConfig, get_preset, resolve_detect
+from viclab.config import Config, DetectConfig, StudyConfig, get_preset, resolve_detect
 from viclab.data import load_sound, spectrograms
 from viclab.data.sound import sound_root
 from viclab.detect import figures
+from viclab.detect.api import scoring_runtime
+from viclab.eval.features import eval_runtime
 from viclab.eval.figures import image_grid_png
+from viclab.runtime import select_runtime
 from viclab.sound import machine_id, machine_sounds, probe_digits, resynthesise
 
 ROC_DETECTORS = ("vicreg_terms:invariance", "knn", "mahalanobis", "autoencoder", "dcase_ae", "random-encoder knn")
@@ -33,16 +36,39 @@ def _resynth(clip: Path, folder: Path, echo: Callable[[str], None], **kw: Any) -
                                                                                 "seconds", "rate")}}
 
 
+def _machines_config(cfg: StudyConfig, data_dir: str | None) -> DetectConfig:
+    """The detectors of the machine-sound stage: the ``sound`` recipe, the study's budget."""
+    return resolve_detect([
+        # at most 10 clips per machine ID and condition: the MIMII sample's size, whatever the download's
+        "data.dataset=mimii", f"data.data_dir={data_dir or ''}", "sound.max_files=10",
+        f"train.epochs={cfg.sound_epochs}", f"train.min_steps={cfg.recipe.train.min_steps}",  # the study's floor
+        f"detect.views={cfg.sound_views}", f"autoencoder.epochs={cfg.sound_autoencoder_epochs}",
+        f"dcase.epochs={cfg.sound_dcase_epochs}"], preset="sound")
+
+
+def _fsdd_recipe(cfg: StudyConfig, data_dir: str | None) -> Config:
+    """VICReg of the spoken-digit stage: the ``fsdd`` recipe for ``study.sound_probe_epochs``."""
+    recipe = get_preset("fsdd")
+    return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, data_dir=data_dir),
+                               train=dataclasses.replace(recipe.train, epochs=cfg.sound_probe_epochs,
+                                                         min_steps=cfg.recipe.train.min_steps))
+
+
+def sound_runtimes(cfg: StudyConfig, data_dir: str | None) -> dict[str, dict[str, Any]]:
+    """Per sound stage, where and how precisely it trains, scores and encodes (``auto`` resolved on
+    this machine): part of the stage's fingerprint, as these change its numbers."""
+    base, recipe = _machines_config(cfg, data_dir), _fsdd_recipe(cfg, data_dir)
+    return {"sound_machines": {"train": select_runtime(base.recipe.train.device, base.recipe.train.precision).key,
+                               "score": scoring_runtime(base).key},
+            "sound_fsdd": {"train": select_runtime(recipe.train.device, recipe.train.precision).key,
+                           "encode": eval_runtime().key}}
+
+
 def machines_stage(cfg: StudyConfig, data_dir: str | None, progress: bool,
                    echo: Callable[[str], None]) -> Callable[[Path], dict[str, Any]]:
     """The stage's ``run(folder)``: every detector per machine type, figures and resynthesis."""
     def run(folder: Path) -> dict[str, Any]:
-        base = resolve_detect([
-            # at most 10 clips per machine ID and condition: the MIMII sample's size, whatever the download's
-            "data.dataset=mimii", f"data.data_dir={data_dir or ''}", "sound.max_files=10",
-            f"train.epochs={cfg.sound_epochs}",
-            f"detect.views={cfg.sound_views}", f"autoencoder.epochs={cfg.sound_autoencoder_epochs}",
-            f"dcase.epochs={cfg.sound_dcase_epochs}"], preset="sound")
+        base = _machines_config(cfg, data_dir)
         tests: dict[str, Any] = {}
 
         def draw(machine: str, ev: dict[str, Any]) -> None:
@@ -88,9 +114,7 @@ def fsdd_stage(cfg: StudyConfig, data_dir: str | None, progress: bool,
                echo: Callable[[str], None]) -> Callable[[Path], dict[str, Any]]:
     """The stage's ``run(folder)``: VICReg on FSDD probed on held-out speakers, figures, resynthesis."""
     def run(folder: Path) -> dict[str, Any]:
-        recipe = get_preset("fsdd")
-        recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, data_dir=data_dir),
-                                     train=dataclasses.replace(recipe.train, epochs=cfg.sound_probe_epochs))
+        recipe = _fsdd_recipe(cfg, data_dir)
         probe = probe_digits(recipe, cfg.sound_held_out, folder, progress=progress, echo=echo)
         sound = dataclasses.replace(recipe.sound, split="speaker", test_speakers=tuple(cfg.sound_held_out))
         root = data_dir or _default_root()

@@ -11,7 +11,9 @@ fingerprints of the stages it reads). Its fingerprint is the hash of those input
   cleared and it runs from scratch.
 
 The inputs include a hash of the code the stage runs (:func:`code_fingerprint`), so an
-upgraded or edited viclab recomputes a stage instead of reusing a stale result.
+upgraded or edited viclab recomputes a stage instead of reusing a stale result, and, where
+they change its numbers, the device type and precision it computes in (``Runtime.key``), so a
+study folder moved to another machine recomputes those stages.
 """
 
 from __future__ import annotations

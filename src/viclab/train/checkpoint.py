@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,21 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, int, Config]:
     return encoder, dim, cfg
 
 
+def _unreadable_reason(e: BaseException) -> str:
+    """Why torch or safetensors could not read a file, in words of our own: never torch's advice to
+    load with ``weights_only=False`` (arbitrary code), never its terminal colour codes."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if refused:
+        return f"it holds a Python object ({refused.group(1)}), not only tensors, so it is not loaded"
+    if isinstance(e, EOFError) or not text.strip():
+        return f"it is empty or cut short ({type(e).__name__})"
+    first = text.strip().splitlines()[0].split(". ")[0]  # the first sentence names the defect
+    if "weights_only" in text or "Weights only" in first:
+        return f"it is damaged or not a weights file ({type(e).__name__})"
+    return f"it is damaged or not a weights file ({type(e).__name__}: {first[:200]})"
+
+
 # ImageNet's channel statistics: what VICReg's resnet50.pth, DINO and most timm ImageNet checkpoints were
 # trained to see (timm's augreg ViTs use 0.5 / 0.5: give those as a run's augment.mean/std instead).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -135,8 +151,8 @@ def load_pretrained(backbone: str, path: str | Path) -> tuple[nn.Module, int, in
         state = load_file(str(path)) if path.suffix == ".safetensors" else \
             torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, a refused global, a damaged zip, OSError
-        raise ViclabError(f"cannot read checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                          "give a PyTorch state dict (.pth) or a .safetensors file") from None
+        raise ViclabError(f"cannot read checkpoint {path}: {_unreadable_reason(e)}; download it again, or give a "
+                          "PyTorch state dict (.pth) or a .safetensors file") from None
     while isinstance(state, dict) and len(state) <= 8 and any(isinstance(state.get(k), dict) for k in _NESTED):
         state = next(state[k] for k in _NESTED if isinstance(state.get(k), dict))
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

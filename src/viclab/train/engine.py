@@ -148,6 +148,23 @@ def read_checkpoint(run: RunFolder, model: nn.Module) -> dict[str, Any] | None:
     return ckpt
 
 
+# Which kernel an optimiser steps with: chosen for the device a session runs on, never taken from the
+# checkpoint (a CUDA run's fused=True on a CPU, or a CPU run's choice on CUDA).
+KERNEL_FLAGS = ("fused", "foreach", "capturable")
+
+
+def own_kernel_flags(opt: torch.optim.Optimizer, state: Any) -> Any:
+    """An optimiser state dict with each param group's :data:`KERNEL_FLAGS` replaced by ``opt``'s own
+    (what this session chose for its device), so that loading it keeps them; also places the step
+    counters where those flags want them. A state that does not fit is returned as it is (the load
+    then explains the mismatch)."""
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    if not isinstance(groups, list) or len(groups) != len(opt.param_groups):
+        return state
+    mine = [{k: g[k] for k in KERNEL_FLAGS if k in g} for g in opt.param_groups]
+    return {**state, "param_groups": [{**g, **m} if isinstance(g, dict) else g for g, m in zip(groups, mine)]}
+
+
 def _stream_seed(seed: int, rank: int, epoch: int = 0) -> int:
     """A rank's own generator seed; rank 0 of a run that never moved uses ``seed`` itself."""
     return seed if rank == 0 and epoch == 0 else seed * 1_000_003 + rank * 7919 + epoch
@@ -221,7 +238,7 @@ def fit(run: RunFolder, objective: Objective, make_batches: Callable[[bool], Bat
     if ckpt is not None:
         states = ckpt.get("optimizers") or [ckpt["optimizer"]]  # older single-optimiser checkpoints
         for opt, state in zip(objective.optimizers, states):
-            load_state(opt, state, run.checkpoint, FOREIGN_CHECKPOINT)
+            load_state(opt, own_kernel_flags(opt, state), run.checkpoint, FOREIGN_CHECKPOINT)
         if objective.scheduler is not None:
             base_lrs = list(objective.scheduler.base_lrs)  # this session's (optim.lr_scaling for this world)
             objective.scheduler.load_state_dict(ckpt["scheduler"])

@@ -22,7 +22,7 @@ from viclab.config import Config
 from viclab.data import ImageData, load_inputs
 from viclab.errors import ViclabError, ViclabWarning
 from viclab.losses import VICRegLoss, VICRegTerms
-from viclab.models import build_vicreg_model, check_inputs, fit_standardizers
+from viclab.models import build_vicreg_model, check_inputs, check_view_size, fit_standardizers
 from viclab.models.sync_bn import convert_sync_batchnorm
 from viclab.runtime import (
     Runtime,
@@ -78,10 +78,43 @@ def make_optimizer(cfg: Config, model: nn.Module, lr: float | None = None) -> to
                fused=fused or None)
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How long a run trains, in steps: ``optim.warmup_epochs`` and ``train.epochs`` counted in
+    epochs of ``steps_per_epoch``, each raised to its floor in steps (``optim.warmup_min_steps``,
+    ``train.min_steps``) on data too small for an epoch to be many steps."""
+
+    steps_per_epoch: int
+    epochs: int  # whole epochs run: train.epochs, or more to reach train.min_steps
+    warmup: float  # warm-up steps (0: none)
+    floors: tuple[str, ...]  # the floors that set a length, e.g. ("train.min_steps=50",)
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def describe(self) -> str:
+        """``training 10 epochs = 50 steps, warm-up 5 steps (floor train.min_steps=50, ...)``."""
+        floors = f" (floor {', '.join(self.floors)})" if self.floors else ""
+        return f"training {self.epochs} epochs = {self.steps} steps, warm-up {self.warmup:g} steps{floors}"
+
+
+def schedule(cfg: Config, steps_per_epoch: int) -> Schedule:
+    """The run's :class:`Schedule` at ``steps_per_epoch`` (>= 1) steps per epoch."""
+    o, t = cfg.optim, cfg.train
+    epochs = max(t.epochs, math.ceil(t.min_steps / steps_per_epoch))
+    warm = o.warmup_epochs * steps_per_epoch
+    floors = (f"train.min_steps={t.min_steps}",) if epochs > t.epochs else ()
+    if 0 < warm < o.warmup_min_steps:  # a run without warm-up keeps none
+        warm = float(o.warmup_min_steps)
+        floors += (f"optim.warmup_min_steps={o.warmup_min_steps}",)
+    return Schedule(steps_per_epoch, epochs, warm, floors)
+
+
 def make_scheduler(cfg: Config, opt: torch.optim.Optimizer, steps_per_epoch: int):
-    """Per-step multiplier: linear warm-up, then constant or cosine to zero."""
-    warm = cfg.optim.warmup_epochs * steps_per_epoch
-    total = cfg.train.epochs * steps_per_epoch
+    """Per-step multiplier: linear warm-up, then constant or cosine to zero (lengths: :func:`schedule`)."""
+    plan = schedule(cfg, max(1, steps_per_epoch))
+    warm, total = plan.warmup, plan.steps
 
     def factor(step: int) -> float:
         if step < warm:
@@ -299,6 +332,8 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
     model, _ = build_vicreg_model(cfg.model)
     train_data = data[0] if data is not None else load_split(cfg, "train", rt.device)
     check_inputs(cfg.model.backbone, train_data)
+    if not train_data.images.is_floating_point():  # images: views of augment.size pixels
+        check_view_size(model.encoder, cfg.augment.size)
     if tc.batch_size * world > len(train_data):
         per = f" x {world} processes" if world > 1 else ""
         raise ViclabError(f"train.batch_size={tc.batch_size}{per} is larger than the {len(train_data)} training "
@@ -334,7 +369,11 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
         echo_main(f"{world} processes: global batch {tc.batch_size * world}, learning rate {lr:.4g} "
                   f"(optim.lr {cfg.optim.lr:.4g}, optim.lr_scaling={cfg.optim.lr_scaling})")
     opt = make_optimizer(cfg, model, lr)
-    sched = make_scheduler(cfg, opt, steps_per_epoch(len(images), tc.batch_size))
+    plan = schedule(cfg, max(1, steps_per_epoch(len(images), tc.batch_size)))
+    sched = make_scheduler(cfg, opt, plan.steps_per_epoch)
+    if is_main():
+        echo(f"{plan.describe()} ({plan.steps_per_epoch} per epoch of {len(images)} examples at batch "
+             f"{tc.batch_size * world})")
     preview = ViewPreview(len(images), cfg, rt.device)
     objective = vicreg_objective(model, model, loss_fn, opt, sched,
                                  "start a new run with a lower optim.lr or train.precision=fp32", cfg.model.compile,
@@ -351,7 +390,7 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
         return preview.source
 
     result = fit(run, objective, make_batches,
-                 n=len(images), batch_size=tc.batch_size, epochs=tc.epochs, seed=tc.seed, rt=rt, ckpt=ckpt,
+                 n=len(images), batch_size=tc.batch_size, epochs=plan.epochs, seed=tc.seed, rt=rt, ckpt=ckpt,
                  evaluate=evaluate, progress=progress, echo=echo)
     if is_main():
         save_encoder(run.path / rundir.ENCODER, model.encoder, cfg, model.feature_dim)
