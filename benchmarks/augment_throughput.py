@@ -24,8 +24,8 @@ from PIL import Image, ImageEnhance, ImageFilter
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median_time, write_result  # noqa: E402
 
-from viclab.augment import Augment  # noqa: E402
 from viclab.config import AugmentConfig  # noqa: E402
+from viclab.views import Augment  # noqa: E402
 
 
 class PILViewT:

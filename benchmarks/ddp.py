@@ -35,13 +35,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from viclab.augment import Augment  # noqa: E402
 from viclab.config import get_preset  # noqa: E402
+from viclab.core.runtime import get_rank, get_world_size, init_distributed, select_runtime  # noqa: E402
+from viclab.engine.loop import train_step  # noqa: E402
+from viclab.engine.vicreg import make_loss, make_optimizer, make_views, vicreg_objective  # noqa: E402
 from viclab.models import build_vicreg_model  # noqa: E402
 from viclab.models.sync_bn import convert_sync_batchnorm  # noqa: E402
-from viclab.runtime import get_rank, get_world_size, init_distributed, select_runtime  # noqa: E402
-from viclab.train.engine import train_step  # noqa: E402
-from viclab.train.vicreg import make_loss, make_optimizer, make_views, vicreg_objective  # noqa: E402
+from viclab.views import Augment  # noqa: E402
 
 
 def worker(preset: str, batch: int, steps: int, warmup: int, communicate: bool, out: str) -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median_time, write_result  # noqa: E402
 
+from viclab.core.metrics import detection_metrics  # noqa: E402
+from viclab.core.runtime import select_runtime  # noqa: E402
 from viclab.detect import load_detector, load_test  # noqa: E402
-from viclab.detect.metrics import detection_metrics  # noqa: E402
-from viclab.runtime import select_runtime  # noqa: E402
 
 
 def main() -> None:

@@ -73,7 +73,7 @@ def main() -> None:
 
     from viclab.ablate import neighbours_config, run_latent
     from viclab.config import PRESETS, LatentConfig, LossConfig
-    from viclab.train import train
+    from viclab.engine import train
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

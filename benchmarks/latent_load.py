@@ -25,7 +25,7 @@ from common import write_result  # noqa: E402
 
 from viclab.ablate import latent  # noqa: E402
 from viclab.config import LatentConfig  # noqa: E402
-from viclab.runtime import others_busy_cores  # noqa: E402
+from viclab.core.runtime import others_busy_cores  # noqa: E402
 
 LOAD = "import torch\ntorch.set_num_threads(2)\na = torch.randn(1024, 1024)\nwhile True:\n    a @ a\n"
 

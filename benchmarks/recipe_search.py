@@ -4,7 +4,7 @@ of training on this machine's 2 cores (issue 14; table in ``docs/cpu_recipe.md``
 Each candidate is a backbone (a ``SmallCNN`` width/downsampling variant, registered in
 ``viclab.models.BACKBONES`` for this process) plus ``section.field=value`` overrides of the
 ``cpu`` preset, with its epoch count chosen beforehand from its quiet images/s so that training
-fits in the budget. It trains with ``viclab.train.train`` on real CIFAR-10, then the linear probe
+fits in the budget. It trains with ``viclab.engine.train`` on real CIFAR-10, then the linear probe
 and 20-NN classifier run on all 50,000 / 10,000 images (``viclab.eval.run_probe``). One candidate
 per invocation, so a queue survives interruptions; each appends a row to
 ``benchmarks/results/recipe_search.jsonl``.
@@ -29,14 +29,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine  # noqa: E402
 
-from viclab.augment import Augment  # noqa: E402
 from viclab.config import resolve_config  # noqa: E402
+from viclab.core.runtime import select_runtime  # noqa: E402
+from viclab.engine import train  # noqa: E402
+from viclab.engine.loop import train_step  # noqa: E402
+from viclab.engine.vicreg import make_loss, make_optimizer, make_views, vicreg_objective  # noqa: E402
 from viclab.eval.tasks import run_probe  # noqa: E402
 from viclab.models import BACKBONES, SmallCNN, build_vicreg_model  # noqa: E402
-from viclab.runtime import select_runtime  # noqa: E402
-from viclab.train import train  # noqa: E402
-from viclab.train.engine import train_step  # noqa: E402
-from viclab.train.vicreg import make_loss, make_optimizer, make_views, vicreg_objective  # noqa: E402
+from viclab.views import Augment  # noqa: E402
 
 # name -> SmallCNN keyword arguments. "base" is the cpu preset's small_cnn.
 ARCHS: dict[str, dict] = {

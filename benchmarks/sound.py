@@ -36,7 +36,7 @@ from common import write_result  # noqa: E402
 
 from viclab.config import resolve_config, resolve_detect  # noqa: E402
 from viclab.data import load_sound, resolve_data_dir, spectrograms  # noqa: E402
-from viclab.sound import held_out_speaker, machine_sounds, one_digit, probe_digits  # noqa: E402
+from viclab.detect.protocols import held_out_speaker, machine_sounds, one_digit, probe_digits  # noqa: E402
 
 DCASE_ANCHOR = {"fan": 0.65, "slider": 0.85}  # the DCASE 2020 baseline's development-set AUC (~1,000 clips per ID)
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")

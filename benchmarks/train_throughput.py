@@ -46,12 +46,12 @@ def worker(preset: str, precision: str, steps: int, warmup: int, n_images: int, 
     from torch.profiler import ProfilerActivity, profile
 
     import viclab
-    from viclab.augment import Augment
     from viclab.config import get_preset
+    from viclab.core.runtime import select_runtime
+    from viclab.engine.loop import train_step
+    from viclab.engine.vicreg import make_loss, make_optimizer, make_views, vicreg_objective
     from viclab.models import build_vicreg_model
-    from viclab.runtime import select_runtime
-    from viclab.train.engine import train_step
-    from viclab.train.vicreg import make_loss, make_optimizer, make_views, vicreg_objective
+    from viclab.views import Augment
 
     cfg = get_preset(preset)
     rt = select_runtime(cfg.train.device, precision)
@@ -122,11 +122,11 @@ def measure(src: Path, preset: str, precision: str, args) -> dict:
 
 
 def time_epochs(epochs: int, data_dir: str | None) -> dict:
-    """Whole epochs of the exercise preset via ``viclab.train.train`` (GPU use)."""
+    """Whole epochs of the exercise preset via ``viclab.engine.train`` (GPU use)."""
     import tempfile
 
     from viclab.config import resolve_config
-    from viclab.train import train
+    from viclab.engine import train
 
     overrides = [f"train.epochs={epochs}"] + ([f"data.data_dir={data_dir}"] if data_dir else [])
     cfg = resolve_config("exercise", overrides=overrides)

@@ -47,10 +47,10 @@ def _quiet(_line: str) -> None:
 
 
 def train(args) -> None:
+    from viclab.engine import train as train_run
+    from viclab.engine.checkpoint import load_checkpoint
     from viclab.eval.tasks import run_probe
     from viclab.models import build_backbone
-    from viclab.train import train as train_run
-    from viclab.train.checkpoint import load_checkpoint
 
     work = Path(args.work) / "train"
     # Rows of other backbones are kept (each with its budget): one backbone can be re-run, e.g. given

@@ -123,7 +123,7 @@ def real_data() -> Path:
 def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
     """``(run folder, data root)``: 1 epoch of small_cnn on 100 fake CIFAR images."""
     from viclab.config import resolve_config
-    from viclab.train import train
+    from viclab.engine import train
 
     root = tmp_path_factory.mktemp("data")
     write_fake_cifar(root)

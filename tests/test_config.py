@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from viclab.config import PRESETS, Config, resolve_config
-from viclab.errors import ViclabError
+from viclab.core.errors import ViclabError
 
 
 def test_exercise_preset_is_spec_section_2():

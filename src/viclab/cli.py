@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from viclab.errors import ViclabError, ViclabWarning
+from viclab.core.errors import ViclabError, ViclabWarning
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,13 +31,13 @@ def _add_train(sub) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from viclab.ablate import VIEWS
     from viclab.config import resolve_config
-    from viclab.train import train
+    from viclab.engine import train
 
     overrides = list(args.overrides) + args.force  # forced last: an ablation's defining change wins
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
     if args.resume:
-        from viclab.train.rundir import read_config
+        from viclab.engine.rundir import read_config
 
         run_dir = Path(args.resume)
         # Without a preset/TOML, overrides apply to the run's own config (then must not change it).
@@ -55,7 +55,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _say_main(line: str) -> None:
     """Print on rank 0 only (under torchrun every process runs the command)."""
-    from viclab.runtime import is_main
+    from viclab.core.runtime import is_main
 
     if is_main():
         print(line)
@@ -228,8 +228,8 @@ def _run_dir(args: argparse.Namespace, kind: str) -> Path:
 def _cmd_neighbours(args: argparse.Namespace) -> int:
     from viclab.ablate.neighbours import VIEWS, neighbours_config
     from viclab.config import apply_mapping, parse_overrides
-    from viclab.train import train
-    from viclab.train.rundir import read_config
+    from viclab.engine import train
+    from viclab.engine.rundir import read_config
 
     overrides = list(args.overrides) + ([f"data.data_dir={args.data_dir}"] if args.data_dir else [])
     if args.resume:
@@ -435,7 +435,7 @@ def _add_sound(sub) -> None:
 
 def _cmd_sound_resynth(args: argparse.Namespace) -> int:
     from viclab.config import resolve_config
-    from viclab.sound import resynthesise
+    from viclab.detect.resynth import resynthesise
 
     if args.detector and (args.overrides or args.preset != "sound"):
         raise ViclabError("--detector fixes the sound settings (its own); drop the sound.* overrides and --preset")

@@ -11,11 +11,11 @@ from viclab.ablate.eigenmaps import run_eigenmaps
 from viclab.ablate.graph import knn_table, symmetric_knn_graph
 from viclab.cli import main
 from viclab.config import EigenmapsConfig
-from viclab.eval.table import TABLE, load_table
+from viclab.represent.table import TABLE, load_table
 
 
 def test_eigenmaps_run_covers_train_and_test_and_solves_the_eigen_equation(tiny_run, tmp_path, capsys):
-    from viclab.eval.features import load_source, representations
+    from viclab.represent.encode import load_source, representations
 
     _, root = tiny_run
     run = tmp_path / "le"

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from viclab.ablate.graph import SOLVERS, DisconnectedGraphError, knn_table, laplacian_eigenmaps, symmetric_knn_graph
-from viclab.eval.table import nystrom_extend
+from viclab.represent.table import nystrom_extend
 
 
 def _dense_normalised_laplacian(w) -> np.ndarray:
@@ -99,7 +99,7 @@ def test_nystrom_reproduces_nodes_from_their_own_edges():
 
 
 def test_bad_sizes_are_one_line_errors():
-    from viclab.errors import ViclabError
+    from viclab.core.errors import ViclabError
 
     with pytest.raises(ViclabError, match="nearest neighbours among 5 points"):
         knn_table(np.zeros((5, 2), np.float32), 5)

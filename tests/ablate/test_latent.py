@@ -9,9 +9,9 @@ import pytest
 
 from viclab.ablate import latent
 from viclab.config import LatentConfig
-from viclab.errors import ViclabError
-from viclab.eval.table import TABLE, load_table
-from viclab.train.rundir import read_metrics
+from viclab.core.errors import ViclabError
+from viclab.engine.rundir import read_metrics
+from viclab.represent.table import TABLE, load_table
 
 SMALL = dict(dim=8, projector="16-16", batch_size=20, epochs=3)
 
@@ -38,7 +38,7 @@ def test_naive_invariance_is_exactly_zero_and_probe_splits_codes(tiny_run, tmp_p
 
 
 def test_graph_pairs_use_the_fixed_data_space_neighbours(tiny_run, tmp_path):
-    from viclab.eval.features import load_source, representations
+    from viclab.represent.encode import load_source, representations
 
     _, root = tiny_run
     run = tmp_path / "graph"
@@ -98,8 +98,8 @@ def test_a_finished_run_is_not_redone_and_another_config_is_refused(tiny_run, tm
 
 
 def test_plot_of_codes_says_they_are_held_out_training_images(tiny_run, tmp_path, monkeypatch):
-    from viclab.eval import figures
     from viclab.eval.tasks import run_plot
+    from viclab.plot import figures
 
     _, root = tiny_run
     latent.run_latent(_cfg(root, pairs="naive", epochs=1), tmp_path / "r", progress=False, echo=lambda s: None)
@@ -118,8 +118,8 @@ def test_graph_is_rebuilt_when_its_feature_weights_change(tiny_run, tmp_path, mo
 
     import torch
 
-    from viclab.eval.features import load_source, representations
-    from viclab.train.checkpoint import load_encoder, save_encoder
+    from viclab.engine.checkpoint import load_encoder, save_encoder
+    from viclab.represent.encode import load_source, representations
 
     src, root = tiny_run
     weights = tmp_path / "features.safetensors"
@@ -205,7 +205,7 @@ def test_other_processes_busy_cores_are_measured():
     import sys
     import time
 
-    from viclab.runtime import others_busy_cores
+    from viclab.core.runtime import others_busy_cores
 
     if not __import__("os").path.exists("/proc/stat"):
         pytest.skip("needs Linux /proc/stat")

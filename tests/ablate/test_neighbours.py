@@ -44,7 +44,7 @@ def test_pairs_are_an_image_and_a_neighbour_normalised_only():
 
 
 def test_neighbours_run_from_a_trained_run(tiny_run, tmp_path, capsys):
-    from viclab.eval.features import load_source, representations
+    from viclab.represent.encode import load_source, representations
 
     src, root = tiny_run
     argv = ["ablate", "neighbours", str(src), "--data-dir", str(root), "--out", str(tmp_path), "--name", "nb",
@@ -85,10 +85,10 @@ def test_neighbour_table_follows_the_source_weights(tiny_run, tmp_path):
     import pytest
 
     from viclab.ablate.neighbours import neighbour_table, neighbours_config
-    from viclab.errors import ViclabError
-    from viclab.eval.features import load_source, representations
-    from viclab.train.checkpoint import load_encoder, save_encoder
-    from viclab.train.vicreg import load_split
+    from viclab.core.errors import ViclabError
+    from viclab.engine.checkpoint import load_encoder, save_encoder
+    from viclab.engine.vicreg import load_split
+    from viclab.represent.encode import load_source, representations
 
     src, root = tiny_run
     weights = tmp_path / "source.safetensors"

@@ -13,7 +13,7 @@ from viclab.ablate.latent import run_latent
 from viclab.cli import main
 from viclab.config import LatentConfig
 from viclab.eval.cluster import kmeans
-from viclab.eval.features import load_source, representations
+from viclab.represent.encode import load_source, representations
 
 SMALL = ["model.projector=32-32", "train.batch_size=20", "train.epochs=1", "train.min_steps=0"]  # one exact epoch
 

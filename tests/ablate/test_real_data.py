@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from viclab.ablate.graph import components, knn_table, laplacian_eigenmaps, symmetric_knn_graph
-from viclab.eval.features import encode, load_source
 from viclab.eval.probe import knn_accuracy
+from viclab.represent.encode import encode, load_source
 
 
 def test_eigenmaps_of_real_images_carry_class_information(real_data):

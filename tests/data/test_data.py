@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from tests.conftest import serve, write_fake_cifar, write_fake_mnist
+from viclab.core.errors import ViclabError
 from viclab.data import download as dl
 from viclab.data import load_dataset, resolve_data_dir
-from viclab.errors import ViclabError
 
 
 def _no_network(monkeypatch):

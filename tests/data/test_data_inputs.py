@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from viclab.config import SoundConfig
+from viclab.core.errors import ViclabError, ViclabWarning
 from viclab.data import load_images, load_sound
-from viclab.data.audio import decode
-from viclab.errors import ViclabError, ViclabWarning
+from viclab.data.wav import decode
 
 sf = pytest.importorskip("soundfile")
 

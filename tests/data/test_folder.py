@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from viclab.core.errors import ViclabError
 from viclab.data import folder, load_dataset, load_images
-from viclab.errors import ViclabError
 
 
 def _img(path: Path, value: int, size=(8, 8), mode: str = "RGB") -> Path:

@@ -13,9 +13,9 @@ import torch
 
 from tests.conftest import serve
 from viclab.config import SoundConfig, resolve_config
+from viclab.core.errors import ViclabError
 from viclab.data import is_sound, load_inputs, load_sound
-from viclab.data.audio import cut, decode
-from viclab.errors import ViclabError
+from viclab.data.wav import cut, decode
 
 sf = pytest.importorskip("soundfile")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from viclab.core.errors import ViclabError
 from viclab.data import split as split_module
 from viclab.data.folder import load_split_folder
 from viclab.data.split import apportion, split_folder
-from viclab.errors import ViclabError
 
 
 def _png(path: Path, value: int) -> Path:

@@ -14,12 +14,12 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from tests.detect.test_scores import _spec_covariance, _spec_variance
-from viclab.augment import Augment
 from viclab.cli import main
 from viclab.config import resolve_detect
+from viclab.core.errors import ViclabError
+from viclab.core.metrics import threshold_at_fpr
 from viclab.detect import fit_detector, load_detector, load_normal, load_test, run_monitor, run_score
-from viclab.detect.metrics import threshold_at_fpr
-from viclab.errors import ViclabError
+from viclab.views import Augment
 
 # A tiny VICReg recipe: the tests check behaviour, not quality.
 TINY = ["model.projector=32-32", "train.batch_size=16", "train.epochs=1", "data.size=16", "detect.batch_size=64",

@@ -16,8 +16,8 @@ import torch
 
 from tests.conftest import write_fake_mimii
 from viclab.config import resolve_detect
+from viclab.core.errors import ViclabError
 from viclab.detect import load_normal, load_test
-from viclab.errors import ViclabError
 
 sf = pytest.importorskip("soundfile")
 RATE = 8_000
@@ -147,8 +147,8 @@ def test_windowed_rows_name_file_and_window(windowed):
 
 def _one_window(path: Path, cfg) -> torch.Tensor:
     """The first window of one file alone: a reference spectrogram of that file."""
-    from viclab.audio import logmel_batches
-    from viclab.data.audio import cut, decode
+    from viclab.data.wav import cut, decode
+    from viclab.signal import logmel_batches
 
     clip = cut(decode(path, RATE), cfg.recipe.sound.clip_samples)
     return logmel_batches(torch.from_numpy(clip), cfg.recipe.sound, "cpu")[0]

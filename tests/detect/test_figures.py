@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from viclab.detect import figures
-from viclab.errors import ViclabError
+from viclab.core.errors import ViclabError
+from viclab.plot import detection as figures
 
 
 def _assert_png(path, min_w: int = 400, min_h: int = 300) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from viclab.detect.metrics import curves, detection_metrics, rates_at, threshold_at_fpr
-from viclab.errors import ViclabError
+from viclab.core.errors import ViclabError
+from viclab.core.metrics import curves, detection_metrics, rates_at, threshold_at_fpr
 
 
 def _tied_data(seed: int, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +127,7 @@ def test_bad_inputs_raise_viclab_error(call):
 def test_bootstrap_interval_is_sklearn_on_the_same_resamples():
     from sklearn.metrics import roc_auc_score
 
-    from viclab.detect.metrics import auroc_interval
+    from viclab.core.metrics import auroc_interval
 
     rng = np.random.default_rng(5)
     labels = np.array([0] * 12 + [1] * 7)

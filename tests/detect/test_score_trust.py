@@ -16,8 +16,8 @@ from sklearn.metrics import roc_auc_score
 
 from tests.detect.test_sound_detect import RATE, TINY, hum, sounds  # noqa: F401 (the module fixture)
 from viclab.config import resolve_detect
+from viclab.core.metrics import auroc_interval
 from viclab.detect import fit_detector, run_score
-from viclab.detect.metrics import auroc_interval
 
 sf = pytest.importorskip("soundfile")
 QUIET = {"progress": False, "echo": lambda s: None}
@@ -118,7 +118,7 @@ def test_score_reports_every_machine_id_like_sklearn(tmp_path):
 
 def test_bootstrap_interval_for_large_sets_matches_brute_force(monkeypatch):
     """The rank-sum bootstrap (large test sets) against sklearn's AUROC of each resample."""
-    import viclab.eval.anomaly as metrics
+    import viclab.core.metrics as metrics
 
     rng = np.random.default_rng(5)
     labels = np.r_[np.zeros(40, int), np.ones(30, int)]

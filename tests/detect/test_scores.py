@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
+from viclab.core.errors import ViclabError
 from viclab.detect.scores import (
     NormalStats,
     fit_gaussian,
@@ -15,7 +16,6 @@ from viclab.detect.scores import (
     term_contributions,
     view_invariance,
 )
-from viclab.errors import ViclabError
 
 
 def _spec_variance(z: np.ndarray, gamma: float, eps: float) -> float:

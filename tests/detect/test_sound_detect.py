@@ -14,8 +14,8 @@ import torch
 from viclab.cli import main
 from viclab.config import resolve_detect
 from viclab.detect import fit_detector, load_detector, load_normal, load_test, run_monitor, run_score
+from viclab.detect.resynth import resynthesise
 from viclab.models import stack_frames
-from viclab.sound import resynthesise
 
 sf = pytest.importorskip("soundfile")
 RATE = 8_000

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from viclab.config import CIFAR_MEAN, CIFAR_STD
-from viclab.errors import ViclabError
-from viclab.eval import features as feat_mod
-from viclab.eval.features import load_source, representations
+from viclab.core.errors import ViclabError
+from viclab.represent import encode as feat_mod
+from viclab.represent.encode import load_source, representations
 
 
 def test_sources_load_the_same_weights(tiny_run):
@@ -74,7 +74,7 @@ def test_representations_are_the_normalised_forward_pass_and_cached(tiny_run, mo
 def test_cache_keeps_precisions_apart(tiny_run):
     """bf16 representations differ from fp32 ones: a cache keyed without the precision would
     hand one for the other."""
-    from viclab.runtime import select_runtime
+    from viclab.core.runtime import select_runtime
 
     run, root = tiny_run
     enc = load_source(run)
@@ -87,7 +87,7 @@ def test_cache_keeps_precisions_apart(tiny_run):
 
 def test_evaluations_encode_in_fp32_on_a_gpu_too(monkeypatch):
     from viclab.config import EvalConfig
-    from viclab.eval.features import eval_runtime
+    from viclab.represent.encode import eval_runtime
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -128,7 +128,7 @@ def test_damaged_cache_file_is_reported_and_recomputed(tiny_run, tmp_path):
 
 def test_bit_identical_encoders_share_one_hash(tiny_run, tmp_path):
     """safetensors writes its metadata in no fixed key order, so the files' bytes can differ."""
-    from viclab.train.checkpoint import load_encoder, save_encoder
+    from viclab.engine.checkpoint import load_encoder, save_encoder
 
     run, _ = tiny_run
     module, dim, cfg = load_encoder(run / "encoder.safetensors")

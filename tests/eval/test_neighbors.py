@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy.stats import rankdata
 
-from viclab.eval.anomaly import knn_anomaly_scores, roc
-from viclab.eval.neighbors import farthest, nearest, one_query_per_class, precision_at_k
+from viclab.core.metrics import roc
+from viclab.eval.anomaly import knn_anomaly_scores
+from viclab.represent.neighbors import farthest, nearest, one_query_per_class, precision_at_k
 
 
 @pytest.fixture

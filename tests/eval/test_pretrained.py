@@ -11,9 +11,9 @@ from PIL import Image
 
 from tests.eval.test_folders_and_transfer import _photos
 from viclab.cli import main
-from viclab.errors import ViclabError
-from viclab.eval.features import load_source, representations
+from viclab.core.errors import ViclabError
 from viclab.models import ResNet50, VisionTransformer
+from viclab.represent.encode import load_source, representations
 
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])  # ImageNet's, as published
 

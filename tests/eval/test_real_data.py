@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from viclab.core.metrics import roc
 from viclab.data import load_dataset
-from viclab.eval.anomaly import knn_anomaly_scores, roc
-from viclab.eval.features import encode, load_source
+from viclab.eval.anomaly import knn_anomaly_scores
 from viclab.eval.probe import linear_probe
+from viclab.represent.encode import encode, load_source
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "vicreg_cpu_cifar10.safetensors"
 

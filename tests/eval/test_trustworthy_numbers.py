@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from scipy.stats import binomtest
 
-from viclab.errors import ViclabError, ViclabWarning
+from viclab.core.errors import ViclabError, ViclabWarning
 from viclab.eval.probe import knn_accuracy, linear_probe
 from viclab.eval.tasks import run_probe, run_retrieve
 
@@ -40,7 +40,7 @@ def _blobs(n: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("k,n", [(0, 5), (1, 7), (36, 36), (17, 36), (688, 1000), (9999, 10000)])
 def test_binomial_interval_is_scipys_wilson_interval(k, n):
-    from viclab.eval.probe import binomial_interval
+    from viclab.core.metrics import binomial_interval
 
     ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
     assert binomial_interval(k / n, n) == pytest.approx((ci.low, ci.high), abs=1e-9)

@@ -10,8 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from viclab.core.runtime import get_rank, get_world_size
 from viclab.losses import VICRegLoss
-from viclab.runtime import get_rank, get_world_size
 
 
 def _free_port() -> int:

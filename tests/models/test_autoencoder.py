@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from viclab.errors import ViclabError
+from viclab.core.errors import ViclabError
 from viclab.losses.reconstruction import reconstruction_errors, reconstruction_loss
 from viclab.models.autoencoder import ConvAutoencoder, build_autoencoder
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from viclab.config import ModelConfig
-from viclab.errors import ViclabError
+from viclab.core.errors import ViclabError
 from viclab.models import BACKBONES, INPUT_CHANNELS, build_backbone, build_projector, build_vicreg_model
 
 BN_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from tests.models.test_models import BN_ENTRIES, torchvision_resnet18_layout
-from viclab.errors import ViclabError
+from viclab.core.errors import ViclabError
 from viclab.models import BACKBONES, ResNet50, build_backbone, load_backbone_state_dict
 
 STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # (planes, blocks, stride): resnet50 = [3, 4, 6, 3]

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from viclab.errors import ViclabError
+from viclab.core.errors import ViclabError
 from viclab.models import BACKBONES, VisionTransformer, build_backbone, load_backbone_state_dict
 from viclab.models.vit import resample_pos_embed
 

@@ -94,7 +94,7 @@ def test_results_and_figures(tiny_study):
     assert rows["vicreg"]["linear_top1"] == probe["linear"]["top1"]
     assert rows["latent_naive"]["n_train"] == 90 and rows["latent_naive"]["n_test"] == 10  # 90/10 of the codes
     # representation spread: independent numpy PCA of the stored test representations
-    from viclab.eval.features import load_source, representations
+    from viclab.represent.encode import load_source, representations
 
     os.environ.setdefault("VICLAB_CACHE", str(out.parent / "cache"))
     x = representations(load_source(out / "runs/no_variance"), "test").features.astype(np.float64)
@@ -174,7 +174,7 @@ def test_sound_part(tiny_study):
 
 
 def test_sound_interpretation_follows_the_numbers(tiny_study):
-    from viclab.study.interpret import interpret_sound
+    from viclab.report.interpret import interpret_sound
 
     st = json.loads(json.dumps(tiny_study[1]["stages"]))
     fan = st["sound_machines"]["machines"]["fan"]
@@ -191,7 +191,7 @@ def test_sound_interpretation_follows_the_numbers(tiny_study):
 
 
 def test_detection_interpretation_follows_the_numbers(tiny_study):
-    from viclab.study.interpret import interpret_detection
+    from viclab.report.interpret import interpret_detection
 
     det = json.loads(json.dumps(tiny_study[1]["stages"]["detect"]))
     det["mean_auroc"].update({"mahalanobis": 0.81, "random-encoder knn": 0.6, "knn": 0.7, "autoencoder": 0.5,
@@ -206,7 +206,7 @@ def test_detection_interpretation_follows_the_numbers(tiny_study):
 
 
 def test_interpretations_follow_the_numbers(tiny_study):
-    from viclab.study.interpret import interpret
+    from viclab.report.interpret import interpret
 
     _, results = tiny_study
     r = json.loads(json.dumps(results))
@@ -370,7 +370,7 @@ def test_an_upgraded_viclab_recomputes_instead_of_reusing_stages(tiny_study, tmp
 
 def _as_bf16_cpu(monkeypatch) -> None:
     """This CPU as one with native bf16 (AMX): ``auto`` precision then resolves to bf16 on it."""
-    monkeypatch.setattr("viclab.runtime.cpu_bf16", lambda: "AMX")
+    monkeypatch.setattr("viclab.core.runtime.cpu_bf16", lambda: "AMX")
 
 
 def _as_cuda_machine(monkeypatch) -> None:
@@ -385,7 +385,7 @@ def _as_cuda_machine(monkeypatch) -> None:
 def test_a_study_moved_to_a_machine_with_another_precision_recomputes(tiny_study, tmp_path, monkeypatch):
     """The tiny study ran at train.precision=auto on this CPU; the same folder on a CPU where auto
     means bf16 must train again instead of reporting the other machine's numbers."""
-    from viclab.runtime import select_runtime
+    from viclab.core.runtime import select_runtime
 
     copy, results = _copy(tiny_study, tmp_path, monkeypatch)
     before = select_runtime("auto", "auto").precision
@@ -414,7 +414,7 @@ def test_every_stage_whose_numbers_the_runtime_changes_has_it_in_its_inputs(stud
     from viclab.study.pipeline import data_fingerprints
 
     if move is _as_bf16_cpu:
-        monkeypatch.setattr("viclab.runtime.cpu_bf16", lambda: "")  # this CPU: fp32 whatever it is
+        monkeypatch.setattr("viclab.core.runtime.cpu_bf16", lambda: "")  # this CPU: fp32 whatever it is
     cfg = resolve_study("cpu", TINY, str(study_data))
     data = data_fingerprints(cfg)
     here = _stage_fingerprints(cfg, data, tmp_path)
@@ -479,7 +479,7 @@ def test_changing_only_the_anomalies_reruns_only_the_anomaly_stage(tiny_study, t
 
 
 def test_the_training_dataset_as_anomalies_is_refused_before_any_work(tmp_path):
-    from viclab.errors import ViclabError
+    from viclab.core.errors import ViclabError
 
     with pytest.raises(ViclabError, match="study.anomalies=cifar10 is the dataset the study trains on"):
         resolve_study("cpu", [*TINY, "study.anomalies=cifar10"], str(tmp_path))

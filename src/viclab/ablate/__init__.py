@@ -1,7 +1,7 @@
 """Ablations that peel VICReg back to Laplacian Eigenmaps (spec S4-S7).
 
 - no variance (S4): ``viclab train`` with ``loss.var_weight=0`` (``viclab ablate no-variance``);
-- neighbours as views (S6): :func:`neighbours_config` + :func:`viclab.train.train` with ``views=VIEWS["neighbours"]``;
+- neighbours as views (S6): :func:`neighbours_config` + :func:`viclab.engine.train` with ``views=VIEWS["neighbours"]``;
 - latent optimisation (S5): :func:`run_latent`, naive and graph-corrected;
 - Laplacian Eigenmaps (S7): :func:`run_eigenmaps`, on the graph of :mod:`viclab.ablate.graph`.
 

@@ -5,7 +5,7 @@ smallest non-trivial generalised eigenvectors of its Laplacian as the representa
 The run folder holds them as a representation table, so every evaluation command
 reads it like a trained encoder. Images outside the graph (e.g. MNIST as anomalies)
 are placed by the Nyström extension of the eigen-equation
-(:func:`viclab.eval.table.nystrom_extend`).
+(:func:`viclab.represent.table.nystrom_extend`).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import numpy as np
 
 from viclab.ablate.graph import components, knn_table, laplacian_eigenmaps, symmetric_knn_graph
 from viclab.config import EigenmapsConfig
+from viclab.core.runtime import require_one_process
 from viclab.data import load_images
-from viclab.eval.features import load_source, representations
-from viclab.eval.table import TABLE, TableSplit, save_table
-from viclab.runtime import require_one_process
-from viclab.train.rundir import RunFolder
+from viclab.engine.rundir import RunFolder
+from viclab.represent.encode import load_source, representations
+from viclab.represent.table import TABLE, TableSplit, save_table
 
 SUMMARY = "eigenmaps.json"
 

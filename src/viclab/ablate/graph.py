@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from viclab.errors import ViclabError
-from viclab.eval.neighbors import nearest
+from viclab.core.errors import ViclabError
+from viclab.represent.neighbors import nearest
 
 SOLVERS = ("arpack", "lobpcg", "sklearn")
 

@@ -22,17 +22,17 @@ import torch
 from viclab.ablate.graph import knn_table
 from viclab.ablate.neighbours import sample_neighbours
 from viclab.config import LatentConfig
+from viclab.core.errors import ViclabError
+from viclab.core.io import atomic_save_npy, atomic_write_text
+from viclab.core.runtime import intra_op_threads, others_busy_cores, require_one_process, select_runtime
 from viclab.data import ImageData, load_images
 from viclab.data.types import data_fingerprint
-from viclab.errors import ViclabError
-from viclab.eval.features import load_source, representations
-from viclab.eval.table import TABLE, TableSplit, save_table
-from viclab.io import atomic_save_npy, atomic_write_text
+from viclab.engine import Objective, RunFolder, fit
+from viclab.engine.loop import PairForward, read_checkpoint
 from viclab.losses import VICRegLoss, VICRegTerms
 from viclab.models.latent import build_latent
-from viclab.runtime import intra_op_threads, others_busy_cores, require_one_process, select_runtime
-from viclab.train import Objective, RunFolder, fit
-from viclab.train.engine import PairForward, read_checkpoint
+from viclab.represent.encode import load_source, representations
+from viclab.represent.table import TABLE, TableSplit, save_table
 
 SUMMARY, GRAPH, GRAPH_INFO = "latent.json", "graph.npy", "graph.json"
 TERMS = VICRegTerms._fields

@@ -2,7 +2,7 @@
 
 The neighbours come from a trained encoder's training-set representations, are
 computed once (faiss, excluding the image itself) and saved in the run folder, so
-a resumed run pairs images exactly as before. Training is :func:`viclab.train.train`
+a resumed run pairs images exactly as before. Training is :func:`viclab.engine.train`
 with ``views.kind = "neighbours"`` and the view source :func:`neighbour_views`
 (:data:`VIEWS` maps every ``views.kind`` to its source).
 """
@@ -19,15 +19,15 @@ import torch
 from torch import Tensor
 
 from viclab.ablate.graph import knn_table
-from viclab.augment import eval_transform
 from viclab.config import AugmentConfig, Config, ViewsConfig
+from viclab.core.errors import ViclabError
+from viclab.core.io import atomic_save_npy, atomic_write_text
+from viclab.core.runtime import barrier, is_main
 from viclab.data import ImageData
-from viclab.errors import ViclabError
-from viclab.eval.features import load_source, representations
-from viclab.io import atomic_save_npy, atomic_write_text
-from viclab.runtime import barrier, is_main
-from viclab.train import BatchSource, ViewContext, ViewSource
-from viclab.train.vicreg import augmented_views
+from viclab.engine import BatchSource, ViewContext, ViewSource
+from viclab.engine.vicreg import augmented_views
+from viclab.represent.encode import load_source, representations
+from viclab.views import eval_transform
 
 NEIGHBOURS, NEIGHBOURS_INFO = "neighbours.npy", "neighbours.json"
 

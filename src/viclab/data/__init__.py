@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from viclab.config import Config
+from viclab.core.errors import ViclabError
 from viclab.data.cifar import load_cifar10
 from viclab.data.download import resolve_data_dir
 from viclab.data.folder import EXTENSIONS, load_image_folder, load_split_folder
 from viclab.data.mnist import load_idx_dataset
-from viclab.data.sound import SOUND_DATASETS, SoundData, load_sound, sound_files, spectrograms
+from viclab.data.sounds import SOUND_DATASETS, SoundData, load_sound, sound_files, spectrograms
 from viclab.data.types import ImageData
-from viclab.errors import ViclabError
 
 # name -> loader(root, split, size) -> ImageData
 DATASETS: dict[str, Callable[[Path, str, int], ImageData]] = {

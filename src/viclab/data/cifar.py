@@ -10,9 +10,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
+from viclab.core.errors import ViclabError, ViclabWarning
 from viclab.data.download import download, matches_md5
 from viclab.data.types import ImageData
-from viclab.errors import ViclabError, ViclabWarning
 
 URLS = ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"]
 ARCHIVE = "cifar-10-python.tar.gz"

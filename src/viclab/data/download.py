@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from viclab.errors import ViclabError
+from viclab.core.errors import ViclabError
 
 LARGE_DOWNLOAD = 1_000_000_000  # bytes: a larger download needs the opt-in below
 DOWNLOAD_OPT_IN = "VICLAB_DOWNLOAD"

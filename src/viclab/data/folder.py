@@ -27,11 +27,11 @@ import numpy as np
 import PIL
 import torch
 
+from viclab.core.errors import ViclabError
+from viclab.core.io import atomic_save_npy
+from viclab.core.runtime import check_fits
 from viclab.data.download import cache_dir, content_hash
 from viclab.data.types import ImageData
-from viclab.errors import ViclabError
-from viclab.io import atomic_save_npy
-from viclab.runtime import check_fits
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}

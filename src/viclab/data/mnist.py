@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from viclab.core.errors import ViclabError
 from viclab.data.download import download, matches_md5
 from viclab.data.types import ImageData
-from viclab.errors import ViclabError
 
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from viclab.core.errors import ViclabError
+from viclab.core.io import atomic_write, check_writable_dir
 from viclab.data.download import md5sum
 from viclab.data.folder import EXTENSIONS, visible
-from viclab.errors import ViclabError
-from viclab.io import atomic_write, check_writable_dir
 
 SPLIT_NAMES = {2: ("train", "test"), 3: ("train", "val", "test")}
 MODES = ("symlink", "copy", "hardlink")

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from viclab.runtime import check_fits
+from viclab.core.runtime import check_fits
 
 
 @dataclass(frozen=True)

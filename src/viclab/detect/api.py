@@ -38,20 +38,18 @@ from viclab.config import (
     SoundConfig,
     detect_config_from_dict,
 )
+from viclab.core.errors import ViclabError, ViclabWarning
+from viclab.core.io import atomic_save_npy, atomic_write, atomic_write_text, check_writable_dir, tensor_file_sha256
+from viclab.core.metrics import threshold_at_fpr
+from viclab.core.runtime import Runtime, require_one_process, select_runtime
 from viclab.data import ImageData
 from viclab.data.types import data_fingerprint
 from viclab.detect.autoencoder import build_reconstructor, train_autoencoder, train_dcase
 from viclab.detect.data import load_normal, load_normal_test, load_test
 from viclab.detect.detectors import DETECTORS, Detector
-from viclab.detect.metrics import threshold_at_fpr
-from viclab.errors import ViclabError, ViclabWarning
-from viclab.eval.features import RANDOM_PREFIX, load_source, state_sha256
-from viclab.io import atomic_save_npy, atomic_write, atomic_write_text, check_writable_dir, tensor_file_sha256
-from viclab.models import build_vicreg_model, check_inputs
-from viclab.runtime import Runtime, require_one_process, select_runtime
-from viclab.train import train
-from viclab.train.checkpoint import load_checkpoint, load_state
-from viclab.train.rundir import (
+from viclab.engine import train
+from viclab.engine.checkpoint import load_checkpoint, load_state
+from viclab.engine.rundir import (
     CHECKPOINT,
     CONFIG,
     ENCODER,
@@ -62,6 +60,8 @@ from viclab.train.rundir import (
     run_kind,
     write_run_files,
 )
+from viclab.models import build_vicreg_model, check_inputs
+from viclab.represent.encode import RANDOM_PREFIX, load_source, state_sha256
 
 FORMAT = "2"  # bump when a detector folder's content changes meaning (2: sound; the network's input shape)
 MODEL, REFERENCE, SUMMARY, DATA, TRAIN, HOLDOUT = (

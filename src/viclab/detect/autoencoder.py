@@ -1,7 +1,7 @@
 """The reconstruction baselines' training: objectives and batch sources for the one engine.
 
 Two networks: the convolutional autoencoder (images, or spectrograms through
-:class:`~viclab.models.audio.SpecAutoencoder`) and the DCASE 2020 baseline's dense autoencoder over
+:class:`~viclab.models.spectro.SpecAutoencoder`) and the DCASE 2020 baseline's dense autoencoder over
 stacked log-mel frames (spectrograms only).
 """
 
@@ -14,13 +14,13 @@ import torch
 from torch import Tensor, nn
 
 from viclab.config import AutoencoderConfig, DcaseConfig
-from viclab.errors import ViclabError
+from viclab.core.errors import ViclabError
+from viclab.core.runtime import Runtime
+from viclab.engine import Objective, RunFolder, fit
+from viclab.engine.loop import read_checkpoint
 from viclab.losses.reconstruction import reconstruction_loss
 from viclab.models import DenseAutoencoder, SpecAutoencoder, fit_standardizers, stack_frames
 from viclab.models.autoencoder import build_autoencoder
-from viclab.runtime import Runtime
-from viclab.train import Objective, RunFolder, fit
-from viclab.train.engine import read_checkpoint
 
 CHECKPOINT_SECONDS = 30.0
 

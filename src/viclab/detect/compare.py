@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from viclab.config import DetectConfig
+from viclab.core.metrics import detection_metrics
 from viclab.data import is_sound
 from viclab.detect.api import fit_detector, load_detector
 from viclab.detect.data import TestSet, load_test
-from viclab.detect.metrics import detection_metrics
 
 RANDOM_FLOOR = "random-encoder knn"
 QUANTITIES = ("invariance", "variance", "covariance", "loss")

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from viclab.config import DetectDataConfig, SoundConfig
+from viclab.core.errors import ViclabError
 from viclab.data import SOUND_DATASETS, ImageData, is_sound, load_images, load_sound, resolve_data_dir, spectrograms
-from viclab.data.audio import EXTENSIONS as SOUND_EXTENSIONS
 from viclab.data.folder import EXTENSIONS, load_image_folder
-from viclab.data.sound import sound_files
-from viclab.errors import ViclabError
+from viclab.data.sounds import sound_files
+from viclab.data.wav import EXTENSIONS as SOUND_EXTENSIONS
 
 NORMAL, ANOMALOUS = 0, 1
 TEST_CLASSES = ("normal", "anomalous")

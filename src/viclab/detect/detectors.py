@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from viclab.augment import eval_transform, view_maker
 from viclab.config import Config, DetectConfig
+from viclab.core.runtime import Runtime
 from viclab.detect.scores import (
     NormalStats,
     fit_gaussian,
@@ -28,7 +28,7 @@ from viclab.detect.scores import (
 )
 from viclab.losses.reconstruction import reconstruction_errors
 from viclab.models import fit_standardizers, stack_frames
-from viclab.runtime import Runtime
+from viclab.views import eval_transform, view_maker
 
 
 def _batches(images: Tensor, size: int, progress: bool, desc: str):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from viclab.errors import ViclabError
+from viclab.core.errors import ViclabError
 from viclab.eval.anomaly import knn_anomaly_scores
 
 

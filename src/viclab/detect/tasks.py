@@ -13,17 +13,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from viclab.augment import view_maker
 from viclab.config import DetectDataConfig
-from viclab.detect import figures
+from viclab.core.errors import ViclabError
+from viclab.core.io import atomic_write_text, check_writable_dir
+from viclab.core.metrics import auroc_interval, detection_metrics, rates_at
 from viclab.detect.api import calibrated_threshold, check_data, load_detector, noun
 from viclab.detect.data import ANOMALOUS, NORMAL, TestSet, load_test
 from viclab.detect.detectors import Detector
-from viclab.detect.metrics import auroc_interval, detection_metrics, rates_at
-from viclab.errors import ViclabError
-from viclab.eval.figures import image_grid_png
-from viclab.io import atomic_write_text, check_writable_dir
 from viclab.losses import VICRegLoss, VICRegTerms
+from viclab.plot import detection as figures
+from viclab.plot.figures import image_grid_png
+from viclab.views import view_maker
 
 TERMS = VICRegTerms._fields[1:]  # invariance, variance, covariance
 

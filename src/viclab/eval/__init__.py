@@ -4,14 +4,15 @@ Low-level functions take arrays; the ``run_*`` tasks take a run folder, a
 ``.safetensors`` file or ``random:BACKBONE`` and write figures and JSON.
 """
 
-from viclab.eval.anomaly import knn_anomaly_scores, roc
+from viclab.core.metrics import roc
+from viclab.eval.anomaly import knn_anomaly_scores
 from viclab.eval.cluster import kmeans, silhouette
 from viclab.eval.compare import compare_one, run_compare
 from viclab.eval.embed import pca_2d, tsne, tsne_2d
-from viclab.eval.features import Representations, Source, encode, encoder_source, load_source, representations
-from viclab.eval.neighbors import farthest, nearest, one_query_per_class, precision_at_k
 from viclab.eval.probe import ProbeResult, knn_accuracy, knn_scores, linear_probe, topk_accuracy
 from viclab.eval.tasks import run_anomaly, run_cluster, run_plot, run_probe, run_retrieve
+from viclab.represent.encode import Representations, Source, encode, encoder_source, load_source, representations
+from viclab.represent.neighbors import farthest, nearest, one_query_per_class, precision_at_k
 
 __all__ = [
     "ProbeResult", "Representations", "Source", "compare_one", "encode", "encoder_source", "farthest", "kmeans",

@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 from viclab.config import EVAL_DEFAULTS, EvalConfig
-from viclab.errors import ViclabError
-from viclab.eval.features import PRETRAINED_DATASET, eval_runtime, load_source, representations
-from viclab.eval.neighbors import check_k
-from viclab.io import atomic_write_text, check_writable_dir
-from viclab.runtime import require_one_process
+from viclab.core.errors import ViclabError
+from viclab.core.io import atomic_write_text, check_writable_dir
+from viclab.core.runtime import require_one_process
+from viclab.represent.encode import PRETRAINED_DATASET, eval_runtime, load_source, representations
+from viclab.represent.neighbors import check_k
 
 COLUMNS = ("linear top-1", "kNN top-1", "AUROC vs {anomalies}", "silhouette")
 
@@ -30,7 +30,8 @@ def compare_one(source: str | Path, name: str | None = None, data_dir: str | Non
     The AUROC is ``None`` (with the reason) for a method that cannot represent the
     anomaly images (latent codes exist only for the training images).
     """
-    from viclab.eval.anomaly import knn_anomaly_scores, roc
+    from viclab.core.metrics import roc
+    from viclab.eval.anomaly import knn_anomaly_scores
     from viclab.eval.cluster import kmeans, silhouette
     from viclab.eval.probe import knn_accuracy, linear_probe
 

@@ -6,10 +6,8 @@ Both classifiers take NumPy or torch arrays ``(N, D)`` and integer labels ``(N,)
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
 import torch
@@ -24,28 +22,6 @@ TOP5_MIN_CLASSES = 6
 
 def _tensor(a, dtype=torch.float32) -> Tensor:
     return torch.as_tensor(np.asarray(a), dtype=dtype)
-
-
-def sampling_error(p: float, n: int) -> float:
-    """Binomial standard error of an accuracy ``p`` measured on ``n`` test images."""
-    return math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
-
-
-def binomial_interval(p: float, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of an accuracy ``p`` measured on ``n`` independent test items.
-
-    Unlike ``p +/- z * sampling_error`` it stays inside ``[0, 1]`` and is not empty at
-    ``p = 0`` or ``1`` (the point where a tiny test set says least).
-
-    Returns:
-        ``(low, high)`` at ``level``; ``(0, 1)`` when ``n`` is 0.
-    """
-    if n <= 0:
-        return 0.0, 1.0
-    z = NormalDist().inv_cdf(0.5 + level / 2)
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def topk_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:

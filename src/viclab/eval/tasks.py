@@ -19,11 +19,14 @@ from typing import Any
 import numpy as np
 
 from viclab.config import EVAL_DEFAULTS, EvalConfig
+from viclab.core.errors import ViclabError, ViclabWarning
+from viclab.core.io import atomic_save_npy, atomic_write_text, check_writable_dir
+from viclab.core.runtime import require_one_process
 from viclab.data import DATASETS, SOUND_DATASETS, is_sound
 from viclab.data.folder import held_out_split
-from viclab.errors import ViclabError, ViclabWarning
-from viclab.eval import figures
-from viclab.eval.features import (
+from viclab.engine.rundir import CONFIG
+from viclab.plot import figures
+from viclab.represent.encode import (
     PRETRAINED_DATASET,
     Representations,
     Source,
@@ -31,10 +34,7 @@ from viclab.eval.features import (
     load_source,
     representations,
 )
-from viclab.eval.neighbors import check_k
-from viclab.io import atomic_save_npy, atomic_write_text, check_writable_dir
-from viclab.runtime import require_one_process
-from viclab.train.rundir import CONFIG
+from viclab.represent.neighbors import check_k
 
 SourceLike = str | Path | Source
 MAX_RETRIEVAL_K = 50  # the retrieval figure draws one column per image
@@ -122,7 +122,7 @@ def _pct(x: float) -> str:
 
 def _acc(p: float, n: int) -> str:
     """An accuracy with its 95% binomial interval, e.g. ``68.80% [67.89, 69.70]``."""
-    from viclab.eval.probe import binomial_interval
+    from viclab.core.metrics import binomial_interval
 
     lo, hi = binomial_interval(p, n)
     return f"{_pct(p)} [{100 * lo:.2f}, {100 * hi:.2f}]"
@@ -130,7 +130,7 @@ def _acc(p: float, n: int) -> str:
 
 def _with_interval(name: str, p: float | None, n: int) -> dict[str, Any]:
     """``{name: p, name_interval: [low, high]}`` (the 95% binomial interval over ``n`` items)."""
-    from viclab.eval.probe import binomial_interval
+    from viclab.core.metrics import binomial_interval
 
     return {name: p, f"{name}_interval": None if p is None else list(binomial_interval(p, n))}
 
@@ -243,7 +243,7 @@ def run_retrieve(source: SourceLike, out: str | Path | None = None, data_dir: st
     Writes ``retrieval_nearest.png``, ``retrieval_farthest.png`` and ``retrieval.json``
     (with precision@k averaged over ``cfg.precision_queries`` queries).
     """
-    from viclab.eval.neighbors import farthest, nearest, one_query_per_class, precision_at_k
+    from viclab.represent.neighbors import farthest, nearest, one_query_per_class, precision_at_k
 
     if cfg.retrieval_k > MAX_RETRIEVAL_K:
         raise ViclabError(f"retrieval_k (-k) = {cfg.retrieval_k}: the figure draws one column per image; use at most "
@@ -307,7 +307,8 @@ def run_anomaly(sources: Sequence[SourceLike], out: str | Path | None = None, da
     highest-scoring test images, one row per encoder), per encoder
     ``scores-<name>.npy`` and ``.csv``, and ``anomaly.json``.
     """
-    from viclab.eval.anomaly import auroc_interval, knn_anomaly_scores, roc
+    from viclab.core.metrics import auroc_interval, roc
+    from viclab.eval.anomaly import knn_anomaly_scores
 
     if not sources:
         raise ViclabError("anomaly needs at least one run folder or weights file")

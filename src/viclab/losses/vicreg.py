@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from viclab.runtime import cat_over_ranks, is_distributed
+from viclab.core.runtime import cat_over_ranks, is_distributed
 
 
 def invariance(z: Tensor, z_prime: Tensor) -> Tensor:

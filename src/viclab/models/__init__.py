@@ -11,8 +11,12 @@ from collections.abc import Callable
 
 from torch import nn
 
-from viclab.errors import ViclabError
-from viclab.models.audio import (
+from viclab.core.errors import ViclabError
+from viclab.models.autoencoder import ConvAutoencoder, build_autoencoder
+from viclab.models.projector import build_projector
+from viclab.models.resnet import ResNet18, ResNet50, exercise_resnet18, resnet18_cifar, resnet50
+from viclab.models.small import Conv4, SmallCNN, conv4, small_cnn
+from viclab.models.spectro import (
     DenseAutoencoder,
     SpecAutoencoder,
     SpecCNN,
@@ -21,10 +25,6 @@ from viclab.models.audio import (
     spec_cnn,
     stack_frames,
 )
-from viclab.models.autoencoder import ConvAutoencoder, build_autoencoder
-from viclab.models.projector import build_projector
-from viclab.models.resnet import ResNet18, ResNet50, exercise_resnet18, resnet18_cifar, resnet50
-from viclab.models.small import Conv4, SmallCNN, conv4, small_cnn
 from viclab.models.vit import VisionTransformer, load_backbone_state_dict, vit_small, vit_tiny
 
 BACKBONES: dict[str, Callable[[], tuple[nn.Module, int]]] = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from viclab.errors import ViclabError
+from viclab.core.errors import ViclabError
 
 
 def _down(cin: int, cout: int) -> list[nn.Module]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from viclab.errors import ViclabError
-from viclab.runtime import check_fits
+from viclab.core.errors import ViclabError
+from viclab.core.runtime import check_fits
 
 
 def build_projector(in_dim: int, spec: str) -> tuple[nn.Module, int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from viclab.runtime import get_world_size, sum_over_ranks
+from viclab.core.runtime import get_world_size, sum_over_ranks
 
 
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):

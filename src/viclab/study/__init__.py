@@ -2,7 +2,7 @@
 
 :func:`run_study` runs every stage of a :class:`viclab.config.StudyConfig` (cached and
 resumable, see :mod:`viclab.study.stages`) and writes ``results.json`` and a
-self-contained ``report.html`` (:mod:`viclab.study.report`).
+self-contained ``report.html`` (:mod:`viclab.report.html`).
 """
 
 from viclab.study.pipeline import run_study

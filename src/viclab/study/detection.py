@@ -16,7 +16,7 @@ import numpy as np
 
 from viclab.config import StudyConfig
 from viclab.detect import compare, figures, run_monitor
-from viclab.eval.figures import image_grid_png
+from viclab.plot.figures import image_grid_png
 
 TOP = 8  # most anomalous images shown per detector
 MONITOR_BATCH = 64

@@ -28,21 +28,21 @@ import numpy as np
 from viclab.ablate import VIEWS, neighbours_config, run_eigenmaps, run_latent
 from viclab.ablate.neighbours import NEIGHBOURS_INFO
 from viclab.config import Config, StudyConfig
+from viclab.core.errors import ViclabError
+from viclab.core.io import atomic_write_text, check_writable_dir, remove_stale_temp
+from viclab.core.runtime import barrier, broadcast_object, init_distributed, is_main, select_runtime
 from viclab.data import load_images, resolve_data_dir
-from viclab.data.sound import sound_fingerprint
+from viclab.data.sounds import sound_fingerprint
 from viclab.data.types import data_fingerprint
 from viclab.detect.api import scoring_runtime
-from viclab.errors import ViclabError
+from viclab.engine import train
+from viclab.engine.rundir import CONFIG, META, METRICS, config_json, read_metrics, write_run_files
 from viclab.eval import tasks as t
-from viclab.eval.features import eval_runtime, load_source, representations
-from viclab.io import atomic_write_text, check_writable_dir, remove_stale_temp
-from viclab.runtime import barrier, broadcast_object, init_distributed, is_main, select_runtime
+from viclab.report.html import METHODS, write_report
+from viclab.represent.encode import eval_runtime, load_source, representations
 from viclab.study.detection import detection_stage
-from viclab.study.report import METHODS, write_report
 from viclab.study.sound import fsdd_stage, machines_stage, sound_runtimes
 from viclab.study.stages import Stage, code_fingerprint, run_stages
-from viclab.train import train
-from viclab.train.rundir import CONFIG, META, METRICS, config_json, read_metrics, write_run_files
 
 RESULTS = "results.json"
 
@@ -162,7 +162,7 @@ def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callab
           "runtime": eval_runtime(cfg.eval).key}
     # A training reads the test split only for its per-epoch test terms.
     trains_on = reads(train_key, test_key) if recipe.train.eval_test else reads(train_key)
-    training = {"data": trains_on, "code": code("viclab.train.vicreg"), "runtime": trains}
+    training = {"data": trains_on, "code": code("viclab.engine.vicreg"), "runtime": trains}
     neighbour_training = {"data": trains_on, "code": code("viclab.ablate.neighbours"),
                           "runtime": {"train": trains, "encode": eval_runtime().key}}  # it encodes with the default
     latent_in = {"data": reads(train_key), "code": code("viclab.ablate.latent")}
@@ -216,7 +216,7 @@ def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callab
     if cfg.sound:
         sound_fields = {k: v for k, v in conf(cfg).items() if k.startswith("sound")} | {
             "min_steps": cfg.recipe.train.min_steps}  # the sound trainings take the study's step floor
-        sound_code = code_fingerprint(["viclab.sound", "viclab.study.sound"],
+        sound_code = code_fingerprint(["viclab.detect.protocols", "viclab.detect.resynth", "viclab.study.sound"],
                                       own=["viclab.study.pipeline", "viclab.study.stages"])
         runtimes = sound_runtimes(cfg, recipe.data.data_dir)
         stages.append(Stage("sound_machines", f"machine sounds, every detector: {', '.join(cfg.sound_machines)} (§4)",

@@ -1,7 +1,7 @@
 """The study's sound part (spec §4): machine sounds with every detector, spoken digits probed, Griffin-Lim.
 
 Two stages. ``sound_machines``: DCASE 2020 Task 2's protocol on the data folder's MIMII sample
-(:func:`viclab.sound.machine_sounds`), ROC curves per machine type, a grid of normal and abnormal
+(:func:`viclab.detect.protocols.machine_sounds`), ROC curves per machine type, a grid of normal and abnormal
 spectrograms, and an abnormal clip resynthesised from its log-mel spectrogram and from the
 convolutional autoencoder's reconstruction of it. ``sound_fsdd``: VICReg on FSDD digits with
 speakers held out, the linear probe against a random-init encoder, a grid of one spectrogram per
@@ -18,14 +18,15 @@ from typing import Any
 import numpy as np
 
 from viclab.config import Config, DetectConfig, StudyConfig, get_preset, resolve_detect
+from viclab.core.runtime import select_runtime
 from viclab.data import load_sound, spectrograms
-from viclab.data.sound import sound_root
-from viclab.detect import figures
+from viclab.data.sounds import sound_root
 from viclab.detect.api import scoring_runtime
-from viclab.eval.features import eval_runtime
-from viclab.eval.figures import image_grid_png
-from viclab.runtime import select_runtime
-from viclab.sound import machine_id, machine_sounds, probe_digits, resynthesise
+from viclab.detect.protocols import machine_id, machine_sounds, probe_digits
+from viclab.detect.resynth import resynthesise
+from viclab.plot import detection as figures
+from viclab.plot.figures import image_grid_png
+from viclab.represent.encode import eval_runtime
 
 ROC_DETECTORS = ("vicreg_terms:invariance", "knn", "mahalanobis", "autoencoder", "dcase_ae", "random-encoder knn")
 

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import viclab
-from viclab.io import atomic_write_text
-from viclab.runtime import broadcast_object, is_main, local_process
+from viclab.core.io import atomic_write_text
+from viclab.core.runtime import broadcast_object, is_main, local_process
 
 STATE_DIR = "stages"
 _PACKAGE_ROOT = Path(viclab.__file__).resolve().parent

@@ -1,0 +1,422 @@
+"""Sound datasets: a registry of layouts, decoded clips cached on disk, log-mel spectrograms.
+
+Layouts (each read from the files themselves; labels come from the layout):
+
+- ``sounds``: class sub-folders, ``root/train/<class>/*`` and ``root/test/<class>/*``, or a plain
+  ``root/<class>/*`` (a test split only, like a plain image folder);
+- ``fsdd``: ``{digit}_{speaker}_{index}.wav`` (the Free Spoken Digit Dataset); classes are the
+  digits (or the speakers, ``sound.label=speaker``); test clips are recordings 0-4 (FSDD's own
+  split, ``sound.split=index``) or the ``sound.test_speakers``' (``sound.split=speaker``);
+- ``mimii``: ``<machine>/id_XX/{normal,abnormal}/*.wav`` (MIMII); classes ``normal``,
+  ``abnormal``; the test split is a seeded ``sound.test_share`` of each machine ID's normal files
+  and every abnormal file, the training split the other normal files;
+- ``dcase``: ``<machine>/train/normal_id_XX_*.wav`` and ``<machine>/test/{normal,anomaly}_id_XX_*.wav``
+  (DCASE 2020 Task 2); classes ``normal``, ``abnormal``.
+
+MIMII and DCASE keep the ``sound.machines`` and ``sound.machine_ids`` asked for (all by default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from viclab.config import SoundConfig
+from viclab.core.errors import ViclabError, ViclabWarning
+from viclab.core.io import atomic_save_npy, atomic_write, atomic_write_text
+from viclab.data.download import cache_dir, content_hash
+from viclab.data.types import ImageData
+from viclab.data.wav import EXTENSIONS, cut, decode
+from viclab.signal import logmel_batches
+
+CACHE_VERSION = "2"  # bump when decoding or cutting changes (2: non-finite samples are refused)
+NORMAL_CLASSES = ("normal", "abnormal")
+
+
+@dataclass(frozen=True)
+class SoundFile:
+    """One file of a layout: its path, class name and attributes (speaker, machine, machine_id)."""
+
+    path: Path
+    label: str
+    attrs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class SoundData:
+    """A split's clips in memory.
+
+    Attributes:
+        clips: ``(N, L)`` float32 mono waveforms at ``rate``.
+        labels: ``(N,)`` int64 class indices.
+        classes: class names, ``classes[label]``.
+        rate: sample rate (Hz).
+        origin: ``(N,)`` each clip's file, relative to the dataset root.
+        attrs: per-clip attributes of the layout (e.g. ``speaker``, ``machine``, ``machine_id``), each ``(N,)``.
+        files: ``(N,)`` each clip's file, its absolute path.
+        windows: ``(N,)`` each clip's window of its file (``sound.window_hop_seconds > 0``); ``None``: whole files.
+    """
+
+    clips: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+    rate: int
+    origin: np.ndarray
+    attrs: dict[str, np.ndarray]
+    files: np.ndarray | None = None
+    windows: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.clips.shape[0]
+
+
+def _visible(root: Path, f: Path) -> bool:
+    return not any(part.startswith(".") for part in f.relative_to(root).parts)
+
+
+def sound_files(folder: Path, recursive: bool = True) -> list[Path]:
+    """The sound files under ``folder`` (hidden ones ignored), sorted."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(f for f in found if f.suffix.lower() in EXTENSIONS and f.is_file() and _visible(folder, f))
+
+
+def _require(files: list[SoundFile], root: Path, what: str, skipped: Sequence[Path] = (),
+             layout: str = "") -> list[SoundFile]:
+    """``files``, or an error when there are none; ``skipped``: the sound files that match no part of
+    ``layout`` (a warning names them, or the error does when nothing else was found)."""
+    named = ", ".join(str(f.relative_to(root) if f.is_relative_to(root) else f) for f in skipped[:3]) \
+        + (", ..." if len(skipped) > 3 else "")
+    if not files and skipped:
+        raise ViclabError(f"{root} holds no {what}: its {len(skipped)} sound file(s) do not match the layout "
+                          f"{layout} ({named}); rename or move them into that layout")
+    if not files:
+        raise ViclabError(f"{root} holds no {what}; check sound.* and the folder (sound files: "
+                          f"{', '.join(sorted(EXTENSIONS))})")
+    if skipped:
+        # Never dropped without a word: a misnamed anomaly would silently shrink the test set.
+        warnings.warn(f"{len(skipped)} sound file(s) of {root} do not match the layout {layout} and are skipped "
+                      f"({named}); rename or move them to use them", ViclabWarning, stacklevel=2)
+    return files
+
+
+def _class_folders(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
+    """``root/{train,test}/<class>/*``, or a plain ``root/<class>/*`` as a test split."""
+    base = root / split if any((root / s).is_dir() for s in ("train", "test")) else root
+    if base is root and split == "train":
+        raise ViclabError(f"sound folder {root} has no train/ and test/ sub-folders, so it holds no training clips; "
+                          f"use the layout {root}/{{train,test}}/<class>/<file>")
+    if not base.is_dir():
+        raise ViclabError(f"sound folder {root} has no {split}/ sub-folder; add it (layout root/{split}/<class>/*)")
+    out = []
+    for f in sound_files(base):
+        parts = f.relative_to(base).parts
+        out.append(SoundFile(f, parts[0] if len(parts) > 1 else base.name))
+    # beside train/ and test/, a sound file is in no split
+    skipped = [] if base is root else [f for f in sound_files(root) if f.relative_to(root).parts[0] not in
+                                       ("train", "test")]
+    return _require(out, base, "sound files", skipped, f"{root}/{{train,test}}/<class>/<file>")
+
+
+_FSDD = re.compile(r"^(\d+)_([^_]+)_(\d+)$")
+
+
+def _fsdd(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
+    rec = root / "recordings" if (root / "recordings").is_dir() else root
+    out, skipped = [], []
+    for f in sound_files(rec, recursive=False):
+        m = _FSDD.match(f.stem)
+        if not m:
+            skipped.append(f)
+            continue
+        digit, speaker, index = m.group(1), m.group(2), int(m.group(3))
+        test = index <= 4 if cfg.split == "index" else speaker in cfg.test_speakers
+        if test == (split == "test"):
+            out.append(SoundFile(f, digit if cfg.label == "class" else speaker, (("speaker", speaker),
+                                                                                ("digit", digit))))
+    return _require(out, rec, f"FSDD recordings ({{digit}}_{{speaker}}_{{index}}.wav) in its {split} split", skipped,
+                    "{digit}_{speaker}_{index}.wav")
+
+
+def _keep_machine(cfg: SoundConfig, machine: str, machine_id: str) -> bool:
+    return (not cfg.machines or machine in cfg.machines) and (not cfg.machine_ids or machine_id in cfg.machine_ids)
+
+
+def _seeded(cfg: SoundConfig, *key: str) -> np.random.Generator:
+    """A generator seeded by ``cfg.seed`` and ``key`` alone: a group's choice does not depend on the others kept."""
+    return np.random.default_rng(int.from_bytes(hashlib.sha256("|".join((str(cfg.seed), *key)).encode()).digest()[:4],
+                                                "big"))
+
+
+def _at_most(files: list, cfg: SoundConfig, *key: str) -> list:
+    """``sound.max_files`` of a group's files, a seeded choice kept in order (all when 0)."""
+    if not cfg.max_files or len(files) <= cfg.max_files:
+        return files
+    keep = set(_seeded(cfg, "max_files", *key).permutation(len(files))[:cfg.max_files].tolist())
+    return [f for i, f in enumerate(files) if i in keep]
+
+
+def _mimii(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
+    groups: dict[tuple[str, str, str], list[Path]] = {}
+    skipped = []
+    for f in sound_files(root):
+        condition, machine_id, machine = f.parent.name, f.parent.parent.name, f.parent.parent.parent.name
+        if condition not in NORMAL_CLASSES or not machine_id.startswith("id_"):
+            skipped.append(f)
+        elif _keep_machine(cfg, machine, machine_id):
+            groups.setdefault((machine, machine_id, condition), []).append(f)
+    out = []
+    for (machine, machine_id, condition), files in sorted(groups.items()):
+        files = _at_most(files, cfg, machine, machine_id, condition)
+        if condition == "abnormal":
+            chosen = files if split == "test" else []
+        else:
+            # Seeded per machine ID and independent of which others are kept: the same files are test files
+            # whether one ID or all are loaded.
+            perm = _seeded(cfg, machine, machine_id).permutation(len(files))
+            n_test = int(round(cfg.test_share * len(files)))
+            test = set(perm[:n_test].tolist())
+            chosen = [f for i, f in enumerate(files) if (i in test) == (split == "test")]
+        out += [SoundFile(f, condition, (("machine", machine), ("machine_id", machine_id))) for f in chosen]
+    return _require(out, root, f"MIMII clips (<machine>/id_XX/{{normal,abnormal}}/*.wav) in its {split} split",
+                    skipped, "<machine>/id_XX/{normal,abnormal}/*.wav")
+
+
+_DCASE = re.compile(r"^(normal|anomaly)_(id_\d+)_")
+
+
+def _dcase(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
+    groups: dict[tuple[str, str, str], list[Path]] = {}
+    skipped = []
+    for f in sound_files(root):
+        m = _DCASE.match(f.name)
+        if not m or f.parent.name not in ("train", "test"):
+            skipped.append(f)
+        if not m or f.parent.name != split:
+            continue
+        machine = f.parent.parent.name
+        if _keep_machine(cfg, machine, m.group(2)):
+            groups.setdefault((machine, m.group(2), "normal" if m.group(1) == "normal" else "abnormal"), []).append(f)
+    out = [SoundFile(f, label, (("machine", machine), ("machine_id", mid)))
+           for (machine, mid, label), files in sorted(groups.items())
+           for f in _at_most(files, cfg, split, machine, mid, label)]
+    return _require(out, root, f"DCASE clips (<machine>/{split}/{{normal,anomaly}}_id_XX_*.wav)", skipped,
+                    "<machine>/{train,test}/{normal,anomaly}_id_XX_*.wav")
+
+
+@dataclass(frozen=True)
+class SoundLayout:
+    """A registered sound dataset: its folder name under the data root, how its files are found,
+    and its class list: fixed, or ``"train"`` (the training split's labels, as image folders) or
+    ``"all"`` (the labels of both splits: FSDD's held-out speakers are classes too)."""
+
+    folder: str
+    files: Callable[[Path, str, SoundConfig], list[SoundFile]]
+    classes: tuple[str, ...] | str = "train"
+
+
+SOUND_DATASETS: dict[str, SoundLayout] = {
+    "sounds": SoundLayout("sounds", _class_folders),
+    "fsdd": SoundLayout("fsdd", _fsdd, "all"),
+    "mimii": SoundLayout("mimii", _mimii, NORMAL_CLASSES),
+    "dcase": SoundLayout("dcase", _dcase, NORMAL_CLASSES),
+}
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A publisher's archive of a sound set: where, its size and checksum, and the members kept."""
+
+    urls: tuple[str, ...]
+    name: str
+    size: int
+    digest: str
+    algorithm: str
+    members: str  # the archive's members kept (a regular expression on their paths)
+
+
+# Checksums from the publishers' tables: Zenodo record 3384388's md5s for MIMII (as mirrored by
+# datasets-mila/datasets--mimii); for FSDD v1.0.10 the SHA-256 of GitHub's tag archive.
+DOWNLOADS: dict[str, list[Archive]] = {
+    "fsdd": [Archive(("https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.zip",),
+                     "free-spoken-digit-dataset-1.0.10.zip", 16_419_872,
+                     "c680098f5d2355ba7cc4bd8b0ca9e0a24c00ebe3b4c552208889a4d28d4fbc2b", "sha256",
+                     r"^[^/]+/recordings/[^/]+\.wav$")],
+    "mimii": [Archive((f"https://zenodo.org/records/3384388/files/{n}?download=1",
+                       f"https://zenodo.org/record/3384388/files/{n}?download=1"), n, size, md5, "md5", r"\.wav$")
+              for n, size, md5 in (("-6_dB_fan.zip", 10_878_096_548, "f02ae808a58d84b6815b7ec38ff30879"),
+                                   ("-6_dB_slider.zip", 7_951_254_230, "49913eda7d37f182cbf8ed5c984140e0"))],
+}
+
+
+def fetch_sound(name: str, data_dir: Path, echo=print) -> Path:
+    """Download a sound set's archives (checksummed) into ``data_dir/<its folder>`` and extract its sound
+    files; the archives are removed once extracted. Returns the folder. Above 1 GB (MIMII) only with
+    ``$VICLAB_DOWNLOAD=1`` (:func:`~viclab.data.download.allow_download`)."""
+    import re
+    import zipfile
+
+    from viclab.data.download import allow_download, download
+
+    folder = data_dir / SOUND_DATASETS[name].folder
+    allow_download(sum(a.size for a in DOWNLOADS[name]), f"the {name} set is not in {data_dir} (no folder {folder})",
+                   "give the folder that holds it (--data-dir or $VICLAB_DATA)")
+    for a in DOWNLOADS[name]:
+        echo(f"downloading {a.name} ({a.size / 1e9:.2f} GB) for the {name} set into {data_dir}")
+        archive = download(list(a.urls), data_dir / a.name, a.digest, algorithm=a.algorithm,
+                           hint=f"download {a.urls[0]} yourself and extract it into {folder}, or set VICLAB_DATA")
+        keep = re.compile(a.members)
+        target = folder / Path(a.name).stem if name == "mimii" else folder
+        with zipfile.ZipFile(archive) as z:
+            for info in z.infolist():
+                if keep.search(info.filename) and not info.is_dir():
+                    rel = Path(info.filename)
+                    rel = rel.relative_to(rel.parts[0]) if name == "fsdd" else rel
+                    out = target / rel
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    with z.open(info) as src:
+                        atomic_write(out, lambda p, src=src: p.write_bytes(src.read()))
+        archive.unlink()
+    return folder
+
+
+def sound_root(name: str, data_dir: str | os.PathLike, fetch: bool = True) -> Path:
+    """The folder of a sound dataset.
+
+    ``data_dir/<its folder>`` (e.g. ``fsdd/``) when it exists; else ``data_dir`` itself when it is
+    named so or holds sound files (the dataset's folder given directly); else, for a set with a public
+    archive (FSDD, MIMII) and ``fetch``, the archive downloaded (checksummed) into ``data_dir/<its folder>``.
+    """
+    if name not in SOUND_DATASETS:
+        raise ViclabError(f"unknown sound dataset {name!r}; choose one of: {', '.join(SOUND_DATASETS)}")
+    data_dir = Path(data_dir).expanduser()
+    root = data_dir / SOUND_DATASETS[name].folder
+    if root.is_dir():
+        return root
+    if data_dir.is_dir() and (data_dir.name == root.name or sound_files(data_dir)):
+        return data_dir
+    if name in DOWNLOADS and fetch:
+        return fetch_sound(name, data_dir)
+    raise ViclabError(f"the {name} data folder {root} does not exist; give the folder that holds it (data.data_dir "
+                      "or $VICLAB_DATA)")
+
+
+def sound_fingerprint(name: str, data_dir: str | os.PathLike) -> dict[str, object]:
+    """The number of sound files of a dataset's folder and a 128-bit hash of their paths and contents."""
+    root = sound_root(name, data_dir)
+    files = sound_files(root)
+    if not files:
+        raise ViclabError(f"{root} holds no sound files ({', '.join(sorted(EXTENSIONS))}); put the {name} files there")
+    h = hashlib.blake2b(digest_size=16)
+    for f in files:
+        h.update(f"{f.relative_to(root)}|{content_hash(f)}\n".encode())
+    return {"files": len(files), "hash": h.hexdigest()}
+
+
+def _decode_all(files: list[SoundFile], cfg: SoundConfig, progress: bool) -> tuple[list[np.ndarray], list[int]]:
+    """Every file's clips (in parallel threads: libsndfile and soxr release the GIL)."""
+    from tqdm import tqdm
+
+    clip, hop = cfg.clip_samples, round(cfg.window_hop_seconds * cfg.rate)
+
+    def one(f: SoundFile) -> np.ndarray:
+        return cut(decode(f.path, cfg.rate, cfg.channel), clip, hop)
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        pieces = list(tqdm(pool.map(one, files), total=len(files), desc="decoding sound", disable=not progress,
+                           leave=False, dynamic_ncols=True))
+    return pieces, [len(p) for p in pieces]
+
+
+def load_sound(name: str, split: str, data_dir: str | os.PathLike, cfg: SoundConfig, use_cache: bool = True,
+               progress: bool = False) -> SoundData:
+    """A split of a sound dataset as clips, decoded once and then read from the cache.
+
+    Args:
+        name: a key of :data:`SOUND_DATASETS`, or ``sounds`` with ``data_dir`` the class folder itself.
+        split: ``"train"`` or ``"test"``.
+        data_dir: the data root (holding the dataset's folder, e.g. ``fsdd/``) or the dataset's folder.
+        cfg: decoding, cutting and split settings.
+        use_cache: read and write the decoded clips in :func:`~viclab.data.download.cache_dir` ``("sound")``,
+            keyed by the files' content hashes, their labels and the decoding settings (so a stale entry
+            cannot be read).
+
+    Returns:
+        :class:`SoundData`.
+    """
+    layout, root = SOUND_DATASETS.get(name), sound_root(name, data_dir)
+    files = layout.files(root, split, cfg)
+    if isinstance(layout.classes, tuple):
+        classes = layout.classes
+    else:  # one class -> index mapping for both splits, from sorted names
+        other = _files_or_none(layout, root, "test" if split == "train" else "train", cfg)
+        train = files if split == "train" else other
+        names = {f.label for f in (train or files)} | ({f.label for f in files + (other or [])}
+                                                       if layout.classes == "all" else set())
+        classes = tuple(sorted(names))
+    unknown = sorted({f.label for f in files} - set(classes))
+    if unknown:
+        raise ViclabError(f"the {split} split of {root} has classes the training split lacks ({', '.join(unknown)}); "
+                          "give every test class training clips")
+    key_fields = [CACHE_VERSION, name, split, repr(cfg.rate), repr(cfg.channel), repr(cfg.clip_samples),
+                  repr(round(cfg.window_hop_seconds * cfg.rate)), "|".join(classes)]
+    h = hashlib.sha256("|".join(key_fields).encode())
+    for f in files:
+        h.update(f"{f.path.relative_to(root)}|{f.label}|{f.attrs}|{content_hash(f.path)}\n".encode())
+    cache = cache_dir("sound") / f"{name}-{split}-{h.hexdigest()[:32]}.npy"
+    counts = None
+    clips = None
+    if use_cache and cache.exists():
+        try:
+            clips = np.load(cache, allow_pickle=False)
+            counts = [int(c) for c in cache.with_suffix(".counts").read_text().split()]
+        except (OSError, ValueError):
+            clips, counts = None, None  # unreadable: decoded again
+        if counts is not None and (len(counts) != len(files) or clips.shape != (sum(counts), cfg.clip_samples)
+                                   or not np.isfinite(clips.sum(dtype=np.float64))):
+            # A damaged entry, or non-finite clips (decoding refuses them): decoded again, which names the file.
+            clips, counts = None, None
+    if clips is None:
+        pieces, counts = _decode_all(files, cfg, progress)
+        clips = np.concatenate(pieces)
+        if use_cache:
+            atomic_save_npy(cache, clips)
+            atomic_write_text(cache.with_suffix(".counts"), " ".join(map(str, counts)) + "\n")
+    rows = np.repeat(np.arange(len(files)), counts)
+    index = {c: i for i, c in enumerate(classes)}
+    attr_names = sorted({k for f in files for k, _ in f.attrs})
+    return SoundData(
+        clips=torch.from_numpy(np.ascontiguousarray(clips)),
+        labels=torch.tensor([index[files[r].label] for r in rows], dtype=torch.int64),
+        classes=classes, rate=cfg.rate,
+        origin=np.array([str(files[r].path.relative_to(root)) for r in rows]),
+        attrs={k: np.array([dict(files[r].attrs).get(k, "") for r in rows]) for k in attr_names},
+        files=np.array([os.path.abspath(files[r].path) for r in rows], dtype=str),
+        windows=np.concatenate([np.arange(c) for c in counts]) if cfg.window_hop_seconds > 0 else None)
+
+
+def _files_or_none(layout: SoundLayout, root: Path, split: str, cfg: SoundConfig) -> list[SoundFile] | None:
+    try:
+        return layout.files(root, split, cfg)
+    except ViclabError:
+        return None  # a plain folder (test only): its own classes
+
+
+def spectrograms(data: SoundData, cfg: SoundConfig, device: torch.device | str = "cpu") -> ImageData:
+    """The clips' log-mel spectrograms as a dataset of one-channel float "images".
+
+    Returns:
+        :class:`ImageData` with ``images`` ``(N, 1, n_mels, frames)`` float32 (dB), the clips' labels, classes,
+        files and windows.
+    """
+    if data.rate != cfg.rate:
+        raise ValueError(f"clips at {data.rate} Hz, features configured for {cfg.rate} Hz")
+    return ImageData(logmel_batches(data.clips, cfg, device), data.labels, data.classes, data.files, data.windows)

@@ -1,0 +1,183 @@
+"""``viclab sound resynth``: a clip's log-mel spectrogram, or an autoencoder's reconstruction of it,
+back to a waveform (spec §4, §5: mel inversion then Griffin-Lim)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from viclab.config import RESYNTH_MAX_SECONDS, SoundConfig
+from viclab.core.errors import ViclabError
+from viclab.core.io import atomic_write_text, check_writable_dir
+from viclab.data.wav import cut, decode, write_wav
+from viclab.detect import Detector, load_detector
+from viclab.models import ConvAutoencoder, stack_frames
+from viclab.plot.figures import save_png
+from viclab.signal import (
+    LogMel,
+    log_spectral_distance,
+    log_to_mel,
+    logmel_to_wave,
+    magnitude,
+    nnls_mel_inverse,
+    spectral_convergence,
+)
+
+
+def unstack_frames(vectors: Tensor, context: int, n_mels: int) -> Tensor:
+    """Frames back from stacked windows (:func:`viclab.models.stack_frames`), each frame the mean of
+    its estimates in the windows that hold it.
+
+    Args:
+        vectors: ``(W, context * n_mels)`` windows of consecutive frames.
+
+    Returns:
+        ``(n_mels, W + context - 1)``.
+    """
+    w = vectors.shape[0]
+    frames = vectors.view(w, context, n_mels)
+    total = torch.zeros(w + context - 1, n_mels, dtype=vectors.dtype)
+    count = torch.zeros(w + context - 1, 1, dtype=vectors.dtype)
+    for c in range(context):
+        total[c:c + w] += frames[:, c]
+        count[c:c + w] += 1
+    return (total / count).T
+
+
+@torch.no_grad()
+def reconstruct(det: Detector, logmel: Tensor) -> Tensor:
+    """A reconstruction detector's output for ``(1, 1, n_mels, frames)`` log-mel (dB), same shape."""
+    x = logmel.to(det.rt.device)
+    if det.network_kind == "autoencoder":
+        return det.network(x.contiguous(memory_format=torch.channels_last)).float().cpu().contiguous()
+    if det.network_kind == "dcase":
+        context = det.cfg.dcase.context
+        out = det.network(stack_frames(x, context)[0]).float().cpu()
+        return unstack_frames(out, context, x.shape[2])[None, None]
+    raise ViclabError(f"a {det.cfg.detector} detector does not reconstruct its input; give an autoencoder or "
+                      "dcase_ae detector folder, or none")
+
+
+def _figure(panels: list[tuple[str, Tensor]], cfg: SoundConfig, title: str, path: Path) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * len(panels), 3.6), dpi=120, layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    lo = min(float(p.min()) for _, p in panels)
+    hi = max(float(p.max()) for _, p in panels)
+    seconds = panels[0][1].shape[-1] * cfg.hop_length / cfg.rate
+    for ax, (name, spec) in zip(axes, panels):
+        im = ax.imshow(spec.squeeze().numpy(), origin="lower", aspect="auto", cmap="magma", vmin=max(lo, hi - 80),
+                       vmax=hi, extent=(0, seconds, 0, cfg.n_mels))
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("seconds")
+    axes[0].set_ylabel("mel band")
+    fig.colorbar(im, ax=list(axes), label="dB", shrink=0.85)
+    fig.suptitle(title, fontsize=10)
+    return save_png(fig, path)
+
+
+def _check_clip(wave: np.ndarray, clip: str | Path, cfg: SoundConfig, max_seconds: float) -> None:
+    """Refuse, before anything is written, a clip that has nothing to resynthesise or would take too long."""
+    seconds = len(wave) / cfg.rate
+    if len(wave) < cfg.n_fft:  # fewer samples than one analysis window: a frame or two of mostly padding
+        raise ViclabError(f"{clip} holds {len(wave)} sample(s) at {cfg.rate} Hz, fewer than one analysis window; "
+                          f"resynthesis needs at least sound.n_fft = {cfg.n_fft} samples "
+                          f"({cfg.n_fft / cfg.rate:g} s): give a longer clip")
+    if seconds > max_seconds:
+        raise ViclabError(f"{clip} lasts {seconds:.1f} s, longer than --max-seconds {max_seconds:g} (about a "
+                          "second of work per second of audio); cut the clip, or raise --max-seconds")
+    if not wave.any():  # spectral convergence divides by the original's magnitude
+        raise ViclabError(f"{clip} is silent (every sample is 0); give a clip with sound in it")
+
+
+def _json(result: dict[str, Any], clip: str | Path) -> str:
+    """``result`` as strict JSON (no bare NaN or Infinity), refused before anything is written."""
+    try:
+        return json.dumps(result, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        raise ViclabError(f"resynthesising {clip} gave a measure that is not a finite number "
+                          f"({result['vs_original']}, {result['vs_given_magnitude']}): the magnitude Griffin-Lim "
+                          "was given is silent; give another clip or detector") from None
+
+
+def resynthesise(clip: str | Path, out: str | Path, detector: str | Path | None = None,
+                 sound: SoundConfig | None = None, n_iter: int = 32, momentum: float = 0.99, seed: int = 0,
+                 max_seconds: float = RESYNTH_MAX_SECONDS, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Turn a clip's log-mel spectrogram (or a detector's reconstruction of it) back into sound.
+
+    Without ``detector`` the whole file is analysed with ``sound`` (default: the DCASE settings);
+    with one, the clip as the detector sees it (its ``sound`` settings, its clip length) and its
+    reconstruction. Writes into ``out``: ``original.wav`` (the analysed clip at the analysis rate),
+    ``resynth.wav``, ``spectrograms.png`` (original, reconstruction if any, and the resynthesised
+    audio's log-mel side by side) and ``resynth.json``: spectral convergence and log-spectral
+    distance of the resynthesised audio's STFT magnitude against the original clip's, and against
+    the magnitude Griffin-Lim was given (how far the phase search got). They measure Griffin-Lim's
+    output itself: a wave louder than full scale is scaled down (``scaled_by``) only in ``resynth.wav``.
+    Clips shorter than one analysis window (``n_fft`` samples), silent, or longer than
+    ``max_seconds`` are refused before anything is written.
+
+    Returns:
+        The contents of ``resynth.json``.
+    """
+    if n_iter < 1 or not 0 <= momentum < 1:
+        raise ViclabError(f"--iters {n_iter} and --momentum {momentum}: use at least 1 iteration and a momentum in "
+                          "[0, 1)")
+    if not max_seconds > 0:
+        raise ViclabError(f"--max-seconds {max_seconds} must be > 0; give the longest clip to accept, in seconds")
+    out = check_writable_dir(Path(out), "output folder")
+    det = None
+    if detector is not None:
+        det, _ = load_detector(detector)
+        if det.network_kind not in ("autoencoder", "dcase"):
+            raise ViclabError(f"{detector} is a {det.cfg.detector} detector, which does not reconstruct its input; "
+                              "give "
+                              "an autoencoder or dcase_ae detector folder, or none")
+        if isinstance(det.network, ConvAutoencoder):
+            raise ViclabError(f"{detector} was fitted on images; give a detector fitted on sound")
+        sound = det.cfg.recipe.sound  # the clip as the detector sees it: its rate, length and features
+    cfg = sound or SoundConfig()
+    wave = decode(clip, cfg.rate, cfg.channel)
+    if det is not None:
+        wave = cut(wave, cfg.clip_samples)[0]
+    _check_clip(wave, clip, cfg, max_seconds)
+    frontend = LogMel(cfg)
+    logmel = frontend(torch.from_numpy(wave)[None])
+    target = reconstruct(det, logmel) if det is not None else logmel
+    y = logmel_to_wave(target, cfg, n_iter, momentum, seed, length=len(wave))[0].numpy()
+    peak = float(np.abs(y).max())
+    # A reconstruction can be louder than full scale: the WAV is scaled down, not clipped. The measures
+    # below are the phase search's own, without that gain (a gain < 1 would count as spectral error).
+    gain = 0.99 / peak if peak > 1 else 1.0
+    original_mag = magnitude(torch.from_numpy(wave).double(), cfg)
+    result_mag = magnitude(torch.from_numpy(y).double(), cfg)
+    given = nnls_mel_inverse(log_to_mel(target[0, 0].double(), cfg), frontend.filters.double()).pow(1 / cfg.power)
+    result = {
+        "clip": str(clip), "detector": str(detector) if detector else None, "rate": cfg.rate,
+        "seconds": len(wave) / cfg.rate, "iterations": n_iter, "momentum": momentum, "seed": seed,
+        "scaled_by": gain,
+        "vs_original": {"spectral_convergence": spectral_convergence(original_mag, result_mag),
+                        "log_spectral_distance_db": log_spectral_distance(original_mag, result_mag)},
+        "vs_given_magnitude": {"spectral_convergence": spectral_convergence(given, result_mag),
+                               "log_spectral_distance_db": log_spectral_distance(given, result_mag)},
+    }
+    text = _json(result, clip)
+    write_wav(out / "original.wav", wave, cfg.rate)
+    write_wav(out / "resynth.wav", y * gain, cfg.rate)
+    panels = [("original", logmel[0])]
+    if det is not None:
+        panels.append((f"{det.cfg.detector} reconstruction", target[0]))
+    panels.append(("resynthesised audio", frontend(torch.from_numpy(y.astype(np.float32))[None])[0]))
+    _figure(panels, cfg, f"{Path(clip).name}: log-mel spectrograms (Griffin-Lim, {n_iter} iterations)",
+            out / "spectrograms.png")
+    atomic_write_text(out / "resynth.json", text)
+    v = result["vs_original"]
+    echo(f"{Path(clip).name}: spectral convergence {v['spectral_convergence']:.3f}, log-spectral distance "
+         f"{v['log_spectral_distance_db']:.2f} dB against the original -> {out / 'resynth.wav'}")
+    return result

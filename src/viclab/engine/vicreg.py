@@ -1,0 +1,397 @@
+"""VICReg training: the whole dataset on the device (uint8 images, or float log-mel spectrograms), views made there.
+
+The objective (two views through one network, the VICReg loss) and the augmented-view
+batch source; the loop is :func:`viclab.engine.loop.fit`. Other view sources (neighbour
+pairs, spec S6) plug in through :func:`train`'s ``views``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from viclab.config import Config
+from viclab.core.errors import ViclabError, ViclabWarning
+from viclab.core.runtime import (
+    Runtime,
+    available_memory,
+    broadcast_object,
+    check_fits,
+    get_world_size,
+    init_distributed,
+    is_main,
+    select_runtime,
+)
+from viclab.data import ImageData, load_inputs
+from viclab.engine import rundir
+from viclab.engine.checkpoint import save_encoder
+from viclab.engine.loop import BatchSource, Objective, PairForward, fit, read_checkpoint, steps_per_epoch
+from viclab.engine.rundir import RunFolder
+from viclab.losses import VICRegLoss, VICRegTerms
+from viclab.models import build_vicreg_model, check_inputs, check_view_size, fit_standardizers
+from viclab.models.sync_bn import convert_sync_batchnorm
+from viclab.views import Augment, SpecViews, view_maker
+
+TERMS = VICRegTerms._fields
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the run lives and the last epoch's mean terms (train and, if evaluated, test)."""
+
+    run_dir: Path
+    train: dict[str, float]
+    test: dict[str, float] | None
+
+
+def make_loss(cfg: Config) -> VICRegLoss:
+    return VICRegLoss(**dataclasses.asdict(cfg.loss))
+
+
+def scaled_lr(cfg: Config, world: int) -> float:
+    """``optim.lr`` under ``optim.lr_scaling`` for ``world`` processes (the global batch is
+    ``train.batch_size x world``): the same, ``x world`` (linear) or ``x sqrt(world)`` (sqrt)."""
+    return cfg.optim.lr * {"none": 1.0, "linear": float(world), "sqrt": math.sqrt(world)}[cfg.optim.lr_scaling]
+
+
+def make_optimizer(cfg: Config, model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
+    """Adam or AdamW per ``cfg.optim`` over ``model``'s trainable parameters; with
+    ``optim.decay_norm_bias=false`` biases and normalisation weights (``ndim <= 1``) form a group
+    without weight decay. On CUDA the fused kernel (one launch for all parameters, step counters
+    kept on the device, so no host read per parameter)."""
+    o = cfg.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
+    fused = bool(params) and all(p.is_cuda for p in params)
+    groups: list = params
+    if not o.decay_norm_bias:
+        groups = [{"params": [p for p in params if p.ndim > 1]},
+                  {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    return cls(groups, lr=o.lr if lr is None else lr, betas=o.betas, weight_decay=o.weight_decay,
+               fused=fused or None)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long a run trains, in steps: ``optim.warmup_epochs`` and ``train.epochs`` counted in
+    epochs of ``steps_per_epoch``, each raised to its floor in steps (``optim.warmup_min_steps``,
+    ``train.min_steps``) on data too small for an epoch to be many steps."""
+
+    steps_per_epoch: int
+    epochs: int  # whole epochs run: train.epochs, or more to reach train.min_steps
+    warmup: float  # warm-up steps (0: none)
+    floors: tuple[str, ...]  # the floors that set a length, e.g. ("train.min_steps=50",)
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def describe(self) -> str:
+        """``training 10 epochs = 50 steps, warm-up 5 steps (floor train.min_steps=50, ...)``."""
+        floors = f" (floor {', '.join(self.floors)})" if self.floors else ""
+        return f"training {self.epochs} epochs = {self.steps} steps, warm-up {self.warmup:g} steps{floors}"
+
+
+def schedule(cfg: Config, steps_per_epoch: int) -> Schedule:
+    """The run's :class:`Schedule` at ``steps_per_epoch`` (>= 1) steps per epoch."""
+    o, t = cfg.optim, cfg.train
+    epochs = max(t.epochs, math.ceil(t.min_steps / steps_per_epoch))
+    warm = o.warmup_epochs * steps_per_epoch
+    floors = (f"train.min_steps={t.min_steps}",) if epochs > t.epochs else ()
+    if 0 < warm < o.warmup_min_steps:  # a run without warm-up keeps none
+        warm = float(o.warmup_min_steps)
+        floors += (f"optim.warmup_min_steps={o.warmup_min_steps}",)
+    return Schedule(steps_per_epoch, epochs, warm, floors)
+
+
+def make_scheduler(cfg: Config, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    """Per-step multiplier: linear warm-up, then constant or cosine to zero (lengths: :func:`schedule`)."""
+    plan = schedule(cfg, max(1, steps_per_epoch))
+    warm, total = plan.warmup, plan.steps
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.optim.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1.0, total - warm)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def load_split(cfg: Config, split: str, device: torch.device | str = "cpu") -> ImageData:
+    """The images of a split (or a sound dataset's log-mel spectrograms, computed on ``device``)."""
+    data = load_inputs(cfg.data.dataset, split, cfg.data.data_dir, cfg, device)
+    return data.subset(cfg.data.subset) if split == "train" else data
+
+
+def make_views(x: Tensor, augment: Augment | SpecViews, gen: torch.Generator,
+               channels_last: bool = False) -> tuple[Tensor, Tensor]:
+    """Two independent views of ``x`` (one batched call), in the model's memory format: of
+    ``(B, 3, H, W)`` uint8 images, or of ``(B, 1, n_mels, T)`` log-mel spectrograms."""
+    v1, v2 = augment.pair(x, gen)
+    if channels_last:
+        v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+    return v1, v2
+
+
+class HeldOutViews:
+    """The fixed-seed pairs of views of the held-out images, made once per run.
+
+    Every epoch's test terms see the same views (seed ``seed``, batches of ``batch_size``),
+    so they are made on the first call and kept on the device when they take at most a
+    quarter of its free memory; otherwise they are re-made each call from the same seed
+    (the same views, only slower).
+    """
+
+    def __init__(self, images: Tensor, augment: Augment | SpecViews, batch_size: int, seed: int,
+                 channels_last: bool = False) -> None:
+        self.images, self.augment, self.batch_size = images, augment, batch_size
+        self.seed, self.channels_last = seed, channels_last
+        self._kept: list[tuple[Tensor, Tensor]] | None = None
+
+    def _make(self):
+        gen = torch.Generator(device=self.images.device).manual_seed(self.seed)
+        for start in range(0, len(self.images), self.batch_size):
+            x = self.images[start:start + self.batch_size]
+            if len(x) >= 2:  # variance is undefined on one image
+                yield make_views(x, self.augment, gen, self.channels_last)
+
+    def __iter__(self):
+        if self._kept is not None:
+            return iter(self._kept)
+        views_bytes = 2 * len(self.images) * self.augment.view_numel(tuple(self.images.shape[1:])) * 4
+        if views_bytes > available_memory(self.images.device) // 4:
+            return self._make()
+        self._kept = list(self._make())
+        return iter(self._kept)
+
+
+@torch.no_grad()
+def evaluate_terms(model: nn.Module, loss_fn: VICRegLoss, views: HeldOutViews, rt: Runtime) -> dict[str, float]:
+    """Mean VICReg terms over the pairs of ``views`` (eval mode), weighted by batch size."""
+    was_training = model.training
+    model.eval()
+    sums, count = torch.zeros(len(TERMS), device=rt.device), 0
+    for v1, v2 in views:
+        with rt.autocast():
+            z1, z2 = model(v1), model(v2)
+        sums += torch.stack(list(loss_fn(z1, z2))) * len(v1)
+        count += len(v1)
+    model.train(was_training)
+    if count == 0:
+        raise ViclabError(f"the test terms need at least 2 images, got {len(views.images)}")
+    return dict(zip(TERMS, (sums / count).tolist()))
+
+
+def training_bytes(model: nn.Module, cfg: Config, data: ImageData) -> int:
+    """A lower bound of the memory a training step needs on its device: weights, gradients and
+    Adam's two moments, both views of a batch and their gradients, and the inputs themselves."""
+    params = sum(p.numel() for p in model.parameters())
+    if data.images.is_floating_point():  # spectrograms: views are crops of them
+        view = data.images[0].numel()
+    else:
+        view = 3 * cfg.augment.size ** 2
+    return 16 * params + 2 * 2 * cfg.train.batch_size * view * 4 + data.images.numel() * data.images.element_size()
+
+
+
+
+@dataclass(frozen=True)
+class ViewContext:
+    """What a view source is made from.
+
+    Attributes:
+        run: the run folder (a source may keep a table there, e.g. the neighbour table).
+        cfg: the run's config.
+        data: the training images on the host.
+        images: the same, ``(N, 3, H, W)`` uint8 on the training device.
+        started: the run has already trained (a table it built must not change now).
+        progress: show progress bars.
+    """
+
+    run: RunFolder
+    cfg: Config
+    data: ImageData
+    images: Tensor
+    started: bool
+    progress: bool
+
+
+# ``ViewContext -> BatchSource`` giving ``(v1, v2)``: how a run with ``views.kind`` makes its pairs.
+ViewSource = Callable[[ViewContext], BatchSource]
+
+
+def augmented_views(ctx: ViewContext) -> BatchSource:
+    """``views.kind = "augment"``: two independent draws of T of each image (VICReg), or of the
+    spectrogram views of each clip."""
+    augment = view_maker(ctx.images, ctx.cfg)
+    return lambda idx, gen: make_views(ctx.images[idx], augment, gen, ctx.cfg.model.channels_last)
+
+
+def vicreg_objective(model: nn.Module, forward: nn.Module, loss_fn: VICRegLoss, opt: torch.optim.Optimizer,
+                     sched, fix: str, compile: bool = False,
+                     preview: Callable[[int], dict[str, Tensor]] | None = None) -> Objective:
+    """VICReg on a pair: both views through ``forward`` (the model, or a wrapper of it), the loss
+    on the projections; ``compile``: the engine compiles forward passes and loss as one graph;
+    ``preview``: the views shown in TensorBoard each epoch (:class:`ViewPreview`)."""
+    return Objective(module=PairForward(forward), loss=lambda z, _batch: loss_fn(*z), terms=TERMS, model=model,
+                     optimizers=[opt], scheduler=sched, fix=fix, compile=compile, preview=preview)
+
+
+PREVIEW_IMAGES = 8  # fixed training images whose two views TensorBoard shows each epoch
+
+
+def displayable(views: Tensor, cfg: Config) -> Tensor:
+    """Network inputs as images in ``[0, 1]``: RGB views un-normalised by ``cfg.augment``'s mean and
+    std; a spectrogram (one channel) scaled by its own range.
+
+    Args:
+        views: ``(N, C, H, W)`` float, as the network sees them.
+    """
+    x = views.detach().float()
+    if x.shape[1] == 3:
+        mean = torch.tensor(cfg.augment.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(cfg.augment.std, device=x.device).view(1, 3, 1, 1)
+        return (x * std + mean).clamp(0, 1)
+    lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+    return (x - lo) / (hi - lo).clamp_min(1e-12)
+
+
+class ViewPreview:
+    """Both views of :data:`PREVIEW_IMAGES` fixed training images, fresh each epoch, for TensorBoard.
+
+    The pairs come from the run's own batch source (whatever ``views.kind`` makes), drawn with a
+    generator of their own, so the training stream (and exact resume) is untouched.
+    """
+
+    def __init__(self, n: int, cfg: Config, device: torch.device) -> None:
+        self.idx = torch.linspace(0, n - 1, min(PREVIEW_IMAGES, n), device=device).round().long()
+        self.cfg, self.device = cfg, device
+        self.source: BatchSource | None = None  # set once the engine has made the batch source
+
+    def __call__(self, epoch: int) -> dict[str, Tensor]:
+        if self.source is None:
+            return {}
+        seed = (self.cfg.train.seed * 1_000_003 + 104_729 * epoch) % 2**63  # any train.seed
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        v1, v2 = self.source(self.idx, gen)[:2]
+        return {"views/first": displayable(v1, self.cfg), "views/second": displayable(v2, self.cfg)}
+
+
+def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progress: bool = True,
+          echo=print, views: ViewSource | None = None,
+          data: tuple[ImageData, ImageData | None] | None = None) -> TrainResult:
+    """Train VICReg, writing everything to ``run_dir``; resume from its checkpoint if asked.
+
+    Every check that can fail on the user's input runs before the first write, and the
+    first write is ``config.json``: from then on a killed run is a folder that
+    ``--resume`` continues. Under torchrun every process runs this; they train one model
+    data-parallel and only rank 0 writes.
+
+    Args:
+        cfg: resolved config (``None`` when resuming: the run's saved config is used).
+        run_dir: the run folder (created if needed).
+        resume: continue from ``run_dir/checkpoint.pt``.
+        progress: show a tqdm bar per epoch.
+        echo: where the one-line epoch summaries go.
+        views: the pair source of ``cfg.views.kind`` (default: augmented views; the
+            neighbour views of spec S6 are :data:`viclab.ablate.VIEWS` ``["neighbours"]``).
+        data: ``(train, test)`` images to use instead of ``cfg.data``'s splits (e.g. the normal
+            images of an anomaly detector; ``test`` ``None``: no test terms). The caller keys a
+            resumed run to these images: the run folder records only the config.
+
+    Returns:
+        :class:`TrainResult`.
+    """
+    if cfg is None and not resume:
+        raise ValueError("a new run needs a config")
+    tc = (cfg or rundir.read_config(Path(run_dir))).train
+    rt = select_runtime(tc.device, tc.precision)
+    init_distributed(rt.device)
+    world = get_world_size()
+    run_dir = Path(broadcast_object(str(run_dir)))  # one folder, even if the ranks' default names differ
+    run = RunFolder.open(run_dir, cfg, "resume" if resume else "new")
+    cfg = run.config
+    tc = cfg.train
+    if views is None:
+        if cfg.views.kind != "augment":
+            raise ViclabError(f"views.kind={cfg.views.kind} runs are made by 'viclab ablate {cfg.views.kind}'; "
+                              f"start or resume the run with it")
+        views = augmented_views
+    torch.manual_seed(tc.seed)
+
+    # The model first: a bad backbone/projector should fail before any data loads.
+    model, _ = build_vicreg_model(cfg.model)
+    train_data = data[0] if data is not None else load_split(cfg, "train", rt.device)
+    check_inputs(cfg.model.backbone, train_data)
+    if not train_data.images.is_floating_point():  # images: views of augment.size pixels
+        check_view_size(model.encoder, cfg.augment.size)
+    if tc.batch_size * world > len(train_data):
+        per = f" x {world} processes" if world > 1 else ""
+        raise ViclabError(f"train.batch_size={tc.batch_size}{per} is larger than the {len(train_data)} training "
+                          f"images; use train.batch_size={len(train_data) // world} or fewer")
+    test_data = (data[1] if data is not None else load_split(cfg, "test", rt.device)) if tc.eval_test else None
+    if test_data is not None and len(test_data) < 2:
+        warnings.warn(f"the test split holds {len(test_data)} image(s); the test terms need at least 2, so none are "
+                      "logged (train.eval_test=false silences this)", ViclabWarning, stacklevel=2)
+        test_data = None
+    check_fits(training_bytes(model, cfg, train_data) + (training_bytes(nn.Identity(), cfg, test_data) if test_data
+                                                         else 0), rt.device,
+               f"training {cfg.model.backbone} with projector {cfg.model.projector} on "
+               f"{tuple(train_data.images.shape[1:])} inputs in batches of {tc.batch_size}",
+               "use a smaller model.projector, augment.size or train.batch_size")
+    ckpt = read_checkpoint(run, model)  # read and checked before anything is written
+    images = train_data.images.to(rt.device)
+    test_images = test_data.images.to(rt.device) if test_data is not None else None
+    model.to(rt.device)
+    if ckpt is None:  # a spectrogram encoder standardises by its training set's statistics (kept as buffers)
+        fit_standardizers(model, images)
+    if cfg.model.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if cfg.model.sync_bn and world > 1:
+        model = convert_sync_batchnorm(model, rt.device)
+    if rt.device.type == "cuda":
+        # Every step has the same shapes (partial batches are dropped), so cuDNN's autotuner picks
+        # each convolution's fastest kernel once, on the first step.
+        torch.backends.cudnn.benchmark = True
+    loss_fn = make_loss(cfg)
+    lr = scaled_lr(cfg, world)
+    if world > 1:
+        echo_main = echo if is_main() else (lambda _line: None)
+        echo_main(f"{world} processes: global batch {tc.batch_size * world}, learning rate {lr:.4g} "
+                  f"(optim.lr {cfg.optim.lr:.4g}, optim.lr_scaling={cfg.optim.lr_scaling})")
+    opt = make_optimizer(cfg, model, lr)
+    plan = schedule(cfg, max(1, steps_per_epoch(len(images), tc.batch_size)))
+    sched = make_scheduler(cfg, opt, plan.steps_per_epoch)
+    if is_main():
+        echo(f"{plan.describe()} ({plan.steps_per_epoch} per epoch of {len(images)} examples at batch "
+             f"{tc.batch_size * world})")
+    preview = ViewPreview(len(images), cfg, rt.device)
+    objective = vicreg_objective(model, model, loss_fn, opt, sched,
+                                 "start a new run with a lower optim.lr or train.precision=fp32", cfg.model.compile,
+                                 preview)
+    evaluate = None
+    if test_images is not None:
+        test_views = HeldOutViews(test_images, view_maker(test_images, cfg), tc.batch_size, tc.seed + 1,
+                               cfg.model.channels_last)
+        # Rank 0 evaluates alone: its loss must not wait for the other ranks' batches.
+        local_loss = VICRegLoss(**{**dataclasses.asdict(cfg.loss), "gather_distributed": False})
+        evaluate = lambda: evaluate_terms(model, local_loss, test_views, rt)
+    def make_batches(started: bool) -> BatchSource:
+        preview.source = views(ViewContext(run, cfg, train_data, images, started, progress))
+        return preview.source
+
+    result = fit(run, objective, make_batches,
+                 n=len(images), batch_size=tc.batch_size, epochs=plan.epochs, seed=tc.seed, rt=rt, ckpt=ckpt,
+                 evaluate=evaluate, progress=progress, echo=echo)
+    if is_main():
+        save_encoder(run.path / rundir.ENCODER, model.encoder, cfg, model.feature_dim)
+    return TrainResult(run.path, result.train, result.test)

@@ -1,0 +1,254 @@
+"""Short interpretations of a study, each claim computed from that study's numbers.
+
+Nothing here is canned: every comparison word (higher, lower, within the sampling
+error) is chosen by the numbers it describes, so the text cannot contradict the
+figures and tables next to it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from viclab.core.metrics import sampling_error  # the one home of accuracies' sampling error
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def points(d: float) -> str:
+    """A difference of two fractions in percentage points, signed."""
+    return f"{100 * d:+.1f} points"
+
+
+def compare_accuracy(name_a: str, a: float, n_a: int, name_b: str, b: float, n_b: int) -> str:
+    """``"A (x%) is above B (y%) by z points, more than twice the sampling error"``."""
+    d = a - b
+    se = math.sqrt(sampling_error(a, n_a) ** 2 + sampling_error(b, n_b) ** 2)
+    if d == 0:
+        return f"{name_a} and {name_b} score the same ({pct(a)})"
+    word = "above" if d > 0 else "below"
+    # Treats the two accuracies as independent binomial estimates: a rough, conservative guide.
+    verdict = ("more than" if abs(d) > 2 * se else "within") + \
+        f" twice the binomial standard error of the difference ({100 * se:.1f} points)"
+    return f"{name_a} ({pct(a)}) is {word} {name_b} ({pct(b)}) by {abs(100 * d):.1f} points, {verdict}"
+
+
+def change(name: str, first: float, last: float) -> str:
+    if last == first:
+        return f"{name} stayed at {first:.3g}"
+    word = "fell" if last < first else "rose"
+    return f"{name} {word} from {first:.3g} to {last:.3g}"
+
+
+def _row(results: dict[str, Any], method: str) -> dict[str, Any]:
+    return next(r for r in results["table"] if r["method"] == method)
+
+
+def curve_ends(records: list[dict[str, Any]], term: str, window: int = 20) -> tuple[float, float]:
+    """Mean of ``term`` over the first and the last ``window`` training batches."""
+    values = [r[term] for r in records if r["split"] == "train"]
+    w = max(1, min(window, len(values) // 4 or 1))
+    return float(np.mean(values[:w])), float(np.mean(values[-w:]))
+
+
+def interpret(results: dict[str, Any], curves: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
+    """Sentences per report section (keys: ``S1`` ... ``C``), from ``results`` and the
+    runs' metrics records (``curves``: method -> ``metrics.jsonl`` records)."""
+    st = results["stages"]
+    v, nv, nb = _row(results, "vicreg"), _row(results, "no_variance"), _row(results, "neighbours")
+    ln, lg, le = _row(results, "latent_naive"), _row(results, "latent_graph"), _row(results, "eigenmaps")
+    n_classes = st["eval_vicreg"]["n_classes"]
+    chance = 1.0 / n_classes
+    out: dict[str, list[str]] = {}
+
+    def vs(a: dict[str, Any], name_a: str, b: dict[str, Any], name_b: str) -> str:
+        return compare_accuracy(name_a, a["linear_top1"], a["n_test"], name_b, b["linear_top1"], b["n_test"])
+
+    s1 = []
+    for method in ("vicreg", "no_variance"):
+        recs = curves.get(method, [])
+        if not recs:
+            continue
+        label = _row(results, method)["name"]
+        parts = [change(term, *curve_ends(recs, term)) for term in ("invariance", "variance", "covariance")]
+        test = [r for r in recs if r["split"] == "test"]
+        line = f"{label}, first to last {min(20, max(1, len(recs) // 4))} training batches: " + "; ".join(parts) + "."
+        if len(test) >= 2:
+            line += " On the test set (before training, then after each epoch): " + "; ".join(
+                change(term, test[0][term], test[-1][term]) for term in ("invariance", "variance", "covariance")) + "."
+        s1.append(line)
+    out["S1"] = s1
+
+    out["S2"] = [
+        f"The first two principal components carry {pct(v['pca2_share'])} of the variance of VICReg's "
+        f"{v['dim']}-d test representations (effective rank {v['effective_rank']:.1f} of {v['dim']}), so the "
+        f"PCA map shows {'most' if v['pca2_share'] >= 0.5 else 'less than half'} of their variance; t-SNE keeps "
+        "neighbourhoods instead of variance."
+    ]
+    out["S3"] = [
+        f"Linear probe on VICReg's frozen representations: top-1 {pct(v['linear_top1'])}, top-5 "
+        f"{pct(v['linear_top5'])} on {v['n_test']} test images ({v['n_train']} training images), against "
+        f"{pct(chance)} for chance; the weighted {results['config']['eval']['knn_k']}-NN classifier scores "
+        f"{pct(v['knn_top1'])} top-1."
+    ]
+    out["S4"] = [
+        "Linear probe: " + vs(nv, "μ = 0", v, "VICReg") + ".",
+        f"The first two principal components carry {pct(nv['pca2_share'])} of the μ = 0 test representations' "
+        f"variance against {pct(v['pca2_share'])} with the variance term; effective rank "
+        f"{nv['effective_rank']:.1f} against {v['effective_rank']:.1f} (of {v['dim']}): "
+        + ("the representation is more concentrated along few directions without the variance term."
+           if nv["effective_rank"] < v["effective_rank"] else
+           "by this measure the representation is not more concentrated without the variance term."),
+    ]
+    naive, graph = st["latent_naive"], st["latent_graph"]
+    inv_text = ("exactly 0 in every one of its " if naive["max_abs_invariance"] == 0 else
+                f"at most {naive['max_abs_invariance']:.3g} over its ")
+    out["S5"] = [
+        f"With naive pairs the invariance term was {inv_text}{naive['batches']} batches, and a probe trained on "
+        f"{ln['n_train']} codes scores {pct(ln['linear_top1'])} on the other {ln['n_test']} (chance "
+        f"{pct(chance)}).",
+        f"Pairing each code with one of its {results['config']['latent']['graph_k']} "
+        f"nearest images in a fixed feature space ({pct(graph.get('graph_same_class'))} of those neighbours share "
+        f"the image's class): " + vs(lg, "the graph-pair codes", ln, "the naive codes") + ".",
+    ]
+    same = st["neighbours"].get("same_class")
+    out["S6"] = [
+        (f"{pct(same)} of the {results['config']['neighbour_k']} nearest training neighbours in VICReg's space "
+         "share the image's class. " if same is not None else "")
+        + "After training on those pairs: " + vs(nb, "the neighbour-view model", v, "VICReg") + "."
+    ]
+    eig = st["eigenmaps"]
+    out["S7"] = [
+        f"Laplacian Eigenmaps on all {eig['nodes']} images ({eig['edges']} edges, one component, "
+        f"{le['dim']} eigenvectors, {eig['seconds']['total']:.0f} s): "
+        + vs(le, "its linear probe", v, "VICReg") + "."
+    ]
+    if v["precision_at_k"] is not None and nb["precision_at_k"] is not None:
+        k = results["config"]["eval"]["retrieval_k"]
+        d = nb["precision_at_k"] - v["precision_at_k"]
+        out["S8"] = [
+            f"Precision@{k} (share of the {k} nearest training images of the query's class, averaged over "
+            f"{st['eval_vicreg']['retrieve']['precision_queries']} queries): VICReg {pct(v['precision_at_k'])}, "
+            f"neighbour views {pct(nb['precision_at_k'])} ({points(d)} for neighbour views; chance {pct(chance)})."
+        ]
+    runs = st["anomaly"]["runs"]
+    if len(runs) >= 2:
+        a, b = sorted(runs, key=lambda r: -r["auroc"])[:2]
+        out["A"] = [
+            f"{a['name']} separates {st['anomaly']['anomalies']} from the normal test images better: AUROC "
+            f"{a['auroc']:.3f} against {b['auroc']:.3f} for {b['name']} ({a['auroc'] - b['auroc']:+.3f})."
+            if a["auroc"] > b["auroc"] else f"Both methods reach AUROC {a['auroc']:.3f}.",
+            "Among the most anomalous test images: " + "; ".join(
+                f"{r['name']}: {sum(t['dataset'] == st['anomaly']['anomalies'] for t in r['top'])} of "
+                f"{len(r['top'])} are {st['anomaly']['anomalies']}" for r in runs) + ".",
+        ]
+    if v["silhouette"] is not None and nb["silhouette"] is not None:
+        better = ("VICReg's" if v["ari"] > nb["ari"] else "the neighbour-view model's" if nb["ari"] > v["ari"]
+                  else "neither method's")
+        out["C"] = [
+            f"K-means (k = {results['config']['eval']['clusters']}) silhouette, exact over all training points: "
+            f"VICReg {v['silhouette']:.3f}, neighbour views {nb['silhouette']:.3f}. Agreement of the clusters "
+            f"with the classes (adjusted Rand index): VICReg {v['ari']:.3f}, neighbour views {nb['ari']:.3f}; "
+            f"{better} clusters match the classes better by this measure."
+        ]
+    return out
+
+
+# Published one-class CIFAR-10 mean AUROCs (spec §5; ResNet-18 from scratch, hundreds of GPU epochs).
+ONE_CLASS_ANCHORS = {"SimCLR features": 0.879, "rotation+translation": 0.900, "CSI": 0.943}
+
+
+def interpret_detection(det: dict[str, Any]) -> list[str]:
+    """Sentences on the study's one-class detection part (spec §4), from its numbers."""
+    mean = det["mean_auroc"]
+    shown = det["figure_detectors"]
+    ranked = sorted(shown, key=lambda n: -mean[n])
+    floor = next((n for n in shown if "random" in n), None)
+    best = ranked[0]
+    classes = ", ".join(det["classes"])
+    rec = det["recipe"]
+    out = [
+        f"Mean AUROC over the one-class problems of class{'es' if len(det['classes']) > 1 else ''} {classes} "
+        f"(each detector fitted on that class's training images only, VICReg {rec['epochs']} epoch(s), "
+        f"{rec['views']} views per image): " + ", ".join(f"{n} {mean[n]:.3f}" for n in ranked) + "."
+    ]
+    if floor is not None and floor != best:
+        out.append(f"The best, {best}, is {mean[best] - mean[floor]:+.3f} from the random-encoder floor "
+                   f"({mean[floor]:.3f}).")
+    elif floor is not None:
+        out.append(f"No trained detector beats the random-encoder floor ({mean[floor]:.3f}) at this budget.")
+    terms = {q: mean[f"vicreg_terms:{q}"] for q in ("invariance", "variance", "covariance", "loss")
+             if f"vicreg_terms:{q}" in mean}
+    if terms:
+        q = max(terms, key=terms.get)
+        out.append(f"Of VICReg's per-image quantities, {q} ranks best (mean AUROC {terms[q]:.3f}; "
+                   + ", ".join(f"{k} {v:.3f}" for k, v in terms.items() if k != q) + "). An AUROC below 0.5 "
+                   "means the quantity is smaller on anomalies than on normal images.")
+    gap = ONE_CLASS_ANCHORS["SimCLR features"] - mean[best]
+    out.append("Published means of the full protocol (all ten classes, ResNet-18, hundreds of GPU epochs): "
+               + ", ".join(f"{k} {v:.3f}" for k, v in ONE_CLASS_ANCHORS.items())
+               + f"; this budget's best mean, {mean[best]:.3f}, is {abs(gap):.3f} {'below' if gap > 0 else 'above'} "
+               "SimCLR's (a subset of classes: compare with care; the full table is benchmarks/detection.py).")
+    mon = det["monitor"]["mean"] if det.get("monitor") else {}
+    ratio = {k: v["anomalous"] / v["normal"] for k, v in mon.items() if v["normal"]}
+    if ratio:
+        k = max(ratio, key=lambda t: abs(np.log(ratio[t])) if ratio[t] > 0 else 0.0)
+        out.append(f"Monitor (class {det['first_class']}, batches of {det['monitor']['batch_size']}): mean per batch, "
+                   "anomalous vs normal batches: " + "; ".join(
+                       f"{t} {v['anomalous']:.4g} vs {v['normal']:.4g}" for t, v in mon.items())
+                   + f". The {k} term moves most ({ratio[k]:.2f}x its normal level).")
+    secs = [r["seconds"] for r in det["per_class"]]
+    out.append(f"Each class took {np.median(secs):.0f} s (median) to fit every detector and score the test set.")
+    return out
+
+
+DCASE_BASELINE_AUC = {"fan": 0.65, "slider": 0.85}  # published development-set AUC (~1,000 normal clips per ID)
+
+
+def interpret_sound(machines: dict[str, Any] | None, fsdd: dict[str, Any] | None) -> list[str]:
+    """Sentences on the study's sound part (spec §4), from its numbers."""
+    out = []
+    if machines:
+        rec = machines["recipe"]
+        for machine, r in machines["machines"].items():
+            mean = r["mean_id_auroc"]
+            ranked = sorted(mean, key=lambda n: -mean[n])
+            best, n_ids = ranked[0], len(r["ids"])
+            low, high = r["all"][best]["auroc_interval"]
+            out.append(
+                f"{machine}: mean AUC over its {n_ids} machine ID(s) (one model per detector for the type, "
+                f"{r['test']['normal']} normal and {r['test']['anomalous']} abnormal test clips): "
+                + ", ".join(f"{n} {mean[n]:.3f}" for n in ranked) + f". The best, {best}, has a 95% bootstrap "
+                f"interval of [{low:.2f}, {high:.2f}] over all its test clips: with this few clips, detectors "
+                "closer than that interval's width are not told apart.")
+            anchor = DCASE_BASELINE_AUC.get(machine)
+            if anchor is not None and "dcase_ae" in mean:
+                d = mean["dcase_ae"] - anchor
+                out.append(f"The DCASE 2020 baseline re-implemented here ({rec['dcase_epochs']} epochs on the "
+                           f"fitting clips) reaches {mean['dcase_ae']:.3f} on {machine}, {abs(d):.3f} "
+                           f"{'above' if d > 0 else 'below'} its published {anchor:.2f}, which it reached on about "
+                           "1,000 normal clips per ID; compare the ranking of detectors on the same clips, not the "
+                           "levels.")
+        res = machines["resynth"]
+        p, a = res["plain"]["vs_original"], res["autoencoder"]["vs_original"]
+        out.append(f"Griffin-Lim from the log-mel spectrogram of an abnormal {machines['first_machine']} clip: "
+                   "spectral "
+                   f"convergence {p['spectral_convergence']:.3f}, log-spectral distance "
+                   f"{p['log_spectral_distance_db']:.1f} dB against the original; from the autoencoder's "
+                   f"reconstruction {a['spectral_convergence']:.3f} and {a['log_spectral_distance_db']:.1f} dB "
+                   f"({'farther from' if a['spectral_convergence'] > p['spectral_convergence'] else 'as close to'} "
+                   "the original: what the autoencoder does not reproduce is what its score measures).")
+    if fsdd:
+        pr = fsdd["probe"]
+        v, r = pr["vicreg"], pr["random"]
+        verdict = compare_accuracy("VICReg", v["top1"], pr["test_clips"], "a random-init encoder", r["top1"],
+                                   pr["test_clips"])
+        out.append(f"Spoken digits (FSDD), speakers {', '.join(pr['held_out_speakers'])} held out of training: "
+                   f"VICReg on the other speakers' {pr['train_clips']} clips ({fsdd['epochs']} epochs, "
+                   f"{pr['train_seconds']:.0f} s), linear probe top-1 {pct(v['top1'])} (top-5 {pct(v['top5'])}) on "
+                   f"the {pr['test_clips']} held-out clips; {verdict}.")
+    return out

@@ -1,0 +1,169 @@
+"""The view distribution T as one batched, seeded call on the model's device."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from viclab.config import AugmentConfig
+from viclab.views import ops
+
+# Colour-jitter op indices, as in ViewParams.jitter's columns and jitter_order's values.
+BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
+
+
+@dataclass(frozen=True)
+class ViewParams:
+    """Per-image random parameters of one view; every field has leading dim ``B``.
+
+    Attributes:
+        boxes: ``(B, 4)`` crop (top, left, h, w) in input pixels.
+        flip: ``(B,)`` bool, mirror horizontally.
+        jitter: ``(B, 4)`` brightness, contrast, saturation factors and hue shift
+            (identity values 1, 1, 1, 0 where jitter is not applied).
+        jitter_order: ``(B, 4)`` a permutation of 0..3 per image (op order).
+        gray: ``(B,)`` bool, convert to grayscale.
+        blur_sigma: ``(B,)`` Gaussian sigma, 0 where no blur.
+        solarize: ``(B,)`` bool.
+    """
+
+    boxes: Tensor
+    flip: Tensor
+    jitter: Tensor
+    jitter_order: Tensor
+    gray: Tensor
+    blur_sigma: Tensor
+    solarize: Tensor
+
+
+def _uniform(n: int, lo: float, hi: float, g: torch.Generator | None, device: torch.device) -> Tensor:
+    return lo + (hi - lo) * torch.rand(n, generator=g, device=device)
+
+
+def sample_params(cfg: AugmentConfig, n: int, height: int, width: int,
+                  generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> ViewParams:
+    """Draw independent parameters for ``n`` images of size ``height x width``."""
+    device = torch.device(device)
+    boxes = ops.crop_boxes(n, height, width, cfg.crop_scale, cfg.crop_ratio, generator, device)
+    coin = lambda p: torch.rand(n, generator=generator, device=device) < p  # noqa: E731
+    flip = coin(cfg.hflip_p)
+    # torchvision's ColorJitter ranges: [max(0, 1-s), 1+s] for factors, [-h, h] for hue.
+    jitter = [
+        _uniform(n, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness, generator, device),
+        _uniform(n, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast, generator, device),
+        _uniform(n, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation, generator, device),
+        _uniform(n, -cfg.hue, cfg.hue, generator, device),
+    ]
+    on = coin(cfg.jitter_p)  # elsewhere the identity values 1, 1, 1, 0
+    jitter = torch.stack([torch.where(on, v, 1.0 if i < HUE else 0.0) for i, v in enumerate(jitter)], 1)
+    order = torch.rand(n, 4, generator=generator, device=device).argsort(1)
+    gray = coin(cfg.grayscale_p)
+    sigma = _uniform(n, cfg.blur_sigma[0], cfg.blur_sigma[1], generator, device)
+    sigma = torch.where(coin(cfg.blur_p), sigma, torch.zeros_like(sigma))
+    solarize = coin(cfg.solarize_p)
+    return ViewParams(boxes, flip, jitter, order, gray, sigma, solarize)
+
+
+def _color_jitter(x: Tensor, factors: Tensor, order: Tensor) -> Tensor:
+    """Each image's four colour ops in its own order, with fixed-shape batch ops only.
+
+    Brightness, contrast and saturation are one blend (:func:`ops.blend_towards`) whose
+    target depends on the op, so a *slot* applies to every image the blend of the op it has
+    at that place, with factor 1 (exactly the identity) where the slot is not active. Hue
+    splits each order into the blends before it and after it: three slots, hue once for
+    all images, three slots. No image is selected by indexing, so there is nothing to sync.
+    """
+    is_hue = order == HUE
+    hue_at = is_hue.to(torch.uint8).argmax(1)  # (B,) hue's place in the order
+    # The three other ops in their order: a stable sort moves hue to the end.
+    blends = order.gather(1, is_hue.to(torch.uint8).argsort(dim=1, stable=True))[:, :3]
+
+    def slot(x: Tensor, j: int, active: Tensor) -> Tensor:
+        op = blends[:, j]
+        f = torch.where(active, factors.gather(1, op.unsqueeze(1)).squeeze(1), 1.0)
+        gray = ops.grayscale(x)
+        target = torch.where((op == CONTRAST).view(-1, 1, 1, 1), gray.mean(dim=(1, 2, 3), keepdim=True), gray)
+        return ops.blend_towards(x, f, target * (op != BRIGHTNESS).view(-1, 1, 1, 1))
+
+    for j in range(3):
+        x = slot(x, j, j < hue_at)
+    x = ops.adjust_hue(x, factors[:, HUE])
+    for j in range(3):
+        x = slot(x, j, j >= hue_at)
+    return x
+
+
+def apply_params(images: Tensor, p: ViewParams, cfg: AugmentConfig) -> Tensor:
+    """Render views: ``(B, 3, H, W)`` uint8 -> ``(B, 3, size, size)`` normalised float.
+
+    Fixed-shape tensor ops only: no ``nonzero``, boolean-mask indexing or ``.item()``, so on
+    a GPU the whole call queues without waiting for the device (mean and std are device
+    tensors made once per config and device).
+    """
+    x = images.float().div_(255)
+    x = ops.resized_crop(x, p.boxes, p.flip, cfg.size)
+    if cfg.jitter_p > 0:
+        x = _color_jitter(x, p.jitter, p.jitter_order)
+    if cfg.grayscale_p > 0:
+        x = torch.where(p.gray.view(-1, 1, 1, 1), ops.grayscale(x).expand_as(x), x)
+    if cfg.blur_p > 0:
+        x = ops.gaussian_blur(x, p.blur_sigma, cfg.blur_kernel)
+    if cfg.solarize_p > 0:
+        x = ops.solarize(x, p.solarize)
+    return ops.normalize(x, *_mean_std(cfg, x.device))
+
+
+class Augment:
+    """Callable view generator: ``Augment(cfg)(images, generator) -> view``.
+
+    Args:
+        cfg: the view distribution.
+
+    Call args:
+        images: ``(B, 3, H, W)`` uint8 on any device; the view is made there.
+        generator: a ``torch.Generator`` on the same device, for reproducibility.
+
+    Returns:
+        ``(B, 3, cfg.size, cfg.size)`` float32 normalised view.
+    """
+
+    def __init__(self, cfg: AugmentConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        b, _, h, w = images.shape
+        params = sample_params(self.cfg, b, h, w, generator, images.device)
+        return apply_params(images, params, self.cfg)
+
+    def view_numel(self, shape: tuple[int, ...]) -> int:
+        """Values in one view of an input of ``shape`` ``(C, H, W)``."""
+        return 3 * self.cfg.size ** 2
+
+    def pair(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Two independent views of each image in one batched call.
+
+        Returns:
+            ``(v1, v2)``, each ``(B, 3, cfg.size, cfg.size)``: rows ``i`` of both are views of image ``i``.
+        """
+        views = self(images.repeat(2, 1, 1, 1), generator)  # 2B images: half the kernel launches of two calls
+        return views[:len(images)], views[len(images):]
+
+
+def eval_transform(images: Tensor, cfg: AugmentConfig) -> Tensor:
+    """The evaluation transform: normalise only. ``(B, 3, H, W)`` uint8 -> float.
+
+    Float inputs are log-mel spectrograms (dB): they pass unchanged, since a spectrogram
+    encoder standardises its inputs itself (:class:`viclab.models.spectro.Standardize`).
+    """
+    if images.is_floating_point():
+        return images
+    return ops.normalize(images.float().div_(255), *_mean_std(cfg, images.device))
+
+
+@functools.lru_cache(maxsize=16)
+def _mean_std(cfg: AugmentConfig, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``cfg.mean`` and ``cfg.std`` as tensors on ``device``, made once (not a host copy per step)."""
+    return torch.tensor(cfg.mean, device=device), torch.tensor(cfg.std, device=device)
