@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from viclab.config import resolve_detect  # noqa: E402
+from viclab.config import resolve, view_overrides  # noqa: E402
 from viclab.detect import compare, load_test  # noqa: E402
 
 ANCHORS = {"SimCLR features (ResNet-18)": 87.9, "rotation+translation": 90.0, "CSI": 94.3}
@@ -41,8 +41,9 @@ def quiet(_line: str) -> None:
 
 
 def base_config(args, *overrides: str, views: str | None = None):
-    return resolve_detect(["data.holdout=0", f"train.epochs={args.epochs}", f"detect.views={args.views}",
-                           f"autoencoder.epochs={args.ae_epochs}", *overrides, *args.set], views=views)
+    return resolve("detect", overrides=[*view_overrides(views), "data.holdout=0", f"train.epochs={args.epochs}",
+                                        f"detect.views={args.views}", f"autoencoder.epochs={args.ae_epochs}",
+                                        *overrides, *args.set])
 
 
 def setup(args) -> dict:

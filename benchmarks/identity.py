@@ -73,7 +73,10 @@ def main() -> None:
 
     from viclab.ablate import neighbours_config, run_latent
     from viclab.config import PRESETS, LatentConfig, LossConfig
-    from viclab.engine import train
+    try:  # the training package was viclab.train before the one-house layout
+        from viclab.engine import train
+    except ImportError:
+        from viclab.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -87,13 +90,18 @@ def main() -> None:
                       train=replace(base.train, epochs=2, batch_size=32, seed=3, device="cpu", precision="fp32"))
         out = {}
         say = lambda s: None
-        train(cfg, tmp / "vicreg", progress=False, echo=say)
+        try:  # since the one-house change, the engine takes a Context instead of progress= and echo=
+            from viclab.core.context import Context
+            quiet = {"ctx": Context(progress=False, echo=say)}
+        except ImportError:
+            quiet = {"progress": False, "echo": say}
+        train(cfg, tmp / "vicreg", **quiet)
         out["vicreg"] = fingerprint(tmp / "vicreg")
         cl = replace(cfg, model=replace(cfg.model, channels_last=True), optim=replace(cfg.optim, schedule="cosine"))
-        train(cl, tmp / "vicreg_cl", progress=False, echo=say)
+        train(cl, tmp / "vicreg_cl", **quiet)
         out["vicreg_channels_last_cosine"] = fingerprint(tmp / "vicreg_cl")
         novar = replace(cfg, loss=replace(cfg.loss, var_weight=0.0))
-        train(novar, tmp / "novar", progress=False, echo=say)
+        train(novar, tmp / "novar", **quiet)
         out["mu0"] = fingerprint(tmp / "novar")
         nb = neighbours_config(str(tmp / "vicreg"), base=cfg, k=3, epochs=2)
         try:  # since the one-engine change, the neighbour view source is passed in
@@ -101,7 +109,7 @@ def main() -> None:
             extra = {"views": VIEWS["neighbours"]}
         except ImportError:
             extra = {}
-        train(nb, tmp / "neighbours", progress=False, echo=say, **extra)
+        train(nb, tmp / "neighbours", **quiet, **extra)
         out["neighbours"] = fingerprint(tmp / "neighbours")
         for pairs in ("naive", "graph"):
             lc = LatentConfig(pairs=pairs, dataset="folder", data_dir=data, dim=16, projector="32-32",

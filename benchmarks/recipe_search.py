@@ -29,13 +29,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine  # noqa: E402
 
-from viclab.config import resolve_config  # noqa: E402
+from viclab.config import resolve  # noqa: E402
+from viclab.core.context import Context  # noqa: E402
 from viclab.core.runtime import select_runtime  # noqa: E402
 from viclab.engine import train  # noqa: E402
 from viclab.engine.loop import train_step  # noqa: E402
 from viclab.engine.vicreg import make_loss, make_optimizer, make_views, vicreg_objective  # noqa: E402
 from viclab.eval.tasks import run_probe  # noqa: E402
-from viclab.models import BACKBONES, SmallCNN, build_vicreg_model  # noqa: E402
+from viclab.models import SmallCNN, build_vicreg_model  # noqa: E402
+from viclab.models.registry import register  # noqa: E402
 from viclab.views import Augment  # noqa: E402
 
 # name -> SmallCNN keyword arguments. "base" is the cpu preset's small_cnn.
@@ -48,7 +50,7 @@ ARCHS: dict[str, dict] = {
     "pf48": {"widths": (48, 96, 192, 384), "pool_first": True},
 }
 for _name, _kw in ARCHS.items():
-    BACKBONES[f"search_{_name}"] = (lambda kw: lambda: (lambda n: (n, n.feature_dim))(SmallCNN(**kw)))(_kw)
+    register(name=f"search_{_name}")((lambda kw: lambda: (lambda n: (n, n.feature_dim))(SmallCNN(**kw)))(_kw))
 
 # The cpu preset when the search ran; candidates override it. (Its winner, F, is the cpu preset now.)
 SEARCH_BASE = ["model.backbone=small_cnn", "optim.lr=2e-3", "train.batch_size=256", "train.epochs=2"]
@@ -68,7 +70,7 @@ LOG = RESULTS / "recipe_search.jsonl"
 
 def speed(arch: str, batch_size: int = 256, steps: int = 6, warmup: int = 2) -> float:
     """Quiet training images/s of ``arch`` under the cpu preset (bf16 autocast, synthetic data)."""
-    cfg = resolve_config("cpu", overrides=[*SEARCH_BASE, f"model.backbone=search_{arch}",
+    cfg = resolve("train", "cpu", overrides=[*SEARCH_BASE, f"model.backbone=search_{arch}",
                                            f"train.batch_size={batch_size}"])
     rt = select_runtime("cpu", "bf16")
     model, _ = build_vicreg_model(cfg.model)
@@ -87,12 +89,12 @@ def speed(arch: str, batch_size: int = 256, steps: int = 6, warmup: int = 2) -> 
 
 def run_candidate(name: str, out: Path) -> dict:
     arch, overrides = CANDIDATES[name]
-    cfg = resolve_config("cpu", overrides=[*SEARCH_BASE, f"model.backbone=search_{arch}", *overrides])
+    cfg = resolve("train", "cpu", overrides=[*SEARCH_BASE, f"model.backbone=search_{arch}", *overrides])
     run_dir = out / name
     lines: list[str] = []
     t0 = time.perf_counter()
-    result = train(cfg, run_dir, resume=(run_dir / "checkpoint.pt").exists(), progress=False,
-                   echo=lambda line: (print(line, flush=True), lines.append(line)))
+    result = train(cfg, run_dir, resume=(run_dir / "checkpoint.pt").exists(),
+                   ctx=Context(progress=False, echo=lambda line: (print(line, flush=True), lines.append(line))))
     seconds = time.perf_counter() - t0
     # Each epoch line ends "(R examples/s, S s)": the fastest epoch's rate is the quiet machine's.
     epoch_s = [float(m.group(1)) for m in map(re.compile(r"examples/s, ([0-9.]+)s\)").search, lines) if m]

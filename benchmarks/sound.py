@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from viclab.config import resolve_config, resolve_detect  # noqa: E402
+from viclab.config import resolve  # noqa: E402
 from viclab.data import load_sound, resolve_data_dir, spectrograms  # noqa: E402
 from viclab.detect.protocols import held_out_speaker, machine_sounds, one_digit, probe_digits  # noqa: E402
 
@@ -52,9 +52,9 @@ def _setup(args) -> dict:
 
 
 def mimii(args) -> None:
-    base = resolve_detect(["data.dataset=mimii", f"train.epochs={args.epochs}", f"detect.views={args.views}",
-                           f"autoencoder.epochs={args.ae_epochs}", f"dcase.epochs={args.dcase_epochs}", *args.set],
-                          preset="sound")
+    base = resolve("detect", "sound", overrides=["data.dataset=mimii", f"train.epochs={args.epochs}",
+                                                 f"detect.views={args.views}", f"autoencoder.epochs={args.ae_epochs}",
+                                                 f"dcase.epochs={args.dcase_epochs}", *args.set])
     result = machine_sounds(base, args.machines.split(","), _work(args, "mimii"))
     for machine, r in result.items():
         print(f"\n{machine} (test: {r['test']['normal']} normal, {r['test']['anomalous']} abnormal clips; "
@@ -69,9 +69,9 @@ def mimii(args) -> None:
 
 
 def fsdd(args) -> None:
-    base = resolve_detect([f"train.epochs={args.epochs}", f"detect.views={args.views}",
-                           f"autoencoder.epochs={args.ae_epochs}", f"dcase.epochs={args.dcase_epochs}", *args.set],
-                          preset="fsdd")
+    base = resolve("detect", "fsdd", overrides=[f"train.epochs={args.epochs}", f"detect.views={args.views}",
+                                                f"autoencoder.epochs={args.ae_epochs}",
+                                                f"dcase.epochs={args.dcase_epochs}", *args.set])
     result = one_digit(base, args.digits.split(","), _work(args, "fsdd"))
     for name, mean in result["mean_auroc"].items():
         per = [r["metrics"][name]["auroc"] for r in result["per_class"]]
@@ -82,15 +82,15 @@ def fsdd(args) -> None:
 
 
 def speaker(args) -> None:
-    base = resolve_detect([f"train.epochs={args.epochs}", f"detect.views={args.views}",
-                           f"autoencoder.epochs={args.ae_epochs}", f"dcase.epochs={args.dcase_epochs}", *args.set],
-                          preset="fsdd")
+    base = resolve("detect", "fsdd", overrides=[f"train.epochs={args.epochs}", f"detect.views={args.views}",
+                                                f"autoencoder.epochs={args.ae_epochs}",
+                                                f"dcase.epochs={args.dcase_epochs}", *args.set])
     result = held_out_speaker(base, args.speaker, SPEAKERS, _work(args, f"speaker-{args.speaker}"))
     write_result("sound_fsdd_speaker", {"setup": _setup(args), **result})
 
 
 def probe(args) -> None:
-    recipe = resolve_config("fsdd", overrides=[f"train.epochs={args.epochs}", *args.set])
+    recipe = resolve("train", "fsdd", overrides=[f"train.epochs={args.epochs}", *args.set])
     result = probe_digits(recipe, args.held_out.split(","), _work(args, "probe"))
     print(f"VICReg top-1 {result['vicreg']['top1']:.1%} top-5 {result['vicreg']['top5']:.1%} | random init top-1 "
           f"{result['random']['top1']:.1%} top-5 {result['random']['top5']:.1%} ({result['train_clips']} training, "
@@ -103,7 +103,7 @@ def throughput(args) -> None:
     root = resolve_data_dir(None)
     rows = {}
     for name, preset, data in (("fsdd", "fsdd", "fsdd"), ("mimii", "sound", "mimii")):
-        cfg = resolve_config(preset).sound
+        cfg = resolve("train", preset).sound
         t_dec, t_mel, n = [], [], 0
         for _ in range(args.repeats):
             t0 = time.perf_counter()

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
-from viclab.config import resolve_study  # noqa: E402
+from viclab.config import resolve  # noqa: E402
 from viclab.study.sound import fsdd_stage, machines_stage  # noqa: E402
 
 
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--name", default="study_sound", help="result file name")
     ap.add_argument("--stages", default="machines,fsdd", help="which sound stages, comma-separated")
     args = ap.parse_args()
-    cfg = resolve_study("cpu")
+    cfg = resolve("study", "cpu")
     out = Path(args.out)
     seconds, results = {}, {}
     stages = {"machines": machines_stage, "fsdd": fsdd_stage}

@@ -125,14 +125,16 @@ def time_epochs(epochs: int, data_dir: str | None) -> dict:
     """Whole epochs of the exercise preset via ``viclab.engine.train`` (GPU use)."""
     import tempfile
 
-    from viclab.config import resolve_config
+    from viclab.config import resolve
+    from viclab.core.context import Context
     from viclab.engine import train
 
     overrides = [f"train.epochs={epochs}"] + ([f"data.data_dir={data_dir}"] if data_dir else [])
-    cfg = resolve_config("exercise", overrides=overrides)
+    cfg = resolve("train", "exercise", overrides=overrides)
     with tempfile.TemporaryDirectory() as d:
         t = [time.perf_counter()]
-        train(cfg, Path(d) / "run", progress=False, echo=lambda s: (print(s), t.append(time.perf_counter())))
+        echo = lambda s: (print(s), t.append(time.perf_counter()))
+        train(cfg, Path(d) / "run", ctx=Context(progress=False, echo=echo))
         times = [b - a for a, b in zip(t, t[1:])]
         log = [json.loads(x) for x in (Path(d) / "run" / "metrics.jsonl").read_text().splitlines()]
     return {"epochs": epochs, "seconds_per_epoch": times,

@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write_result  # noqa: E402
 
-from viclab.config import resolve_config, resolve_detect  # noqa: E402
+from viclab.config import resolve  # noqa: E402
 
 PRESET = {"vit_tiny": "vit", "vit_small": "vit", "small_cnn": "cpu"}
 
@@ -47,6 +47,7 @@ def _quiet(_line: str) -> None:
 
 
 def train(args) -> None:
+    from viclab.core.context import Context
     from viclab.engine import train as train_run
     from viclab.engine.checkpoint import load_checkpoint
     from viclab.eval.tasks import run_probe
@@ -60,21 +61,21 @@ def train(args) -> None:
     for backbone in args.backbones.split(","):
         base = [f"model.backbone={backbone}", *args.set]
         # Throughput from a short run (its first steps include warm-up, so it errs on the slow side).
-        probe_cfg = resolve_config(PRESET[backbone], overrides=["train.epochs=1", f"data.subset={args.calib}",
+        probe_cfg = resolve("train", PRESET[backbone], overrides=["train.epochs=1", f"data.subset={args.calib}",
                                                                 "train.eval_test=false", *base])
-        calib = train_run(probe_cfg, work / f"{backbone}-calib", progress=False, echo=_quiet).run_dir
+        calib = train_run(probe_cfg, work / f"{backbone}-calib", ctx=Context(progress=False, echo=_quiet)).run_dir
         # the engine's own training time (in the checkpoint), without loading the data and building the model
         rate = args.calib / load_checkpoint(calib / "checkpoint.pt", keys=("seconds",))["seconds"]
-        base_cfg = resolve_config(PRESET[backbone], overrides=base)
+        base_cfg = resolve("train", PRESET[backbone], overrides=base)
         budget = int(rate * args.seconds)  # images one process sees in the budget
         epochs = max(1, min(base_cfg.train.epochs, math.ceil(budget / 50_000)))
         subset = min(50_000, budget // epochs)
         # The warm-up keeps its share of the run (a fifth, as the cpu preset's 1 of 5 epochs).
-        cfg = resolve_config(PRESET[backbone], overrides=[f"train.epochs={epochs}", f"data.subset={subset}",
+        cfg = resolve("train", PRESET[backbone], overrides=[f"train.epochs={epochs}", f"data.subset={subset}",
                                                           f"optim.warmup_epochs={0.2 * epochs}",
                                                           "train.eval_test=false", *base])
         t0 = time.perf_counter()
-        result = train_run(cfg, work / backbone, progress=False, echo=_quiet)
+        result = train_run(cfg, work / backbone, ctx=Context(progress=False, echo=_quiet))
         seconds = time.perf_counter() - t0
         probe = run_probe(result.run_dir, progress=False, echo=print)
         module, dim = build_backbone(backbone)
@@ -96,10 +97,10 @@ def terms(args) -> None:
     from viclab.detect import fit_detector, load_detector, load_test
     from viclab.detect.tasks import batch_terms
 
-    cfg = resolve_detect(["detect.detector=vicreg_terms", "data.normal_classes=cat,dog",
-                          "data.anomaly_classes=airplane,automobile,ship,truck", f"train.epochs={args.epochs}",
-                          f"optim.warmup_epochs={0.2 * args.epochs}", "model.backbone=vit_tiny", *args.set],
-                         preset="vit")
+    cfg = resolve("detect", "vit", overrides=["detect.detector=vicreg_terms", "data.normal_classes=cat,dog",
+                                              "data.anomaly_classes=airplane,automobile,ship,truck",
+                                              f"train.epochs={args.epochs}", f"optim.warmup_epochs={0.2 * args.epochs}",
+                                              "model.backbone=vit_tiny", *args.set])
     folder = Path(args.work) / "terms" / "vit_tiny"
     t0 = time.perf_counter()
     fit_detector(cfg, folder, progress=False, echo=print)

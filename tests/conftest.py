@@ -122,17 +122,18 @@ def real_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
     """``(run folder, data root)``: 1 epoch of small_cnn on 100 fake CIFAR images."""
-    from viclab.config import resolve_config
+    from viclab.config import resolve
+    from viclab.core.context import QUIET
     from viclab.engine import train
 
     root = tmp_path_factory.mktemp("data")
     write_fake_cifar(root)
     write_fake_mnist(root, n=12)
-    cfg = resolve_config("cpu", overrides=["model.projector=32-32", "train.batch_size=20", "train.epochs=1",
+    cfg = resolve("train", "cpu", overrides=["model.projector=32-32", "train.batch_size=20", "train.epochs=1",
                                            f"data.data_dir={root}", "train.eval_test=false",
                                            "train.min_steps=0"])  # 1 epoch (5 steps), not the 50-step floor
     run = tmp_path_factory.mktemp("runs") / "tiny"
-    train(cfg, run, progress=False, echo=lambda s: None)
+    train(cfg, run, ctx=QUIET)
     return run, root
 
 

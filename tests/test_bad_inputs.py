@@ -269,10 +269,11 @@ def _make_world(w: Path, run: Path, data: Path) -> None:
     ckpt["model"]["projector.0.weight"] = torch.zeros(64, 256)
     torch.save(ckpt, w / "other-projector" / "checkpoint.pt")
     # detector folders: a valid knn one, and one written by another format version
-    from viclab.config import resolve_detect
+    from viclab.config import resolve
     from viclab.detect import fit_detector
 
-    fit_detector(resolve_detect([f"data.normal={w / 'plain'}", "detect.encoder=random:small_cnn", "data.size=8"]),
+    fit_detector(resolve("detect", overrides=[f"data.normal={w / 'plain'}", "detect.encoder=random:small_cnn",
+                                              "data.size=8"]),
                  w / "knn-detector", progress=False, echo=lambda s: None)
     shutil.copytree(w / "knn-detector", w / "old-detector")
     summary = json.loads((w / "old-detector" / "detector.json").read_text())

@@ -37,7 +37,7 @@ def _make_world(w: Path) -> None:
     from PIL import Image
     from safetensors.torch import load_file, save_file
 
-    from viclab.config import resolve_detect
+    from viclab.config import resolve
     from viclab.detect import fit_detector
 
     rng = np.random.default_rng(0)
@@ -46,9 +46,11 @@ def _make_world(w: Path) -> None:
         for i in range(12):
             Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(w / folder / f"{i}.png")
     quiet = {"progress": False, "echo": lambda s: None}
-    fit_detector(resolve_detect([f"data.normal={w / 'plain'}", f"data.abnormal={w / 'odd'}", "data.size=8",
-                                 "detect.encoder=random:small_cnn", "data.holdout=0.2"]), w / "knn-detector", **quiet)
-    fit_detector(resolve_detect([f"data.normal={w / 'gone'}", "detect.encoder=random:small_cnn", "data.size=8"]),
+    fit_detector(resolve("detect", overrides=[f"data.normal={w / 'plain'}", f"data.abnormal={w / 'odd'}",
+                                              "data.size=8", "detect.encoder=random:small_cnn", "data.holdout=0.2"]),
+                 w / "knn-detector", **quiet)
+    fit_detector(resolve("detect", overrides=[f"data.normal={w / 'gone'}", "detect.encoder=random:small_cnn",
+                                              "data.size=8"]),
                  w / "orphan-detector", **quiet)
     shutil.rmtree(w / "gone")
     for name in ("nan-detector", "bad-value", "bad-detector", "summary-list", "nan-holdout"):

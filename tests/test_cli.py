@@ -132,3 +132,59 @@ def test_split_command(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["manifest.csv", "test", "train", "val"]
     assert main(["split", str(tmp_path / "src"), str(tmp_path / "dst")]) == 2
     assert "exists and is not empty" in _one_error_line(capsys)
+
+
+def _subparsers(parser):
+    """Every leaf subcommand parser, by its full name (``detect fit``)."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                inner = list(_subparsers(sub))
+                yield from inner or [(name, sub)]
+
+
+def test_one_grammar_every_subcommand_takes_overrides_and_a_config_file():
+    from viclab.cli import build_parser
+
+    leaves = dict(_subparsers(build_parser()))
+    assert len(leaves) == 17
+    for name, p in leaves.items():
+        dests = {a.dest for a in p._actions}
+        assert {"overrides", "config"} <= dests, name
+        # every other option is a config field (section.field) or one of the shared few
+        assert dests - {"overrides", "config", "help"} <= {d for d in dests if "." in d} | {
+            "data_dir", "out", "no_progress", "dataset", "no_cache", "anomalies", "names", "abnormal", "preset",
+            "name", "resume", "views", "detector", "source", "sources", "detectors", "clip", "src", "dst"}, name
+
+
+def test_flags_and_overrides_land_in_the_same_config(tmp_path):
+    from viclab.cli import _config, _gather_overrides, build_parser
+
+    parser = build_parser()
+    toml = tmp_path / "e.toml"
+    toml.write_text("[eval]\nclusters = 4\nseed = 9\n")
+    args, rest = parser.parse_known_args(["anomaly", "A", "B", "eval.seed=3", "-k", "5", "--config", str(toml)])
+    _gather_overrides(parser, args, rest)
+    assert args.sources == ["A", "B"] and args.overrides == ["eval.seed=3"]
+    cfg = _config(args)  # file, then flags, then overrides
+    assert (cfg.clusters, cfg.anomaly_k, cfg.seed) == (4, 5, 3)
+    args = parser.parse_args(["split", "s", "d", "split.mode=copy", "--ratios", "0.5", "0.5"])
+    assert _config(args).ratios == (0.5, 0.5) and _config(args).mode == "copy"
+    args = parser.parse_args(["detect", "monitor", "D", "--batch-size", "8", "--out", "o"])
+    assert (_config(args).batch_size, _config(args).stream) == (8, "normal:20,anomalous:5,normal:10,anomalous:5")
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["detect", "score", "D", "--out", "o", "--top", "0"], "--top 0 must be >= 1"),
+    (["detect", "monitor", "D", "--out", "o", "monitor.colour=red"], "unknown config key 'monitor.colour'"),
+    (["split", "s", "d", "split.seed=x"], "split.seed='x' is not a valid int"),
+    (["sound", "resynth", "c.wav", "--out", "o", "--detector", "D", "sound.n_mels=64"], "--detector fixes the sound"),
+    (["probe", "R", "eval.knn_k=0"], "knn_k=0 must be >= 1"),
+    (["detect", "fit", "--out", "o", "detect.detector=knnn"], "detect.detector='knnn' is unknown; use knn,"),
+])
+def test_every_subcommand_reads_its_overrides(argv, fragment, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert fragment in _one_error_line(capsys)

@@ -1,17 +1,75 @@
-"""Config: presets, TOML, overrides, type coercion, validation."""
+"""Config: recipe files, TOML, overrides, type coercion, validation."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 
-from viclab.config import PRESETS, Config, resolve_config
+from viclab.config import PRESETS, STUDY_PRESETS, Config, DetectConfig, resolve, view_overrides
 from viclab.core.errors import ViclabError
+
+# dataclasses.asdict of every preset and of a few resolved configs, dumped from the in-code presets before
+# they became recipe files (commit 156f58b): the independent reference the files must reproduce.
+BEFORE = json.loads((Path(__file__).parent / "fixtures" / "presets_before.json").read_text())
+
+
+def _plain(cfg) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+@pytest.mark.parametrize("name", sorted(BEFORE["train"]))
+def test_every_recipe_file_is_the_old_preset(name):
+    assert _plain(PRESETS[name]) == BEFORE["train"][name]
+    assert list(PRESETS) == ["exercise", "cpu", "vit", "fsdd", "sound"]  # the order help texts list them in
+
+
+def test_resolved_detect_and_study_configs_are_the_old_ones():
+    old = BEFORE["resolved"]
+    assert _plain(resolve("detect")) == old["detect"]
+    assert _plain(resolve("detect", "sound", overrides=["detect.k=4", "data.size=8", "train.epochs=2"])) \
+        == old["detect_sound"]
+    assert _plain(resolve("detect", overrides=[*view_overrides("crop_raw"), "detect.detector=vicreg_terms",
+                                               "autoencoder.epochs=3", "dcase.depth=2"])) == old["detect_crop_raw"]
+    assert _plain(resolve("study", "cpu")) == old["study_cpu"]
+    assert _plain(resolve("study", "exercise")) == old["study_exercise"]
+    assert _plain(resolve("study", "cpu", overrides=[
+        "train.epochs=2", "latent.graph_k=5", "eval.knn_k=7", "study.neighbour_epochs=2", "detect.views=3",
+        "study.detect_epochs=2", "data.data_dir=/data/x"])) == old["study_cpu_over"]
+    assert _plain(resolve("train", "fsdd", overrides=["sound.n_mels=32", "optim.betas=0.8,0.9"])) \
+        == old["train_fsdd_over"]
+    assert list(STUDY_PRESETS) == ["exercise", "cpu"]
+
+
+def test_the_detect_schema_does_not_depend_on_a_recipe():
+    assert DetectConfig().recipe == Config()  # resolve("detect") fills the recipe from recipes/detect.toml
+    assert resolve("detect").recipe == PRESETS["cpu"]
+
+
+def test_a_saved_detector_config_reads_back_by_the_same_walk():
+    cfg = resolve("detect", "sound", overrides=["detect.k=5", "data.normal_classes=cat,dog", "dcase.depth=2"])
+    names = ("knn", "other")
+    assert DetectConfig.from_dict(json.loads(json.dumps(cfg.to_dict())), "config.json", names) == cfg
+    with pytest.raises(ViclabError, match=r"config.json: detect.k='many' is not a valid int \(edit the file back"):
+        DetectConfig.from_dict({**cfg.to_dict(), "k": "many"}, "config.json", names)
+    with pytest.raises(ViclabError, match="config.json: detect.detector='knnn' is unknown; use knn, other"):
+        DetectConfig.from_dict({**cfg.to_dict(), "detector": "knnn"}, "config.json", names)
+    with pytest.raises(ViclabError, match="config.json is not a detector config"):
+        DetectConfig.from_dict({"k": 2}, "config.json", names)
+
+
+def test_a_toml_file_addresses_sections_as_the_command_line(tmp_path):
+    p = tmp_path / "d.toml"
+    p.write_text('preset = "fsdd"\n[detect]\nk = 7\n[train]\nepochs = 3\n[data]\nsize = 16\n')
+    cfg = resolve("detect", toml=str(p), overrides=["detect.k=9"])
+    assert (cfg.k, cfg.recipe.train.epochs, cfg.data.size, cfg.recipe.data.dataset) == (9, 3, 16, "fsdd")
+    assert resolve("detect", "sound", toml=str(p)).recipe.data.dataset == "mimii"  # the command line's preset wins
 
 
 def test_exercise_preset_is_spec_section_2():
-    c = resolve_config("exercise")
+    c = resolve("train", "exercise")
     assert (c.model.backbone, c.model.projector) == ("exercise_resnet18", "512-512-512")
     assert (c.optim.name, c.optim.lr, c.optim.betas, c.optim.weight_decay) == ("adam", 3e-4, (0.9, 0.999), 1e-6)
     assert (c.train.batch_size, c.train.epochs) == (256, 30)
@@ -26,7 +84,7 @@ def test_exercise_preset_is_spec_section_2():
 
 
 def test_overrides_are_typed_and_frozen():
-    c = resolve_config("cpu", overrides=["optim.lr=1e-3", "train.epochs=3", "augment.crop_scale=0.08,1",
+    c = resolve("train", "cpu", overrides=["optim.lr=1e-3", "train.epochs=3", "augment.crop_scale=0.08,1",
                                          "model.compile=true", "data.data_dir=/x", "data.data_dir=none"])
     assert c.optim.lr == 1e-3 and c.train.epochs == 3 and c.augment.crop_scale == (0.08, 1.0)
     assert c.model.compile is True and c.data.data_dir is None
@@ -37,7 +95,7 @@ def test_overrides_are_typed_and_frozen():
 def test_toml_then_overrides(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text('preset = "cpu"\n[optim]\nlr = 0.01\n[augment]\nsolarize_p = 0.2\ncrop_scale = [0.1, 0.9]\n')
-    c = resolve_config(None, str(p), ["optim.lr=0.02"])
+    c = resolve("train", None, str(p), ["optim.lr=0.02"])
     assert c.model.backbone == PRESETS["cpu"].model.backbone
     assert c.optim.lr == 0.02 and c.augment.solarize_p == 0.2 and c.augment.crop_scale == (0.1, 0.9)
 
@@ -55,20 +113,27 @@ def test_toml_then_overrides(tmp_path):
 ])
 def test_bad_values_are_explained(override, fragment):
     with pytest.raises(ViclabError, match=fragment.replace("(", r"\(").replace(".", r"\.")):
-        resolve_config("exercise", overrides=[override])
+        resolve("train", "exercise", overrides=[override])
 
 
 def test_unknown_preset_and_bad_toml(tmp_path):
     with pytest.raises(ViclabError, match="unknown preset 'big'"):
-        resolve_config("big")
+        resolve("train", "big")
     bad = tmp_path / "bad.toml"
     bad.write_text("[optim\nlr=")
     with pytest.raises(ViclabError, match="cannot read config file"):
-        resolve_config(None, str(bad))
+        resolve("train", None, str(bad))
     with pytest.raises(ViclabError, match="does not exist"):
-        resolve_config(None, str(tmp_path / "missing.toml"))
+        resolve("train", None, str(tmp_path / "missing.toml"))
+
+
+def test_resume_starts_from_the_base_unless_a_preset_is_named():
+    base = resolve("train", "vit", overrides=["train.epochs=7"])
+    assert resolve("train", base=base, overrides=["optim.lr=1e-3"]) == dataclasses.replace(
+        base, optim=dataclasses.replace(base.optim, lr=1e-3))
+    assert resolve("train", "cpu", base=base) == PRESETS["cpu"]
 
 
 def test_json_round_trip():
-    c = resolve_config("cpu", overrides=["augment.solarize_p=0.1"])
+    c = resolve("train", "cpu", overrides=["augment.solarize_p=0.1"])
     assert Config.from_dict(c.to_dict()) == c

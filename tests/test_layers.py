@@ -42,7 +42,8 @@ def test_the_bottom_layer_may_not_import_the_config(tmp_path):
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
     target = tmp_path / "src" / "viclab" / "core" / "io.py"
-    target.write_text(target.read_text() + "\n\ndef _planted():\n    from viclab.config import Config\n    return Config\n")
+    planted = "\n\ndef _planted():\n    from viclab.config import Config\n    return Config\n"
+    target.write_text(target.read_text() + planted)
     out = _lint(tmp_path, tmp_path / "src")
     assert out.returncode != 0
     assert "viclab.core is not allowed to import viclab.config" in out.stdout

@@ -80,7 +80,7 @@ def test_killed_latent_run_resumes_to_the_same_codes(tiny_run, tmp_path, monkeyp
 
 
 def test_codes_cannot_represent_unseen_images(tiny_run, tmp_path):
-    from viclab.eval.tasks import run_anomaly
+    from viclab.detect.anomaly import run_anomaly
 
     _, root = tiny_run
     latent.run_latent(_cfg(root, pairs="naive", epochs=1), tmp_path / "r", progress=False, echo=lambda s: None)

@@ -36,7 +36,7 @@ def test_pairs_are_an_image_and_a_neighbour_normalised_only():
     mean, std = torch.tensor(aug.mean)[:, None, None], torch.tensor(aug.std)[:, None, None]
     norm = (images.float() / 255 - mean) / std
     idx = torch.arange(0, 40, 2)
-    v1, v2 = NeighbourPairs(images, table, aug)(idx, gen)
+    v1, v2 = NeighbourPairs(images, table, aug, "image")(idx, gen)
     torch.testing.assert_close(v1, norm[idx])
     for row, i in zip(v2, idx.tolist()):
         matches = [j for j in range(40) if torch.allclose(row, norm[j])]

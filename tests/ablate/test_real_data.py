@@ -14,7 +14,7 @@ def test_eigenmaps_of_real_images_carry_class_information(real_data):
 
     data = load_dataset("cifar10", "train", real_data).subset(4000)
     enc = load_source("random:conv4")
-    x = encode(enc.module, data.images, enc.config.augment).numpy()
+    x = encode(enc.module, data.images, enc.config.augment, modality=data.modality).numpy()
     graph = symmetric_knn_graph(knn_table(x, 10))
     assert components(graph)[0] == 1
     maps = laplacian_eigenmaps(graph, 32)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from viclab.core.cache import CacheStore
 from viclab.core.errors import ViclabError
 from viclab.data import folder, load_dataset, load_images
 
@@ -94,7 +95,7 @@ def test_decoded_images_are_cached_and_a_changed_file_is_decoded_again(tmp_path,
         for j in range(3):
             _img(tmp_path / "train" / c / f"{j}.png", 10 * j + (c == "b"))
     first = load_dataset("folder", "train", tmp_path, size=8)
-    assert len(list((Path(folder.cache_dir("images"))).glob("*.npy"))) == 1
+    assert len(list((CacheStore("images").default_folder()).glob("*.npy"))) == 1
     decoded = []
     real = folder._rgb
     monkeypatch.setattr(folder, "_rgb", lambda p, s: decoded.append(p) or real(p, s))
@@ -112,13 +113,13 @@ def test_decoded_images_are_cached_and_a_changed_file_is_decoded_again(tmp_path,
     # another size is another entry
     assert load_dataset("folder", "train", tmp_path, size=4).images.shape == (6, 3, 4, 4)
     # a damaged cache file is decoded again, not read
-    for f in Path(folder.cache_dir("images")).glob("*.npy"):
+    for f in CacheStore("images").default_folder().glob("*.npy"):
         f.write_bytes(b"garbage")
     assert np.array_equal(load_dataset("folder", "train", tmp_path, size=8).images, changed.images)
 
 
 def test_a_folder_too_large_for_memory_names_what_it_needs(tmp_path, monkeypatch):
-    from viclab import runtime
+    from viclab.core import runtime
 
     for j in range(4):
         _img(tmp_path / "train" / "a" / f"{j}.png", j)

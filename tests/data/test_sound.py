@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from tests.conftest import serve
-from viclab.config import SoundConfig, resolve_config
+from viclab.config import SoundConfig, resolve
 from viclab.core.errors import ViclabError
-from viclab.data import is_sound, load_inputs, load_sound
+from viclab.data import dataset_modality, load_inputs, load_sound, spectrograms
 from viclab.data.wav import cut, decode
 
 sf = pytest.importorskip("soundfile")
@@ -143,6 +143,9 @@ def test_mimii_split_is_seeded_per_machine_id_and_keeps_every_abnormal_clip_for_
     assert int((test.labels == 1).sum()) == 2 * 3 and int((test.labels == 0).sum()) == 2 * 3
     assert not set(train.origin) & set(test.origin)
     assert set(train.attrs["machine_id"]) == {"id_00", "id_02"} and set(train.attrs["machine"]) == {"fan"}
+    spec = spectrograms(train, cfg)  # the machine IDs parsed once from the paths travel with the rows
+    assert spec.modality == "spectrogram" and list(spec.rows([1, 0]).attrs["machine_id"]) == \
+        [train.attrs["machine_id"][1], train.attrs["machine_id"][0]]
     one = load_sound("mimii", "train", root, SoundConfig(clip_seconds=0.5, test_share=0.5,
                                                          machine_ids=("id_02",)), use_cache=False)
     # the same files whether one machine ID or all are loaded
@@ -185,7 +188,8 @@ def test_class_folders_any_rate_length_and_channels(tmp_path):
     counts = {Path(o).name: int((train.origin == o).sum()) for o in set(train.origin)}
     assert counts == {"a.wav": 1, "b.flac": 6, "c.wav": 1}
     assert train.clips.shape == (8, 8_000)
-    assert is_sound(str(root / "train")) and not is_sound("cifar10")
+    assert dataset_modality(str(root / "train")) == "spectrogram" and dataset_modality("cifar10") == "image"
+    assert dataset_modality("mimii") == "spectrogram" and dataset_modality(str(tmp_path / "missing")) == "image"
 
 
 def test_cache_is_keyed_by_content(tmp_path, monkeypatch):
@@ -222,10 +226,11 @@ def test_bad_layouts_are_one_line_errors(tmp_path):
 
 def test_load_inputs_gives_spectrograms_of_the_configured_shape(tmp_path):
     root = fsdd(tmp_path)
-    cfg = resolve_config("fsdd", overrides=["sound.n_mels=32"])
+    cfg = resolve("train", "fsdd", overrides=["sound.n_mels=32"])
     x = load_inputs("fsdd", "test", root, cfg)
     assert x.images.dtype == torch.float32 and x.images.shape == (30, 1, 32, cfg.sound.frames)
-    assert x.classes == ("0", "1", "2")
+    assert x.classes == ("0", "1", "2") and x.modality == "spectrogram"
+    assert sorted(x.attrs) == ["digit", "speaker"] and len(x.attrs["speaker"]) == 30
 
 
 def test_a_missing_set_is_downloaded_checksummed_and_extracted(tmp_path, monkeypatch):
@@ -234,7 +239,7 @@ def test_a_missing_set_is_downloaded_checksummed_and_extracted(tmp_path, monkeyp
     import io
     import zipfile
 
-    from viclab.data import sound as snd
+    from viclab.data import sounds as snd
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:

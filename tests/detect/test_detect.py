@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from tests.detect.test_scores import _spec_covariance, _spec_variance
 from viclab.cli import main
-from viclab.config import resolve_detect
+from viclab.config import resolve
 from viclab.core.errors import ViclabError
 from viclab.core.metrics import threshold_at_fpr
 from viclab.detect import fit_detector, load_detector, load_normal, load_test, run_monitor, run_score
@@ -74,8 +74,8 @@ def folders(tmp_path_factory) -> Path:
 
 
 def _cfg(folders: Path, *extra: str):
-    return resolve_detect([f"data.normal={folders / 'normal'}", f"data.abnormal={folders / 'abnormal'}", *TINY,
-                           *extra])
+    return resolve("detect", overrides=[f"data.normal={folders / 'normal'}", f"data.abnormal={folders / 'abnormal'}",
+                                        *TINY, *extra])
 
 
 def test_folder_split_is_seeded_disjoint_and_reads_every_mode(folders):
@@ -113,7 +113,7 @@ def test_cli_fit_and_score_on_folders(folders, tmp_path, capsys):
         assert (out / name).stat().st_size > 1000
     # a threshold at another false-positive rate, calibrated on the held-out normal images' scores now
     assert main(["detect", "score", str(det), "--out", str(tmp_path / "s2"), "--fpr", "0.4", "--no-progress"]) == 0
-    _, holdout = load_normal(resolve_detect([f"data.normal={folders / 'normal'}", *TINY]).data)
+    _, holdout = load_normal(resolve("detect", overrides=[f"data.normal={folders / 'normal'}", *TINY]).data)
     d, _ = load_detector(det)
     t = threshold_at_fpr(d.score(holdout.images)["score"], 0.4)
     again = json.loads((tmp_path / "s2" / "metrics.json").read_text())["detectors"]["knn"]
@@ -146,9 +146,9 @@ def test_autoencoder_scores_planted_patches_above_clean_images(tmp_path):
         for i in range(n):
             Image.fromarray(make(rng, 16)).save(tmp_path / name / f"{i}.png")
     torch.manual_seed(0)
-    cfg = resolve_detect([f"data.normal={tmp_path / 'normal'}", f"data.abnormal={tmp_path / 'abnormal'}",
-                          "data.size=16", "detect.detector=autoencoder", "autoencoder.epochs=40",
-                          "autoencoder.batch_size=32", "autoencoder.lr=3e-3", "detect.precision=fp32"])
+    cfg = resolve("detect", overrides=[f"data.normal={tmp_path / 'normal'}", f"data.abnormal={tmp_path / 'abnormal'}",
+                                       "data.size=16", "detect.detector=autoencoder", "autoencoder.epochs=40",
+                                       "autoencoder.batch_size=32", "autoencoder.lr=3e-3", "detect.precision=fp32"])
     fit_detector(cfg, tmp_path / "ae", progress=False, echo=lambda s: None)
     det, _ = load_detector(tmp_path / "ae")
     test = load_test(cfg.data)
@@ -188,7 +188,8 @@ def test_monitor_terms_follow_the_equations(folders, tmp_path):
 
 
 def test_registered_dataset_normal_classes(fake_cifar_root):
-    cfg = resolve_detect([f"data.data_dir={fake_cifar_root}", "data.normal_classes=cat,5", "data.holdout=0"]).data
+    cfg = resolve("detect", overrides=[f"data.data_dir={fake_cifar_root}", "data.normal_classes=cat,5",
+                                       "data.holdout=0"]).data
     fit, holdout = load_normal(cfg)
     assert set(fit.labels.tolist()) == {3, 5} and len(holdout) == 0
     test = load_test(cfg)
@@ -196,12 +197,13 @@ def test_registered_dataset_normal_classes(fake_cifar_root):
 
     truth = np.isin(load_dataset("cifar10", "test", fake_cifar_root).labels.numpy(), [3, 5])
     np.testing.assert_array_equal(test.labels, (~truth).astype(int))
-    vehicles = load_test(resolve_detect([f"data.data_dir={fake_cifar_root}", "data.normal_classes=3,5",
-                                         "data.anomaly_classes=airplane,1,ship,truck"]).data)
+    vehicles = load_test(resolve("detect", overrides=[f"data.data_dir={fake_cifar_root}", "data.normal_classes=3,5",
+                                                      "data.anomaly_classes=airplane,1,ship,truck"]).data)
     keep = np.isin(load_dataset("cifar10", "test", fake_cifar_root).labels.numpy(), [3, 5, 0, 1, 8, 9])
     np.testing.assert_array_equal(vehicles.labels, (~truth[keep]).astype(int))
     with pytest.raises(ViclabError, match="normal class 'kangaroo' is not a class of cifar10"):
-        load_normal(resolve_detect([f"data.data_dir={fake_cifar_root}", "data.normal_classes=kangaroo"]).data)
+        load_normal(resolve("detect", overrides=[f"data.data_dir={fake_cifar_root}",
+                                                 "data.normal_classes=kangaroo"]).data)
 
 
 def test_refuses_a_folder_of_another_detector(folders, tmp_path):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import write_fake_mimii
-from viclab.config import resolve_detect
+from viclab.config import resolve
 from viclab.core.errors import ViclabError
 from viclab.detect import load_normal, load_test
 
@@ -47,9 +47,10 @@ def windowed(tmp_path_factory):
     root = tmp_path_factory.mktemp("windowed")
     normal = _tones(root / "normal", 1.0)
     _tones(root / "abnormal", 1.0, tones=(300.0, 1300.0))
-    cfg = resolve_detect([f"data.normal={root / 'normal'}", f"data.abnormal={root / 'abnormal'}", *SOUND,
-                          "sound.window_hop_seconds=0.2", "data.test_share=0.25", "data.holdout=0.34"],
-                         preset="sound")
+    cfg = resolve("detect", "sound", overrides=[f"data.normal={root / 'normal'}",
+                                                f"data.abnormal={root / 'abnormal'}", *SOUND,
+                                                "sound.window_hop_seconds=0.2", "data.test_share=0.25",
+                                                "data.holdout=0.34"])
     return cfg, normal
 
 
@@ -78,7 +79,7 @@ def test_the_split_of_whole_files_is_unchanged(tmp_path):
     folder.mkdir()
     for i in range(20):
         Image.new("RGB", (8, 8), (10 * i, 0, 0)).save(folder / f"{i:02d}.png")
-    cfg = resolve_detect([f"data.normal={folder}", "data.size=8", "data.seed=3"]).data
+    cfg = resolve("detect", overrides=[f"data.normal={folder}", "data.size=8", "data.seed=3"]).data
     fit, holdout = load_normal(cfg)
     test = load_test(cfg, abnormal=str(folder))
     # the reference: the seeded permutations of dbc74cf (test share, then holdout of the rest), by colour
@@ -93,8 +94,8 @@ def test_the_split_of_whole_files_is_unchanged(tmp_path):
 
 def test_a_class_both_normal_and_anomalous_is_refused(fake_cifar_root):
     for normal, odd in (("cat", "cat,dog"), ("3", "dog,cat"), ("cat,dog", "5")):
-        cfg = resolve_detect([f"data.data_dir={fake_cifar_root}", f"data.normal_classes={normal}",
-                              f"data.anomaly_classes={odd}"]).data
+        cfg = resolve("detect", overrides=[f"data.data_dir={fake_cifar_root}", f"data.normal_classes={normal}",
+                                           f"data.anomaly_classes={odd}"]).data
         with pytest.raises(ViclabError, match="is both a normal and an anomaly class; drop it from") as e:
             load_test(cfg)
         assert ("'dog'" if normal == "cat,dog" else "'cat'") in str(e.value)
@@ -103,8 +104,8 @@ def test_a_class_both_normal_and_anomalous_is_refused(fake_cifar_root):
 
 
 def test_disjoint_class_choices_still_work(fake_cifar_root):
-    cfg = resolve_detect([f"data.data_dir={fake_cifar_root}", "data.normal_classes=cat",
-                          "data.anomaly_classes=dog,truck"]).data
+    cfg = resolve("detect", overrides=[f"data.data_dir={fake_cifar_root}", "data.normal_classes=cat",
+                                       "data.anomaly_classes=dog,truck"]).data
     test = load_test(cfg)
     raw = pickle.loads((fake_cifar_root / "cifar-10-batches-py" / "test_batch").read_bytes())
     labels = np.array(raw[b"labels"])
@@ -123,7 +124,7 @@ def test_folder_rows_name_their_absolute_files(tmp_path, monkeypatch):
         for i in range(n):
             Image.new("RGB", (8, 8), (10 * i + (100 if name == "bad" else 0), 0, 0)).save(tmp_path / name / f"{i}.png")
     monkeypatch.chdir(tmp_path)  # relative folders given: the files are still absolute
-    cfg = resolve_detect(["data.normal=good", "data.abnormal=bad", "data.size=8"]).data
+    cfg = resolve("detect", overrides=["data.normal=good", "data.abnormal=bad", "data.size=8"]).data
     fit, holdout = load_normal(cfg)
     test = load_test(cfg)
     for data, files in ((fit, fit.files), (holdout, holdout.files), (test.data, test.files)):
@@ -155,7 +156,7 @@ def _one_window(path: Path, cfg) -> torch.Tensor:
 
 
 def test_registered_image_rows_are_dataset_split_index(fake_cifar_root):
-    cfg = resolve_detect([f"data.data_dir={fake_cifar_root}", "data.normal_classes=cat"]).data
+    cfg = resolve("detect", overrides=[f"data.data_dir={fake_cifar_root}", "data.normal_classes=cat"]).data
     test = load_test(cfg)
     raw = pickle.loads((fake_cifar_root / "cifar-10-batches-py" / "test_batch").read_bytes())
     images = raw[b"data"].reshape(-1, 3, 32, 32)
@@ -167,13 +168,14 @@ def test_registered_image_rows_are_dataset_split_index(fake_cifar_root):
 
 def test_machine_sounds_carry_their_machine_id(tmp_path):
     write_fake_mimii(tmp_path, seconds=0.5)
-    cfg = resolve_detect([f"data.data_dir={tmp_path}", "data.dataset=mimii", "data.normal_classes=normal",
-                          "sound.machines=fan", "sound.test_share=0.5", *SOUND], preset="sound")
+    cfg = resolve("detect", "sound", overrides=[f"data.data_dir={tmp_path}", "data.dataset=mimii",
+                                                "data.normal_classes=normal", "sound.machines=fan",
+                                                "sound.test_share=0.5", *SOUND])
     test = load_test(cfg.data, sound=cfg.recipe.sound)
     assert [g for g in test.groups] == [Path(f).parent.parent.name for f in test.files]
     assert all(Path(f).is_absolute() and Path(f).is_file() for f in test.files)
-    both = resolve_detect([f"data.data_dir={tmp_path}", "data.dataset=mimii", "data.normal_classes=normal",
-                           "sound.test_share=0.5", *SOUND], preset="sound")
+    both = resolve("detect", "sound", overrides=[f"data.data_dir={tmp_path}", "data.dataset=mimii",
+                                                 "data.normal_classes=normal", "sound.test_share=0.5", *SOUND])
     mixed = load_test(both.data, sound=both.recipe.sound)  # two machine types: their IDs kept apart
     assert [g for g in mixed.groups] == [f"{Path(f).parents[2].name}/{Path(f).parent.parent.name}"
                                          for f in mixed.files]

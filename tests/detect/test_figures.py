@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from viclab.core.errors import ViclabError
-from viclab.plot import detection as figures
+from viclab.plot import figures
 
 
 def _assert_png(path, min_w: int = 400, min_h: int = 300) -> None:

@@ -10,7 +10,9 @@ import torch
 
 from viclab.config import SoundConfig
 from viclab.core.errors import ViclabError
-from viclab.detect.protocols import machine_id
+from viclab.data import ImageData
+from viclab.detect.data import TestSet
+from viclab.detect.protocols import machine_ids
 from viclab.detect.resynth import resynthesise, unstack_frames
 from viclab.models import stack_frames
 from viclab.signal import LogMel, log_to_mel, logmel_to_wave, nnls_mel_inverse
@@ -30,10 +32,14 @@ def test_unstacking_averages_each_frame_over_its_windows():
     torch.testing.assert_close(out[0], torch.tensor([1.0, 1 / 2, 1 / 3, 0.0, 0.0, 0.0]))
 
 
-@pytest.mark.parametrize("origin, expected", [("mimii:-6_dB_fan/fan/id_04/normal/00000001.wav", "id_04"),
-                                              ("dcase:slider/test/anomaly_id_02_00000010.wav", "id_02")])
-def test_machine_id(origin, expected):
-    assert machine_id(origin) == expected
+def test_machine_ids_are_the_ones_the_loader_read():
+    data = ImageData(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.int64), ("normal", "anomalous"),
+                     modality="spectrogram", attrs={"machine": np.array(["fan", "fan"]),
+                                                    "machine_id": np.array(["id_04", "id_02"])})
+    assert list(machine_ids(TestSet(data, np.array(["a", "b"])))) == ["id_04", "id_02"]
+    with pytest.raises(ValueError, match="no machine ID"):
+        bare = ImageData(data.images, data.labels, data.classes, modality="spectrogram")
+        machine_ids(TestSet(bare, np.array(["a", "b"])))
 
 
 FSDD_LIKE = dict(rate=8_000, clip_seconds=1.0, n_fft=256, hop_length=64, n_mels=64, log_offset=1e-8)

@@ -15,7 +15,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from tests.detect.test_sound_detect import RATE, TINY, hum, sounds  # noqa: F401 (the module fixture)
-from viclab.config import resolve_detect
+from viclab.config import resolve
 from viclab.core.metrics import auroc_interval
 from viclab.detect import fit_detector, run_score
 
@@ -45,8 +45,8 @@ def pictures(tmp_path_factory) -> Path:
 
 
 def test_scores_csv_names_the_file_of_every_row(pictures, tmp_path):
-    cfg = resolve_detect([f"data.normal={pictures / 'good'}", f"data.abnormal={pictures / 'bad'}", "data.size=8",
-                          "detect.encoder=random:small_cnn"])
+    cfg = resolve("detect", overrides=[f"data.normal={pictures / 'good'}", f"data.abnormal={pictures / 'bad'}",
+                                       "data.size=8", "detect.encoder=random:small_cnn"])
     fit_detector(cfg, tmp_path / "d", **QUIET)
     run_score([tmp_path / "d"], tmp_path / "s", **QUIET)
     rows = _rows(tmp_path / "s")
@@ -60,7 +60,8 @@ def test_scores_csv_names_the_file_of_every_row(pictures, tmp_path):
 
 def test_a_detector_fitted_with_relative_paths_scores_from_anywhere(pictures, tmp_path, monkeypatch):
     monkeypatch.chdir(pictures)
-    cfg = resolve_detect(["data.normal=good", "data.abnormal=bad", "data.size=8", "detect.encoder=random:small_cnn"])
+    cfg = resolve("detect", overrides=["data.normal=good", "data.abnormal=bad", "data.size=8",
+                                       "detect.encoder=random:small_cnn"])
     fit_detector(cfg, tmp_path / "d", **QUIET)
     saved = json.loads((tmp_path / "d" / "config.json").read_text())["data"]
     assert saved["normal"] == str(pictures / "good") and saved["abnormal"] == str(pictures / "bad")
@@ -74,7 +75,7 @@ def test_each_sound_detector_is_scored_on_its_own_spectrograms(sounds, tmp_path)
     base = [f"data.normal={sounds / 'normal'}", f"data.abnormal={sounds / 'abnormal'}", *TINY,
             "detect.encoder=random:spec_cnn"]
     for name, mels in (("m32", 32), ("m24", 24)):
-        fit_detector(resolve_detect([*base, f"sound.n_mels={mels}"], preset="sound"), tmp_path / name, **QUIET)
+        fit_detector(resolve("detect", "sound", overrides=[*base, f"sound.n_mels={mels}"]), tmp_path / name, **QUIET)
     together = run_score([tmp_path / "m32", tmp_path / "m24"], tmp_path / "both", **QUIET)
     for name in ("m32", "m24"):
         alone = run_score([tmp_path / name], tmp_path / f"alone-{name}", **QUIET)
@@ -98,8 +99,9 @@ def _mimii(root: Path) -> Path:
 
 def test_score_reports_every_machine_id_like_sklearn(tmp_path):
     data = _mimii(tmp_path / "data")
-    cfg = resolve_detect([f"data.data_dir={data}", "data.dataset=mimii", "data.normal_classes=normal",
-                          "detect.encoder=random:spec_cnn", "sound.test_share=0.25", *TINY], preset="sound")
+    cfg = resolve("detect", "sound", overrides=[f"data.data_dir={data}", "data.dataset=mimii",
+                                                "data.normal_classes=normal", "detect.encoder=random:spec_cnn",
+                                                "sound.test_share=0.25", *TINY])
     fit_detector(cfg, tmp_path / "knn", **QUIET)
     lines: list[str] = []
     out = run_score([tmp_path / "knn"], tmp_path / "s", progress=False, echo=lines.append)
@@ -135,7 +137,7 @@ def test_bootstrap_interval_for_large_sets_matches_brute_force(monkeypatch):
 
 
 def test_a_tiny_held_out_set_is_called_out(pictures, tmp_path):
-    cfg = resolve_detect([f"data.normal={pictures / 'good'}", "data.size=8", "detect.encoder=random:small_cnn",
-                          f"data.abnormal={pictures / 'bad'}"])
+    cfg = resolve("detect", overrides=[f"data.normal={pictures / 'good'}", "data.size=8",
+                                       "detect.encoder=random:small_cnn", f"data.abnormal={pictures / 'bad'}"])
     with pytest.warns(UserWarning, match=r"only 2 held-out normal images calibrate the threshold"):
         fit_detector(cfg, tmp_path / "d", **QUIET)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from viclab.cli import main
-from viclab.config import resolve_detect
+from viclab.config import resolve
 from viclab.detect import fit_detector, load_detector, load_normal, load_test, run_monitor, run_score
 from viclab.detect.resynth import resynthesise
 from viclab.models import stack_frames
@@ -55,8 +55,8 @@ def sounds(tmp_path_factory) -> Path:
 
 
 def _cfg(sounds: Path, *extra: str):
-    return resolve_detect([f"data.normal={sounds / 'normal'}", f"data.abnormal={sounds / 'abnormal'}", *TINY, *extra],
-                          preset="sound")
+    return resolve("detect", "sound", overrides=[f"data.normal={sounds / 'normal'}",
+                                                 f"data.abnormal={sounds / 'abnormal'}", *TINY, *extra])
 
 
 def _auroc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -111,9 +111,9 @@ def test_registered_mimii_layout(tmp_path):
             (base / mid / cond).mkdir(parents=True)
             for i in range(n):
                 sf.write(str(base / mid / cond / f"{i:08d}.wav"), hum(rng, 0.5, cond == "abnormal"), RATE)
-    cfg = resolve_detect([f"data.data_dir={tmp_path / 'data'}", "data.dataset=mimii", "data.normal_classes=normal",
-                          "detect.encoder=random:spec_cnn", "sound.test_share=0.25", *TINY],
-                         preset="sound")
+    cfg = resolve("detect", "sound", overrides=[f"data.data_dir={tmp_path / 'data'}", "data.dataset=mimii",
+                                                "data.normal_classes=normal", "detect.encoder=random:spec_cnn",
+                                                "sound.test_share=0.25", *TINY])
     fit_detector(cfg, tmp_path / "knn", progress=False, echo=lambda s: None)
     test = load_test(cfg.data, sound=cfg.recipe.sound)
     assert int((test.labels == 0).sum()) == 2 * 3 and int((test.labels == 1).sum()) == 2 * 4

@@ -15,7 +15,8 @@ import sys
 
 import torch
 
-from viclab.config import resolve_config
+from viclab.config import resolve
+from viclab.core.context import Context
 from viclab.core.runtime import get_world_size, is_main
 from viclab.engine import ViewContext, train
 from viclab.views import Augment
@@ -46,14 +47,14 @@ def main() -> None:
     resume = "resume" in rest
     extra = [r for r in rest if "=" in r]
     torch.set_num_threads(1)
-    cfg = resolve_config("cpu", overrides=[
+    cfg = resolve("train", "cpu", overrides=[
         "data.dataset=folder", f"data.data_dir={data}", "augment.size=16", "augment.blur_kernel=3",
         "model.backbone=small_cnn", "model.projector=32-32", "model.channels_last=false", f"model.sync_bn={sync_bn}",
         "optim.lr=1e-3", "optim.warmup_epochs=0", f"train.batch_size={batch}", f"train.epochs={epochs}",
         "train.seed=5", "train.device=cpu", "train.precision=fp32", "train.eval_test=false",
         "train.min_steps=0", *extra])  # exactly train.epochs: the step counts below are those of the epochs
-    train(None if resume else cfg, run, resume=resume, progress=False, views=fixed_views(kill_at),
-          echo=lambda line: print(f"[world {get_world_size()}] {line}", flush=True))
+    train(None if resume else cfg, run, resume=resume, views=fixed_views(kill_at),
+          ctx=Context(progress=False, echo=lambda line: print(f"[world {get_world_size()}] {line}", flush=True)))
 
 
 if __name__ == "__main__":

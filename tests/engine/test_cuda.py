@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from viclab.config import AugmentConfig
+from viclab.core.context import Context
 from viclab.engine import train
 from viclab.engine.rundir import read_metrics
 from viclab.engine.vicreg import make_optimizer
@@ -26,7 +27,7 @@ def test_trains_resumes_and_evaluates_on_cuda(fake_cifar_root, tmp_path, monkeyp
     run = tmp_path / "run"
     crash_in_epoch_2(monkeypatch, run, cfg)
     lines = []
-    train(None, run, resume=True, progress=False, echo=lines.append)
+    train(None, run, resume=True, ctx=Context(progress=False, echo=lines.append))
     assert any("cuda" in line and "precision" in line for line in lines)
     test = [r for r in read_metrics(run / "metrics.jsonl") if r["split"] == "test"]
     assert [r["epoch"] for r in test] == [0, 1, 2] and all(math.isfinite(r["loss"]) for r in test)

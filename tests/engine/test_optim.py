@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from viclab.config import resolve_config
+from viclab.config import resolve
 from viclab.engine.vicreg import make_optimizer
 
 
@@ -14,7 +14,7 @@ from viclab.engine.vicreg import make_optimizer
 def test_weight_decay_skips_norms_and_biases(decay_norm_bias):
     """With zero gradients AdamW's update is its decoupled decay alone, ``p <- p (1 - lr wd)``
     (Loshchilov & Hutter): a decayed parameter shrinks by exactly that factor, an exempt one stays."""
-    cfg = resolve_config("cpu", overrides=["optim.lr=0.1", "optim.weight_decay=0.5",
+    cfg = resolve("train", "cpu", overrides=["optim.lr=0.1", "optim.weight_decay=0.5",
                                            f"optim.decay_norm_bias={str(decay_norm_bias).lower()}"])
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3), nn.BatchNorm1d(3), nn.Linear(3, 2, bias=False))
@@ -35,7 +35,7 @@ def test_weight_decay_skips_norms_and_biases(decay_norm_bias):
 
 
 def test_frozen_parameters_are_left_out():
-    cfg = resolve_config("cpu")
+    cfg = resolve("train", "cpu")
     model = nn.Linear(3, 2)
     model.bias.requires_grad_(False)
     assert [p for g in make_optimizer(cfg, model).param_groups for p in g["params"]] == [model.weight]

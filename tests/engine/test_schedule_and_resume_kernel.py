@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from viclab.config import resolve_config, resolve_study
+from viclab.config import resolve
+from viclab.core.context import QUIET, Context
 from viclab.engine import loop as engine
 from viclab.engine.rundir import CHECKPOINT, ENCODER, METRICS
 from viclab.engine.vicreg import make_optimizer, train
@@ -19,7 +20,7 @@ FLAGS = ("fused", "foreach", "capturable")  # the optimiser kernel choices
 
 
 def _cfg(data, *extra: str):
-    return resolve_config("cpu", overrides=["model.projector=32-32", f"data.data_dir={data}", "train.eval_test=false",
+    return resolve("train", "cpu", overrides=["model.projector=32-32", f"data.data_dir={data}", "train.eval_test=false",
                                             *extra])
 
 
@@ -28,17 +29,17 @@ def test_cifar10_recipes_keep_their_lengths():
     batch 128) and the study's one-class detectors (4,500 images of a class after the 10% hold-out: 35)."""
     from viclab.engine.vicreg import schedule
 
-    cpu = resolve_config("cpu")
+    cpu = resolve("train", "cpu")
     plan = schedule(cpu, 390)
     assert (plan.epochs, plan.warmup, plan.floors) == (5, 390.0, ())
-    study = resolve_study("cpu")
+    study = resolve("study", "cpu")
     plan = schedule(study.recipe, 390)
     assert (plan.epochs, plan.warmup, plan.floors) == (1, 0.2 * 390, ())
     plan = schedule(study.detect.recipe, 4_500 // 128)
     assert (plan.epochs, plan.warmup, plan.floors) == (3, pytest.approx(0.2 * 35), ())
-    vit = resolve_config("vit")
+    vit = resolve("train", "vit")
     assert schedule(vit, 390).floors == () and schedule(vit, 390).warmup == 3900
-    assert schedule(resolve_config("exercise"), 195).warmup == 0  # no warm-up stays none
+    assert schedule(resolve("train", "exercise"), 195).warmup == 0  # no warm-up stays none
 
 
 def test_a_tiny_folder_trains_to_the_step_floors(tiny_run, tmp_path):
@@ -46,7 +47,7 @@ def test_a_tiny_folder_trains_to_the_step_floors(tiny_run, tmp_path):
     # 100 images at batch 50: 2 steps per epoch; 1 epoch with a 1-epoch warm-up would be 2 steps of warm-up.
     cfg = _cfg(data, "train.batch_size=50", "train.epochs=1", "train.min_steps=7", "optim.warmup_min_steps=4")
     lines: list[str] = []
-    train(cfg, tmp_path / "r", progress=False, echo=lines.append)
+    train(cfg, tmp_path / "r", ctx=Context(progress=False, echo=lines.append))
     records = [json.loads(line) for line in (tmp_path / "r" / METRICS).read_text().splitlines()]
     steps = [r for r in records if r["split"] == "train"]
     assert [r["step"] for r in steps] == list(range(1, 9))  # whole epochs: ceil(7 / 2) = 4 epochs = 8 steps
@@ -63,7 +64,7 @@ def test_resume_takes_the_optimizer_kernel_from_its_own_device(tiny_run, tmp_pat
     _, data = tiny_run
     cfg = _cfg(data, "train.batch_size=4", "train.epochs=2")  # 25 steps per epoch, 50 in all: no floor
     run = tmp_path / "r"
-    train(cfg, run, progress=False, echo=lambda s: None)
+    train(cfg, run, ctx=QUIET)
     # As if a CUDA run (fused Adam) was stopped after epoch 1 and now resumes on this CPU.
     ckpt = torch.load(run / CHECKPOINT, weights_only=True)
     for group in ckpt["optimizers"][0]["param_groups"]:
@@ -79,7 +80,7 @@ def test_resume_takes_the_optimizer_kernel_from_its_own_device(tiny_run, tmp_pat
         return real_step(module, objective, *args, **kwargs)
 
     monkeypatch.setattr(engine, "train_step", spy)
-    train(None, run, resume=True, progress=False, echo=lambda s: None)
+    train(None, run, resume=True, ctx=QUIET)
     # What a fresh run on this device chooses (make_optimizer on CPU parameters).
     fresh = make_optimizer(cfg, build_vicreg_model(cfg.model)[0])
     own = [{k: g.get(k) for k in FLAGS} for g in fresh.param_groups]

@@ -10,7 +10,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from viclab.config import Config, resolve_config
+from viclab.config import Config, resolve
+from viclab.core.context import QUIET as QUIET_CTX
+from viclab.core.context import Context
 from viclab.core.errors import ViclabError
 from viclab.engine import loop as engine_mod
 from viclab.engine import train
@@ -25,13 +27,13 @@ SMALL = ["model.backbone=small_cnn", "model.projector=64-64", "train.batch_size=
 
 
 def small_config(root, *extra):
-    return resolve_config("cpu", overrides=[*SMALL, f"data.data_dir={root}", *extra])
+    return resolve("train", "cpu", overrides=[*SMALL, f"data.data_dir={root}", *extra])
 
 
 def test_run_folder_and_metrics(fake_cifar_root, tmp_path):
     cfg = small_config(fake_cifar_root)
     run = tmp_path / "run"
-    result = train(cfg, run, progress=False, echo=lambda s: None)
+    result = train(cfg, run, ctx=QUIET_CTX)
     for name in ("config.json", "meta.json", "metrics.jsonl", "checkpoint.pt", "encoder.safetensors"):
         assert (run / name).exists(), name
     assert list((run / "tb").glob("events.out.tfevents.*"))
@@ -60,7 +62,7 @@ def test_run_folder_and_metrics(fake_cifar_root, tmp_path):
 
 def test_resume_after_a_crash_is_bit_exact(fake_cifar_root, tmp_path, monkeypatch):
     cfg = small_config(fake_cifar_root)
-    quiet = dict(progress=False, echo=lambda s: None)
+    quiet = dict(ctx=QUIET_CTX)
     train(cfg, tmp_path / "whole", **quiet)
 
     # Crash in the middle of epoch 2 (after the epoch-1 checkpoint).
@@ -99,7 +101,7 @@ def test_resume_after_a_crash_is_bit_exact(fake_cifar_root, tmp_path, monkeypatc
 
 
 def test_user_errors(fake_cifar_root, tmp_path):
-    quiet = dict(progress=False, echo=lambda s: None)
+    quiet = dict(ctx=QUIET_CTX)
     with pytest.raises(ViclabError, match="train.batch_size=128 is larger than the 100 training images"):
         train(small_config(fake_cifar_root, "train.batch_size=128"), tmp_path / "a", **quiet)
     run = tmp_path / "b"
@@ -114,11 +116,11 @@ def test_user_errors(fake_cifar_root, tmp_path):
 
 TINY = ["model.backbone=small_cnn", "model.projector=32-32", "train.batch_size=20", "train.epochs=2",
         "optim.name=adamw", "optim.lr=1e-3", "train.min_steps=0"]  # exact epochs, no step floor
-QUIET = dict(progress=False, echo=lambda s: None)
+QUIET = dict(ctx=QUIET_CTX)
 
 
 def tiny_config(root, *extra):
-    return resolve_config("cpu", overrides=[*TINY, f"data.data_dir={root}", *extra])
+    return resolve("train", "cpu", overrides=[*TINY, f"data.data_dir={root}", *extra])
 
 
 def crash_in_epoch_2(monkeypatch, run, cfg, steps_before: int = 7):
@@ -169,7 +171,7 @@ def test_resume_from_a_checkpoint_written_on_another_device_type(fake_cifar_root
         ckpt.pop(key, None)
     torch.save(ckpt, run / "checkpoint.pt")
     lines = []
-    train(None, run, resume=True, progress=False, echo=lines.append)
+    train(None, run, resume=True, ctx=Context(progress=False, echo=lines.append))
     assert any("written on cuda and continues on cpu" in line for line in lines)
     assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 2
     assert (run / "encoder.safetensors").exists()
@@ -253,8 +255,8 @@ def test_fp16_trains_with_a_gradient_scaler_and_logs_its_precision(fake_cifar_ro
     lines = []
     # CPUs have no fast fp16 kernels: a few tiny steps (8-pixel views, 2 batches of 10) keep this quick
     train(tiny_config(fake_cifar_root, "train.precision=fp16", "train.epochs=1", "augment.size=8", "data.subset=20",
-                      "train.batch_size=10", "train.eval_test=false"), tmp_path / "h", progress=False,
-          echo=lines.append)
+                      "train.batch_size=10", "train.eval_test=false"), tmp_path / "h",
+          ctx=Context(progress=False, echo=lines.append))
     ckpt = torch.load(tmp_path / "h" / "checkpoint.pt", weights_only=True)
     assert ckpt["scaler"]["scale"] > 1  # the loss was scaled (an unscaled fp16 step has no scaler state)
     assert any("precision fp16 (asked for)" in line for line in lines)

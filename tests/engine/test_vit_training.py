@@ -11,16 +11,16 @@ import torch
 from tests.detect.test_detect import TINY as DETECT_TINY
 from tests.detect.test_detect import folders  # noqa: F401  (the fixture)
 from tests.engine.test_train import QUIET
-from viclab.config import resolve_config, resolve_detect
+from viclab.config import resolve
 from viclab.engine import train
 from viclab.engine.checkpoint import load_checkpoint
 from viclab.represent.encode import load_source
 
 
 def test_vit_preset_trains_and_keeps_norms_and_biases_undecayed(fake_cifar_root, tmp_path):
-    cfg = resolve_config("vit", overrides=[f"data.data_dir={fake_cifar_root}", "model.projector=32-32",
-                                           "train.batch_size=20", "train.epochs=1", "optim.warmup_epochs=0.5",
-                                           "augment.size=16"])  # 16 px: the 8x8 position grid resampled to 4x4
+    cfg = resolve("train", "vit", overrides=[f"data.data_dir={fake_cifar_root}", "model.projector=32-32",
+                                             "train.batch_size=20", "train.epochs=1", "optim.warmup_epochs=0.5",
+                                             "augment.size=16"])  # 16 px: the 8x8 position grid resampled to 4x4
     result = train(cfg, tmp_path / "vit", **QUIET)
     assert math.isfinite(result.train["loss"]) and math.isfinite(result.test["loss"])
     source = load_source(result.run_dir)
@@ -43,9 +43,10 @@ def test_vit_preset_trains_and_keeps_norms_and_biases_undecayed(fake_cifar_root,
 def test_a_vit_encoder_under_the_vicreg_terms_detector(folders, tmp_path):  # noqa: F811
     from viclab.detect import fit_detector, load_detector, load_test
 
-    cfg = resolve_detect([f"data.normal={folders / 'normal'}", f"data.abnormal={folders / 'abnormal'}",
-                          *DETECT_TINY, "detect.detector=vicreg_terms", "detect.views=2",
-                          "optim.warmup_epochs=0.5"], preset="vit")
+    cfg = resolve("detect", "vit", overrides=[f"data.normal={folders / 'normal'}",
+                                              f"data.abnormal={folders / 'abnormal'}", *DETECT_TINY,
+                                              "detect.detector=vicreg_terms", "detect.views=2",
+                                              "optim.warmup_epochs=0.5"])
     assert cfg.recipe.model.backbone == "vit_tiny"
     fit_detector(cfg, tmp_path / "det", progress=False, echo=lambda s: None)
     det, _ = load_detector(tmp_path / "det")

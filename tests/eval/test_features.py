@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from viclab.config import CIFAR_MEAN, CIFAR_STD
 from viclab.core.errors import ViclabError
+from viclab.models import get_backbone
 from viclab.represent import encode as feat_mod
 from viclab.represent.encode import load_source, representations
 
@@ -51,7 +51,8 @@ def test_representations_are_the_normalised_forward_pass_and_cached(tiny_run, mo
     reps = representations(enc, "test", data_dir=str(root))
     # independent: normalise by hand in NumPy, then the encoder in eval mode
     x = reps.data.images.numpy().astype(np.float32) / 255
-    x = (x - np.array(CIFAR_MEAN, np.float32)[:, None, None]) / np.array(CIFAR_STD, np.float32)[:, None, None]
+    facts = get_backbone(enc.config.model.backbone)  # the normalisation its registry entry names
+    x = (x - np.array(facts.mean, np.float32)[:, None, None]) / np.array(facts.std, np.float32)[:, None, None]
     with torch.no_grad():
         expect = enc.module.eval()(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(reps.features, expect, rtol=1e-4, atol=1e-5)

@@ -25,7 +25,8 @@ def test_shipped_weights_beat_random_init(real_data):
     results = {}
     for source in (WEIGHTS, "random:small_cnn"):
         enc = load_source(source)
-        xtr, xte, xmn = (encode(enc.module, d.images, enc.config.augment).numpy() for d in (train, test, mnist))
+        xtr, xte, xmn = (encode(enc.module, d.images, enc.config.augment, modality=d.modality).numpy()
+                         for d in (train, test, mnist))
         probe = linear_probe(xtr, train.labels, xte, test.labels, weight_decays=(1e-3,))
         scores = knn_anomaly_scores(xtr, np.concatenate([xte, xmn]), k=2)
         _, _, auc = roc(np.r_[np.zeros(len(xte)), np.ones(len(xmn))], scores)

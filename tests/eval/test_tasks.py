@@ -12,7 +12,8 @@ from sklearn.metrics import roc_auc_score, silhouette_score
 from torch import nn
 
 from viclab.config import Config, EvalConfig
-from viclab.eval.tasks import run_anomaly, run_cluster, run_plot, run_probe, run_retrieve
+from viclab.detect.anomaly import run_anomaly
+from viclab.eval.tasks import run_cluster, run_plot, run_probe, run_retrieve
 from viclab.represent.encode import Source, encoder_source, load_source, representations
 
 QUIET = {"progress": False, "echo": lambda s: None}

@@ -9,7 +9,7 @@ from torch import nn
 
 from viclab.config import ModelConfig
 from viclab.core.errors import ViclabError
-from viclab.models import BACKBONES, INPUT_CHANNELS, build_backbone, build_projector, build_vicreg_model
+from viclab.models import BACKBONES, IMAGENET_MEAN, build_backbone, build_projector, build_vicreg_model
 
 BN_ENTRIES = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
@@ -156,9 +156,22 @@ def test_published_resnet18_trunk_loads_except_stem_and_fc():
 def test_registry_contract(name):
     f, dim = build_backbone(name)
     f.eval()
-    x = torch.randn(3, INPUT_CHANNELS.get(name, 3), 32, 32)
+    x = torch.randn(3, BACKBONES[name].channels, 32, 32)
     assert f(x).shape == (3, dim)
     assert f.forward_features(x).shape[0] == 3
+
+
+def test_registry_facts_name_each_backbones_inputs():
+    """The normalisation the schema's default gives CIFAR-trained backbones, ImageNet's for resnet50, none for
+    the spectrogram network (it standardises its own one-channel inputs)."""
+    from viclab.config import AugmentConfig
+
+    cifar = [b for b in BACKBONES.values() if b.name not in ("resnet50", "spec_cnn")]
+    assert cifar and all((b.channels, b.size, b.mean, b.std) == (3, 32, AugmentConfig.mean, AugmentConfig.std)
+                         for b in cifar)
+    assert (BACKBONES["resnet50"].size, BACKBONES["resnet50"].mean) == (224, IMAGENET_MEAN)
+    spec = BACKBONES["spec_cnn"]
+    assert (spec.channels, spec.mean, spec.std, spec.modality) == (1, None, None, "spectrogram")
 
 
 def test_unknown_backbone_is_a_user_error():

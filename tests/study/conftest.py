@@ -31,14 +31,15 @@ def study_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory, study_data) -> tuple[Path, dict]:
     """``(study folder, results)`` of one uninterrupted tiny study, with its own feature cache."""
-    from viclab.config import resolve_study
+    from viclab.config import resolve
     from viclab.study import run_study
 
     out = tmp_path_factory.mktemp("study") / "whole"
     mp = pytest.MonkeyPatch()
     mp.setenv("VICLAB_CACHE", str(out.parent / "cache"))
     try:
-        results = run_study(resolve_study("cpu", TINY, str(study_data)), out, progress=False, echo=lambda s: None)
+        cfg = resolve("study", "cpu", overrides=[*TINY, f"data.data_dir={study_data}"])
+        results = run_study(cfg, out, progress=False, echo=lambda s: None)
     finally:
         mp.undo()
     return out, results

@@ -15,12 +15,17 @@ import numpy as np
 import pytest
 
 from tests.study.conftest import TINY
-from viclab.config import STUDY_PRESETS, resolve_study
+from viclab.config import STUDY_PRESETS, resolve
 from viclab.study import run_study
 from viclab.study.pipeline import METHODS
 
 STAGES = ["vicreg", "no_variance", "neighbours", "latent_naive", "latent_graph", "eigenmaps",
           *(f"eval_{m}" for m in METHODS), "anomaly", "detect", "sound_machines", "sound_fsdd"]
+
+
+def _data_dir(results: dict) -> str:
+    """The override that studies a copy on the data folder of the tiny study."""
+    return f"data.data_dir={results['config']['recipe']['data']['data_dir']}"
 
 
 def numbers(tree, path=""):
@@ -55,8 +60,8 @@ def test_presets_and_overrides(tmp_path):
     assert (ex.recipe.optim.lr, ex.recipe.train.batch_size, ex.recipe.loss.var_weight) == (3e-4, 256, 25.0)
     assert ex.neighbour_k == 3 and ex.neighbour_epochs == 1 and ex.latent.epochs == 30
     assert cpu.recipe.model.backbone == "small_cnn"
-    s = resolve_study("cpu", ["train.epochs=2", "latent.graph_k=5", "eval.knn_k=7", "study.neighbour_epochs=2"],
-                      data_dir=str(tmp_path))
+    s = resolve("study", "cpu", overrides=["train.epochs=2", "latent.graph_k=5", "eval.knn_k=7",
+                                           "study.neighbour_epochs=2", f"data.data_dir={tmp_path}"])
     assert s.recipe.train.epochs == 2 and s.latent.graph_k == 5 and s.eval.knn_k == 7 and s.neighbour_epochs == 2
     # one data folder for every stage
     assert s.recipe.data.data_dir == s.latent.data_dir == s.eigenmaps.data_dir == str(tmp_path)
@@ -234,10 +239,10 @@ def test_finished_stages_are_not_recomputed(tiny_study, tmp_path, monkeypatch):
 
     for target in ("viclab.study.pipeline.train", "viclab.study.pipeline.run_latent",
                    "viclab.study.pipeline.run_eigenmaps", "viclab.eval.tasks.run_probe",
-                   "viclab.eval.tasks.run_anomaly"):
+                   "viclab.study.pipeline.run_anomaly"):
         monkeypatch.setattr(target, boom)
     lines: list[str] = []
-    cfg = resolve_study("cpu", TINY, results["config"]["recipe"]["data"]["data_dir"])
+    cfg = resolve("study", "cpu", overrides=[*TINY, _data_dir(results)])
     again = run_study(cfg, copy, progress=False, echo=lines.append)
     assert numbers(again) == numbers(results)
     assert sum("cached" in s for s in lines) == len(STAGES)
@@ -246,8 +251,9 @@ def test_finished_stages_are_not_recomputed(tiny_study, tmp_path, monkeypatch):
     monkeypatch.setenv("VICLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("viclab.study.pipeline.train", boom)
     lines.clear()
-    run_study(resolve_study("cpu", [*TINY, "eval.anomaly_k=3"], cfg.recipe.data.data_dir), copy, progress=False,
-              echo=lines.append)
+    run_study(resolve("study", "cpu", overrides=[*TINY, "eval.anomaly_k=3",
+                                                 f"data.data_dir={cfg.recipe.data.data_dir}"]),
+              copy, progress=False, echo=lines.append)
     ran = [s for s in lines if "done in" in s]
     assert len(ran) == len(METHODS) + 1 and all("evaluate" in s or "anomaly" in s for s in ran)
 
@@ -364,7 +370,7 @@ def test_an_upgraded_viclab_recomputes_instead_of_reusing_stages(tiny_study, tmp
     monkeypatch.setattr("viclab.study.pipeline.train", ran)
     monkeypatch.setattr(viclab, "__version__", "999.0")
     with pytest.raises(_Ran):
-        run_study(resolve_study("cpu", TINY, results["config"]["recipe"]["data"]["data_dir"]), copy,
+        run_study(resolve("study", "cpu", overrides=[*TINY, _data_dir(results)]), copy,
                   progress=False, echo=lambda s: None)
 
 
@@ -397,7 +403,7 @@ def test_a_study_moved_to_a_machine_with_another_precision_recomputes(tiny_study
 
     monkeypatch.setattr("viclab.study.pipeline.train", ran)
     with pytest.raises(_Ran):
-        run_study(resolve_study("cpu", TINY, results["config"]["recipe"]["data"]["data_dir"]), copy,
+        run_study(resolve("study", "cpu", overrides=[*TINY, _data_dir(results)]), copy,
                   progress=False, echo=lambda s: None)
 
 
@@ -415,7 +421,7 @@ def test_every_stage_whose_numbers_the_runtime_changes_has_it_in_its_inputs(stud
 
     if move is _as_bf16_cpu:
         monkeypatch.setattr("viclab.core.runtime.cpu_bf16", lambda: "")  # this CPU: fp32 whatever it is
-    cfg = resolve_study("cpu", TINY, str(study_data))
+    cfg = resolve("study", "cpu", overrides=[*TINY, f"data.data_dir={study_data}"])
     data = data_fingerprints(cfg)
     here = _stage_fingerprints(cfg, data, tmp_path)
     assert _stage_fingerprints(cfg, data, tmp_path) == here  # the same machine: every finished stage is kept
@@ -472,7 +478,7 @@ def test_changing_only_the_anomalies_reruns_only_the_anomaly_stage(tiny_study, t
                    "viclab.study.pipeline.run_eigenmaps", "viclab.eval.tasks.run_probe"):
         monkeypatch.setattr(target, ran)
     lines: list[str] = []
-    run_study(resolve_study("cpu", [*TINY, f"study.anomalies={odd}"], results["config"]["recipe"]["data"]["data_dir"]),
+    run_study(resolve("study", "cpu", overrides=[*TINY, f"study.anomalies={odd}", _data_dir(results)]),
               copy, progress=False, echo=lines.append)
     ran_stages = [s for s in lines if "done in" in s]
     assert len(ran_stages) == 1 and "anomaly detection" in ran_stages[0], lines
@@ -482,7 +488,7 @@ def test_the_training_dataset_as_anomalies_is_refused_before_any_work(tmp_path):
     from viclab.core.errors import ViclabError
 
     with pytest.raises(ViclabError, match="study.anomalies=cifar10 is the dataset the study trains on"):
-        resolve_study("cpu", [*TINY, "study.anomalies=cifar10"], str(tmp_path))
+        resolve("study", "cpu", overrides=[*TINY, "study.anomalies=cifar10", f"data.data_dir={tmp_path}"])
 
 
 def test_stage_time_counts_the_work_done_before_a_sigkill(tmp_path):

@@ -204,7 +204,9 @@ def test_eval_transform_normalises_only():
     x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     cfg = AugmentConfig()
     mean, std = torch.tensor(cfg.mean).view(1, 3, 1, 1), torch.tensor(cfg.std).view(1, 3, 1, 1)
-    torch.testing.assert_close(eval_transform(x, cfg), (x.float() / 255 - mean) / std)
+    torch.testing.assert_close(eval_transform(x, cfg, "image"), (x.float() / 255 - mean) / std)
+    spec = torch.randn(2, 1, 8, 8)
+    assert eval_transform(spec, cfg, "spectrogram") is spec  # a spectrogram encoder standardises itself
 
 
 def test_views_queue_without_host_syncs():

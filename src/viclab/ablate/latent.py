@@ -22,6 +22,7 @@ import torch
 from viclab.ablate.graph import knn_table
 from viclab.ablate.neighbours import sample_neighbours
 from viclab.config import LatentConfig
+from viclab.core.context import Context
 from viclab.core.errors import ViclabError
 from viclab.core.io import atomic_save_npy, atomic_write_text
 from viclab.core.runtime import intra_op_threads, others_busy_cores, require_one_process, select_runtime
@@ -128,7 +129,7 @@ def run_latent(cfg: LatentConfig, run_dir: str | Path, progress: bool = True,
     with intra_op_threads(threads):
         result = fit(run, objective, pairs, n=n, batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed,
                      rt=select_runtime("cpu", "fp32"), ckpt=ckpt, checkpoint_seconds=CHECKPOINT_SECONDS,
-                     progress=progress, echo=echo, epoch_lines=False)
+                     ctx=Context(progress, echo), epoch_lines=False)
     means = result.train
     codes = model.codes.weight.detach().numpy()
     fit_idx, held = probe_split(n, cfg.probe_fraction, cfg.seed)
@@ -143,6 +144,5 @@ def run_latent(cfg: LatentConfig, run_dir: str | Path, progress: bool = True,
         summary["graph_same_class"] = float((labels[neighbours.numpy()] == labels[:, None]).mean())
     run.finish(SUMMARY, summary)
     echo(f"latent optimisation ({cfg.pairs} pairs): {n} codes of {cfg.dim}, {cfg.epochs} epochs in "
-         f"{result.seconds:.1f}s; last epoch inv {means['invariance']:.4g} var {means['variance']:.4g} "
-         f"cov {means['covariance']:.4g} -> {run.path}")
+         f"{result.seconds:.1f}s; last epoch {' '.join(f'{t[:3]} {means[t]:.4g}' for t in TERMS[1:])} -> {run.path}")
     return summary

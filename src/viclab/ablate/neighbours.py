@@ -48,15 +48,18 @@ def sample_neighbours(table: Tensor, idx: Tensor, gen: torch.Generator) -> Tenso
 
 
 class NeighbourPairs:
-    """Pair maker for the training loop: ``(image, a random one of its neighbours)``, normalised only."""
+    """Pair maker for the training loop: ``(image, a random one of its neighbours)``, normalised only
+    (:func:`~viclab.views.eval_transform` of the rows' ``modality``)."""
 
-    def __init__(self, images: Tensor, table: Tensor, augment: AugmentConfig, channels_last: bool = False) -> None:
+    def __init__(self, images: Tensor, table: Tensor, augment: AugmentConfig, modality: str,
+                 channels_last: bool = False) -> None:
         self.images, self.table, self.augment, self.channels_last = images, table, augment, channels_last
+        self.modality = modality
 
     def __call__(self, idx: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
         """``(B,)`` anchor indices -> two ``(B, 3, H, W)`` float batches."""
-        v1 = eval_transform(self.images[idx], self.augment)
-        v2 = eval_transform(self.images[sample_neighbours(self.table, idx, gen)], self.augment)
+        v1 = eval_transform(self.images[idx], self.augment, self.modality)
+        v2 = eval_transform(self.images[sample_neighbours(self.table, idx, gen)], self.augment, self.modality)
         if self.channels_last:
             v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
         return v1, v2
@@ -110,7 +113,7 @@ def neighbour_table(run_dir: Path, cfg: Config, train_data: ImageData, progress:
     return table
 
 
-def neighbours_config(source: str, base: Config | None = None, k: int = 3, epochs: int = 1) -> Config:
+def neighbours_config(source: str, base: Config | None = None, k: int = ViewsConfig.k, epochs: int = 1) -> Config:
     """A run config for spec S6: the source's own recipe (model, optimiser, loss, batch),
     ``views.kind = "neighbours"`` and ``epochs`` epochs."""
     if base is None:
@@ -122,12 +125,12 @@ def neighbours_config(source: str, base: Config | None = None, k: int = 3, epoch
 def neighbour_views(ctx: ViewContext) -> BatchSource:
     """``views.kind = "neighbours"``: (image, a random one of its ``views.k`` neighbours), with the
     table built (rank 0) or read from the run folder (every other rank, once rank 0 has it)."""
-    table = neighbour_table(ctx.run.path, ctx.cfg, ctx.data, ctx.progress, ctx.started) if is_main() else None
+    table = neighbour_table(ctx.run.path, ctx.cfg, ctx.data, ctx.context.progress, ctx.started) if is_main() else None
     barrier()
     if table is None:
         table = np.load(ctx.run.path / NEIGHBOURS)
     return NeighbourPairs(ctx.images, torch.from_numpy(table).to(ctx.images.device), ctx.cfg.augment,
-                          ctx.cfg.model.channels_last)
+                          ctx.data.modality, ctx.cfg.model.channels_last)
 
 
 # Every views.kind and the source that makes its pairs (what viclab train and the study pass to train).

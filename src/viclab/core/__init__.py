@@ -1,1 +1,1 @@
-"""The bottom layer: errors, atomic file writes, the runtime (device, precision, ranks), hashing and the cache."""
+"""The bottom layer: errors, atomic writes, the runtime (device, precision, ranks), the context, hashing, the cache."""

@@ -8,7 +8,6 @@ clear it when a run or study is continued.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import tempfile
@@ -16,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from viclab.core.errors import ViclabError
+from viclab.core.hashing import digest
 
 TEMP_SUFFIX = ".tmp"
 
@@ -122,14 +122,13 @@ def tensor_file_sha256(path: str | os.PathLike) -> str:
     Not the file's bytes: safetensors writes its metadata in an unspecified key order, so two
     saves of the same weights can differ byte-wise while holding the same content.
     """
-    import torch
     from safetensors import safe_open
 
-    h = hashlib.sha256()
-    with safe_open(str(path), framework="pt") as f:
-        h.update(json.dumps(f.metadata() or {}, sort_keys=True).encode())
+    def parts(f):
+        yield json.dumps(f.metadata() or {}, sort_keys=True)
         for key in sorted(f.keys()):
             t = f.get_tensor(key)
-            h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+            yield from (f"{key}|{t.dtype}|{tuple(t.shape)}|", t)
+
+    with safe_open(str(path), framework="pt") as f:
+        return digest(parts(f))

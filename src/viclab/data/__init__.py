@@ -4,7 +4,9 @@
 uint8 images (single-channel sets repeated to RGB and padded to ``size``, spec §2).
 ``load_images`` also takes an image-folder path in place of a name. Sound datasets
 (:data:`SOUND_DATASETS`) load as clips (:func:`load_sound`) and reach the networks as
-their log-mel spectrograms, ``(N, 1, n_mels, frames)`` float32 "images" (:func:`load_inputs`).
+their log-mel spectrograms, ``(N, 1, n_mels, frames)`` float32 "images" (:func:`load_inputs`). Every
+:class:`ImageData` says which it holds (``modality``, decided once by :func:`dataset_modality` where data are
+named or loaded) and carries its rows' files, windows and attributes (machine ID, speaker).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from viclab.data.download import resolve_data_dir
 from viclab.data.folder import EXTENSIONS, load_image_folder, load_split_folder
 from viclab.data.mnist import load_idx_dataset
 from viclab.data.sounds import SOUND_DATASETS, SoundData, load_sound, sound_files, spectrograms
-from viclab.data.types import ImageData
+from viclab.data.types import MODALITIES, ImageData
 
 # name -> loader(root, split, size) -> ImageData
 DATASETS: dict[str, Callable[[Path, str, int], ImageData]] = {
@@ -91,16 +93,23 @@ def load_images(dataset: str, split: str, data_dir: str | os.PathLike | None = N
     raise unknown_dataset(dataset)
 
 
-def is_sound(dataset: str) -> bool:
-    """Whether ``dataset`` names sound: a registered sound dataset, or a folder whose files are sounds
-    (and not images)."""
+def dataset_modality(dataset: str) -> str:
+    """What a dataset holds, as a key of :data:`MODALITIES`: a registered name's from its registry; a folder's
+    from its files' extensions (:func:`folder_modality`). Decided where data are named or loaded; later code
+    reads :attr:`ImageData.modality`."""
     if dataset in SOUND_DATASETS:
-        return True
+        return "spectrogram"
     if dataset in DATASETS:
-        return False
-    path = Path(dataset).expanduser()
-    return path.is_dir() and bool(sound_files(path)) and not any(
+        return "image"
+    return folder_modality(Path(dataset).expanduser())
+
+
+def folder_modality(path: Path) -> str:
+    """``spectrogram`` for a folder of sound files (and no images), else ``image`` (also for a missing folder,
+    which the image loaders then name in their error)."""
+    sound = path.is_dir() and bool(sound_files(path)) and not any(
         f.suffix.lower() in EXTENSIONS for f in path.rglob("*") if f.is_file())
+    return "spectrogram" if sound else "image"
 
 
 def load_inputs(dataset: str, split: str, data_dir: str | os.PathLike | None, cfg: Config,
@@ -114,7 +123,7 @@ def load_inputs(dataset: str, split: str, data_dir: str | os.PathLike | None, cf
         data_dir: data root (``None``: ``$VICLAB_DATA`` or the cache dir).
         cfg: the run's config.
     """
-    if not is_sound(dataset):
+    if dataset_modality(dataset) == "image":
         return load_images(dataset, split, data_dir, cfg.augment.size)
     if split not in SPLITS:
         raise ViclabError(f"unknown split {split!r}; use 'train' or 'test'")
@@ -122,5 +131,5 @@ def load_inputs(dataset: str, split: str, data_dir: str | os.PathLike | None, cf
     return spectrograms(load_sound(name, split, root, cfg.sound, progress=progress), cfg.sound, device)
 
 
-__all__ = ["DATASETS", "SOUND_DATASETS", "ImageData", "SoundData", "is_sound", "load_dataset", "load_images",
-           "load_inputs", "load_sound", "resolve_data_dir", "spectrograms"]
+__all__ = ["DATASETS", "MODALITIES", "SOUND_DATASETS", "ImageData", "SoundData", "dataset_modality", "folder_modality",
+           "load_dataset", "load_images", "load_inputs", "load_sound", "resolve_data_dir", "spectrograms"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import urllib.error
@@ -10,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 from viclab.core.errors import ViclabError
+from viclab.core.hashing import file_digest
 
 LARGE_DOWNLOAD = 1_000_000_000  # bytes: a larger download needs the opt-in below
 DOWNLOAD_OPT_IN = "VICLAB_DOWNLOAD"
@@ -39,26 +39,10 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(cache) / "viclab"
 
 
-def cache_dir(kind: str) -> Path:
-    """Where decoded data of one ``kind`` (``images``, ``sound``) is cached: ``$VICLAB_CACHE/<kind>``,
-    else ``$XDG_CACHE_HOME/viclab/<kind>`` (~/.cache/viclab/<kind>)."""
-    if os.environ.get("VICLAB_CACHE"):
-        return Path(os.environ["VICLAB_CACHE"]).expanduser() / kind
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "viclab" / kind
-
-
-def content_hash(path: Path) -> str:
-    """A 128-bit BLAKE2b of a file's bytes: what the decoded-data caches are keyed by."""
-    return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
-
-
-def md5sum(path: Path, chunk: int = 1 << 20, algorithm: str = "md5") -> str:
-    """The hex digest of a file (``algorithm``: md5 or sha256)."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def md5sum(path: Path, algorithm: str = "md5") -> str:
+    """The hex digest a publisher gives for a download (``algorithm``: md5 or sha256): a checksum to verify,
+    not viclab's content hash."""
+    return file_digest(path, algorithm, None)
 
 
 _MD5_CACHE: dict[tuple[str, int, int], str] = {}

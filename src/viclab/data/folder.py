@@ -11,14 +11,13 @@ Two layouts:
   (one class named after the folder).
 
 Hidden files and folders (``.ipynb_checkpoints``, ``.DS_Store``) are ignored. Decoded images are
-cached in :func:`~viclab.data.download.cache_dir` ``("images")``, keyed by every file's path,
+cached in the ``images`` namespace of :class:`~viclab.core.cache.CacheStore`, keyed by every file's path,
 label and content hash, the size and the decoding code's version, so a changed folder is decoded
 again, never read stale.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,15 +26,14 @@ import numpy as np
 import PIL
 import torch
 
+from viclab.core.cache import CacheStore
 from viclab.core.errors import ViclabError
-from viclab.core.io import atomic_save_npy
+from viclab.core.hashing import file_digest
 from viclab.core.runtime import check_fits
-from viclab.data.download import cache_dir, content_hash
 from viclab.data.types import ImageData
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
-CACHE_VERSION = "1"  # bump when decoding or resizing changes
 ANNOTATIONS = "val_annotations.txt"  # Tiny ImageNet's labels of val/images/
 
 
@@ -111,7 +109,7 @@ def load_image_folder(root: Path, size: int, classes: tuple[str, ...] | None = N
 
 def _file_hash(path: Path) -> str:
     try:
-        return content_hash(path)
+        return file_digest(path)
     except OSError as e:
         raise ViclabError(f"cannot read image {path} ({e.strerror or e}); remove or replace it") from None
 
@@ -135,7 +133,7 @@ def decode_files(files: list[tuple[Path, int]], root: Path, size: int, classes: 
         root: the folder they come from (cache keys use paths relative to it; messages name it).
         size: output side length.
         classes: class names, ``classes[label]``.
-        use_cache: read and write :func:`~viclab.data.download.cache_dir` ``("images")``.
+        use_cache: read and write the ``images`` cache (:class:`~viclab.core.cache.CacheStore`).
         threads: decoding threads (default: one per core, at most 16).
 
     Returns:
@@ -150,32 +148,35 @@ def decode_files(files: list[tuple[Path, int]], root: Path, size: int, classes: 
     check_fits(2 * n * size * size * 3, "cpu", f"decoding the {n} images of {root} at {size}x{size}",
                "use a smaller augment.size, or split the folder (viclab split) and use fewer images")
     labels = torch.tensor([c for _, c in files], dtype=torch.int64)
+    if not use_cache:
+        return _image_data(_decode(files, root, size, threads), labels, classes, files)
+    hashes = _parallel(lambda fc: _file_hash(fc[0]), files, f"hashing {root.name}", threads)
+    store = CacheStore("images")
     # Pillow's version too: another release (or its libjpeg) may decode or resample differently.
-    key = hashlib.sha256(f"{CACHE_VERSION}|{PIL.__version__}|{size}|{'|'.join(classes)}\n".encode())
-    hashes = _parallel(lambda fc: _file_hash(fc[0]), files, f"hashing {root.name}", threads) if use_cache else []
-    for (f, c), digest in zip(files, hashes):
-        key.update(f"{f.relative_to(root) if f.is_relative_to(root) else f}|{c}|{digest}\n".encode())
-    cache = cache_dir("images") / f"{key.hexdigest()[:32]}.npy"
-    images = None
-    if use_cache and cache.exists():
-        try:
-            images = np.load(cache, allow_pickle=False)
-        except (OSError, ValueError, EOFError):
-            images = None  # unreadable: decoded again
-        if images is not None and (images.shape != (n, size, size, 3) or images.dtype != np.uint8):
-            images = None
-    if images is None:
-        images = np.empty((n, size, size, 3), dtype=np.uint8)
+    # The header ends with a newline, then one line per file (the key of entries already cached).
+    lines = [f"{f.relative_to(root) if f.is_relative_to(root) else f}|{c}|{digest}\n"
+             for (f, c), digest in zip(files, hashes)]
+    path = store.path([PIL.__version__, str(size), "|".join(classes)], ["\n", *lines])
+    # an unwritable cache only costs the decoding again next time
+    images = store.read_or_compute(path, lambda: _decode(files, root, size, threads), (n, size, size, 3), np.uint8,
+                                   unwritable=lambda e: None)
+    return _image_data(images, labels, classes, files)
 
-        def one(i: int) -> None:
-            images[i] = _rgb(files[i][0], size)
 
-        _parallel(one, list(range(n)), f"decoding {n} images of {root.name} at {size}px", threads)
-        if use_cache:
-            try:
-                atomic_save_npy(cache, images)
-            except (OSError, ViclabError):
-                pass  # an unwritable cache only costs the decoding again next time
+def _decode(files: list[tuple[Path, int]], root: Path, size: int, threads: int | None) -> np.ndarray:
+    """``(N, size, size, 3)`` uint8 RGB of every file, decoded in threads."""
+    n = len(files)
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+
+    def one(i: int) -> None:
+        images[i] = _rgb(files[i][0], size)
+
+    _parallel(one, list(range(n)), f"decoding {n} images of {root.name} at {size}px", threads)
+    return images
+
+
+def _image_data(images: np.ndarray, labels: torch.Tensor, classes: tuple[str, ...],
+                files: list[tuple[Path, int]]) -> ImageData:
     return ImageData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, classes,
                      files=np.array([os.path.abspath(f) for f, _ in files], dtype=str))
 

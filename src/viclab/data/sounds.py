@@ -18,7 +18,6 @@ MIMII and DCASE keep the ``sound.machines`` and ``sound.machine_ids`` asked for 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import warnings
@@ -31,14 +30,15 @@ import numpy as np
 import torch
 
 from viclab.config import SoundConfig
+from viclab.core.cache import CacheStore
 from viclab.core.errors import ViclabError, ViclabWarning
-from viclab.core.io import atomic_save_npy, atomic_write, atomic_write_text
-from viclab.data.download import cache_dir, content_hash
+from viclab.core.hashing import digest, file_digest
+from viclab.core.io import atomic_write
 from viclab.data.types import ImageData
 from viclab.data.wav import EXTENSIONS, cut, decode
 from viclab.signal import logmel_batches
 
-CACHE_VERSION = "2"  # bump when decoding or cutting changes (2: non-finite samples are refused)
+COUNTS = ".counts"  # beside a cached clip array: how many clips each file gave
 NORMAL_CLASSES = ("normal", "abnormal")
 
 
@@ -152,8 +152,7 @@ def _keep_machine(cfg: SoundConfig, machine: str, machine_id: str) -> bool:
 
 def _seeded(cfg: SoundConfig, *key: str) -> np.random.Generator:
     """A generator seeded by ``cfg.seed`` and ``key`` alone: a group's choice does not depend on the others kept."""
-    return np.random.default_rng(int.from_bytes(hashlib.sha256("|".join((str(cfg.seed), *key)).encode()).digest()[:4],
-                                                "big"))
+    return np.random.default_rng(int(digest(["|".join((str(cfg.seed), *key))])[:8], 16))
 
 
 def _at_most(files: list, cfg: SoundConfig, *key: str) -> list:
@@ -315,10 +314,8 @@ def sound_fingerprint(name: str, data_dir: str | os.PathLike) -> dict[str, objec
     files = sound_files(root)
     if not files:
         raise ViclabError(f"{root} holds no sound files ({', '.join(sorted(EXTENSIONS))}); put the {name} files there")
-    h = hashlib.blake2b(digest_size=16)
-    for f in files:
-        h.update(f"{f.relative_to(root)}|{content_hash(f)}\n".encode())
-    return {"files": len(files), "hash": h.hexdigest()}
+    lines = (f"{f.relative_to(root)}|{file_digest(f)}\n" for f in files)
+    return {"files": len(files), "hash": digest(lines, "blake2b", 16)}
 
 
 def _decode_all(files: list[SoundFile], cfg: SoundConfig, progress: bool) -> tuple[list[np.ndarray], list[int]]:
@@ -336,6 +333,36 @@ def _decode_all(files: list[SoundFile], cfg: SoundConfig, progress: bool) -> tup
     return pieces, [len(p) for p in pieces]
 
 
+def _clips(name: str, split: str, root: Path, files: list[SoundFile], classes: tuple[str, ...], cfg: SoundConfig,
+           use_cache: bool, progress: bool) -> tuple[np.ndarray, list[int]]:
+    """Every file's clips ``(sum(counts), clip_samples)`` and how many each file gave, from the ``sound`` cache
+    (keyed by the files' paths, labels, attributes and content hashes and the decoding settings) or decoded.
+
+    A damaged entry, or one with non-finite clips (decoding refuses them), is decoded again, which names the file.
+    """
+    if not use_cache:
+        pieces, counts = _decode_all(files, cfg, progress)
+        return np.concatenate(pieces), counts
+    store = CacheStore("sound")
+    fields = [name, split, repr(cfg.rate), repr(cfg.channel), repr(cfg.clip_samples),
+              repr(round(cfg.window_hop_seconds * cfg.rate)), "|".join(classes)]
+    path = store.path(fields, [f"{f.path.relative_to(root)}|{f.label}|{f.attrs}|{file_digest(f.path)}\n"
+                               for f in files], prefix=f"{name}-{split}-")
+    try:
+        counts = [int(c) for c in (store.read_text(path.with_suffix(COUNTS)) or "").split()]
+    except ValueError:
+        counts = []
+    if len(counts) == len(files):
+        clips = store.read(path, (sum(counts), cfg.clip_samples),
+                           valid=lambda a: bool(np.isfinite(a.sum(dtype=np.float64))))
+        if clips is not None:
+            return clips, counts
+    pieces, counts = _decode_all(files, cfg, progress)
+    clips = np.concatenate(pieces)
+    store.write(path, clips, {COUNTS: " ".join(map(str, counts)) + "\n"})
+    return clips, counts
+
+
 def load_sound(name: str, split: str, data_dir: str | os.PathLike, cfg: SoundConfig, use_cache: bool = True,
                progress: bool = False) -> SoundData:
     """A split of a sound dataset as clips, decoded once and then read from the cache.
@@ -345,7 +372,7 @@ def load_sound(name: str, split: str, data_dir: str | os.PathLike, cfg: SoundCon
         split: ``"train"`` or ``"test"``.
         data_dir: the data root (holding the dataset's folder, e.g. ``fsdd/``) or the dataset's folder.
         cfg: decoding, cutting and split settings.
-        use_cache: read and write the decoded clips in :func:`~viclab.data.download.cache_dir` ``("sound")``,
+        use_cache: read and write the decoded clips in the ``sound`` cache (:class:`~viclab.core.cache.CacheStore`),
             keyed by the files' content hashes, their labels and the decoding settings (so a stale entry
             cannot be read).
 
@@ -354,42 +381,8 @@ def load_sound(name: str, split: str, data_dir: str | os.PathLike, cfg: SoundCon
     """
     layout, root = SOUND_DATASETS.get(name), sound_root(name, data_dir)
     files = layout.files(root, split, cfg)
-    if isinstance(layout.classes, tuple):
-        classes = layout.classes
-    else:  # one class -> index mapping for both splits, from sorted names
-        other = _files_or_none(layout, root, "test" if split == "train" else "train", cfg)
-        train = files if split == "train" else other
-        names = {f.label for f in (train or files)} | ({f.label for f in files + (other or [])}
-                                                       if layout.classes == "all" else set())
-        classes = tuple(sorted(names))
-    unknown = sorted({f.label for f in files} - set(classes))
-    if unknown:
-        raise ViclabError(f"the {split} split of {root} has classes the training split lacks ({', '.join(unknown)}); "
-                          "give every test class training clips")
-    key_fields = [CACHE_VERSION, name, split, repr(cfg.rate), repr(cfg.channel), repr(cfg.clip_samples),
-                  repr(round(cfg.window_hop_seconds * cfg.rate)), "|".join(classes)]
-    h = hashlib.sha256("|".join(key_fields).encode())
-    for f in files:
-        h.update(f"{f.path.relative_to(root)}|{f.label}|{f.attrs}|{content_hash(f.path)}\n".encode())
-    cache = cache_dir("sound") / f"{name}-{split}-{h.hexdigest()[:32]}.npy"
-    counts = None
-    clips = None
-    if use_cache and cache.exists():
-        try:
-            clips = np.load(cache, allow_pickle=False)
-            counts = [int(c) for c in cache.with_suffix(".counts").read_text().split()]
-        except (OSError, ValueError):
-            clips, counts = None, None  # unreadable: decoded again
-        if counts is not None and (len(counts) != len(files) or clips.shape != (sum(counts), cfg.clip_samples)
-                                   or not np.isfinite(clips.sum(dtype=np.float64))):
-            # A damaged entry, or non-finite clips (decoding refuses them): decoded again, which names the file.
-            clips, counts = None, None
-    if clips is None:
-        pieces, counts = _decode_all(files, cfg, progress)
-        clips = np.concatenate(pieces)
-        if use_cache:
-            atomic_save_npy(cache, clips)
-            atomic_write_text(cache.with_suffix(".counts"), " ".join(map(str, counts)) + "\n")
+    classes = _split_classes(layout, root, split, files, cfg)
+    clips, counts = _clips(name, split, root, files, classes, cfg, use_cache, progress)
     rows = np.repeat(np.arange(len(files)), counts)
     index = {c: i for i, c in enumerate(classes)}
     attr_names = sorted({k for f in files for k, _ in f.attrs})
@@ -403,6 +396,25 @@ def load_sound(name: str, split: str, data_dir: str | os.PathLike, cfg: SoundCon
         windows=np.concatenate([np.arange(c) for c in counts]) if cfg.window_hop_seconds > 0 else None)
 
 
+def _split_classes(layout: SoundLayout, root: Path, split: str, files: list[SoundFile],
+                   cfg: SoundConfig) -> tuple[str, ...]:
+    """The class names, in label order: the layout's own, or sorted from the files (of the training split,
+    so both splits map a class to the same index); refuses a test class the training split lacks."""
+    if isinstance(layout.classes, tuple):
+        classes = layout.classes
+    else:  # one class -> index mapping for both splits, from sorted names
+        other = _files_or_none(layout, root, "test" if split == "train" else "train", cfg)
+        train = files if split == "train" else other
+        names = {f.label for f in (train or files)} | ({f.label for f in files + (other or [])}
+                                                       if layout.classes == "all" else set())
+        classes = tuple(sorted(names))
+    unknown = sorted({f.label for f in files} - set(classes))
+    if unknown:
+        raise ViclabError(f"the {split} split of {root} has classes the training split lacks ({', '.join(unknown)}); "
+                          "give every test class training clips")
+    return classes
+
+
 def _files_or_none(layout: SoundLayout, root: Path, split: str, cfg: SoundConfig) -> list[SoundFile] | None:
     try:
         return layout.files(root, split, cfg)
@@ -414,9 +426,10 @@ def spectrograms(data: SoundData, cfg: SoundConfig, device: torch.device | str =
     """The clips' log-mel spectrograms as a dataset of one-channel float "images".
 
     Returns:
-        :class:`ImageData` with ``images`` ``(N, 1, n_mels, frames)`` float32 (dB), the clips' labels, classes,
-        files and windows.
+        :class:`ImageData` of modality ``spectrogram``, ``images`` ``(N, 1, n_mels, frames)`` float32 (dB), with
+        the clips' labels, classes, files, windows and attributes (machine ID, speaker, ...).
     """
     if data.rate != cfg.rate:
         raise ValueError(f"clips at {data.rate} Hz, features configured for {cfg.rate} Hz")
-    return ImageData(logmel_batches(data.clips, cfg, device), data.labels, data.classes, data.files, data.windows)
+    return ImageData(logmel_batches(data.clips, cfg, device), data.labels, data.classes, data.files, data.windows,
+                     "spectrogram", data.attrs)

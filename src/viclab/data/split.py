@@ -15,7 +15,6 @@ when complete (built in a hidden sibling folder, then renamed).
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
 import os
 import shutil
@@ -25,8 +24,8 @@ from fractions import Fraction
 from pathlib import Path
 
 from viclab.core.errors import ViclabError
+from viclab.core.hashing import digest, file_digest
 from viclab.core.io import atomic_write, check_writable_dir
-from viclab.data.download import md5sum
 from viclab.data.folder import EXTENSIONS, visible
 
 SPLIT_NAMES = {2: ("train", "test"), 3: ("train", "val", "test")}
@@ -123,7 +122,7 @@ def _minimum_size(weights: list[Fraction]) -> int:
 
 def _check_args(ratios: Sequence[float], seed: int, mode: str,
                 names: Sequence[str] | None) -> tuple[tuple[str, ...], list[Fraction]]:
-    """The split names and exact ratios, or the first argument error."""
+    """The split names and exact ratios, or the first argument error (checked in this order)."""
     if mode not in MODES:
         raise ViclabError(f"unknown mode {mode!r}; use one of: {', '.join(MODES)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -133,13 +132,23 @@ def _check_args(ratios: Sequence[float], seed: int, mode: str,
     except (TypeError, ValueError):
         raise ViclabError(f"ratios must be numbers, got {list(ratios)!r}; give e.g. --ratios 0.8 0.1 0.1") from None
     shown = " ".join(f"{r:g}" for r in values)
+    names = _check_names(names, len(values), shown)
+    if not all(math.isfinite(r) and r > 0 for r in values):
+        raise ViclabError(f"ratios must be positive, got {shown}; give e.g. --ratios 0.8 0.1 0.1")
+    if abs(sum(values) - 1) > 1e-6:
+        raise ViclabError(f"ratios must sum to 1, got {shown} (sum {sum(values):.6g}); give e.g. --ratios 0.8 0.1 0.1")
+    return names, [_exact(r) for r in values]
+
+
+def _check_names(names: Sequence[str] | None, n: int, shown: str) -> tuple[str, ...]:
+    """The split names for ``n`` ratios (``shown`` as given): the caller's, or the default ones for 2 or 3."""
     if names is None:
-        if len(values) not in SPLIT_NAMES:
-            raise ViclabError(f"give 2 ratios (train test) or 3 (train val test), got {len(values)}: {shown}; "
+        if n not in SPLIT_NAMES:
+            raise ViclabError(f"give 2 ratios (train test) or 3 (train val test), got {n}: {shown}; "
                               "e.g. --ratios 0.8 0.1 0.1")
-        names = SPLIT_NAMES[len(values)]
+        names = SPLIT_NAMES[n]
     names = tuple(names)
-    if len(names) != len(values) or len(values) < 2:
+    if len(names) != n or n < 2:
         raise ViclabError(f"give one ratio per split and at least 2 splits, got ratios {shown} for splits "
                           f"{', '.join(names)}")
     bad = [s for s in names if not s or s in (".", "..", MANIFEST, DUPLICATE) or s.startswith(".")
@@ -147,11 +156,7 @@ def _check_args(ratios: Sequence[float], seed: int, mode: str,
     if bad or len(set(names)) != len(names):
         raise ViclabError(f"split names must be distinct plain folder names (not hidden, not {MANIFEST!r} or "
                           f"{DUPLICATE!r}), got {', '.join(map(repr, names))}")
-    if not all(math.isfinite(r) and r > 0 for r in values):
-        raise ViclabError(f"ratios must be positive, got {shown}; give e.g. --ratios 0.8 0.1 0.1")
-    if abs(sum(values) - 1) > 1e-6:
-        raise ViclabError(f"ratios must sum to 1, got {shown} (sum {sum(values):.6g}); give e.g. --ratios 0.8 0.1 0.1")
-    return names, [_exact(r) for r in values]
+    return names
 
 
 def _check_folders(src: Path, dst: Path) -> None:
@@ -206,7 +211,7 @@ def _scan(src: Path) -> tuple[dict[str, list[Path]], int]:
 
 def _sha256(path: Path) -> str:
     try:
-        return md5sum(path, algorithm="sha256")
+        return file_digest(path, "sha256", None)
     except OSError as e:
         raise ViclabError(f"cannot read {path} ({e.strerror or e}); fix its permissions or remove it") from None
 
@@ -233,8 +238,8 @@ def _dedupe(src: Path, images: dict[str, list[Path]]) -> tuple[dict[str, list[_F
 def _order(files: list[_File], seed: int) -> list[_File]:
     # A keyed hash of the relative path: a fixed shuffle per (seed, path), whatever the listing
     # order, and one class's order never depends on the other classes' files.
-    def key(f: _File) -> bytes:
-        return hashlib.sha256(f"{seed}\0{f.source}".encode("utf-8", "surrogateescape")).digest()
+    def key(f: _File) -> str:
+        return digest([f"{seed}\0{f.source}"])  # hex: sorts as the bytes do
 
     return sorted(files, key=key)
 

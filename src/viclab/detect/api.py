@@ -20,7 +20,7 @@ import math
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,16 @@ from viclab.config import (
     DetectConfig,
     DetectDataConfig,
     SoundConfig,
-    detect_config_from_dict,
+    check_detector,
+    load_toml,
+    resolve,
 )
+from viclab.core.context import Context
 from viclab.core.errors import ViclabError, ViclabWarning
 from viclab.core.io import atomic_save_npy, atomic_write, atomic_write_text, check_writable_dir, tensor_file_sha256
 from viclab.core.metrics import threshold_at_fpr
 from viclab.core.runtime import Runtime, require_one_process, select_runtime
-from viclab.data import ImageData
+from viclab.data import ImageData, dataset_modality
 from viclab.data.types import data_fingerprint
 from viclab.detect.autoencoder import build_reconstructor, train_autoencoder, train_dcase
 from viclab.detect.data import load_normal, load_normal_test, load_test
@@ -54,6 +57,7 @@ from viclab.engine.rundir import (
     CONFIG,
     ENCODER,
     METRICS,
+    RunFolder,
     config_diff,
     config_json,
     read_config,
@@ -98,8 +102,8 @@ RECONSTRUCTORS = ("autoencoder", "dcase")  # network kinds trained to reconstruc
 
 
 def noun(data: ImageData) -> str:
-    """What a message calls the items of ``data``: sound clips arrive as float log-mel spectrograms."""
-    return "clips" if data.images.is_floating_point() else "images"
+    """What a message calls the items of ``data``: sound clips arrive as log-mel spectrograms."""
+    return "clips" if data.modality == "spectrogram" else "images"
 
 
 def _network_config(kind: str, cfg: DetectConfig, net_cfg: Config | None, shape: tuple[int, ...]) -> dict[str, Any]:
@@ -161,10 +165,10 @@ def _train_network(cfg: DetectConfig, kind: str, fit: ImageData, holdout: ImageD
         rt = select_runtime(cfg.recipe.train.device, cfg.recipe.train.precision)
         if kind == "dcase":
             return train_dcase(cfg.dcase, fit.images, run_dir, rt, progress, echo), None
-        return train_autoencoder(cfg.autoencoder, fit.images, run_dir, rt, progress, echo), None
+        return train_autoencoder(cfg.autoencoder, fit.images, run_dir, rt, progress, echo, modality=fit.modality), None
     recipe = _recipe(cfg, holdout)
     test = holdout if recipe.train.eval_test else None
-    train(recipe, run_dir, resume=(run_dir / CONFIG).exists(), progress=progress, echo=echo, data=(fit, test))
+    train(recipe, run_dir, resume=(run_dir / CONFIG).exists(), ctx=Context(progress, echo), data=(fit, test))
     model, recipe = _vicreg_from_run(run_dir)
     return (model if kind == "vicreg" else model.encoder), recipe
 
@@ -173,7 +177,7 @@ def _recipe(cfg: DetectConfig, holdout: ImageData) -> Config:
     """The VICReg recipe trained on the normal images: at the detector's image size, with test terms
     on the held-out normal images when there are at least 2."""
     r = cfg.recipe
-    size = cfg.data.size if not holdout.images.is_floating_point() else r.augment.size  # images only
+    size = cfg.data.size if holdout.modality == "image" else r.augment.size  # images only
     return dataclasses.replace(r, augment=dataclasses.replace(r.augment, size=size),
                                train=dataclasses.replace(r.train, eval_test=len(holdout) >= 2))
 
@@ -197,7 +201,7 @@ def _check_inputs(cfg: DetectConfig, kind: str, fit: ImageData) -> tuple[nn.Modu
         return None
     network, net_cfg = _given_network(cfg, kind)
     check_inputs(net_cfg.model.backbone, fit)
-    if fit.images.is_floating_point():
+    if fit.modality == "spectrogram":
         if net_cfg.sound != cfg.recipe.sound and not cfg.encoder.startswith(RANDOM_PREFIX):
             raise ViclabError(f"the encoder {cfg.encoder} was trained on log-mel spectrograms of other settings "
                               f"({'; '.join(config_diff(json.loads(config_json(net_cfg.sound)), cfg.recipe.sound))}); "
@@ -266,41 +270,63 @@ def check_data(folder: str | Path, cfg: DetectDataConfig, sound: SoundConfig) ->
                           "fit the detector again")
 
 
-def _started(folder: Path) -> bool:
-    return any((folder / TRAIN / f).exists() for f in (CHECKPOINT, METRICS))
+STARTED = (f"{TRAIN}/{CHECKPOINT}", f"{TRAIN}/{METRICS}")  # its network's training computed something
 
 
-def _check_folder(folder: Path, cfg: DetectConfig, record: dict[str, Any]) -> bool:
-    """Whether ``folder`` already holds this fitted detector. A folder of another config, other normal
-    images or another encoder is refused once anything was computed there (never mixed with this one);
-    one that never got that far is simply fitted again."""
-    if not (folder / CONFIG).exists():
-        if folder.exists() and any(folder.iterdir()):
-            raise ViclabError(f"{folder} already exists and is not a detector folder; choose another --out")
-        return False
-    kind = run_kind(folder)
-    if kind != "detector":
-        raise ViclabError(f"{folder} holds a {kind} run, not a detector; choose another --out")
+def _saved(folder: Path, cfg: DetectConfig) -> tuple[list[str], Any]:
+    """How a detector folder's saved config differs from ``cfg``, and its saved ``data.json`` record."""
     try:
         saved = json.loads((folder / CONFIG).read_text())
         data = json.loads((folder / DATA).read_text()) if (folder / DATA).exists() else None
-        diffs = config_diff(saved, cfg) if isinstance(saved, dict) else ["config.json is not a config"]
+        return (config_diff(saved, cfg) if isinstance(saved, dict) else ["config.json is not a config"]), data
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        diffs, data = ["unreadable config.json"], None
-    finished = (folder / SUMMARY).exists()
+        return ["unreadable config.json"], None
+
+
+def _check_format(folder: Path) -> None:
+    try:
+        fmt = json.loads((folder / SUMMARY).read_text()).get("format")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        fmt = None
+    if fmt != FORMAT:
+        raise ViclabError(f"{folder} holds a detector of another viclab version (format {fmt}); delete it or "
+                          "choose another --out")
+
+
+def _check_folder(folder: Path, cfg: DetectConfig, record: dict[str, Any]) -> tuple[bool, bool]:
+    """``(already fitted, resumed)``: whether ``folder`` holds this fitted detector, and whether it holds this
+    detector half-fitted (its training continues). A folder of another config, other normal images or another
+    encoder is refused once anything was computed there (never mixed with this one); one that never got that
+    far is simply fitted again (:meth:`RunFolder.inspect`, the run folders' rule)."""
+    state = RunFolder.inspect(folder, STARTED, (SUMMARY,))
+    if state.foreign:
+        raise ViclabError(f"{folder} already exists and is not a detector folder; choose another --out")
+    if not state.configured:
+        return False, False
+    kind = run_kind(folder)
+    if kind != "detector":
+        raise ViclabError(f"{folder} holds a {kind} run, not a detector; choose another --out")
+    diffs, data = _saved(folder, cfg)
     same = not diffs and data == record
-    if not same and (finished or _started(folder)):
+    if not same and (state.finished or state.started):
         what = "another config (" + "; ".join(diffs[:3]) + ")" if diffs else "other normal images or another encoder"
         raise ViclabError(f"{folder} holds a detector of {what}; choose another --out")
-    if finished:
-        try:
-            fmt = json.loads((folder / SUMMARY).read_text()).get("format")
-        except (OSError, json.JSONDecodeError, AttributeError):
-            fmt = None
-        if fmt != FORMAT:
-            raise ViclabError(f"{folder} holds a detector of another viclab version (format {fmt}); delete it or "
-                              "choose another --out")
-    return same and finished
+    if state.finished:
+        _check_format(folder)
+    return same and state.finished, state.started
+
+
+def fit_config(preset: str | None = None, toml: str | None = None,
+               overrides: Sequence[str | tuple[str, Any]] = ()) -> DetectConfig:
+    """The config ``viclab detect fit`` fits (:func:`viclab.config.resolve`): its network trains with the
+    recipe ``preset``, else the TOML file's, else the data's: the images' default (``recipes/detect.toml``),
+    ``fsdd`` for FSDD, ``sound`` for other sounds."""
+    preset = preset or (load_toml(toml).get("preset") if toml else None)
+    cfg = resolve("detect", preset, toml, overrides)
+    data = cfg.data.normal or cfg.data.dataset
+    if preset is None and dataset_modality(data) != "image":
+        cfg = resolve("detect", "fsdd" if data == "fsdd" else "sound", toml, overrides)
+    return cfg
 
 
 def fit_detector(cfg: DetectConfig, folder: str | Path, progress: bool = True,
@@ -315,6 +341,7 @@ def fit_detector(cfg: DetectConfig, folder: str | Path, progress: bool = True,
         held-out normal images.
     """
     require_one_process("fitting a detector")
+    check_detector(cfg.detector, DETECTORS)
     folder = Path(folder)
     check_writable_dir(folder, "detector folder")
     cfg = dataclasses.replace(cfg, data=absolute_paths(cfg.data))
@@ -326,11 +353,11 @@ def fit_detector(cfg: DetectConfig, folder: str | Path, progress: bool = True,
     given = _check_inputs(cfg, cls.network_kind, fit)
     record = data_record(cfg.data, cfg.recipe.sound, fit, holdout) | {
         "encoder_sha256": state_sha256(given[0]) if given else None}
-    if _check_folder(folder, cfg, record):
+    fitted, resumed = _check_folder(folder, cfg, record)
+    if fitted:
         echo(f"{folder}: already fitted")
         return json.loads((folder / SUMMARY).read_text())
     rt = scoring_runtime(cfg)
-    resumed = (folder / CONFIG).exists() and _started(folder)
     if not resumed:
         shutil.rmtree(folder / TRAIN, ignore_errors=True)  # an attempt that never trained: nothing to lose
     write_run_files(folder, cfg, rt, resumed=resumed)
@@ -424,7 +451,7 @@ def load_detector(folder: str | Path, rt: Runtime | None = None) -> tuple[Detect
         found = summary.get("format")
         raise ViclabError(f"{folder} was written by another version of viclab (detector format {found}, this "
                           f"version reads {FORMAT}); fit it again with this version")
-    cfg = detect_config_from_dict(saved, str(folder / CONFIG))
+    cfg = DetectConfig.from_dict(saved, str(folder / CONFIG), DETECTORS)
     cls = DETECTORS[cfg.detector]
     state, meta = _load_tensors(folder / MODEL)
     reference, ref_meta = _load_tensors(folder / REFERENCE)

@@ -14,8 +14,10 @@ import torch
 from torch import Tensor, nn
 
 from viclab.config import AutoencoderConfig, DcaseConfig
+from viclab.core.context import Context
 from viclab.core.errors import ViclabError
 from viclab.core.runtime import Runtime
+from viclab.data.types import unit_float
 from viclab.engine import Objective, RunFolder, fit
 from viclab.engine.loop import read_checkpoint
 from viclab.losses.reconstruction import reconstruction_loss
@@ -52,8 +54,8 @@ def build_reconstructor(kind: str, shape: Sequence[int], ae: AutoencoderConfig, 
 
 
 def _train(run_dir: Path, run_cfg, model: nn.Module, inputs: Tensor, loss, opt, batch: int, epochs: int, seed: int,
-           rt: Runtime, fix: str, progress: bool, echo: Callable[[str], None]) -> nn.Module:
-    """Train ``model`` to reconstruct ``inputs[idx]`` from itself, in the run folder ``run_dir``."""
+           rt: Runtime, fix: str, progress: bool, echo: Callable[[str], None], modality: str) -> nn.Module:
+    """Train ``model`` to reconstruct ``inputs[idx]`` (of ``modality``) from itself, in the run folder ``run_dir``."""
     run = RunFolder.open(run_dir, run_cfg, "auto")
     ckpt = read_checkpoint(run, model)
     model.to(rt.device)
@@ -67,21 +69,17 @@ def _train(run_dir: Path, run_cfg, model: nn.Module, inputs: Tensor, loss, opt, 
 
     def batches(_started: bool):
         if data.dim() == 4:
-            return lambda idx, _gen: (_prepare(data[idx]).contiguous(memory_format=torch.channels_last),)
+            return lambda idx, _gen: (unit_float(data[idx], modality).contiguous(memory_format=torch.channels_last),)
         return lambda idx, _gen: (data[idx],)
 
     fit(run, objective, batches, n=len(data), batch_size=min(batch, len(data)), epochs=epochs, seed=seed, rt=rt,
-        ckpt=ckpt, checkpoint_seconds=CHECKPOINT_SECONDS, progress=progress, echo=echo, epoch_lines=False)
+        ckpt=ckpt, checkpoint_seconds=CHECKPOINT_SECONDS, ctx=Context(progress, echo), epoch_lines=False)
     return model.eval()
 
 
-def _prepare(x: Tensor) -> Tensor:
-    return x if x.is_floating_point() else x.float().div_(255)
-
-
 def train_autoencoder(cfg: AutoencoderConfig, inputs: Tensor, run_dir: Path, rt: Runtime, progress: bool = True,
-                      echo: Callable[[str], None] = print) -> nn.Module:
-    """Train the convolutional autoencoder on normal inputs in the run folder ``run_dir``,
+                      echo: Callable[[str], None] = print, *, modality: str) -> nn.Module:
+    """Train the convolutional autoencoder on normal inputs of ``modality`` in the run folder ``run_dir``,
     continuing it if it holds this run: ``(N, 3, S, S)`` uint8 images (MSE on pixels in [0, 1]) or
     ``(N, 1, n_mels, frames)`` spectrograms (MSE in dB, standardised inside the network).
 
@@ -91,7 +89,7 @@ def train_autoencoder(cfg: AutoencoderConfig, inputs: Tensor, run_dir: Path, rt:
     model = build_reconstructor("autoencoder", inputs.shape[1:], cfg, DcaseConfig())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return _train(run_dir, cfg, model, inputs, reconstruction_loss, opt, cfg.batch_size, cfg.epochs, cfg.seed, rt,
-                  "start again with a lower autoencoder.lr", progress, echo)
+                  "start again with a lower autoencoder.lr", progress, echo, modality)
 
 
 def train_dcase(cfg: DcaseConfig, spectrograms: Tensor, run_dir: Path, rt: Runtime, progress: bool = True,
@@ -104,4 +102,4 @@ def train_dcase(cfg: DcaseConfig, spectrograms: Tensor, run_dir: Path, rt: Runti
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     mse = lambda x, x_hat: (x.float() - x_hat.float()).pow(2).mean()
     return _train(run_dir, cfg, model, vectors, mse, opt, cfg.batch_size, cfg.epochs, cfg.seed, rt,
-                  "start again with a lower dcase.lr", progress, echo)
+                  "start again with a lower dcase.lr", progress, echo, "spectrogram")

@@ -1,29 +1,32 @@
-"""Every detector on one normal set, and the one-class protocol (spec §5) over classes.
+"""Every detector on one normal set, the one loop that repeats it per case, and the one-class protocol.
 
 :func:`fit_all` fits the set of detectors that answers "which detector to trust": VICReg trained
 on the normal images with ``vicreg_terms`` on it, ``knn`` and ``mahalanobis`` on its encoder, the
 ``autoencoder``, on sound the DCASE baseline ``dcase_ae``, and ``knn`` on a random-init encoder (the
-floor). :func:`evaluate` scores them on
-one test set; :func:`one_class` repeats both per class. The study and ``benchmarks/detection.py``
-both run these.
+floor). :func:`evaluate` scores them on one test set; :func:`fit_every_detector` repeats both per
+case (a class, a machine type, a held-out speaker) and :func:`by_group` splits a case's scores by a
+key (machine ID). :func:`one_class` (spec §5), the sound protocols, the study and
+``benchmarks/detection.py`` all run these.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from viclab.config import DetectConfig
+from viclab.config.detect import TERM_SCORES
 from viclab.core.metrics import detection_metrics
-from viclab.data import is_sound
+from viclab.data import dataset_modality
 from viclab.detect.api import fit_detector, load_detector
 from viclab.detect.data import TestSet, load_test
 
 RANDOM_FLOOR = "random-encoder knn"
-QUANTITIES = ("invariance", "variance", "covariance", "loss")
 
 
 def fit_all(base: DetectConfig, folder: Path, random_backbone: str | None = None, progress: bool = False,
@@ -34,7 +37,7 @@ def fit_all(base: DetectConfig, folder: Path, random_backbone: str | None = None
     the floor is ``knn`` on ``random:<backbone>`` (default: the recipe's backbone). Sound data add
     the DCASE 2020 baseline (``dcase_ae``).
     """
-    sound = is_sound(base.data.normal or base.data.dataset)
+    sound = dataset_modality(base.data.normal or base.data.dataset) == "spectrogram"
     wanted = detectors or ("vicreg_terms", "knn", "mahalanobis", "autoencoder", *(("dcase_ae",) if sound else ()),
                            RANDOM_FLOOR)
     cfg = lambda **kw: dataclasses.replace(base, **kw)  # noqa: E731
@@ -63,13 +66,54 @@ def evaluate(folders: dict[str, Path], test: TestSet | None = None, progress: bo
         t0 = time.perf_counter()
         s = det.score(test.data.images, progress)
         seconds = time.perf_counter() - t0
-        keys = QUANTITIES if det.cfg.detector == "vicreg_terms" else ("score",)
+        keys = TERM_SCORES if det.cfg.detector == "vicreg_terms" else ("score",)
         for k in keys:
             label = name if k == "score" else f"{name}:{k}"
             results[label] = {**detection_metrics(test.labels, s[k]), "score_seconds": seconds,
                               "fit_seconds": summary["seconds"]["total"]}
             scores[label] = s[k]
     return {"metrics": results, "scores": scores, "test": test}
+
+
+Case = tuple[str, DetectConfig, Path]  # (key, the detectors' config, their folder)
+
+
+def fit_every_detector(cases: Iterable[Case], summarise: Callable[[str, dict[str, Any]], dict[str, Any]],
+                       line: Callable[[str, dict[str, Any]], str], progress: bool = False,
+                       echo: Callable[[str], None] = print,
+                       on_case: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
+    """The one loop of every protocol: per case, fit every detector (:func:`fit_all`), score them on
+    the case's test set (:func:`evaluate`), and keep a row per case.
+
+    Args:
+        cases: ``(key, config, folder)``: the one-class protocol's classes, the machine types, a held-out speaker.
+        summarise: ``(key, evaluation) -> row``; the loop adds the row's ``"seconds"`` (fit and score).
+        line: ``(key, row) -> the line echoed`` once the row is complete.
+        on_case: sees each case's :func:`evaluate` output (scores and test set included) before it is dropped.
+
+    Returns:
+        ``{key: row}`` in the order of ``cases``.
+    """
+    rows = {}
+    for key, cfg, folder in cases:
+        t0 = time.perf_counter()
+        ev = evaluate(fit_all(cfg, folder, progress=progress, echo=echo), progress=progress)
+        if on_case is not None:
+            on_case(key, ev)
+        rows[key] = {**summarise(key, ev), "seconds": time.perf_counter() - t0}
+        echo(line(key, rows[key]))
+    return rows
+
+
+def by_group(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+             metric: Callable[[np.ndarray, np.ndarray], dict[str, Any]] = detection_metrics) -> dict[str, Any]:
+    """``metric(labels, scores)`` of each group (e.g. machine ID) of ``(M,)`` ``groups``, in sorted order."""
+    return {g: metric(labels[groups == g], scores[groups == g]) for g in sorted(set(groups))}
+
+
+def label_counts(labels: np.ndarray) -> dict[str, int]:
+    """How many normal (0) and anomalous (1) items a test set holds."""
+    return {"normal": int((labels == 0).sum()), "anomalous": int((labels == 1).sum())}
 
 
 def one_class(base: DetectConfig, classes: Sequence[str], folder: Path, progress: bool = False,
@@ -84,17 +128,12 @@ def one_class(base: DetectConfig, classes: Sequence[str], folder: Path, progress
     Returns:
         ``{"classes", "per_class": [{class, metrics, seconds}], "mean_auroc": {detector: mean}}``.
     """
-    rows = []
-    for c in classes:
-        t0 = time.perf_counter()
-        cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, normal_classes=(str(c),)))
-        folders = fit_all(cfg, folder / f"class-{c}", progress=progress, echo=echo)
-        ev = evaluate(folders, progress=progress)
-        if on_class is not None:
-            on_class(str(c), ev)
-        rows.append({"class": str(c), "metrics": ev["metrics"], "seconds": time.perf_counter() - t0})
-        echo(f"one-class {c}: " + "  ".join(f"{k} {v['auroc']:.3f}" for k, v in ev["metrics"].items())
-             + f"  ({rows[-1]['seconds']:.0f}s)")
+    cases = ((str(c), dataclasses.replace(base, data=dataclasses.replace(base.data, normal_classes=(str(c),))),
+              folder / f"class-{c}") for c in classes)
+    rows = list(fit_every_detector(
+        cases, lambda c, ev: {"class": c, "metrics": ev["metrics"]},
+        lambda c, r: f"one-class {c}: " + "  ".join(f"{k} {v['auroc']:.3f}" for k, v in r["metrics"].items())
+        + f"  ({r['seconds']:.0f}s)", progress, echo, on_class).values())
     names = list(rows[0]["metrics"])
     mean = {n: sum(r["metrics"][n]["auroc"] for r in rows) / len(rows) for n in names}
     return {"classes": [str(c) for c in classes], "per_class": rows, "mean_auroc": mean}

@@ -23,7 +23,16 @@ import torch
 
 from viclab.config import DetectDataConfig, SoundConfig
 from viclab.core.errors import ViclabError
-from viclab.data import SOUND_DATASETS, ImageData, is_sound, load_images, load_sound, resolve_data_dir, spectrograms
+from viclab.data import (
+    SOUND_DATASETS,
+    ImageData,
+    dataset_modality,
+    folder_modality,
+    load_images,
+    load_sound,
+    resolve_data_dir,
+    spectrograms,
+)
 from viclab.data.folder import EXTENSIONS, load_image_folder
 from viclab.data.sounds import sound_files
 from viclab.data.wav import EXTENSIONS as SOUND_EXTENSIONS
@@ -67,7 +76,7 @@ def _folder(path: str, role: str, size: int, sound: SoundConfig | None = None) -
     root = Path(path).expanduser()
     if not root.is_dir():
         raise ViclabError(f"the {role} folder {root} does not exist; give a folder of images or sound files")
-    if is_sound(str(root)):
+    if folder_modality(root) == "spectrogram":
         return spectrograms(load_sound("sounds", "test", root, _sound(sound)), _sound(sound))
     if sound_files(root):
         raise ViclabError(f"the {role} folder {root} holds both images and sound files; keep one kind per folder")
@@ -83,25 +92,21 @@ def _folder(path: str, role: str, size: int, sound: SoundConfig | None = None) -
 
 @dataclass(frozen=True)
 class _Part:
-    """Rows of a test set from one source: their data, origins and machines (``(n, 2)`` machine type and
-    ID, or ``None`` where the source carries none)."""
+    """Rows of a test set from one source: their data (with its per-row attributes) and origins."""
 
     data: ImageData
     origin: list[str]
-    machines: np.ndarray | None = None
 
 
 def _dataset(name: str, split: str, data_dir: str | None, size: int, sound: SoundConfig | None) -> _Part:
     """A registered dataset's split (or, for ``anomalies``, an image or sound folder) with each row's
     origin: ``dataset:class`` for images, ``dataset:file`` for sound clips."""
-    if not is_sound(name):
+    if dataset_modality(name) == "image":
         data = load_images(name, split, data_dir, size)
         return _Part(data, [f"{name}:{data.classes[y]}" for y in data.labels.numpy()])
     layout, root = (name, resolve_data_dir(data_dir)) if name in SOUND_DATASETS else ("sounds", Path(name))
     clips = load_sound(layout, split, root, _sound(sound))
-    machines = np.stack([clips.attrs["machine"], clips.attrs["machine_id"]], axis=1) \
-        if "machine_id" in clips.attrs else None
-    return _Part(spectrograms(clips, _sound(sound)), [f"{name}:{f}" for f in clips.origin], machines)
+    return _Part(spectrograms(clips, _sound(sound)), [f"{name}:{f}" for f in clips.origin])
 
 
 def _split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -118,9 +123,9 @@ def _split_files(data: ImageData, share: float, seed: int) -> tuple[np.ndarray, 
     ever); the sliding windows of one recording all go to one side, ``round(share * files)`` files held
     out: windows of a fitted recording in the held-out or test rows would make them look normal.
     """
-    if data.windows is None:
+    if data.sources() is None:
         return _split(len(data), share, seed)
-    sources, row_source = np.unique(data.files, return_inverse=True)
+    sources, row_source = np.unique(data.sources(), return_inverse=True)
     kept, held = _split(len(sources), share, seed)
     return np.flatnonzero(np.isin(row_source, kept)), np.flatnonzero(np.isin(row_source, held))
 
@@ -197,9 +202,8 @@ def _normal_pool(cfg: DetectDataConfig, sound: SoundConfig | None = None) -> tup
 def _same_kind(normal: ImageData, other: ImageData, role: str) -> None:
     """Refuse to test images against sound (or spectrograms of other settings)."""
     a, b = normal.images, other.images
-    if a.is_floating_point() != b.is_floating_point():
-        kinds = ("sound clips" if a.is_floating_point() else "images", "sound clips" if b.is_floating_point()
-                 else "images")
+    if normal.modality != other.modality:
+        kinds = tuple("sound clips" if d.modality == "spectrogram" else "images" for d in (normal, other))
         raise ViclabError(f"the normal data are {kinds[0]} but the {role} data are {kinds[1]}; give {kinds[0]}")
     if a.shape[1:] != b.shape[1:]:
         raise ViclabError(f"the {role} spectrograms are {tuple(b.shape[1:])}, the normal ones {tuple(a.shape[1:])}; "
@@ -249,7 +253,7 @@ def load_test(cfg: DetectDataConfig, abnormal: str | None = None, anomalies: str
         keep = np.flatnonzero(np.isin(labels, sorted(normal | odd)))
         test_labels = torch.from_numpy(np.where(np.isin(labels[keep], sorted(normal)), NORMAL, ANOMALOUS))
         rows = replace(whole.data.rows(keep), labels=test_labels, classes=TEST_CLASSES)
-        parts = [_Part(rows, [whole.origin[i] for i in keep], None if whole.machines is None else whole.machines[keep])]
+        parts = [_Part(rows, [whole.origin[i] for i in keep])]
     else:
         _, normal_test = _normal_pool(cfg, sound)
         parts = [_Part(_take(normal_test, np.arange(len(normal_test)), NORMAL), ["normal"] * len(normal_test))]
@@ -264,14 +268,13 @@ def load_test(cfg: DetectDataConfig, abnormal: str | None = None, anomalies: str
                               "the anomalies, or give another dataset")
         extra = _dataset(anomalies, "test", cfg.data_dir, cfg.size, sound)
         _same_kind(parts[0].data, extra.data, "anomalies")
-        parts.append(_Part(_take(extra.data, np.arange(len(extra.data)), ANOMALOUS), extra.origin, extra.machines))
+        parts.append(_Part(_take(extra.data, np.arange(len(extra.data)), ANOMALOUS), extra.origin))
     return _test_set(parts)
 
 
 def _test_set(parts: list[_Part]) -> TestSet:
     """The parts as one test set, refused unless it holds both normal and anomalous rows."""
-    data = ImageData(torch.cat([p.data.images for p in parts]), torch.cat([p.data.labels for p in parts]),
-                     TEST_CLASSES)
+    data = ImageData.cat([p.data for p in parts], TEST_CLASSES)
     labels = data.labels.numpy()
     if not (labels == ANOMALOUS).any():
         raise ViclabError("the test set holds no anomalous images; give --abnormal DIR, --anomalies DATASET, or "
@@ -280,14 +283,14 @@ def _test_set(parts: list[_Part]) -> TestSet:
         raise ViclabError("the test set holds no normal images; give --normal-test DIR or fewer normal classes")
     ids = [p.data.ids() for p in parts]
     files = np.concatenate(ids) if all(i is not None for i in ids) else None
-    return TestSet(data, np.array([o for p in parts for o in p.origin]), files, _groups(parts))
+    return TestSet(data, np.array([o for p in parts for o in p.origin]), files, _groups(data))
 
 
-def _groups(parts: list[_Part]) -> np.ndarray | None:
-    """Each row's machine ID where every part carries one; ``machine/id`` when several machine types mix."""
-    if any(p.machines is None for p in parts):
+def _groups(data: ImageData) -> np.ndarray | None:
+    """Each row's machine ID where every row carries one; ``machine/id`` when several machine types mix."""
+    if "machine_id" not in data.attrs:
         return None
-    machines = np.concatenate([p.machines for p in parts])
-    if len(set(machines[:, 0])) == 1:
-        return machines[:, 1].copy()
-    return np.array([f"{m}/{i}" for m, i in machines])
+    machines, ids = data.attrs["machine"], data.attrs["machine_id"]
+    if len(set(machines)) == 1:
+        return ids.copy()
+    return np.array([f"{m}/{i}" for m, i in zip(machines, ids)])

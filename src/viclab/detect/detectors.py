@@ -17,7 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from viclab.config import Config, DetectConfig
+from viclab.config.detect import TERM_SCORES
 from viclab.core.runtime import Runtime
+from viclab.data.types import unit_float
 from viclab.detect.scores import (
     NormalStats,
     fit_gaussian,
@@ -27,8 +29,9 @@ from viclab.detect.scores import (
     view_invariance,
 )
 from viclab.losses.reconstruction import reconstruction_errors
-from viclab.models import fit_standardizers, stack_frames
-from viclab.views import eval_transform, view_maker
+from viclab.models import DenseAutoencoder, SpecAutoencoder, fit_standardizers, input_modality, stack_frames
+from viclab.represent.encode import encode
+from viclab.views import view_maker
 
 
 def _batches(images: Tensor, size: int, progress: bool, desc: str):
@@ -58,29 +61,35 @@ class Detector:
     name: ClassVar[str]
     network_kind: ClassVar[str]  # "encoder", "vicreg", "autoencoder" or "dcase"
 
-    def __init__(self, cfg: DetectConfig, network: nn.Module, rt: Runtime,
+    def __init__(self, cfg: DetectConfig, network: nn.Module | None, rt: Runtime,
                  reference: dict[str, Tensor] | None = None, recipe: Config | None = None) -> None:
         self.cfg, self.rt = cfg, rt
         self.recipe = recipe or cfg.recipe
         self.augment, self.loss = self.recipe.augment, self.recipe.loss
-        self.network = network.to(rt.device, memory_format=torch.channels_last).eval()
+        # None: a detector given representations (``viclab anomaly`` on a stored table) needs no network.
+        self.network = None if network is None else network.to(rt.device, memory_format=torch.channels_last).eval()
         self.reference = reference or {}
+
+    @property
+    def modality(self) -> str:
+        """What the network takes (:data:`viclab.data.MODALITIES`), a fact of the network: a reconstructor's
+        class (built for the normal data's shape), else the backbone of the recipe it was trained or built with.
+        Fitting checked it against the normal data (:func:`~viclab.models.check_inputs`)."""
+        if self.network_kind in ("autoencoder", "dcase"):
+            return "spectrogram" if isinstance(self.network, (SpecAutoencoder, DenseAutoencoder)) else "image"
+        return input_modality(self.recipe.model.backbone)
 
     def prepare(self, normal: Tensor) -> None:
         """Before the reference is computed: a given encoder that standardises spectrograms but was
         never trained on them (``random:spec_cnn``) takes the normal clips' statistics."""
         fit_standardizers(self.network, normal.to(self.rt.device))
 
-    @torch.no_grad()
     def features(self, images: Tensor, progress: bool = False) -> Tensor:
-        """``(M, 3, S, S)`` uint8 (or spectrograms) -> ``(M, D)`` float32 encoder representations (normalise only)."""
+        """``(M, 3, S, S)`` uint8 (or spectrograms) -> ``(M, D)`` float32 encoder representations (normalise
+        only): :func:`~viclab.represent.encode.encode`, in ``cfg.batch_size`` batches on :attr:`rt`."""
         encoder = self.network.encoder if self.network_kind == "vicreg" else self.network
-        out = []
-        for _, x in _batches(images, self.cfg.batch_size, progress, f"{self.name}: encoding"):
-            x = _channels_last(eval_transform(x.to(self.rt.device), self.augment))
-            with self.rt.autocast():
-                out.append(encoder(x).float().cpu())
-        return torch.cat(out)
+        return encode(encoder, images, self.augment, self.cfg.batch_size, self.rt, progress, f"{self.name}: encoding",
+                      modality=self.modality)
 
     def fit_reference(self, normal: Tensor, progress: bool = False) -> None:
         """Compute :attr:`reference` from ``(N, 3, S, S)`` uint8 normal images."""
@@ -96,11 +105,19 @@ class KnnDetector(Detector):
     name, network_kind = "knn", "encoder"
 
     def fit_reference(self, normal: Tensor, progress: bool = False) -> None:
-        self.reference = {"features": self.features(normal, progress)}
+        self.fit_features(self.features(normal, progress))
+
+    def fit_features(self, normal: Tensor) -> None:
+        """The reference from ``(N, D)`` normal representations already computed."""
+        self.reference = {"features": normal}
 
     def score(self, images: Tensor, progress: bool = False) -> dict[str, np.ndarray]:
+        return self.score_features(self.features(images, progress).numpy())
+
+    def score_features(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """Scores of ``(M, D)`` representations already computed."""
         ref = self.reference["features"].numpy()
-        return {"score": knn_scores(ref, self.features(images, progress).numpy(), self.cfg.k, self.cfg.cosine)}
+        return {"score": knn_scores(ref, features, self.cfg.k, self.cfg.cosine)}
 
 
 class MahalanobisDetector(Detector):
@@ -124,21 +141,17 @@ class VICRegTermsDetector(Detector):
 
     name, network_kind = "vicreg_terms", "vicreg"
 
-    @torch.no_grad()
     def projections(self, images: Tensor, progress: bool = False) -> Tensor:
-        """``(M, d)`` float64 projections of the un-augmented images (normalise only)."""
-        out = []
-        for _, x in _batches(images, self.cfg.batch_size, progress, "vicreg_terms: projecting"):
-            x = _channels_last(eval_transform(x.to(self.rt.device), self.augment))
-            with self.rt.autocast():
-                out.append(self.network(x).double().cpu())
-        return torch.cat(out)
+        """``(M, d)`` float64 projections of the un-augmented images (normalise only; through float32, which
+        holds every fp32 or bf16 output exactly)."""
+        return encode(self.network, images, self.augment, self.cfg.batch_size, self.rt, progress,
+                      "vicreg_terms: projecting", modality=self.modality).double()
 
     @torch.no_grad()
     def view_projections(self, x: Tensor, gen: torch.Generator) -> Tensor:
         """``(K, B, d)`` projections of ``K = cfg.views`` augmented views of ``(B, 3, S, S)`` uint8 ``x``."""
         k = self.cfg.views
-        views = _channels_last(view_maker(x, self.recipe)(x.repeat(k, 1, 1, 1), gen))
+        views = _channels_last(view_maker(self.modality, self.recipe)(x.repeat(k, 1, 1, 1), gen))
         with self.rt.autocast():
             z = self.network(views).float()
         return z.view(k, len(x), -1)
@@ -160,7 +173,7 @@ class VICRegTermsDetector(Detector):
         # variance and covariance of both views' sets). The variance contribution is usually negative for an
         # outlier (it widens the spread), so as a ranking score it flags typical images first.
         total = loss.inv_weight * invariance + loss.var_weight * var + loss.cov_weight * cov
-        out = {"invariance": invariance, "variance": var, "covariance": cov, "loss": total}
+        out = dict(zip(TERM_SCORES, (invariance, var, cov, total)))
         return {"score": out[self.cfg.score].numpy(), **{k: v.numpy() for k, v in out.items()}}
 
 
@@ -173,15 +186,10 @@ class AutoencoderDetector(Detector):
     def score(self, images: Tensor, progress: bool = False) -> dict[str, np.ndarray]:
         out = []
         for _, x in _batches(images, self.cfg.batch_size, progress, "autoencoder: reconstructing"):
-            x = _channels_last(autoencoder_input(x.to(self.rt.device)))
+            x = _channels_last(unit_float(x.to(self.rt.device), self.modality))
             with self.rt.autocast():
                 out.append(reconstruction_errors(x, self.network(x)).cpu())
         return {"score": torch.cat(out).numpy()}
-
-
-def autoencoder_input(x: Tensor) -> Tensor:
-    """What the autoencoder reconstructs: uint8 images as floats in [0, 1]; spectrograms (dB) as they are."""
-    return x if x.is_floating_point() else x.float().div_(255)
 
 
 class DcaseDetector(Detector):

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,17 +21,14 @@ from typing import Any
 import numpy as np
 
 from viclab.config import Config, DetectConfig
-from viclab.core.metrics import auroc_interval, detection_metrics
-from viclab.data import load_inputs
+from viclab.core.context import Context
+from viclab.core.metrics import auroc_interval
 from viclab.detect import compare
+from viclab.detect.data import TestSet
 from viclab.engine import train
 from viclab.eval import linear_probe
 from viclab.models import fit_standardizers
-from viclab.represent.encode import encode, load_source
-
-
-def _quiet(_line: str) -> None:
-    pass
+from viclab.represent.encode import Representations, Source, load_source, representations, state_sha256
 
 
 def _with_sound(cfg: DetectConfig, **sound: Any) -> DetectConfig:
@@ -40,12 +36,11 @@ def _with_sound(cfg: DetectConfig, **sound: Any) -> DetectConfig:
     return dataclasses.replace(cfg, recipe=recipe)
 
 
-def machine_id(origin: str) -> str:
-    """``mimii:-6_dB_fan/fan/id_00/normal/00000001.wav`` or ``dcase:fan/test/anomaly_id_00_0.wav`` -> ``id_00``."""
-    found = re.search(r"id_\d+", origin)
-    if found is None:
-        raise ValueError(f"no machine ID in {origin!r}")
-    return found.group(0)
+def machine_ids(test: TestSet) -> np.ndarray:
+    """``(M,)`` each test row's machine ID (``id_00``), as the MIMII or DCASE loader read it from the path."""
+    if "machine_id" not in test.data.attrs:
+        raise ValueError("the test rows carry no machine ID; machine IDs come with MIMII or DCASE data")
+    return test.data.attrs["machine_id"]
 
 
 def machine_sounds(base: DetectConfig, machines: Sequence[str], folder: Path, progress: bool = False,
@@ -63,36 +58,34 @@ def machine_sounds(base: DetectConfig, machines: Sequence[str], folder: Path, pr
         ``{machine: {"ids", "per_id": {detector: {id: {auroc, pauc, ...}}}, "all": {detector: metrics
         with a 95% bootstrap interval}, "mean_id_auroc": {detector: mean}, "seconds", "fit", "test"}}``.
     """
-    out = {}
-    for machine in machines:
-        t0 = time.perf_counter()
-        cfg = _with_sound(dataclasses.replace(base, data=dataclasses.replace(base.data, normal_classes=("normal",))),
-                          machines=(machine,))
-        folders = compare.fit_all(cfg, folder / machine, progress=progress, echo=echo)
-        ev = compare.evaluate(folders, progress=progress)
-        if on_machine is not None:
-            on_machine(machine, ev)
+    def summarise(machine: str, ev: dict[str, Any]) -> dict[str, Any]:
         test = ev["test"]
-        ids = np.array([machine_id(o) for o in test.origin])
-        per_id: dict[str, dict[str, Any]] = {}
-        overall: dict[str, Any] = {}
-        for name, scores in ev["scores"].items():
-            per_id[name] = {i: detection_metrics(test.labels[ids == i], scores[ids == i]) for i in sorted(set(ids))}
-            low, high = auroc_interval(test.labels, scores)
-            overall[name] = {**ev["metrics"][name], "auroc_interval": [low, high]}
-        seconds = time.perf_counter() - t0
-        out[machine] = {
-            "ids": sorted(set(ids)), "per_id": per_id, "all": overall,
+        ids = machine_ids(test)
+        per_id = {n: compare.by_group(ids, test.labels, scores) for n, scores in ev["scores"].items()}
+        return {
+            "ids": sorted(set(ids)), "per_id": per_id, "all": _with_intervals(ev),
             "mean_id_auroc": {n: float(np.mean([m["auroc"] for m in v.values()])) for n, v in per_id.items()},
             "mean_id_pauc": {n: float(np.mean([m["pauc"] for m in v.values()])) for n, v in per_id.items()},
-            "test": {"normal": int((test.labels == 0).sum()), "anomalous": int((test.labels == 1).sum())},
+            "test": compare.label_counts(test.labels),
             "fit_seconds": {n: m["fit_seconds"] for n, m in ev["metrics"].items()},
             "score_seconds": {n: m["score_seconds"] for n, m in ev["metrics"].items()},
-            "seconds": seconds,
         }
-        echo(f"{machine}: " + "  ".join(f"{n} {v:.3f}" for n, v in out[machine]["mean_id_auroc"].items())
-             + f"  ({seconds:.0f}s)")
-    return out
+
+    def config(machine: str) -> DetectConfig:
+        return _with_sound(dataclasses.replace(base, data=dataclasses.replace(base.data, normal_classes=("normal",))),
+                           machines=(machine,))
+
+    return compare.fit_every_detector(
+        ((m, config(m), folder / m) for m in machines), summarise,
+        lambda m, r: f"{m}: " + "  ".join(f"{n} {v:.3f}" for n, v in r["mean_id_auroc"].items())
+        + f"  ({r['seconds']:.0f}s)", progress, echo, on_machine)
+
+
+def _with_intervals(ev: dict[str, Any]) -> dict[str, Any]:
+    """Each detector's metrics of an evaluation with its AUROC's 95% bootstrap interval."""
+    test = ev["test"]
+    return {n: {**m, "auroc_interval": list(auroc_interval(test.labels, ev["scores"][n]))}
+            for n, m in ev["metrics"].items()}
 
 
 def one_digit(base: DetectConfig, digits: Sequence[str], folder: Path, progress: bool = False,
@@ -110,17 +103,21 @@ def held_out_speaker(base: DetectConfig, speaker: str, speakers: Sequence[str], 
     normal = tuple(s for s in speakers if s != speaker)
     cfg = _with_sound(dataclasses.replace(base, data=dataclasses.replace(
         base.data, dataset="fsdd", normal_classes=normal, anomaly_classes=(speaker,))), label="speaker")
+    return compare.fit_every_detector(
+        [(speaker, cfg, folder)],
+        lambda _, ev: {"speaker": speaker, "normal_speakers": list(normal), "metrics": _with_intervals(ev),
+                       "test": compare.label_counts(ev["test"].labels)},
+        lambda _, r: f"held-out speaker {speaker}: " + "  ".join(f"{n} {m['auroc']:.3f}"
+                                                                 for n, m in r["metrics"].items()),
+        progress, echo)[speaker]
+
+
+def _probe(source: Source, data_dir: str | None) -> tuple[dict[str, Any], Representations, Representations]:
+    """A linear probe on ``source``'s FSDD train -> test representations: ``({top1, top5, seconds}, train, test)``."""
     t0 = time.perf_counter()
-    folders = compare.fit_all(cfg, folder, progress=progress, echo=echo)
-    ev = compare.evaluate(folders, progress=progress)
-    test = ev["test"]
-    result = {"speaker": speaker, "normal_speakers": list(normal),
-              "metrics": {n: {**m, "auroc_interval": list(auroc_interval(test.labels, ev["scores"][n]))}
-                          for n, m in ev["metrics"].items()},
-              "test": {"normal": int((test.labels == 0).sum()), "anomalous": int((test.labels == 1).sum())},
-              "seconds": time.perf_counter() - t0}
-    echo(f"held-out speaker {speaker}: " + "  ".join(f"{n} {m['auroc']:.3f}" for n, m in result["metrics"].items()))
-    return result
+    train, test = (representations(source, split, "fsdd", data_dir) for split in ("train", "test"))
+    result = linear_probe(train.features, train.labels, test.features, test.labels)
+    return {"top1": result.top1, "top5": result.top5, "seconds": time.perf_counter() - t0}, train, test
 
 
 def probe_digits(recipe: Config, held_out: Sequence[str], folder: Path, progress: bool = False,
@@ -139,19 +136,18 @@ def probe_digits(recipe: Config, held_out: Sequence[str], folder: Path, progress
     t0 = time.perf_counter()
     run = folder / "vicreg"
     if not (run / "encoder.safetensors").exists():
-        train(cfg, run, resume=(run / "config.json").exists(), progress=progress, echo=echo)
+        train(cfg, run, resume=(run / "config.json").exists(), ctx=Context(progress, echo))
     t_train = time.perf_counter() - t0
     out: dict[str, Any] = {"held_out_speakers": list(held_out)}
-    inputs = {split: load_inputs("fsdd", split, cfg.data.data_dir, cfg) for split in ("train", "test")}
-    encoders = {"vicreg": load_source(run).module, "random": load_source(f"random:{cfg.model.backbone}",
-                                                                          seed=cfg.train.seed).module}
-    fit_standardizers(encoders["random"], inputs["train"].images)  # the floor sees standardised spectrograms too
-    for name, module in encoders.items():
-        t1 = time.perf_counter()
-        tr, te = (encode(module, inputs[s].images, cfg.augment).numpy() for s in ("train", "test"))
-        result = linear_probe(tr, inputs["train"].labels.numpy(), te, inputs["test"].labels.numpy())
-        out[name] = {"top1": result.top1, "top5": result.top5, "seconds": time.perf_counter() - t1}
-    out["train_clips"], out["test_clips"] = len(inputs["train"]), len(inputs["test"])
+    data_dir = cfg.data.data_dir
+    # Both encoders read the clips through this probe's sound settings (the held-out speakers).
+    out["vicreg"], train_reps, test_reps = _probe(dataclasses.replace(load_source(run), config=cfg), data_dir)
+    floor = load_source(f"random:{cfg.model.backbone}", seed=cfg.train.seed)
+    fit_standardizers(floor.module, train_reps.data.images)  # the floor sees standardised spectrograms too
+    # Keyed by its fitted state: the standardisation is part of what it computes.
+    out["random"], _, _ = _probe(dataclasses.replace(floor, config=cfg, weights_sha256=state_sha256(floor.module)),
+                                 data_dir)
+    out["train_clips"], out["test_clips"] = len(train_reps.labels), len(test_reps.labels)
     out["train_seconds"] = t_train
     echo(f"FSDD digits, speakers {', '.join(held_out)} held out: linear probe top-1 VICReg "
          f"{out['vicreg']['top1']:.1%} vs random init {out['random']['top1']:.1%}")

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from viclab.config import RESYNTH_MAX_SECONDS, SoundConfig
+from viclab.config import ResynthConfig, SoundConfig
 from viclab.core.errors import ViclabError
 from viclab.core.io import atomic_write_text, check_writable_dir
 from viclab.data.wav import cut, decode, write_wav
 from viclab.detect import Detector, load_detector
 from viclab.models import ConvAutoencoder, stack_frames
-from viclab.plot.figures import save_png
+from viclab.plot.figures import spectrogram_panels_png
 from viclab.signal import (
     LogMel,
     log_spectral_distance,
@@ -64,25 +64,6 @@ def reconstruct(det: Detector, logmel: Tensor) -> Tensor:
                       "dcase_ae detector folder, or none")
 
 
-def _figure(panels: list[tuple[str, Tensor]], cfg: SoundConfig, title: str, path: Path) -> Path:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.2 * len(panels), 3.6), dpi=120, layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    lo = min(float(p.min()) for _, p in panels)
-    hi = max(float(p.max()) for _, p in panels)
-    seconds = panels[0][1].shape[-1] * cfg.hop_length / cfg.rate
-    for ax, (name, spec) in zip(axes, panels):
-        im = ax.imshow(spec.squeeze().numpy(), origin="lower", aspect="auto", cmap="magma", vmin=max(lo, hi - 80),
-                       vmax=hi, extent=(0, seconds, 0, cfg.n_mels))
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("seconds")
-    axes[0].set_ylabel("mel band")
-    fig.colorbar(im, ax=list(axes), label="dB", shrink=0.85)
-    fig.suptitle(title, fontsize=10)
-    return save_png(fig, path)
-
-
 def _check_clip(wave: np.ndarray, clip: str | Path, cfg: SoundConfig, max_seconds: float) -> None:
     """Refuse, before anything is written, a clip that has nothing to resynthesise or would take too long."""
     seconds = len(wave) / cfg.rate
@@ -108,8 +89,9 @@ def _json(result: dict[str, Any], clip: str | Path) -> str:
 
 
 def resynthesise(clip: str | Path, out: str | Path, detector: str | Path | None = None,
-                 sound: SoundConfig | None = None, n_iter: int = 32, momentum: float = 0.99, seed: int = 0,
-                 max_seconds: float = RESYNTH_MAX_SECONDS, echo: Callable[[str], None] = print) -> dict[str, Any]:
+                 sound: SoundConfig | None = None, n_iter: int = ResynthConfig.n_iter,
+                 momentum: float = ResynthConfig.momentum, seed: int = ResynthConfig.seed,
+                 max_seconds: float = ResynthConfig.max_seconds, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Turn a clip's log-mel spectrogram (or a detector's reconstruction of it) back into sound.
 
     Without ``detector`` the whole file is analysed with ``sound`` (default: the DCASE settings);
@@ -174,8 +156,9 @@ def resynthesise(clip: str | Path, out: str | Path, detector: str | Path | None 
     if det is not None:
         panels.append((f"{det.cfg.detector} reconstruction", target[0]))
     panels.append(("resynthesised audio", frontend(torch.from_numpy(y.astype(np.float32))[None])[0]))
-    _figure(panels, cfg, f"{Path(clip).name}: log-mel spectrograms (Griffin-Lim, {n_iter} iterations)",
-            out / "spectrograms.png")
+    spectrogram_panels_png(panels, logmel.shape[-1] * cfg.hop_length / cfg.rate, cfg.n_mels,
+                           f"{Path(clip).name}: log-mel spectrograms (Griffin-Lim, {n_iter} iterations)",
+                           out / "spectrograms.png")
     atomic_write_text(out / "resynth.json", text)
     v = result["vs_original"]
     echo(f"{Path(clip).name}: spectral convergence {v['spectral_convergence']:.3f}, log-spectral distance "

@@ -13,16 +13,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from viclab.config import DetectDataConfig
+from viclab.config import DetectDataConfig, MonitorConfig
 from viclab.core.errors import ViclabError
 from viclab.core.io import atomic_write_text, check_writable_dir
 from viclab.core.metrics import auroc_interval, detection_metrics, rates_at
 from viclab.detect.api import calibrated_threshold, check_data, load_detector, noun
+from viclab.detect.compare import by_group
 from viclab.detect.data import ANOMALOUS, NORMAL, TestSet, load_test
 from viclab.detect.detectors import Detector
 from viclab.losses import VICRegLoss, VICRegTerms
-from viclab.plot import detection as figures
-from viclab.plot.figures import image_grid_png
+from viclab.plot import figures
 from viclab.views import view_maker
 
 TERMS = VICRegTerms._fields[1:]  # invariance, variance, covariance
@@ -92,12 +92,9 @@ def _per_group(test: TestSet, s: np.ndarray) -> dict[str, Any] | None:
     mean AUROC and pAUC (the DCASE convention: a detector is judged per machine, then averaged)."""
     if test.groups is None:
         return None
-    groups: dict[str, Any] = {}
-    for g in sorted(set(test.groups)):
-        mask = test.groups == g
-        labels = test.labels[mask]
-        if labels.min() != labels.max():
-            groups[g] = _with_interval(labels, s[mask])
+    metrics = by_group(test.groups, test.labels, s,
+                       lambda labels, scores: _with_interval(labels, scores) if labels.min() != labels.max() else None)
+    groups = {g: m for g, m in metrics.items() if m is not None}
     if not groups:
         return None
     return {"groups": groups, "mean_auroc": float(np.mean([m["auroc"] for m in groups.values()])),
@@ -120,9 +117,9 @@ def _caption(test: TestSet, i: int, score: float) -> str:
     return "\n".join([name[:18], name[18:]] if len(name) > 18 else [name]) + f"\n{score:.3g}"
 
 
-def _score_one(name: str, det: Detector, summary: dict[str, Any], test: TestSet, top: int, progress: bool,
-               echo: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray | None, tuple]:
-    """One detector's scores on its test set: ``(metrics.json entry, scores, flags, top-anomalies row)``."""
+def _score_one(name: str, det: Detector, summary: dict[str, Any], test: TestSet, progress: bool,
+               echo: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray | None]:
+    """One detector's scores on its test set: ``(metrics.json entry, scores, flags)``."""
     t0 = time.perf_counter()
     scores = det.score(test.data.images, progress)
     seconds = time.perf_counter() - t0
@@ -141,9 +138,7 @@ def _score_one(name: str, det: Detector, summary: dict[str, Any], test: TestSet,
                                          f"{m['auroc_interval'][1]:.2f}] pAUC {m['pauc']:.3f}"
                                          for g, m in result["per_group"]["groups"].items())
              + f"; mean AUROC {result['per_group']['mean_auroc']:.3f}")
-    order = np.argsort(-s, kind="stable")[:top]
-    row = (name, [test.data.images[i] for i in order], [_caption(test, i, s[i]) for i in order])
-    return result, scores, (s > threshold if threshold is not None else None), row
+    return result, scores, (s > threshold if threshold is not None else None)
 
 
 def run_score(folders: Sequence[str | Path], out: str | Path, abnormal: str | None = None,
@@ -180,18 +175,18 @@ def run_score(folders: Sequence[str | Path], out: str | Path, abnormal: str | No
     names = [n if names.count(n) == 1 else f"{n}-{i}" for i, n in enumerate(names)]
     results, all_scores, flags, rows = {}, [], [], []
     for name, det, (_, summary), t in zip(names, detectors, loaded, tests):
-        results[name], scores, flag, row = _score_one(name, det, summary, t, top, progress, echo)
+        results[name], scores, flag = _score_one(name, det, summary, t, progress, echo)
         all_scores.append(scores)
         flags.append(flag)
-        rows.append(row)
+        rows.append((name, scores["score"], lambda i, t=t: t.data.images[i], lambda i, v, t=t: _caption(t, i, v)))
     n0, n1 = int((labels == NORMAL).sum()), int((labels == ANOMALOUS).sum())
     title = f"{n0} normal vs {n1} anomalous test {unit}"
     figures.roc_pr_png([(n, labels, s["score"]) for n, s in zip(names, all_scores)], title, out / "roc_pr.png")
     for name, s, (_, summary) in zip(names, all_scores, loaded):
         figures.score_hist_png(s["score"][labels == NORMAL], s["score"][labels == ANOMALOUS], summary.get("threshold"),
                                f"{name}: {title}", out / f"hist-{name}.png")
-    image_grid_png(rows, f"the {min(top, len(labels))} most anomalous test {unit} per detector (file, score)",
-                   out / "top_anomalies.png")
+    figures.top_anomalies_png(rows, top, f"the {min(top, len(labels))} most anomalous test {unit} per detector "
+                              "(file, score)", out / "top_anomalies.png", test.data.modality)
     atomic_write_text(out / "scores.csv", _csv(test, names, all_scores, flags))
     payload = {"test": {"normal": n0, "anomalous": n1, "abnormal": abnormal or data_cfg.abnormal,
                         "anomalies": anomalies or data_cfg.anomalies}, "detectors": results}
@@ -231,7 +226,7 @@ def batch_terms(det: Detector, batches: Sequence[torch.Tensor], seed: int = 0,
     from tqdm import tqdm
 
     for x in tqdm(batches, desc="monitor", disable=not progress, leave=False, dynamic_ncols=True):
-        v1, v2 = view_maker(x, det.recipe).pair(x.to(det.rt.device), gen)
+        v1, v2 = view_maker(det.modality, det.recipe).pair(x.to(det.rt.device), gen)
         with det.rt.autocast():
             z1, z2 = det.network(v1.contiguous(memory_format=torch.channels_last)), \
                 det.network(v2.contiguous(memory_format=torch.channels_last))
@@ -241,9 +236,9 @@ def batch_terms(det: Detector, batches: Sequence[torch.Tensor], seed: int = 0,
     return {k: np.array(v) for k, v in out.items()}
 
 
-def run_monitor(folder: str | Path, out: str | Path, stream: str = "normal:20,anomalous:5,normal:10,anomalous:5",
-                batch_size: int = 64, abnormal: str | None = None, anomalies: str | None = None,
-                data_dir: str | None = None, seed: int = 0, progress: bool = True,
+def run_monitor(folder: str | Path, out: str | Path, stream: str = MonitorConfig.stream,
+                batch_size: int = MonitorConfig.batch_size, abnormal: str | None = None, anomalies: str | None = None,
+                data_dir: str | None = None, seed: int = MonitorConfig.seed, progress: bool = True,
                 echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Feed a stream of batches to a ``vicreg_terms`` detector and record the three terms per batch.
 

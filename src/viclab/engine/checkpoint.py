@@ -117,10 +117,6 @@ def _unreadable_reason(e: BaseException) -> str:
     return f"it is damaged or not a weights file ({type(e).__name__}: {first[:200]})"
 
 
-# ImageNet's channel statistics: what VICReg's resnet50.pth, DINO and most timm ImageNet checkpoints were
-# trained to see (timm's augreg ViTs use 0.5 / 0.5: give those as a run's augment.mean/std instead).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # Keys under which training scripts nest a backbone's weights (a full checkpoint, DINO's teacher).
 _NESTED = ("state_dict", "model", "teacher", "student")
 

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.errors import ViclabError
 from viclab.core.runtime import (
     Runtime,
@@ -41,6 +42,7 @@ from viclab.core.runtime import (
 from viclab.engine import rundir
 from viclab.engine.checkpoint import FOREIGN_CHECKPOINT, load_checkpoint, load_state, save_checkpoint
 from viclab.engine.rundir import RunFolder
+from viclab.losses import VICRegTerms
 
 LOG_FLUSH_STEPS = 50  # batch terms stay on the device this long: no per-step sync on GPU
 
@@ -170,7 +172,8 @@ def _stream_seed(seed: int, rank: int, epoch: int = 0) -> int:
     return seed if rank == 0 and epoch == 0 else seed * 1_000_003 + rank * 7919 + epoch
 
 
-def _restore_streams(gen: torch.Generator, ckpt: dict[str, Any], rt: Runtime, seed: int, echo) -> None:
+def _restore_streams(gen: torch.Generator, ckpt: dict[str, Any], rt: Runtime, seed: int,
+                     echo: Callable[[str], None]) -> None:
     """Continue this rank's generator stream from the checkpoint.
 
     Exact when the run resumes with the same world size on the same device type. Otherwise
@@ -201,7 +204,7 @@ def _restore_streams(gen: torch.Generator, ckpt: dict[str, Any], rt: Runtime, se
 def fit(run: RunFolder, objective: Objective, make_batches: Callable[[bool], BatchSource], *, n: int,
         batch_size: int, epochs: int, seed: int, rt: Runtime, ckpt: dict[str, Any] | None = None,
         evaluate: Callable[[], dict[str, float]] | None = None, checkpoint_seconds: float = 0.0,
-        progress: bool = True, echo: Callable[[str], None] = print, epoch_lines: bool = True) -> FitResult:
+        ctx: Context = DEFAULT_CONTEXT, epoch_lines: bool = True) -> FitResult:
     """Train ``objective`` on batches of ``make_batches``, writing the run folder ``run``.
 
     Args:
@@ -220,125 +223,216 @@ def fit(run: RunFolder, objective: Objective, make_batches: Callable[[bool], Bat
             before the first epoch), or ``None``.
         checkpoint_seconds: write a checkpoint at the end of an epoch once this long has passed
             since the last one (0: every epoch); the last epoch always writes one.
+        ctx: progress bars and where the lines go (only rank 0 shows or says anything).
         epoch_lines: echo one summary line per epoch.
     """
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
-
-    rank, world, main = get_rank(), get_world_size(), is_main()
-    say = echo if main else (lambda _line: None)
-    names = objective.terms
-    gen = torch.Generator(device=rt.device).manual_seed(_stream_seed(seed, rank))
+    ctx = ctx.main_only(is_main())
+    gen = torch.Generator(device=rt.device).manual_seed(_stream_seed(seed, get_rank()))
     scaler = rt.grad_scaler()
+    plan = _Plan(n, batch_size, epochs, _steps_or_refuse(n, batch_size))
+    epoch, step, before = _resume_optimisation(run, objective, scaler, ckpt, plan.steps)
+    run.begin(rt)
+    world = get_world_size()
+    ctx.echo(f"{run.path}: {rt.describe()}" + (f", {world} processes" if world > 1 else ""))
+    if ckpt is not None:
+        _restore_streams(gen, ckpt, rt, seed, ctx.echo)
+        _restore_torch_rng(ckpt)
+    loop = _Loop(run, objective, rt, ctx, gen, scaler, make_batches(ckpt is not None), plan, (epoch, step, before))
+    loop.open_logs(resumed=ckpt is not None)
+    try:
+        loop.train(evaluate, checkpoint_seconds, epoch_lines)
+    finally:
+        loop.close_logs()
+    return loop.result()
+
+
+def _steps_or_refuse(n: int, batch_size: int) -> int:
+    """:func:`steps_per_epoch`, refusing data that does not fill one global batch."""
     spe = steps_per_epoch(n, batch_size)
     if spe == 0:
-        raise ViclabError(f"{n} training examples do not fill one global batch of {batch_size} x {world} processes; "
-                          "use a smaller train.batch_size or fewer processes")
-    epoch, step, before = 0, 0, 0.0
-    if ckpt is not None:
-        states = ckpt.get("optimizers") or [ckpt["optimizer"]]  # older single-optimiser checkpoints
-        for opt, state in zip(objective.optimizers, states):
-            load_state(opt, own_kernel_flags(opt, state), run.checkpoint, FOREIGN_CHECKPOINT)
-        if objective.scheduler is not None:
-            base_lrs = list(objective.scheduler.base_lrs)  # this session's (optim.lr_scaling for this world)
-            objective.scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        epoch, step, before = ckpt["epoch"], ckpt["step"], ckpt.get("seconds", 0.0)
-        if ckpt.get("world_size", 1) != world and objective.scheduler is not None:
-            # The schedule continues at the same fraction of the run, counted in the new steps.
-            objective.scheduler.base_lrs = base_lrs
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
-                objective.scheduler.last_epoch = epoch * spe - 1
-                objective.scheduler.step()
-    run.begin(rt)
-    say(f"{run.path}: {rt.describe()}" + (f", {world} processes" if world > 1 else ""))
-    if ckpt is not None:
-        _restore_streams(gen, ckpt, rt, seed, say)
-        rng = ckpt.get("torch_rngs") or [ckpt.get("torch_rng")]
-        if len(rng) == world and rng[rank] is not None:
-            torch.set_rng_state(rng[rank].cpu())
-    batches = make_batches(ckpt is not None)
-    module = objective.module
-    if world > 1:
-        module = DistributedDataParallel(module, device_ids=[rt.device] if rt.device.type == "cuda" else None)
-    forward = torch.compile(forward_loss) if objective.compile else forward_loss
-    log = tb = None
-    if main:
-        rundir.truncate_metrics(run.metrics, lambda r: (r["step"] <= step if r["split"] == "train"
-                                                        else r["epoch"] <= epoch) if ckpt is not None else False)
-        log = rundir.MetricsLog(run.metrics)
-        tb = SummaryWriter(str(run.path / "tb"), purge_step=step if step else None)
-    batch_log = _BatchLog(log, tb, names, run, objective.fix)
-    train_means: dict[str, float] = {}
-    test_terms: dict[str, float] | None = None
-    t_start = last_save = time.perf_counter()
-    global_batch = batch_size * world
+        raise ViclabError(f"{n} training examples do not fill one global batch of {batch_size} x "
+                          f"{get_world_size()} processes; use a smaller train.batch_size or fewer processes")
+    return spe
 
-    def write_test(terms: dict[str, float]) -> None:
-        log.write([{"split": "test", "epoch": epoch, "step": step, **terms}])
-        for k in names:
-            tb.add_scalar(f"test/{k}", terms[k], step)
 
-    try:
-        if evaluate is not None and main and epoch == 0:
-            write_test(evaluate())  # the untrained model's terms start each test curve (spec S1)
-        if epoch >= epochs:
-            say(f"{run.path}: already trained for {epochs} epochs")
-        while epoch < epochs:
-            objective.module.train()
-            t0 = time.perf_counter()
-            perm = torch.randperm(n, generator=gen, device=rt.device) if rank == 0 \
-                else torch.empty(n, dtype=torch.int64, device=rt.device)
-            broadcast_(perm)  # one order for all ranks; rank 0's stream is the single-process one
-            sums = torch.zeros(len(names), device=rt.device)
-            bar = tqdm(range(spe), desc=f"epoch {epoch + 1}/{epochs}", disable=not (progress and main), leave=False,
-                       dynamic_ncols=True)
-            for b in bar:
-                start = b * global_batch + rank * batch_size
-                batch = batches(perm[start:start + batch_size], gen)
-                lr = objective.optimizers[0].param_groups[0]["lr"]
-                terms = train_step(module, objective, batch, rt, scaler, forward)
-                if objective.scheduler is not None:
-                    with warnings.catch_warnings():
-                        # A step the fp16 scaler skipped (inf gradients) still advances the schedule, by design.
-                        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
-                        objective.scheduler.step()
-                step += 1
-                values = torch.stack([t.detach().float() for t in terms])
-                sums += values
-                batch_log.add(epoch + 1, step, lr, values)
-                if batch_log.full() or b == spe - 1:
-                    last = batch_log.flush()
-                    bar.set_postfix({_SHORT.get(k, k): f"{last[k]:.3g}" for k in names})
-            bar.close()
-            seconds = time.perf_counter() - t0
-            train_means = dict(zip(names, (mean_over_ranks(sums) / spe).tolist()))
-            epoch += 1
-            line = (f"epoch {epoch}/{epochs}  train " + _fmt(train_means, names)
-                    + f"  ({spe * global_batch / seconds:.0f} examples/s, {seconds:.1f}s)")
-            if evaluate is not None and main:
-                test_terms = evaluate()
-                write_test(test_terms)
-                line += "  | test " + _fmt(test_terms, names)
+def _resume_optimisation(run: RunFolder, objective: Objective, scaler: torch.amp.GradScaler,
+                         ckpt: dict[str, Any] | None, spe: int) -> tuple[int, int, float]:
+    """Load the optimisers, schedule and loss scaler from ``ckpt``; returns its (epoch, step, seconds)
+    counters, ``(0, 0, 0.0)`` for a new run."""
+    if ckpt is None:
+        return 0, 0, 0.0
+    states = ckpt.get("optimizers") or [ckpt["optimizer"]]  # older single-optimiser checkpoints
+    for opt, state in zip(objective.optimizers, states):
+        load_state(opt, own_kernel_flags(opt, state), run.checkpoint, FOREIGN_CHECKPOINT)
+    sched = objective.scheduler
+    if sched is not None:
+        base_lrs = list(sched.base_lrs)  # this session's (optim.lr_scaling for this world)
+        sched.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    epoch = ckpt["epoch"]
+    if ckpt.get("world_size", 1) != get_world_size() and sched is not None:
+        # The schedule continues at the same fraction of the run, counted in the new steps.
+        sched.base_lrs = base_lrs
+        sched.last_epoch = epoch * spe - 1
+        _advance(sched)
+    return epoch, ckpt["step"], ckpt.get("seconds", 0.0)
+
+
+def _restore_torch_rng(ckpt: dict[str, Any]) -> None:
+    """Continue torch's global generator where this rank left it, when the world size is the same."""
+    rng = ckpt.get("torch_rngs") or [ckpt.get("torch_rng")]
+    rank = get_rank()
+    if len(rng) == get_world_size() and rng[rank] is not None:
+        torch.set_rng_state(rng[rank].cpu())
+
+
+def _advance(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """One step of the schedule, without torch's warning about its order against the optimiser's.
+
+    A step the fp16 scaler skipped (inf gradients) still advances the schedule, by design.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
+        scheduler.step()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A session's data and length: ``n`` examples dealt in ``batch_size`` per process, ``steps`` per epoch."""
+
+    n: int
+    batch_size: int
+    epochs: int
+    steps: int
+
+
+class _Loop:
+    """One session of a run's training: the counters, streams and logs :func:`fit` carries from step to step."""
+
+    def __init__(self, run: RunFolder, objective: Objective, rt: Runtime, ctx: Context, gen: torch.Generator,
+                 scaler: torch.amp.GradScaler, batches: BatchSource, plan: _Plan,
+                 counters: tuple[int, int, float]) -> None:
+        self.run, self.objective, self.rt, self.ctx, self.gen = run, objective, rt, ctx, gen
+        self.scaler, self.batches, self.plan = scaler, batches, plan
+        self.epoch, self.step, self.before = counters
+        self.main, self.rank, world = is_main(), get_rank(), get_world_size()
+        self.global_batch = plan.batch_size * world
+        self.module = objective.module
+        if world > 1:
+            self.module = DistributedDataParallel(self.module,
+                                                  device_ids=[rt.device] if rt.device.type == "cuda" else None)
+        self.forward = torch.compile(forward_loss) if objective.compile else forward_loss
+        self.log: rundir.MetricsLog | None = None
+        self.tb = None
+        self.train_means: dict[str, float] = {}
+        self.test_terms: dict[str, float] | None = None
+
+    def open_logs(self, resumed: bool) -> None:
+        """Rank 0 cuts the metrics log back to the checkpoint (``resumed``) and opens it and TensorBoard."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        if self.main:
+            epoch, step = self.epoch, self.step
+            rundir.truncate_metrics(self.run.metrics, lambda r: (r["step"] <= step if r["split"] == "train"
+                                                                 else r["epoch"] <= epoch) if resumed else False)
+            self.log = rundir.MetricsLog(self.run.metrics)
+            self.tb = SummaryWriter(str(self.run.path / "tb"), purge_step=step if step else None)
+        self.batch_log = _BatchLog(self.log, self.tb, self.objective.terms, self.run, self.objective.fix)
+        self.t_start = self.last_save = time.perf_counter()
+
+    def close_logs(self) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.tb.close()
+
+    def train(self, evaluate: Callable[[], dict[str, float]] | None, checkpoint_seconds: float,
+              epoch_lines: bool) -> None:
+        """Every remaining epoch: train, evaluate, report, preview, checkpoint."""
+        names, epochs = self.objective.terms, self.plan.epochs
+        if evaluate is not None and self.main and self.epoch == 0:
+            self._write_test(evaluate())  # the untrained model's terms start each test curve (spec S1)
+        if self.epoch >= epochs:
+            self.ctx.echo(f"{self.run.path}: already trained for {epochs} epochs")
+        while self.epoch < epochs:
+            line = self._epoch()
+            if evaluate is not None and self.main:
+                self.test_terms = evaluate()
+                self._write_test(self.test_terms)
+                line += "  | test " + _fmt(self.test_terms, names)
             if epoch_lines:
-                say(line)
-            if objective.preview is not None and main:
-                for tag, images in objective.preview(epoch).items():
-                    tb.add_images(tag, images.float().cpu(), step)  # at the step, as the scalars: resume purges it
-            due = epoch == epochs or time.perf_counter() - last_save >= checkpoint_seconds
-            if broadcast_object(due):  # every rank takes part in gathering the generator states
-                _save(run, objective, scaler, gen, rt, epoch, step, before + time.perf_counter() - t_start)
-                last_save = time.perf_counter()
-    finally:
-        if log is not None:
-            log.close()
-            tb.close()
-    if not train_means:  # resumed after the last epoch's checkpoint: its terms are in the log
-        last = [r for r in rundir.read_metrics(run.metrics) if r["split"] == "train" and r["epoch"] == epoch]
-        train_means = {k: float(sum(r[k] for r in last) / len(last)) for k in names} if last else {}
-    return FitResult(train_means, test_terms, epoch, step, before + time.perf_counter() - t_start)
+                self.ctx.echo(line)
+            self._preview()
+            self._checkpoint(checkpoint_seconds)
+
+    def _epoch(self) -> str:
+        """One epoch's steps; returns its summary line."""
+        from tqdm import tqdm
+
+        names, spe = self.objective.terms, self.plan.steps
+        self.objective.module.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(self.plan.n, generator=self.gen, device=self.rt.device) if self.rank == 0 \
+            else torch.empty(self.plan.n, dtype=torch.int64, device=self.rt.device)
+        broadcast_(perm)  # one order for all ranks; rank 0's stream is the single-process one
+        sums = torch.zeros(len(names), device=self.rt.device)
+        bar = tqdm(range(spe), desc=f"epoch {self.epoch + 1}/{self.plan.epochs}", disable=not self.ctx.progress,
+                   leave=False, dynamic_ncols=True)
+        for b in bar:
+            self._step(perm, b, sums, bar)
+        bar.close()
+        seconds = time.perf_counter() - t0
+        self.train_means = dict(zip(names, (mean_over_ranks(sums) / spe).tolist()))
+        self.epoch += 1
+        return (f"epoch {self.epoch}/{self.plan.epochs}  train " + _fmt(self.train_means, names)
+                + f"  ({spe * self.global_batch / seconds:.0f} examples/s, {seconds:.1f}s)")
+
+    def _step(self, perm: Tensor, b: int, sums: Tensor, bar) -> None:
+        """Batch ``b`` of the epoch's permutation ``perm``: one optimisation step, its terms added to ``sums``."""
+        start = b * self.global_batch + self.rank * self.plan.batch_size
+        batch = self.batches(perm[start:start + self.plan.batch_size], self.gen)
+        lr = self.objective.optimizers[0].param_groups[0]["lr"]
+        terms = train_step(self.module, self.objective, batch, self.rt, self.scaler, self.forward)
+        if self.objective.scheduler is not None:
+            _advance(self.objective.scheduler)
+        self.step += 1
+        values = torch.stack([t.detach().float() for t in terms])
+        sums += values
+        self.batch_log.add(self.epoch + 1, self.step, lr, values)
+        if self.batch_log.full() or b == self.plan.steps - 1:
+            last = self.batch_log.flush()
+            bar.set_postfix({_SHORT.get(k, k): f"{last[k]:.3g}" for k in self.objective.terms})
+
+    def _write_test(self, terms: dict[str, float]) -> None:
+        self.log.write([{"split": "test", "epoch": self.epoch, "step": self.step, **terms}])
+        for k in self.objective.terms:
+            self.tb.add_scalar(f"test/{k}", terms[k], self.step)
+
+    def _preview(self) -> None:
+        if self.objective.preview is not None and self.main:
+            for tag, images in self.objective.preview(self.epoch).items():
+                # at the step, as the scalars: a resume purges it
+                self.tb.add_images(tag, images.float().cpu(), self.step)
+
+    def _checkpoint(self, checkpoint_seconds: float) -> None:
+        """Write a checkpoint after the last epoch, or once ``checkpoint_seconds`` have passed since the last."""
+        due = self.epoch == self.plan.epochs or time.perf_counter() - self.last_save >= checkpoint_seconds
+        if broadcast_object(due):  # every rank takes part in gathering the generator states
+            _save(self.run, self.objective, self.scaler, self.gen, self.rt, self.epoch, self.step, self._seconds())
+            self.last_save = time.perf_counter()
+
+    def _seconds(self) -> float:
+        """Training time over every session of the run."""
+        return self.before + time.perf_counter() - self.t_start
+
+    def result(self) -> FitResult:
+        train_means = self.train_means
+        if not train_means:  # resumed after the last epoch's checkpoint: its terms are in the log
+            names = self.objective.terms
+            last = [r for r in rundir.read_metrics(self.run.metrics)
+                    if r["split"] == "train" and r["epoch"] == self.epoch]
+            train_means = {k: float(sum(r[k] for r in last) / len(last)) for k in names} if last else {}
+        return FitResult(train_means, self.test_terms, self.epoch, self.step, self._seconds())
 
 
 def _save(run: RunFolder, objective: Objective, scaler, gen: torch.Generator, rt: Runtime, epoch: int, step: int,
@@ -393,7 +487,7 @@ class _BatchLog:
         return records[-1]
 
 
-_SHORT = {"loss": "loss", "invariance": "inv", "variance": "var", "covariance": "cov"}
+_SHORT = {t: t[:3] for t in VICRegTerms._fields[1:]}  # inv, var, cov (the loss keeps its name)
 
 
 def _fmt(terms: dict[str, Any], names: tuple[str, ...]) -> str:

@@ -177,6 +177,23 @@ MODES = ("new", "resume", "auto")
 
 
 @dataclasses.dataclass(frozen=True)
+class FolderState:
+    """What an existing folder holds (:meth:`RunFolder.inspect`).
+
+    Attributes:
+        foreign: it holds files but no ``config.json``: not a run folder; never written into.
+        configured: it holds a ``config.json`` (a run was begun there).
+        started: something was computed there (a checkpoint, metrics, or a result).
+        finished: every file that marks the run done is there.
+    """
+
+    foreign: bool
+    configured: bool
+    started: bool
+    finished: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class RunFolder:
     """A run folder and its protocol: every training and ablation writes through one.
 
@@ -237,20 +254,30 @@ class RunFolder:
             return cls(path, cfg, False)
         if mode != "auto":
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if not (path / CONFIG).exists():
-            if path.exists() and any(path.iterdir()):
-                raise ViclabError(f"{path} already exists and is not a run of this kind; choose another --name")
+        state = cls.inspect(path, (*done, CHECKPOINT, METRICS), done)
+        if state.foreign:
+            raise ViclabError(f"{path} already exists and is not a run of this kind; choose another --name")
+        if not state.configured:
             return cls(path, cfg, False)
-        saved = _read_json_config(path)
-        diffs = config_diff(saved, cfg)
-        started = any((path / f).exists() for f in (*done, CHECKPOINT, METRICS))
-        if diffs and started:
+        diffs = config_diff(_read_json_config(path), cfg)
+        if diffs and state.started:
             raise ViclabError(f"{path} holds a run with another config ({'; '.join(diffs)}); choose another --name")
         if diffs:  # a run that failed before computing anything: nothing to lose
             return cls(path, cfg, False)
-        if done and all((path / f).exists() for f in done):
+        if state.finished:
             return cls(path, cfg, True, json.loads((path / done[-1]).read_text()))
         return cls(path, cfg, True)
+
+    @staticmethod
+    def inspect(path: Path, started: Iterable[str], done: tuple[str, ...]) -> FolderState:
+        """What ``path`` holds, by the files present (``started``, ``done``: paths inside it). Every
+        ``auto`` folder (ablations, study stages, detector folders) is judged by this one rule; the
+        caller then compares the saved config with its own."""
+        path = Path(path)
+        if not (path / CONFIG).exists():
+            return FolderState(path.exists() and any(path.iterdir()), False, False, False)
+        return FolderState(False, True, any((path / f).exists() for f in started),
+                           bool(done) and all((path / f).exists() for f in done))
 
     def begin(self, runtime: Runtime | torch.device | str) -> None:
         """Write ``config.json`` (a new run) and ``meta.json`` (this session's provenance appended

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from viclab.config import Config
+from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.errors import ViclabError, ViclabWarning
 from viclab.core.runtime import (
     Runtime,
@@ -38,6 +39,7 @@ from viclab.losses import VICRegLoss, VICRegTerms
 from viclab.models import build_vicreg_model, check_inputs, check_view_size, fit_standardizers
 from viclab.models.sync_bn import convert_sync_batchnorm
 from viclab.views import Augment, SpecViews, view_maker
+from viclab.views.images import mean_std
 
 TERMS = VICRegTerms._fields
 
@@ -195,7 +197,7 @@ def training_bytes(model: nn.Module, cfg: Config, data: ImageData) -> int:
     """A lower bound of the memory a training step needs on its device: weights, gradients and
     Adam's two moments, both views of a batch and their gradients, and the inputs themselves."""
     params = sum(p.numel() for p in model.parameters())
-    if data.images.is_floating_point():  # spectrograms: views are crops of them
+    if data.modality == "spectrogram":  # spectrograms: views are crops of them
         view = data.images[0].numel()
     else:
         view = 3 * cfg.augment.size ** 2
@@ -214,7 +216,7 @@ class ViewContext:
         data: the training images on the host.
         images: the same, ``(N, 3, H, W)`` uint8 on the training device.
         started: the run has already trained (a table it built must not change now).
-        progress: show progress bars.
+        context: the run's context (e.g. whether to show progress bars).
     """
 
     run: RunFolder
@@ -222,7 +224,7 @@ class ViewContext:
     data: ImageData
     images: Tensor
     started: bool
-    progress: bool
+    context: Context
 
 
 # ``ViewContext -> BatchSource`` giving ``(v1, v2)``: how a run with ``views.kind`` makes its pairs.
@@ -232,7 +234,7 @@ ViewSource = Callable[[ViewContext], BatchSource]
 def augmented_views(ctx: ViewContext) -> BatchSource:
     """``views.kind = "augment"``: two independent draws of T of each image (VICReg), or of the
     spectrogram views of each clip."""
-    augment = view_maker(ctx.images, ctx.cfg)
+    augment = view_maker(ctx.data.modality, ctx.cfg)
     return lambda idx, gen: make_views(ctx.images[idx], augment, gen, ctx.cfg.model.channels_last)
 
 
@@ -258,8 +260,7 @@ def displayable(views: Tensor, cfg: Config) -> Tensor:
     """
     x = views.detach().float()
     if x.shape[1] == 3:
-        mean = torch.tensor(cfg.augment.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(cfg.augment.std, device=x.device).view(1, 3, 1, 1)
+        mean, std = (t.view(1, 3, 1, 1) for t in mean_std(cfg.augment, x.device))
         return (x * std + mean).clamp(0, 1)
     lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
     return (x - lo) / (hi - lo).clamp_min(1e-12)
@@ -286,9 +287,8 @@ class ViewPreview:
         return {"views/first": displayable(v1, self.cfg), "views/second": displayable(v2, self.cfg)}
 
 
-def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progress: bool = True,
-          echo=print, views: ViewSource | None = None,
-          data: tuple[ImageData, ImageData | None] | None = None) -> TrainResult:
+def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, ctx: Context = DEFAULT_CONTEXT,
+          views: ViewSource | None = None, data: tuple[ImageData, ImageData | None] | None = None) -> TrainResult:
     """Train VICReg, writing everything to ``run_dir``; resume from its checkpoint if asked.
 
     Every check that can fail on the user's input runs before the first write, and the
@@ -300,8 +300,8 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
         cfg: resolved config (``None`` when resuming: the run's saved config is used).
         run_dir: the run folder (created if needed).
         resume: continue from ``run_dir/checkpoint.pt``.
-        progress: show a tqdm bar per epoch.
-        echo: where the one-line epoch summaries go.
+        ctx: progress bars (one per epoch), where the one-line summaries go, and the runtime
+            (``None``: chosen from ``train.device`` and ``train.precision``).
         views: the pair source of ``cfg.views.kind`` (default: augmented views; the
             neighbour views of spec S6 are :data:`viclab.ablate.VIEWS` ``["neighbours"]``).
         data: ``(train, test)`` images to use instead of ``cfg.data``'s splits (e.g. the normal
@@ -311,28 +311,67 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
     Returns:
         :class:`TrainResult`.
     """
-    if cfg is None and not resume:
-        raise ValueError("a new run needs a config")
-    tc = (cfg or rundir.read_config(Path(run_dir))).train
-    rt = select_runtime(tc.device, tc.precision)
-    init_distributed(rt.device)
-    world = get_world_size()
-    run_dir = Path(broadcast_object(str(run_dir)))  # one folder, even if the ranks' default names differ
-    run = RunFolder.open(run_dir, cfg, "resume" if resume else "new")
+    run, rt = _open_run(cfg, run_dir, resume, ctx)
     cfg = run.config
     tc = cfg.train
-    if views is None:
-        if cfg.views.kind != "augment":
-            raise ViclabError(f"views.kind={cfg.views.kind} runs are made by 'viclab ablate {cfg.views.kind}'; "
-                              f"start or resume the run with it")
-        views = augmented_views
+    views = _view_source(cfg, views)
     torch.manual_seed(tc.seed)
 
     # The model first: a bad backbone/projector should fail before any data loads.
     model, _ = build_vicreg_model(cfg.model)
+    train_data, test_data = _training_data(cfg, model, data, rt)
+    ckpt = read_checkpoint(run, model)  # read and checked before anything is written
+    images = train_data.images.to(rt.device)
+    test_images = test_data.images.to(rt.device) if test_data is not None else None
+    model = _place_model(model, cfg, images, ckpt is None, rt)
+    loss_fn = make_loss(cfg)
+    opt, sched, plan = _optimisation(cfg, model, len(images), ctx.main_only(is_main()))
+    preview = ViewPreview(len(images), cfg, rt.device)
+    objective = vicreg_objective(model, model, loss_fn, opt, sched,
+                                 "start a new run with a lower optim.lr or train.precision=fp32", cfg.model.compile,
+                                 preview)
+
+    def make_batches(started: bool) -> BatchSource:
+        preview.source = views(ViewContext(run, cfg, train_data, images, started, ctx))
+        return preview.source
+
+    result = fit(run, objective, make_batches,
+                 n=len(images), batch_size=tc.batch_size, epochs=plan.epochs, seed=tc.seed, rt=rt, ckpt=ckpt,
+                 evaluate=_evaluator(model, cfg, test_images, train_data.modality, rt), ctx=ctx)
+    if is_main():
+        save_encoder(run.path / rundir.ENCODER, model.encoder, cfg, model.feature_dim)
+    return TrainResult(run.path, result.train, result.test)
+
+
+def _open_run(cfg: Config | None, run_dir: str | Path, resume: bool, ctx: Context) -> tuple[RunFolder, Runtime]:
+    """The runtime (``ctx``'s, or the config's choice; the process group joined) and the checked run folder."""
+    if cfg is None and not resume:
+        raise ValueError("a new run needs a config")
+    tc = (cfg or rundir.read_config(Path(run_dir))).train
+    rt = ctx.runtime or select_runtime(tc.device, tc.precision)
+    init_distributed(rt.device)
+    run_dir = Path(broadcast_object(str(run_dir)))  # one folder, even if the ranks' default names differ
+    return RunFolder.open(run_dir, cfg, "resume" if resume else "new"), rt
+
+
+def _view_source(cfg: Config, views: ViewSource | None) -> ViewSource:
+    """The caller's view source, or augmented views for ``views.kind = "augment"``."""
+    if views is not None:
+        return views
+    if cfg.views.kind != "augment":
+        raise ViclabError(f"views.kind={cfg.views.kind} runs are made by 'viclab ablate {cfg.views.kind}'; "
+                          f"start or resume the run with it")
+    return augmented_views
+
+
+def _training_data(cfg: Config, model: nn.Module, data: tuple[ImageData, ImageData | None] | None,
+                   rt: Runtime) -> tuple[ImageData, ImageData | None]:
+    """The training and (with ``train.eval_test``) test data, checked against the model, the batch
+    size and the device's memory."""
+    tc, world = cfg.train, get_world_size()
     train_data = data[0] if data is not None else load_split(cfg, "train", rt.device)
     check_inputs(cfg.model.backbone, train_data)
-    if not train_data.images.is_floating_point():  # images: views of augment.size pixels
+    if train_data.modality == "image":  # images: views of augment.size pixels
         check_view_size(model.encoder, cfg.augment.size)
     if tc.batch_size * world > len(train_data):
         per = f" x {world} processes" if world > 1 else ""
@@ -341,57 +380,58 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, progres
     test_data = (data[1] if data is not None else load_split(cfg, "test", rt.device)) if tc.eval_test else None
     if test_data is not None and len(test_data) < 2:
         warnings.warn(f"the test split holds {len(test_data)} image(s); the test terms need at least 2, so none are "
-                      "logged (train.eval_test=false silences this)", ViclabWarning, stacklevel=2)
+                      "logged (train.eval_test=false silences this)", ViclabWarning, stacklevel=3)
         test_data = None
     check_fits(training_bytes(model, cfg, train_data) + (training_bytes(nn.Identity(), cfg, test_data) if test_data
                                                          else 0), rt.device,
                f"training {cfg.model.backbone} with projector {cfg.model.projector} on "
                f"{tuple(train_data.images.shape[1:])} inputs in batches of {tc.batch_size}",
                "use a smaller model.projector, augment.size or train.batch_size")
-    ckpt = read_checkpoint(run, model)  # read and checked before anything is written
-    images = train_data.images.to(rt.device)
-    test_images = test_data.images.to(rt.device) if test_data is not None else None
+    return train_data, test_data
+
+
+def _place_model(model: nn.Module, cfg: Config, images: Tensor, new: bool, rt: Runtime) -> nn.Module:
+    """The model on the device in its memory format (synchronised BatchNorm under torchrun if asked);
+    a ``new`` run's spectrogram encoder standardises by ``images``' statistics (kept as buffers)."""
     model.to(rt.device)
-    if ckpt is None:  # a spectrogram encoder standardises by its training set's statistics (kept as buffers)
+    if new:
         fit_standardizers(model, images)
     if cfg.model.channels_last:
         model.to(memory_format=torch.channels_last)
-    if cfg.model.sync_bn and world > 1:
+    if cfg.model.sync_bn and get_world_size() > 1:
         model = convert_sync_batchnorm(model, rt.device)
     if rt.device.type == "cuda":
         # Every step has the same shapes (partial batches are dropped), so cuDNN's autotuner picks
         # each convolution's fastest kernel once, on the first step.
         torch.backends.cudnn.benchmark = True
-    loss_fn = make_loss(cfg)
+    return model
+
+
+def _optimisation(cfg: Config, model: nn.Module, n: int,
+                  ctx: Context) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, Schedule]:
+    """The optimiser at the learning rate scaled for the world size, the schedule and its :class:`Schedule`
+    for ``n`` training examples; both are described on ``ctx.echo``."""
+    tc, world = cfg.train, get_world_size()
     lr = scaled_lr(cfg, world)
     if world > 1:
-        echo_main = echo if is_main() else (lambda _line: None)
-        echo_main(f"{world} processes: global batch {tc.batch_size * world}, learning rate {lr:.4g} "
-                  f"(optim.lr {cfg.optim.lr:.4g}, optim.lr_scaling={cfg.optim.lr_scaling})")
+        ctx.echo(f"{world} processes: global batch {tc.batch_size * world}, learning rate {lr:.4g} "
+                 f"(optim.lr {cfg.optim.lr:.4g}, optim.lr_scaling={cfg.optim.lr_scaling})")
     opt = make_optimizer(cfg, model, lr)
-    plan = schedule(cfg, max(1, steps_per_epoch(len(images), tc.batch_size)))
+    plan = schedule(cfg, max(1, steps_per_epoch(n, tc.batch_size)))
     sched = make_scheduler(cfg, opt, plan.steps_per_epoch)
-    if is_main():
-        echo(f"{plan.describe()} ({plan.steps_per_epoch} per epoch of {len(images)} examples at batch "
+    ctx.echo(f"{plan.describe()} ({plan.steps_per_epoch} per epoch of {n} examples at batch "
              f"{tc.batch_size * world})")
-    preview = ViewPreview(len(images), cfg, rt.device)
-    objective = vicreg_objective(model, model, loss_fn, opt, sched,
-                                 "start a new run with a lower optim.lr or train.precision=fp32", cfg.model.compile,
-                                 preview)
-    evaluate = None
-    if test_images is not None:
-        test_views = HeldOutViews(test_images, view_maker(test_images, cfg), tc.batch_size, tc.seed + 1,
-                               cfg.model.channels_last)
-        # Rank 0 evaluates alone: its loss must not wait for the other ranks' batches.
-        local_loss = VICRegLoss(**{**dataclasses.asdict(cfg.loss), "gather_distributed": False})
-        evaluate = lambda: evaluate_terms(model, local_loss, test_views, rt)
-    def make_batches(started: bool) -> BatchSource:
-        preview.source = views(ViewContext(run, cfg, train_data, images, started, progress))
-        return preview.source
+    return opt, sched, plan
 
-    result = fit(run, objective, make_batches,
-                 n=len(images), batch_size=tc.batch_size, epochs=plan.epochs, seed=tc.seed, rt=rt, ckpt=ckpt,
-                 evaluate=evaluate, progress=progress, echo=echo)
-    if is_main():
-        save_encoder(run.path / rundir.ENCODER, model.encoder, cfg, model.feature_dim)
-    return TrainResult(run.path, result.train, result.test)
+
+def _evaluator(model: nn.Module, cfg: Config, test_images: Tensor | None, modality: str,
+               rt: Runtime) -> Callable[[], dict[str, float]] | None:
+    """Rank 0's per-epoch test terms on fixed views of ``test_images`` (``None``: no test terms) of ``modality``
+    (the training data's)."""
+    if test_images is None:
+        return None
+    test_views = HeldOutViews(test_images, view_maker(modality, cfg), cfg.train.batch_size, cfg.train.seed + 1,
+                              cfg.model.channels_last)
+    # Rank 0 evaluates alone: its loss must not wait for the other ranks' batches.
+    local_loss = VICRegLoss(**{**dataclasses.asdict(cfg.loss), "gather_distributed": False})
+    return lambda: evaluate_terms(model, local_loss, test_views, rt)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from viclab.config import EVAL_DEFAULTS, EvalConfig
+from viclab.config import ANOMALIES, EVAL_DEFAULTS, EvalConfig
 from viclab.core.errors import ViclabError
 from viclab.core.io import atomic_write_text, check_writable_dir
 from viclab.core.runtime import require_one_process
@@ -21,7 +21,7 @@ from viclab.represent.neighbors import check_k
 COLUMNS = ("linear top-1", "kNN top-1", "AUROC vs {anomalies}", "silhouette")
 
 
-def compare_one(source: str | Path, name: str | None = None, data_dir: str | None = None, anomalies: str = "mnist",
+def compare_one(source: str | Path, name: str | None = None, data_dir: str | None = None, anomalies: str = ANOMALIES,
                 cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = False, use_cache: bool = True,
                 dataset: str | None = None) -> dict[str, Any]:
     """Linear-probe and kNN top-1, kNN-anomaly AUROC and K-means silhouette of one source, on
@@ -94,7 +94,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], anomalies: str) -> str:
 
 
 def run_compare(sources: Sequence[str | Path], names: Sequence[str] | None = None, out: str | Path | None = None,
-                data_dir: str | None = None, anomalies: str = "mnist", cfg: EvalConfig = EVAL_DEFAULTS,
+                data_dir: str | None = None, anomalies: str = ANOMALIES, cfg: EvalConfig = EVAL_DEFAULTS,
                 progress: bool = True, use_cache: bool = True,
                 echo: Callable[[str], None] = print, dataset: str | None = None) -> dict[str, Any]:
     """Compare runs (spec S3/S4/S5/S6/S7 side by side); writes ``compare.json`` and ``compare.md``.

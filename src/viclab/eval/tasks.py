@@ -7,7 +7,6 @@ summary into an output folder, and returns the summary.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import warnings
@@ -20,9 +19,10 @@ import numpy as np
 
 from viclab.config import EVAL_DEFAULTS, EvalConfig
 from viclab.core.errors import ViclabError, ViclabWarning
-from viclab.core.io import atomic_save_npy, atomic_write_text, check_writable_dir
+from viclab.core.hashing import digest
+from viclab.core.io import atomic_write_text, check_writable_dir
 from viclab.core.runtime import require_one_process
-from viclab.data import DATASETS, SOUND_DATASETS, is_sound
+from viclab.data import DATASETS, SOUND_DATASETS, dataset_modality
 from viclab.data.folder import held_out_split
 from viclab.engine.rundir import CONFIG
 from viclab.plot import figures
@@ -54,7 +54,7 @@ def dataset_label(dataset: str) -> str:
     if dataset in DATASETS or dataset in SOUND_DATASETS:
         return _slug(dataset)
     path = Path(dataset).expanduser().resolve()
-    return f"{_slug(path.name or dataset)}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+    return f"{_slug(path.name or dataset)}-{digest([str(path)])[:8]}"
 
 
 def default_out_dir(encoder: Source, source: SourceLike, dataset: str | None = None) -> Path:
@@ -73,7 +73,7 @@ def _run_folder(source: SourceLike) -> Path | None:
     return Path(source) if (Path(source) / CONFIG).exists() else None
 
 
-class _Task:
+class Task:
     """Shared set-up of a task: the encoder, its output folder, cached representations."""
 
     def __init__(self, source: SourceLike, out: str | Path | None, data_dir: str | None, cfg: EvalConfig,
@@ -152,7 +152,7 @@ def _warn_if_tiny(n: int, what: str) -> None:
 
 def _own_validation(dataset: str) -> bool:
     """Whether ``dataset`` is an image folder with a labelled ``val/`` apart from the ``test/`` it is tested on."""
-    if dataset in DATASETS or is_sound(dataset):
+    if dataset in DATASETS or dataset_modality(dataset) == "spectrogram":
         return False
     root = Path(dataset).expanduser()
     return (root / "train").is_dir() and (root / "val").is_dir() and held_out_split(root) == "test"
@@ -174,7 +174,7 @@ def run_probe(source: SourceLike, out: str | Path | None = None, data_dir: str |
     """
     from viclab.eval.probe import knn_accuracy, linear_probe
 
-    t = _Task(source, out, data_dir, cfg, progress, use_cache, dataset=dataset)
+    t = Task(source, out, data_dir, cfg, progress, use_cache, dataset=dataset)
     train, test = t.reps("train"), t.reps("test")
     _require_classes(train, "a linear probe")
     check_k("knn_k (--knn-k)", cfg.knn_k, len(train.labels), "training representations")
@@ -214,7 +214,7 @@ def run_plot(source: SourceLike, out: str | Path | None = None, data_dir: str | 
     """
     from viclab.eval.embed import pca_2d, tsne_2d
 
-    t = _Task(source, out, data_dir, cfg, progress, use_cache, dataset=dataset)
+    t = Task(source, out, data_dir, cfg, progress, use_cache, dataset=dataset)
     test = t.reps("test")
     classes = test.data.classes
     # Latent codes exist only for training images: their test split is a held-out share of those.
@@ -248,7 +248,7 @@ def run_retrieve(source: SourceLike, out: str | Path | None = None, data_dir: st
     if cfg.retrieval_k > MAX_RETRIEVAL_K:
         raise ViclabError(f"retrieval_k (-k) = {cfg.retrieval_k}: the figure draws one column per image; use at most "
                           f"{MAX_RETRIEVAL_K}")
-    t = _Task(source, out, data_dir, cfg, progress, use_cache, dataset=dataset)
+    t = Task(source, out, data_dir, cfg, progress, use_cache, dataset=dataset)
     train = t.reps("train")
     x, y, images, classes = train.features, train.labels, train.data.images, train.data.classes
     k = cfg.retrieval_k
@@ -263,7 +263,7 @@ def run_retrieve(source: SourceLike, out: str | Path | None = None, data_dir: st
                 for r, q in enumerate(queries)]
         word = "nearest" if kind == "nearest" else "most distant"
         figures.image_grid_png(rows, f"{t.encoder.name}: the {k} {word} training images (L2 in representation "
-                                     "space)", t.out / f"retrieval_{kind}.png")
+                                     "space)", t.out / f"retrieval_{kind}.png", train.data.modality)
     t.to_tensorboard([t.out / "retrieval_nearest.png", t.out / "retrieval_farthest.png"])
     t0 = time.perf_counter()
     p_at_k = precision_at_k(x, y, k, cfg.precision_queries, cfg.seed)
@@ -283,93 +283,6 @@ def run_retrieve(source: SourceLike, out: str | Path | None = None, data_dir: st
     })
 
 
-def _unique_names(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for n in names:
-        seen[n] = seen.get(n, 0) + 1
-        out.append(n if seen[n] == 1 else f"{n} ({seen[n]})")
-    return out
-
-
-def run_anomaly(sources: Sequence[SourceLike], out: str | Path | None = None, data_dir: str | None = None,
-                anomalies: str = "mnist", names: Sequence[str] | None = None, cfg: EvalConfig = EVAL_DEFAULTS,
-                progress: bool = True, use_cache: bool = True,
-                echo: Callable[[str], None] = print, dataset: str | None = None) -> dict[str, Any]:
-    """kNN-density anomaly detection (spec A1-A3) for one or several encoders.
-
-    Normal reference: the training split the encoder was trained on. Test set: that
-    dataset's test split (label 0) plus ``anomalies``' test split (label 1; a
-    registered dataset or an image-folder path). Score: mean L2 distance to the
-    ``cfg.anomaly_k`` nearest references.
-
-    Writes ``roc.png`` (all encoders), ``top_anomalies.png`` (the ``cfg.anomaly_top``
-    highest-scoring test images, one row per encoder), per encoder
-    ``scores-<name>.npy`` and ``.csv``, and ``anomaly.json``.
-    """
-    from viclab.core.metrics import auroc_interval, roc
-    from viclab.eval.anomaly import knn_anomaly_scores
-
-    if not sources:
-        raise ViclabError("anomaly needs at least one run folder or weights file")
-    if names is not None and len(names) != len(sources):
-        raise ViclabError(f"{len(names)} names for {len(sources)} sources; give one name per source")
-    tasks = [_Task(s, out, data_dir, cfg, progress, use_cache, name=(names[i] if names else None),
-                   dataset=dataset) for i, s in enumerate(sources)]
-    for t in tasks:
-        if t.dataset_name == anomalies:
-            what = "was trained on" if t.dataset is None else "is evaluated on"
-            raise ViclabError(f"{t.encoder.name} {what} {anomalies}, so it cannot serve as the anomalies; "
-                              "choose another anomaly dataset or image folder")
-    labels_out = _unique_names([t.encoder.name for t in tasks])
-    out_dir = tasks[0].out
-    curves, rows, results, files = [], [], [], {}
-    # Everything is computed before anything is written: a failure leaves no half-filled folder.
-    for t, label in zip(tasks, labels_out):
-        odd = t.reps("test", anomalies)  # first: a wrong --anomalies fails before any encoding
-        train, normal = t.reps("train"), t.reps("test")
-        check_k("anomaly_k (-k)", cfg.anomaly_k, len(train.labels), "training representations")
-        test_x = np.concatenate([normal.features, odd.features])
-        truth = np.concatenate([np.zeros(len(normal.labels), np.int64), np.ones(len(odd.labels), np.int64)])
-        t0 = time.perf_counter()
-        scores = knn_anomaly_scores(train.features, test_x, cfg.anomaly_k)
-        seconds = time.perf_counter() - t0
-        fpr, tpr, auc = roc(truth, scores)
-        interval = auroc_interval(truth, scores)  # 95% stratified bootstrap: small folders move the AUROC a lot
-        curves.append((label, fpr, tpr, auc))
-        stem = "scores-" + "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
-        n0 = len(normal.labels)
-        files[stem] = (scores, "index,dataset,label,score\n" + "".join(
-            f"{i if i < n0 else i - n0},{normal.dataset if i < n0 else odd.dataset},{truth[i]},{s:.6g}\n"
-            for i, s in enumerate(scores)))
-        top = np.argsort(-scores, kind="stable")[:cfg.anomaly_top]
-        images = [normal.data.images[i] if i < n0 else odd.data.images[i - n0] for i in top]
-        rows.append((label, images, [f"{odd.dataset if truth[i] else normal.dataset} {scores[i]:.2f}" for i in top]))
-        results.append({"name": label, "source": t.encoder.name, "weights_sha256": t.encoder.weights_sha256,
-                        "auroc": auc, "auroc_interval": list(interval), "n_normal": n0,
-                        "n_anomalies": len(odd.labels), "seconds": seconds,
-                        "top": [{"dataset": normal.dataset if i < n0 else odd.dataset,
-                                 "index": int(i if i < n0 else i - n0), "score": float(scores[i])} for i in top],
-                        "scores": str(out_dir / f"{stem}.npy")})
-        echo(f"{label}: AUROC {auc:.4f} [95% {interval[0]:.3f}, {interval[1]:.3f}] ({normal.dataset} test {n0} "
-             f"normal vs {odd.dataset} test "
-             f"{len(odd.labels)} anomalous, k={cfg.anomaly_k}, scoring {seconds:.2f}s)")
-    for stem, (scores, csv) in files.items():
-        atomic_save_npy(out_dir / f"{stem}.npy", scores)
-        atomic_write_text(out_dir / f"{stem}.csv", csv)
-    normal_name = tasks[0].dataset_name
-    figures.roc_png(curves, f"kNN anomaly detection, k={cfg.anomaly_k}\n{normal_name} test (normal) vs {anomalies} "
-                            "test (anomalous)", out_dir / "roc.png")
-    figures.image_grid_png(rows, f"the {cfg.anomaly_top} most anomalous test images (dataset, score)",
-                           out_dir / "top_anomalies.png")
-    for t in tasks:
-        t.to_tensorboard([out_dir / "roc.png", out_dir / "top_anomalies.png"])
-    payload = {"dataset": normal_name, "anomalies": anomalies, "eval_config": asdict(cfg), "runs": results}
-    atomic_write_text(out_dir / "anomaly.json", json.dumps(payload, indent=2) + "\n")
-    echo(f"-> {out_dir / 'roc.png'}, {out_dir / 'top_anomalies.png'}")
-    return payload
-
-
 def run_cluster(source: SourceLike, out: str | Path | None = None, data_dir: str | None = None,
                 cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
                 echo: Callable[[str], None] = print, dataset: str | None = None) -> dict[str, Any]:
@@ -385,7 +298,7 @@ def run_cluster(source: SourceLike, out: str | Path | None = None, data_dir: str
     from viclab.eval.cluster import kmeans, silhouette
     from viclab.eval.embed import tsne
 
-    t = _Task(source, out, data_dir, cfg, progress, use_cache, dataset=dataset)
+    t = Task(source, out, data_dir, cfg, progress, use_cache, dataset=dataset)
     train = t.reps("train")
     x, y = train.features, train.labels
     if cfg.clusters >= len(y):

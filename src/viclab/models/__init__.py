@@ -1,4 +1,4 @@
-"""Backbone registry: ``build_backbone(name) -> (module, feature_dim)``.
+"""Backbones, registered with their facts (:mod:`viclab.models.registry`): ``build_backbone(name) -> (module, dim)``.
 
 Every image backbone maps ``(B, 3, H, W)`` images to ``(B, feature_dim)`` representations,
 ``spec_cnn`` ``(B, 1, n_mels, frames)`` log-mel spectrograms; each exposes ``forward_features``
@@ -7,15 +7,16 @@ as the probing seam. Models never compute losses.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from viclab.core.errors import ViclabError
 from viclab.models.autoencoder import ConvAutoencoder, build_autoencoder
 from viclab.models.projector import build_projector
-from viclab.models.resnet import ResNet18, ResNet50, exercise_resnet18, resnet18_cifar, resnet50
-from viclab.models.small import Conv4, SmallCNN, conv4, small_cnn
+from viclab.models.registry import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, Backbone, get_backbone
+from viclab.models.resnet import ResNet18, ResNet50, resnet50
+from viclab.models.small import Conv4, SmallCNN
 from viclab.models.spectro import (
     DenseAutoencoder,
     SpecAutoencoder,
@@ -27,32 +28,25 @@ from viclab.models.spectro import (
 )
 from viclab.models.vit import VisionTransformer, load_backbone_state_dict, vit_small, vit_tiny
 
-BACKBONES: dict[str, Callable[[], tuple[nn.Module, int]]] = {
-    "exercise_resnet18": exercise_resnet18,
-    "resnet18_cifar": resnet18_cifar,
-    "small_cnn": small_cnn,
-    "conv4": conv4,  # untrained: the feature map of Laplacian Eigenmaps (spec S7)
-    "spec_cnn": spec_cnn,  # log-mel spectrograms (spec §4)
-    "resnet50": resnet50,  # torchvision / VICReg layout, ImageNet stem
-    "vit_tiny": vit_tiny,  # timm / DINO layout, 32 px, patch 4
-    "vit_small": vit_small,
-}
+if TYPE_CHECKING:
+    from viclab.data.types import ImageData
 
 
-# Input channels of the backbones that do not take RGB images.
-INPUT_CHANNELS: dict[str, int] = {"spec_cnn": 1}
+def input_modality(backbone: str) -> str:
+    """What a backbone takes (:data:`viclab.data.MODALITIES`): ``spectrogram`` for a one-channel network, else
+    ``image`` (RGB)."""
+    return BACKBONES[backbone].modality if backbone in BACKBONES else "image"
 
 
-def check_inputs(backbone: str, data) -> None:
+def check_inputs(backbone: str, data: ImageData) -> None:
     """Refuse data a backbone cannot take: RGB images for a spectrogram network, or the reverse.
 
     Args:
         backbone: a key of :data:`BACKBONES`.
-        data: :class:`~viclab.data.ImageData` (uint8 images, or float log-mel spectrograms).
+        data: the inputs; their ``modality`` must be the backbone's (:func:`input_modality`).
     """
-    sound = data.images.is_floating_point()
-    if INPUT_CHANNELS.get(backbone, 3) != data.images.shape[1]:
-        if sound:
+    if input_modality(backbone) != data.modality:
+        if data.modality == "spectrogram":
             raise ViclabError(f"model.backbone={backbone} takes RGB images, but the data are log-mel spectrograms of "
                               "sound clips; use model.backbone=spec_cnn (e.g. --preset sound)")
         raise ViclabError(f"model.backbone={backbone} takes log-mel spectrograms of sound, but the data are images; "
@@ -72,15 +66,14 @@ def check_view_size(encoder: nn.Module, size: int) -> None:
 
 def build_backbone(name: str) -> tuple[nn.Module, int]:
     """Instantiate a registered backbone; returns ``(module, feature_dim)``."""
-    if name not in BACKBONES:
-        raise ViclabError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
-    return BACKBONES[name]()
+    return get_backbone(name).build()
 
 
-__all__ = ["BACKBONES", "INPUT_CHANNELS", "Conv4", "ConvAutoencoder", "DenseAutoencoder", "ResNet18", "ResNet50",
-           "SmallCNN", "SpecAutoencoder", "SpecCNN", "Standardize", "VisionTransformer", "build_autoencoder",
-           "build_backbone", "build_projector", "check_inputs", "check_view_size", "fit_standardizers",
-           "load_backbone_state_dict", "resnet50", "spec_cnn", "stack_frames", "vit_small", "vit_tiny"]
+__all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone", "Conv4", "ConvAutoencoder", "DenseAutoencoder",
+           "ResNet18", "ResNet50", "SmallCNN", "SpecAutoencoder", "SpecCNN", "Standardize", "VisionTransformer",
+           "build_autoencoder", "build_backbone", "build_projector", "check_inputs", "check_view_size",
+           "fit_standardizers", "get_backbone", "input_modality", "load_backbone_state_dict", "resnet50", "spec_cnn",
+           "stack_frames", "vit_small", "vit_tiny"]
 
 from viclab.models.vicreg import VICRegModel, build_vicreg_model  # noqa: E402
 

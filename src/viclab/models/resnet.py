@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from viclab.models.registry import IMAGENET_MEAN, IMAGENET_STD, register
+
 
 def _init_convs(net: nn.Module) -> None:
     """He initialisation of every convolution, as torchvision's ResNets."""
@@ -92,11 +94,13 @@ class ResNet18(nn.Module):
         return self.head(self.fc(self.forward_features(x)))
 
 
+@register()
 def exercise_resnet18() -> tuple[nn.Module, int]:
     """The exercise encoder f (spec §2): 128-d representation."""
     return ResNet18(stem="exercise", fc_dim=512, head_dim=128), 128
 
 
+@register()
 def resnet18_cifar() -> tuple[nn.Module, int]:
     """The usual CIFAR ResNet-18 (3x3 stem, no max-pool), 512-d features."""
     return ResNet18(stem="cifar"), 512
@@ -169,6 +173,7 @@ class ResNet50(nn.Module):
         return self.fc(self.forward_features(x))
 
 
+@register(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)  # torchvision / VICReg layout, ImageNet stem
 def resnet50() -> tuple[nn.Module, int]:
     """torchvision / VICReg ResNet-50 trunk (ImageNet stem), 2048-d features."""
     net = ResNet50()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from viclab.models.registry import register
+
 
 def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
@@ -47,6 +49,7 @@ class SmallCNN(nn.Module):
         return self.forward_features(x)
 
 
+@register()
 def small_cnn() -> tuple[nn.Module, int]:
     """Default small CNN: widths 32-64-128-256, 256-d features."""
     net = SmallCNN()
@@ -78,6 +81,7 @@ class Conv4(nn.Module):
         return self.forward_features(x)
 
 
+@register()  # untrained: the feature map of Laplacian Eigenmaps (spec S7)
 def conv4() -> tuple[nn.Module, int]:
     """The course's random feature map for Laplacian Eigenmaps: 4 conv layers, linear to 1024."""
     net = Conv4()

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from viclab.models.autoencoder import ConvAutoencoder
+from viclab.models.registry import register
 from viclab.models.small import SmallCNN
 
 
@@ -74,6 +75,7 @@ class SpecCNN(nn.Module):
         return self.forward_features(x)
 
 
+@register(channels=1, size=None, mean=None, std=None)  # log-mel spectrograms (spec §4), standardised inside
 def spec_cnn() -> tuple[nn.Module, int]:
     """The spectrogram CNN: widths 32-64-128-256, 256-d features."""
     net = SpecCNN()

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from viclab.core.errors import ViclabError
+from viclab.models.registry import register
 
 
 def resample_pos_embed(pos_embed: Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int]) -> Tensor:
@@ -269,12 +270,14 @@ def load_backbone_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor])
     model.load_state_dict(cleaned, strict=True)
 
 
+@register()  # timm / DINO layout, 32 px, patch 4
 def vit_tiny() -> tuple[nn.Module, int]:
     """ViT-Ti (D 192, depth 12, 3 heads) for 32x32 images, patch 4 (64 patches + class token); 192-d features."""
     net = VisionTransformer(img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3)
     return net, net.embed_dim
 
 
+@register()
 def vit_small() -> tuple[nn.Module, int]:
     """ViT-S (D 384, depth 12, 6 heads) for 32x32 images, patch 4 (64 patches + class token); 384-d features."""
     net = VisionTransformer(img_size=32, patch_size=4, embed_dim=384, depth=12, num_heads=6)

@@ -200,7 +200,7 @@ def write_report(study_dir: Path, results: dict[str, Any]) -> Path:
     curves = {m: read_metrics(study_dir / "runs" / m / METRICS) for m in (*CURVE_RUNS, *LATENT_RUNS)
               if (study_dir / "runs" / m / METRICS).exists()}
     curve_paths = curve_figures(study_dir, curves, METHODS)
-    latent_paths = curve_figures(study_dir, curves, METHODS, LATENT_RUNS, ("invariance", "variance"), "latent_")
+    latent_paths = curve_figures(study_dir, curves, METHODS, LATENT_RUNS, TERMS[:2], "latent_")
     text = interpret(results, curves)
     ev = study_dir / "eval"
     rows = {r["method"]: r for r in results["table"]}
@@ -225,7 +225,7 @@ def write_report(study_dir: Path, results: dict[str, Any]) -> Path:
          + "</div>"),
         ("S5", "S5 · Latent optimisation: a free code per image", _notes(text["S5"]) + '<div class="grid">'
          + "".join(_img(p, f"latent codes, {t} term per training batch: naive pairs and graph pairs")
-                   for p, t in zip(latent_paths, ("invariance", "variance"))) + "</div>"),
+                   for p, t in zip(latent_paths, TERMS[:2])) + "</div>"),
         ("S6", "S6 · Neighbours as views", _notes(text["S6"]) + '<div class="grid">'
          + _img(ev / "neighbours" / "pca.png", "neighbour views: PCA of the test representations")
          + _img(ev / "neighbours" / "tsne.png", "neighbour views: t-SNE of the test representations") + "</div>"),

@@ -8,10 +8,12 @@ figures and tables next to it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from viclab.config.detect import TERM_SCORES, TERMS
 from viclab.core.metrics import sampling_error  # the one home of accuracies' sampling error
 
 
@@ -55,48 +57,83 @@ def curve_ends(records: list[dict[str, Any]], term: str, window: int = 20) -> tu
     return float(np.mean(values[:w])), float(np.mean(values[-w:]))
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """The study's table rows the sentences compare, and the chance level of its classes."""
+
+    v: dict[str, Any]  # VICReg
+    nv: dict[str, Any]  # mu = 0 (no variance term)
+    nb: dict[str, Any]  # neighbour views
+    ln: dict[str, Any]  # latent codes, naive pairs
+    lg: dict[str, Any]  # latent codes, graph pairs
+    le: dict[str, Any]  # Laplacian Eigenmaps
+    chance: float
+
+    @classmethod
+    def of(cls, results: dict[str, Any]) -> _Rows:
+        methods = ("vicreg", "no_variance", "neighbours", "latent_naive", "latent_graph", "eigenmaps")
+        rows = [_row(results, m) for m in methods]
+        return cls(*rows, chance=1.0 / results["stages"]["eval_vicreg"]["n_classes"])
+
+
+def _vs(a: dict[str, Any], name_a: str, b: dict[str, Any], name_b: str) -> str:
+    return compare_accuracy(name_a, a["linear_top1"], a["n_test"], name_b, b["linear_top1"], b["n_test"])
+
+
 def interpret(results: dict[str, Any], curves: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
     """Sentences per report section (keys: ``S1`` ... ``C``), from ``results`` and the
     runs' metrics records (``curves``: method -> ``metrics.jsonl`` records)."""
-    st = results["stages"]
-    v, nv, nb = _row(results, "vicreg"), _row(results, "no_variance"), _row(results, "neighbours")
-    ln, lg, le = _row(results, "latent_naive"), _row(results, "latent_graph"), _row(results, "eigenmaps")
-    n_classes = st["eval_vicreg"]["n_classes"]
-    chance = 1.0 / n_classes
-    out: dict[str, list[str]] = {}
+    r = _Rows.of(results)
+    out = {"S1": _curves(results, curves), "S2": _pca(r.v), "S3": _probe(results, r), "S4": _no_variance(r),
+           "S5": _latent(results, r), "S6": _neighbours(results, r), "S7": _eigenmaps(results, r)}
+    optional = {"S8": _retrieval(results, r), "A": _anomaly(results["stages"]["anomaly"]),
+                "C": _clusters(results, r)}
+    out.update({k: v for k, v in optional.items() if v is not None})
+    return out
 
-    def vs(a: dict[str, Any], name_a: str, b: dict[str, Any], name_b: str) -> str:
-        return compare_accuracy(name_a, a["linear_top1"], a["n_test"], name_b, b["linear_top1"], b["n_test"])
 
+def _curves(results: dict[str, Any], curves: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """S1: how each term moved over training, on the training batches and on the test set."""
+    terms = TERMS
     s1 = []
     for method in ("vicreg", "no_variance"):
         recs = curves.get(method, [])
         if not recs:
             continue
         label = _row(results, method)["name"]
-        parts = [change(term, *curve_ends(recs, term)) for term in ("invariance", "variance", "covariance")]
+        parts = [change(term, *curve_ends(recs, term)) for term in terms]
         test = [r for r in recs if r["split"] == "test"]
         line = f"{label}, first to last {min(20, max(1, len(recs) // 4))} training batches: " + "; ".join(parts) + "."
         if len(test) >= 2:
             line += " On the test set (before training, then after each epoch): " + "; ".join(
-                change(term, test[0][term], test[-1][term]) for term in ("invariance", "variance", "covariance")) + "."
+                change(term, test[0][term], test[-1][term]) for term in terms) + "."
         s1.append(line)
-    out["S1"] = s1
+    return s1
 
-    out["S2"] = [
+
+def _pca(v: dict[str, Any]) -> list[str]:
+    return [
         f"The first two principal components carry {pct(v['pca2_share'])} of the variance of VICReg's "
         f"{v['dim']}-d test representations (effective rank {v['effective_rank']:.1f} of {v['dim']}), so the "
         f"PCA map shows {'most' if v['pca2_share'] >= 0.5 else 'less than half'} of their variance; t-SNE keeps "
         "neighbourhoods instead of variance."
     ]
-    out["S3"] = [
+
+
+def _probe(results: dict[str, Any], r: _Rows) -> list[str]:
+    v = r.v
+    return [
         f"Linear probe on VICReg's frozen representations: top-1 {pct(v['linear_top1'])}, top-5 "
         f"{pct(v['linear_top5'])} on {v['n_test']} test images ({v['n_train']} training images), against "
-        f"{pct(chance)} for chance; the weighted {results['config']['eval']['knn_k']}-NN classifier scores "
+        f"{pct(r.chance)} for chance; the weighted {results['config']['eval']['knn_k']}-NN classifier scores "
         f"{pct(v['knn_top1'])} top-1."
     ]
-    out["S4"] = [
-        "Linear probe: " + vs(nv, "μ = 0", v, "VICReg") + ".",
+
+
+def _no_variance(r: _Rows) -> list[str]:
+    v, nv = r.v, r.nv
+    return [
+        "Linear probe: " + _vs(nv, "μ = 0", v, "VICReg") + ".",
         f"The first two principal components carry {pct(nv['pca2_share'])} of the μ = 0 test representations' "
         f"variance against {pct(v['pca2_share'])} with the variance term; effective rank "
         f"{nv['effective_rank']:.1f} against {v['effective_rank']:.1f} (of {v['dim']}): "
@@ -104,58 +141,85 @@ def interpret(results: dict[str, Any], curves: dict[str, list[dict[str, Any]]]) 
            if nv["effective_rank"] < v["effective_rank"] else
            "by this measure the representation is not more concentrated without the variance term."),
     ]
+
+
+def _latent(results: dict[str, Any], r: _Rows) -> list[str]:
+    st, ln = results["stages"], r.ln
     naive, graph = st["latent_naive"], st["latent_graph"]
     inv_text = ("exactly 0 in every one of its " if naive["max_abs_invariance"] == 0 else
                 f"at most {naive['max_abs_invariance']:.3g} over its ")
-    out["S5"] = [
+    return [
         f"With naive pairs the invariance term was {inv_text}{naive['batches']} batches, and a probe trained on "
         f"{ln['n_train']} codes scores {pct(ln['linear_top1'])} on the other {ln['n_test']} (chance "
-        f"{pct(chance)}).",
+        f"{pct(r.chance)}).",
         f"Pairing each code with one of its {results['config']['latent']['graph_k']} "
         f"nearest images in a fixed feature space ({pct(graph.get('graph_same_class'))} of those neighbours share "
-        f"the image's class): " + vs(lg, "the graph-pair codes", ln, "the naive codes") + ".",
+        f"the image's class): " + _vs(r.lg, "the graph-pair codes", ln, "the naive codes") + ".",
     ]
-    same = st["neighbours"].get("same_class")
-    out["S6"] = [
+
+
+def _neighbours(results: dict[str, Any], r: _Rows) -> list[str]:
+    same = results["stages"]["neighbours"].get("same_class")
+    return [
         (f"{pct(same)} of the {results['config']['neighbour_k']} nearest training neighbours in VICReg's space "
          "share the image's class. " if same is not None else "")
-        + "After training on those pairs: " + vs(nb, "the neighbour-view model", v, "VICReg") + "."
+        + "After training on those pairs: " + _vs(r.nb, "the neighbour-view model", r.v, "VICReg") + "."
     ]
-    eig = st["eigenmaps"]
-    out["S7"] = [
+
+
+def _eigenmaps(results: dict[str, Any], r: _Rows) -> list[str]:
+    eig = results["stages"]["eigenmaps"]
+    return [
         f"Laplacian Eigenmaps on all {eig['nodes']} images ({eig['edges']} edges, one component, "
-        f"{le['dim']} eigenvectors, {eig['seconds']['total']:.0f} s): "
-        + vs(le, "its linear probe", v, "VICReg") + "."
+        f"{r.le['dim']} eigenvectors, {eig['seconds']['total']:.0f} s): "
+        + _vs(r.le, "its linear probe", r.v, "VICReg") + "."
     ]
-    if v["precision_at_k"] is not None and nb["precision_at_k"] is not None:
-        k = results["config"]["eval"]["retrieval_k"]
-        d = nb["precision_at_k"] - v["precision_at_k"]
-        out["S8"] = [
-            f"Precision@{k} (share of the {k} nearest training images of the query's class, averaged over "
-            f"{st['eval_vicreg']['retrieve']['precision_queries']} queries): VICReg {pct(v['precision_at_k'])}, "
-            f"neighbour views {pct(nb['precision_at_k'])} ({points(d)} for neighbour views; chance {pct(chance)})."
-        ]
-    runs = st["anomaly"]["runs"]
-    if len(runs) >= 2:
-        a, b = sorted(runs, key=lambda r: -r["auroc"])[:2]
-        out["A"] = [
-            f"{a['name']} separates {st['anomaly']['anomalies']} from the normal test images better: AUROC "
-            f"{a['auroc']:.3f} against {b['auroc']:.3f} for {b['name']} ({a['auroc'] - b['auroc']:+.3f})."
-            if a["auroc"] > b["auroc"] else f"Both methods reach AUROC {a['auroc']:.3f}.",
-            "Among the most anomalous test images: " + "; ".join(
-                f"{r['name']}: {sum(t['dataset'] == st['anomaly']['anomalies'] for t in r['top'])} of "
-                f"{len(r['top'])} are {st['anomaly']['anomalies']}" for r in runs) + ".",
-        ]
-    if v["silhouette"] is not None and nb["silhouette"] is not None:
-        better = ("VICReg's" if v["ari"] > nb["ari"] else "the neighbour-view model's" if nb["ari"] > v["ari"]
-                  else "neither method's")
-        out["C"] = [
-            f"K-means (k = {results['config']['eval']['clusters']}) silhouette, exact over all training points: "
-            f"VICReg {v['silhouette']:.3f}, neighbour views {nb['silhouette']:.3f}. Agreement of the clusters "
-            f"with the classes (adjusted Rand index): VICReg {v['ari']:.3f}, neighbour views {nb['ari']:.3f}; "
-            f"{better} clusters match the classes better by this measure."
-        ]
-    return out
+
+
+def _retrieval(results: dict[str, Any], r: _Rows) -> list[str] | None:
+    """S8, when both models were evaluated on retrieval."""
+    v, nb = r.v, r.nb
+    if v["precision_at_k"] is None or nb["precision_at_k"] is None:
+        return None
+    k = results["config"]["eval"]["retrieval_k"]
+    d = nb["precision_at_k"] - v["precision_at_k"]
+    queries = results["stages"]["eval_vicreg"]["retrieve"]["precision_queries"]
+    return [
+        f"Precision@{k} (share of the {k} nearest training images of the query's class, averaged over "
+        f"{queries} queries): VICReg {pct(v['precision_at_k'])}, "
+        f"neighbour views {pct(nb['precision_at_k'])} ({points(d)} for neighbour views; chance {pct(r.chance)})."
+    ]
+
+
+def _anomaly(an: dict[str, Any]) -> list[str] | None:
+    """A, when at least two methods scored the anomalies."""
+    runs = an["runs"]
+    if len(runs) < 2:
+        return None
+    a, b = sorted(runs, key=lambda r: -r["auroc"])[:2]
+    return [
+        f"{a['name']} separates {an['anomalies']} from the normal test images better: AUROC "
+        f"{a['auroc']:.3f} against {b['auroc']:.3f} for {b['name']} ({a['auroc'] - b['auroc']:+.3f})."
+        if a["auroc"] > b["auroc"] else f"Both methods reach AUROC {a['auroc']:.3f}.",
+        "Among the most anomalous test images: " + "; ".join(
+            f"{r['name']}: {sum(t['dataset'] == an['anomalies'] for t in r['top'])} of "
+            f"{len(r['top'])} are {an['anomalies']}" for r in runs) + ".",
+    ]
+
+
+def _clusters(results: dict[str, Any], r: _Rows) -> list[str] | None:
+    """C, when both models were clustered."""
+    v, nb = r.v, r.nb
+    if v["silhouette"] is None or nb["silhouette"] is None:
+        return None
+    better = ("VICReg's" if v["ari"] > nb["ari"] else "the neighbour-view model's" if nb["ari"] > v["ari"]
+              else "neither method's")
+    return [
+        f"K-means (k = {results['config']['eval']['clusters']}) silhouette, exact over all training points: "
+        f"VICReg {v['silhouette']:.3f}, neighbour views {nb['silhouette']:.3f}. Agreement of the clusters "
+        f"with the classes (adjusted Rand index): VICReg {v['ari']:.3f}, neighbour views {nb['ari']:.3f}; "
+        f"{better} clusters match the classes better by this measure."
+    ]
 
 
 # Published one-class CIFAR-10 mean AUROCs (spec §5; ResNet-18 from scratch, hundreds of GPU epochs).
@@ -181,29 +245,41 @@ def interpret_detection(det: dict[str, Any]) -> list[str]:
                    f"({mean[floor]:.3f}).")
     elif floor is not None:
         out.append(f"No trained detector beats the random-encoder floor ({mean[floor]:.3f}) at this budget.")
-    terms = {q: mean[f"vicreg_terms:{q}"] for q in ("invariance", "variance", "covariance", "loss")
-             if f"vicreg_terms:{q}" in mean}
-    if terms:
-        q = max(terms, key=terms.get)
-        out.append(f"Of VICReg's per-image quantities, {q} ranks best (mean AUROC {terms[q]:.3f}; "
-                   + ", ".join(f"{k} {v:.3f}" for k, v in terms.items() if k != q) + "). An AUROC below 0.5 "
-                   "means the quantity is smaller on anomalies than on normal images.")
+    out += _vicreg_quantities(mean)
     gap = ONE_CLASS_ANCHORS["SimCLR features"] - mean[best]
     out.append("Published means of the full protocol (all ten classes, ResNet-18, hundreds of GPU epochs): "
                + ", ".join(f"{k} {v:.3f}" for k, v in ONE_CLASS_ANCHORS.items())
                + f"; this budget's best mean, {mean[best]:.3f}, is {abs(gap):.3f} {'below' if gap > 0 else 'above'} "
                "SimCLR's (a subset of classes: compare with care; the full table is benchmarks/detection.py).")
-    mon = det["monitor"]["mean"] if det.get("monitor") else {}
-    ratio = {k: v["anomalous"] / v["normal"] for k, v in mon.items() if v["normal"]}
-    if ratio:
-        k = max(ratio, key=lambda t: abs(np.log(ratio[t])) if ratio[t] > 0 else 0.0)
-        out.append(f"Monitor (class {det['first_class']}, batches of {det['monitor']['batch_size']}): mean per batch, "
-                   "anomalous vs normal batches: " + "; ".join(
-                       f"{t} {v['anomalous']:.4g} vs {v['normal']:.4g}" for t, v in mon.items())
-                   + f". The {k} term moves most ({ratio[k]:.2f}x its normal level).")
+    out += _monitor(det)
     secs = [r["seconds"] for r in det["per_class"]]
     out.append(f"Each class took {np.median(secs):.0f} s (median) to fit every detector and score the test set.")
     return out
+
+
+def _vicreg_quantities(mean: dict[str, float]) -> list[str]:
+    """Which of VICReg's per-image quantities ranks anomalies best (none when none was scored)."""
+    terms = {q: mean[f"vicreg_terms:{q}"] for q in TERM_SCORES
+             if f"vicreg_terms:{q}" in mean}
+    if not terms:
+        return []
+    q = max(terms, key=terms.get)
+    return [f"Of VICReg's per-image quantities, {q} ranks best (mean AUROC {terms[q]:.3f}; "
+            + ", ".join(f"{k} {v:.3f}" for k, v in terms.items() if k != q) + "). An AUROC below 0.5 "
+            "means the quantity is smaller on anomalies than on normal images."]
+
+
+def _monitor(det: dict[str, Any]) -> list[str]:
+    """The monitor's mean terms on anomalous against normal batches, and the term that moves most."""
+    mon = det["monitor"]["mean"] if det.get("monitor") else {}
+    ratio = {k: v["anomalous"] / v["normal"] for k, v in mon.items() if v["normal"]}
+    if not ratio:
+        return []
+    k = max(ratio, key=lambda t: abs(np.log(ratio[t])) if ratio[t] > 0 else 0.0)
+    return [f"Monitor (class {det['first_class']}, batches of {det['monitor']['batch_size']}): mean per batch, "
+            "anomalous vs normal batches: " + "; ".join(
+                f"{t} {v['anomalous']:.4g} vs {v['normal']:.4g}" for t, v in mon.items())
+            + f". The {k} term moves most ({ratio[k]:.2f}x its normal level)."]
 
 
 DCASE_BASELINE_AUC = {"fan": 0.65, "slider": 0.85}  # published development-set AUC (~1,000 normal clips per ID)

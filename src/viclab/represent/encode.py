@@ -10,7 +10,6 @@ baseline every probe should beat), or ``pretrained:BACKBONE:FILE`` for a publish
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from dataclasses import replace
@@ -22,15 +21,16 @@ from torch import Tensor, nn
 
 import viclab
 from viclab.config import EVAL_DEFAULTS, AugmentConfig, Config, DataConfig, ModelConfig
+from viclab.core.cache import CacheStore
 from viclab.core.errors import ViclabError, ViclabWarning
-from viclab.core.io import atomic_save_npy, tensor_file_sha256
+from viclab.core.hashing import digest, file_digest
+from viclab.core.io import tensor_file_sha256
 from viclab.core.runtime import Runtime, select_runtime
 from viclab.data import load_inputs
-from viclab.data.download import md5sum
 from viclab.data.types import data_fingerprint
-from viclab.engine.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_encoder, load_pretrained
+from viclab.engine.checkpoint import load_encoder, load_pretrained
 from viclab.engine.rundir import CONFIG, ENCODER
-from viclab.models import build_backbone, check_inputs
+from viclab.models import IMAGENET_MEAN, IMAGENET_STD, build_backbone, check_inputs
 from viclab.represent.source import Representations, Source
 from viclab.represent.table import TABLE, table_source
 from viclab.views import eval_transform
@@ -39,17 +39,12 @@ RANDOM_PREFIX = "random:"
 PRETRAINED_PREFIX = "pretrained:"  # pretrained:BACKBONE:FILE, a published checkpoint
 # What published checkpoints were trained on (ImageNet, which viclab does not load); not a possible path.
 PRETRAINED_DATASET = "<imagenet>"
-# Bump when the way representations are computed changes; the package version is in the key too.
-CACHE_VERSION = "3"  # 3: channels-last encoding
 
 
 def state_sha256(module: nn.Module) -> str:
     """Hash of a module's parameters and buffers (names, shapes and values)."""
-    h = hashlib.sha256()
-    for key, value in module.state_dict().items():
-        h.update(f"{key}{tuple(value.shape)}{value.dtype}".encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
+    return digest(part for key, value in module.state_dict().items()
+                  for part in (f"{key}{tuple(value.shape)}{value.dtype}", value))
 
 
 def encoder_source(module: nn.Module, dim: int, config: Config, name: str, weights_sha256: str) -> Source:
@@ -105,7 +100,7 @@ def _pretrained_source(text: str, name: str | None) -> Source:
     cfg = replace(Config(), data=DataConfig(dataset=PRETRAINED_DATASET), model=ModelConfig(backbone=backbone),
                   augment=AugmentConfig(size=size, mean=IMAGENET_MEAN, std=IMAGENET_STD))
     return encoder_source(module, dim, cfg, name or f"{Path(file).stem} ({backbone})",
-                          md5sum(Path(file).expanduser(), algorithm="sha256"))
+                          file_digest(Path(file).expanduser(), "sha256", None))
 
 
 def _features_of(spec: str, seed: int, dataset: str, split: str, data_dir: str | None, progress: bool) -> np.ndarray:
@@ -118,13 +113,6 @@ def trained_data_dir(cfg: Config) -> str | None:
     return cfg.data.data_dir if cfg.data.data_dir and Path(cfg.data.data_dir).is_dir() else None
 
 
-def default_cache_dir() -> Path:
-    """``$VICLAB_CACHE``, else ``$XDG_CACHE_HOME/viclab/features`` (~/.cache/viclab/features)."""
-    if os.environ.get("VICLAB_CACHE"):
-        return Path(os.environ["VICLAB_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "viclab" / "features"
-
-
 def eval_runtime(cfg=EVAL_DEFAULTS) -> Runtime:
     """Where and how precisely evaluations encode: ``cfg.device``, in ``cfg.precision``
     (fp32 unless asked otherwise, on every device)."""
@@ -133,17 +121,19 @@ def eval_runtime(cfg=EVAL_DEFAULTS) -> Runtime:
 
 @torch.no_grad()
 def encode(module: nn.Module, images: Tensor, augment: AugmentConfig, batch_size: int = 500,
-           runtime: Runtime | None = None, progress: bool = False, desc: str = "encoding") -> Tensor:
+           runtime: Runtime | None = None, progress: bool = False, desc: str = "encoding", *,
+           modality: str) -> Tensor:
     """Representations of ``images`` with the evaluation transform (normalise only).
 
     Args:
         module: the encoder, put in eval mode here (BatchNorm uses running stats).
-        images: ``(N, 3, H, W)`` uint8.
+        images: ``(N, 3, H, W)`` uint8, or ``(N, 1, n_mels, frames)`` float32 spectrograms.
         augment: supplies the normalisation (mean, std).
         batch_size: images per forward pass.
         runtime: device and precision (default: :func:`eval_runtime`, fp32 on CUDA if present,
             else on the CPU).
         progress: show a tqdm bar.
+        modality: what ``images`` hold (:attr:`viclab.data.ImageData.modality`).
 
     Returns:
         ``(N, D)`` float32 on the CPU.
@@ -156,27 +146,11 @@ def encode(module: nn.Module, images: Tensor, augment: AugmentConfig, batch_size
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False,
                       dynamic_ncols=True):
-        x = eval_transform(images[start:start + batch_size].to(rt.device), augment)
+        x = eval_transform(images[start:start + batch_size].to(rt.device), augment, modality)
         x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
         with rt.autocast():
             out.append(module(x).float().cpu())
     return torch.cat(out) if out else torch.empty(0, 0)
-
-
-def _read_cached(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
-    """A cached feature array, or ``None`` (absent, or unreadable: then it is recomputed)."""
-    if not path.exists():
-        return None
-    try:
-        feats = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        warnings.warn(f"cached features {path} are damaged ({e}); recomputing them", ViclabWarning, stacklevel=3)
-        return None
-    if feats.shape != shape or feats.dtype != np.float32:
-        warnings.warn(f"cached features {path} hold {feats.dtype} {feats.shape}, not float32 {shape}; recomputing "
-                      "them", ViclabWarning, stacklevel=3)
-        return None
-    return feats
 
 
 def representations(source: Source, split: str, dataset: str | None = None, data_dir: str | None = None,
@@ -190,7 +164,8 @@ def representations(source: Source, split: str, dataset: str | None = None, data
         dataset: registry name or image-folder path (default: the one the source was trained on).
         data_dir: data root (default: the training run's, if it exists here, else ``$VICLAB_DATA``
             or the cache dir).
-        cache_dir: where encoders' ``.npy`` features live (default: :func:`default_cache_dir`).
+        cache_dir: where encoders' ``.npy`` features live (default: the ``features`` namespace of
+            :class:`~viclab.core.cache.CacheStore`).
         use_cache: read and write the cache.
         progress: show a progress bar.
         runtime: device and precision of an encoder's forward pass (default: :func:`eval_runtime`).
@@ -214,23 +189,23 @@ def _encoder_representations(encoder: Source, split: str, dataset: str, data_dir
     data = load_inputs(dataset, split, data_dir or trained_data_dir(cfg), cfg)
     check_inputs(cfg.model.backbone, data)  # e.g. --dataset fsdd for an image encoder
     rt = runtime or eval_runtime()
-    path = None
-    if use_cache:
-        key = hashlib.sha256("|".join([CACHE_VERSION, viclab.__version__, encoder.weights_sha256, dataset, split,
-                                       data_fingerprint(data), repr(cfg.augment.mean), repr(cfg.augment.std),
-                                       rt.precision, rt.device.type]).encode()).hexdigest()[:32]
-        path = Path(cache_dir or default_cache_dir()) / f"{key}.npy"
-        feats = _read_cached(path, (len(data), encoder.dim))
-        if feats is not None:
-            return Representations(feats, data, dataset, split)
-    feats = encode(encoder.module, data.images, cfg.augment, runtime=rt, progress=progress,
-                   desc=f"{encoder.name}: {dataset} {split}").numpy()
-    if path is not None:
-        try:
-            atomic_save_npy(path, feats)
-        except (OSError, ViclabError) as e:  # an unwritable cache only costs time on the next call
-            warnings.warn(f"cannot cache features in {path.parent} ({getattr(e, 'strerror', None) or e}); set "
-                          "VICLAB_CACHE to a writable folder", ViclabWarning, stacklevel=2)
+    desc = f"{encoder.name}: {dataset} {split}"
+
+    def compute() -> np.ndarray:
+        return encode(encoder.module, data.images, cfg.augment, runtime=rt, progress=progress, desc=desc,
+                      modality=data.modality).numpy()
+
+    if not use_cache:
+        return Representations(compute(), data, dataset, split)
+    store = CacheStore("features", Path(cache_dir) if cache_dir else None, warn=True)
+    path = store.path([viclab.__version__, encoder.weights_sha256, dataset, split, data_fingerprint(data),
+                       repr(cfg.augment.mean), repr(cfg.augment.std), rt.precision, rt.device.type])
+
+    def unwritable(e: Exception) -> None:  # an unwritable cache only costs time on the next call
+        warnings.warn(f"cannot cache features in {path.parent} ({getattr(e, 'strerror', None) or e}); set "
+                      "VICLAB_CACHE to a writable folder", ViclabWarning, stacklevel=4)
+
+    feats = store.read_or_compute(path, compute, (len(data), encoder.dim), np.float32, unwritable=unwritable)
     return Representations(feats, data, dataset, split)
 
 

@@ -25,7 +25,7 @@ import torch
 from viclab.config import Config, DataConfig, EigenmapsConfig
 from viclab.core.errors import ViclabError
 from viclab.core.io import atomic_write, tensor_file_sha256
-from viclab.data import ImageData, load_images
+from viclab.data import load_images
 from viclab.represent.neighbors import nearest
 from viclab.represent.source import Representations, Source
 
@@ -134,8 +134,7 @@ def _table_representations(table: RepresentationTable, source: Source, split: st
         if len(s.index) and int(s.index.max()) >= len(data):
             raise ViclabError(f"{source.name} holds representations of {dataset} {s.source_split} images up to "
                               f"#{int(s.index.max())}, but only {len(data)} are here; use the data it was made from")
-        idx = torch.from_numpy(s.index)
-        return Representations(s.features, ImageData(data.images[idx], data.labels[idx], data.classes), dataset, split)
+        return Representations(s.features, data.rows(s.index), dataset, split)  # the rows with their files
     if table.extend is None:
         have = ", ".join(f"{table.dataset} {n}" for n in table.splits)
         raise ViclabError(f"{source.name} ({table.kind}) has no encoder, only stored representations of {have}; "

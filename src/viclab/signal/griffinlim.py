@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from viclab.config import SoundConfig
+from viclab.config import ResynthConfig, SoundConfig
 from viclab.signal.mel import LogMel, log_to_mel
 
 
@@ -44,8 +44,9 @@ def _istft(spec: Tensor, cfg: SoundConfig, window: Tensor, length: int | None) -
     return torch.istft(spec, cfg.n_fft, cfg.hop_length, window=window, center=True, length=length)
 
 
-def griffin_lim(magnitude: Tensor, cfg: SoundConfig, n_iter: int = 32, momentum: float = 0.99,
-                init: str = "random", seed: int = 0, length: int | None = None) -> Tensor:
+def griffin_lim(magnitude: Tensor, cfg: SoundConfig, n_iter: int = ResynthConfig.n_iter,
+                momentum: float = ResynthConfig.momentum, init: str = "random", seed: int = ResynthConfig.seed,
+                length: int | None = None) -> Tensor:
     """A waveform whose STFT magnitude approximates ``magnitude``.
 
     Args:
@@ -80,7 +81,8 @@ def griffin_lim(magnitude: Tensor, cfg: SoundConfig, n_iter: int = 32, momentum:
     return _istft(magnitude * angles, cfg, window, length)
 
 
-def logmel_to_wave(logmel: Tensor, cfg: SoundConfig, n_iter: int = 32, momentum: float = 0.99, seed: int = 0,
+def logmel_to_wave(logmel: Tensor, cfg: SoundConfig, n_iter: int = ResynthConfig.n_iter,
+                   momentum: float = ResynthConfig.momentum, seed: int = ResynthConfig.seed,
                    length: int | None = None) -> Tensor:
     """``(..., 1, n_mels, frames)`` or ``(..., n_mels, frames)`` log-mel -> ``(..., length)`` waveform:
     the log undone, the mel inverted (NNLS), the magnitude's phase found by Griffin-Lim."""

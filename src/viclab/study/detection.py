@@ -12,14 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from viclab.config import StudyConfig
-from viclab.detect import compare, figures, run_monitor
-from viclab.plot.figures import image_grid_png
+from viclab.config import MonitorConfig, StudyConfig
+from viclab.detect import compare, run_monitor
+from viclab.plot import figures
 
 TOP = 8  # most anomalous images shown per detector
-MONITOR_BATCH = 64
+MONITOR_BATCH = MonitorConfig.batch_size
 
 
 def _main_detectors(metrics: dict[str, Any], score: str) -> list[str]:
@@ -45,14 +43,11 @@ def detection_stage(cfg: StudyConfig, progress: bool, echo: Callable[[str], None
                            f"one-class {cfg.recipe.data.dataset}, class {first['cls']} normal: "
                            f"{int((labels == 0).sum())} normal vs {int((labels == 1).sum())} anomalous test images",
                            folder / "roc_pr.png")
-        rows = []
-        for n in names:
-            s = first["scores"][n]
-            order = np.argsort(-s, kind="stable")[:TOP]
-            rows.append((n, [test.data.images[i] for i in order],
-                         [f"{test.origin[i].split(':')[-1]} {s[i]:.3g}" for i in order]))
-        image_grid_png(rows, f"class {first['cls']} normal: the {TOP} most anomalous test images per detector "
-                             "(true class, score)", folder / "top_anomalies.png")
+        rows = [(n, first["scores"][n], lambda i: test.data.images[i],
+                 lambda i, s: f"{test.origin[i].split(':')[-1]} {s:.3g}") for n in names]
+        figures.top_anomalies_png(rows, TOP, f"class {first['cls']} normal: the {TOP} most anomalous test images per "
+                                             "detector (true class, score)", folder / "top_anomalies.png",
+                                  test.data.modality)
         # Batches of at most 64, and no more images than the smaller side holds (no image twice in a batch).
         batch = min(MONITOR_BATCH, int((labels == 0).sum()), int((labels == 1).sum()))
         monitor = run_monitor(folder / "detectors" / f"class-{first['cls']}" / "vicreg_terms", folder / "monitor",

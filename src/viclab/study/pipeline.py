@@ -28,12 +28,14 @@ import numpy as np
 from viclab.ablate import VIEWS, neighbours_config, run_eigenmaps, run_latent
 from viclab.ablate.neighbours import NEIGHBOURS_INFO
 from viclab.config import Config, StudyConfig
+from viclab.core.context import Context
 from viclab.core.errors import ViclabError
 from viclab.core.io import atomic_write_text, check_writable_dir, remove_stale_temp
 from viclab.core.runtime import barrier, broadcast_object, init_distributed, is_main, select_runtime
 from viclab.data import load_images, resolve_data_dir
 from viclab.data.sounds import sound_fingerprint
 from viclab.data.types import data_fingerprint
+from viclab.detect.anomaly import run_anomaly
 from viclab.detect.api import scoring_runtime
 from viclab.engine import train
 from viclab.engine.rundir import CONFIG, META, METRICS, config_json, read_metrics, write_run_files
@@ -90,7 +92,7 @@ def _train_stage(cfg: Config, progress: bool, echo: Callable[[str], None]) -> Ca
         # A folder with a config is this stage's killed run (another config would have cleared it).
         # Under torchrun rank 0's answer holds for all (it may write the config before another rank looks).
         resume = broadcast_object((folder / CONFIG).exists())
-        result = train(cfg, folder, resume=resume, progress=progress, echo=echo, views=VIEWS[cfg.views.kind])
+        result = train(cfg, folder, resume=resume, ctx=Context(progress, echo), views=VIEWS[cfg.views.kind])
         if not is_main():
             return {}
         records = read_metrics(folder / METRICS)
@@ -117,60 +119,65 @@ def _evaluate(name: str, tasks: tuple[str, ...], cfg: StudyConfig, run_dir: Path
     return run
 
 
-def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callable[[str], None],
-                 data: dict[str, Any]) -> list[Stage]:
-    """The study's stages in order (trainings first, then evaluations); ``data`` is
-    :func:`data_fingerprints` of ``cfg``."""
-    recipe = cfg.recipe
-    train_key, test_key = f"{recipe.data.dataset}/train", f"{recipe.data.dataset}/test"
+OWN = ["viclab.study.pipeline", "viclab.study.stages"]  # the code every stage runs
 
-    def reads(*keys: str) -> dict[str, Any]:
+
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """What stages' fingerprints are made of: the splits they read, the code they run, their configs."""
+
+    data: dict[str, Any]  # :func:`data_fingerprints`
+    codes: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def reads(self, *keys: str) -> dict[str, Any]:
         """The hashes of the splits a stage reads (only those: other data changes leave it cached)."""
-        return {k: data[k] for k in keys}
+        return {k: self.data[k] for k in keys}
 
-    codes: dict[str, str] = {}
-
-    def code(entry: str) -> str:
+    def code(self, entry: str) -> str:
         """The hash of the code a stage runs: ``entry`` with everything it imports, and this module."""
-        if entry not in codes:
-            codes[entry] = code_fingerprint([entry], own=["viclab.study.pipeline", "viclab.study.stages"])
-        return codes[entry]
+        if entry not in self.codes:
+            self.codes[entry] = code_fingerprint([entry], own=OWN)
+        return self.codes[entry]
 
-    runs = {name: study_dir / "runs" / name for name in METHODS}
+    @staticmethod
+    def conf(c: Any) -> dict[str, Any]:
+        return _without_paths(dataclasses.asdict(c))
+
+
+def _latent_stage(c: Any, progress: bool, echo: Callable[[str], None]) -> Callable[[Path], dict[str, Any]]:
+    def run(folder: Path) -> dict[str, Any]:
+        summary = run_latent(c, folder, progress=progress, echo=echo)
+        inv = [r["invariance"] for r in read_metrics(folder / METRICS)]
+        return {**summary, "max_abs_invariance": float(np.max(np.abs(inv))), "batches": len(inv)}
+    return run
+
+
+def _training_stages(cfg: StudyConfig, runs: dict[str, Path], fp: _Inputs, progress: bool,
+                     echo: Callable[[str], None]) -> list[Stage]:
+    """The trainings and ablations: VICReg, mu = 0, neighbour pairs, latent optimisation, Eigenmaps."""
+    recipe, conf = cfg.recipe, fp.conf
+    train_key, test_key = f"{recipe.data.dataset}/train", f"{recipe.data.dataset}/test"
     novar = replace(recipe, loss=replace(recipe.loss, var_weight=0.0))
     nbrs = neighbours_config(str(runs["vicreg"].resolve()), base=recipe, k=cfg.neighbour_k,
                              epochs=cfg.neighbour_epochs)
     naive = replace(cfg.latent, pairs="naive", epochs=cfg.latent_naive_epochs)
     graph = replace(cfg.latent, pairs="graph")
-
-    def latent(c) -> Callable[[Path], dict[str, Any]]:
-        def run(folder: Path) -> dict[str, Any]:
-            summary = run_latent(c, folder, progress=progress, echo=echo)
-            inv = [r["invariance"] for r in read_metrics(folder / METRICS)]
-            return {**summary, "max_abs_invariance": float(np.max(np.abs(inv))), "batches": len(inv)}
-        return run
-
-    def conf(c: Any) -> dict[str, Any]:
-        return _without_paths(dataclasses.asdict(c))
-
     views = {k: v for k, v in conf(nbrs).items() if k != "views"} | {"k": cfg.neighbour_k}
     # Where and how precisely a stage computes changes its numbers: "auto" resolves on this machine, so a
     # study folder moved to another device type or precision recomputes the stages that depend on them.
     # (The latent optimisation always runs on the CPU in fp32, Laplacian Eigenmaps in float64 NumPy.)
     trains = select_runtime(recipe.train.device, recipe.train.precision).key
-    ev = {"eval": conf(cfg.eval), "data": reads(train_key, test_key), "code": code("viclab.eval.tasks"),
-          "runtime": eval_runtime(cfg.eval).key}
     # A training reads the test split only for its per-epoch test terms.
-    trains_on = reads(train_key, test_key) if recipe.train.eval_test else reads(train_key)
-    training = {"data": trains_on, "code": code("viclab.engine.vicreg"), "runtime": trains}
-    neighbour_training = {"data": trains_on, "code": code("viclab.ablate.neighbours"),
+    trains_on = fp.reads(train_key, test_key) if recipe.train.eval_test else fp.reads(train_key)
+    training = {"data": trains_on, "code": fp.code("viclab.engine.vicreg"), "runtime": trains}
+    neighbour_training = {"data": trains_on, "code": fp.code("viclab.ablate.neighbours"),
                           "runtime": {"train": trains, "encode": eval_runtime().key}}  # it encodes with the default
-    latent_in = {"data": reads(train_key), "code": code("viclab.ablate.latent")}
+    latent_in = {"data": fp.reads(train_key), "code": fp.code("viclab.ablate.latent")}
 
     def trained(c: Config) -> Callable[[Path], dict[str, Any]]:
         return _train_stage(c, progress, echo)
 
-    stages = [
+    return [
         Stage("vicreg", "train VICReg (S1-S3)", {"config": conf(recipe), **training}, trained(recipe), "runs/vicreg",
               collective=True),
         Stage("no_variance", "train VICReg with mu = 0 (S4)", {"config": conf(novar), **training}, trained(novar),
@@ -179,55 +186,83 @@ def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callab
               {"config": views, **neighbour_training}, trained(nbrs), "runs/neighbours", after=("vicreg",),
               collective=True),
         Stage("latent_naive", "latent optimisation, naive pairs (S5)", {"config": conf(naive), **latent_in},
-              latent(naive), "runs/latent_naive"),
+              _latent_stage(naive, progress, echo), "runs/latent_naive"),
         Stage("latent_graph", "latent optimisation, graph pairs (S5)", {"config": conf(graph), **latent_in},
-              latent(graph), "runs/latent_graph"),
+              _latent_stage(graph, progress, echo), "runs/latent_graph"),
         Stage("eigenmaps", "Laplacian Eigenmaps on all images (S7)",
-              {"config": conf(cfg.eigenmaps), "data": reads(train_key, test_key),
-               "code": code("viclab.ablate.eigenmaps")},
+              {"config": conf(cfg.eigenmaps), "data": fp.reads(train_key, test_key),
+               "code": fp.code("viclab.ablate.eigenmaps")},
               lambda folder: run_eigenmaps(cfg.eigenmaps, folder, progress=progress, echo=echo), "runs/eigenmaps"),
     ]
-    plan = {"vicreg": ("probe", "plot", "retrieve", "cluster"), "no_variance": ("probe", "plot"),
-            "neighbours": ("probe", "plot", "retrieve", "cluster"), "latent_naive": ("probe",),
-            "latent_graph": ("probe",), "eigenmaps": ("probe", "plot")}
-    for name, tasks in plan.items():
-        stages.append(Stage(f"eval_{name}", f"evaluate {METHODS[name]}: {', '.join(tasks)}",
-                            {**ev, "tasks": list(tasks)}, _evaluate(name, tasks, cfg, runs[name], progress, echo),
-                            f"eval/{name}", after=(name,)))
+
+
+EVALUATIONS = {"vicreg": ("probe", "plot", "retrieve", "cluster"), "no_variance": ("probe", "plot"),
+               "neighbours": ("probe", "plot", "retrieve", "cluster"), "latent_naive": ("probe",),
+               "latent_graph": ("probe",), "eigenmaps": ("probe", "plot")}
+
+
+def _evaluation_stages(cfg: StudyConfig, runs: dict[str, Path], fp: _Inputs, progress: bool,
+                       echo: Callable[[str], None]) -> list[Stage]:
+    """Each method's evaluations (spec §3), then kNN anomaly detection (A1-A3)."""
+    recipe = cfg.recipe
+    train_key, test_key = f"{recipe.data.dataset}/train", f"{recipe.data.dataset}/test"
+    ev = {"eval": fp.conf(cfg.eval), "data": fp.reads(train_key, test_key), "code": fp.code("viclab.eval.tasks"),
+          "runtime": eval_runtime(cfg.eval).key}
+    stages = [Stage(f"eval_{name}", f"evaluate {METHODS[name]}: {', '.join(tasks)}", {**ev, "tasks": list(tasks)},
+                    _evaluate(name, tasks, cfg, runs[name], progress, echo), f"eval/{name}", after=(name,))
+              for name, tasks in EVALUATIONS.items()]
 
     def anomaly(folder: Path) -> dict[str, Any]:
         names = [METHODS["vicreg"], METHODS["neighbours"]]
-        return t.run_anomaly([runs["vicreg"], runs["neighbours"]], out=folder, data_dir=recipe.data.data_dir,
+        return run_anomaly([runs["vicreg"], runs["neighbours"]], out=folder, data_dir=recipe.data.data_dir,
                            anomalies=cfg.anomalies, names=names, cfg=cfg.eval, progress=progress, echo=echo)
 
     stages.append(Stage("anomaly", f"kNN anomaly detection vs {cfg.anomalies} (A1-A3)",
-                        {**ev, "anomalies": cfg.anomalies, "data": reads(train_key, test_key, f"{cfg.anomalies}/test")},
+                        {**ev, "anomalies": cfg.anomalies,
+                         "data": fp.reads(train_key, test_key, f"{cfg.anomalies}/test"),
+                         "code": fp.code("viclab.detect.anomaly")},
                         anomaly, "eval/anomaly", after=("vicreg", "neighbours")))
-    classes = ", ".join(cfg.detect_classes)
-    stages.append(Stage("detect", f"one-class anomaly detection, every detector, classes {classes} (§4)",
-                        {"config": conf(cfg.detect), "classes": list(cfg.detect_classes),
-                         "data": reads(train_key, test_key),
-                         "runtime": {"train": select_runtime(cfg.detect.recipe.train.device,
-                                                             cfg.detect.recipe.train.precision).key,
-                                     "score": scoring_runtime(cfg.detect).key},
-                         "code": code_fingerprint(["viclab.detect", "viclab.study.detection"],
-                                                  own=["viclab.study.pipeline", "viclab.study.stages"])},
-                        detection_stage(cfg, progress, echo), "detect"))
-    if cfg.sound:
-        sound_fields = {k: v for k, v in conf(cfg).items() if k.startswith("sound")} | {
-            "min_steps": cfg.recipe.train.min_steps}  # the sound trainings take the study's step floor
-        sound_code = code_fingerprint(["viclab.detect.protocols", "viclab.detect.resynth", "viclab.study.sound"],
-                                      own=["viclab.study.pipeline", "viclab.study.stages"])
-        runtimes = sound_runtimes(cfg, recipe.data.data_dir)
-        stages.append(Stage("sound_machines", f"machine sounds, every detector: {', '.join(cfg.sound_machines)} (§4)",
-                            {"config": sound_fields, "data": reads("mimii/files"), "code": sound_code,
-                             "runtime": runtimes["sound_machines"]},
-                            machines_stage(cfg, recipe.data.data_dir, progress, echo), "sound/machines"))
-        stages.append(Stage("sound_fsdd", "spoken digits: VICReg probed on held-out speakers, Griffin-Lim (§4)",
-                            {"config": sound_fields, "data": reads("fsdd/files"), "code": sound_code,
-                             "runtime": runtimes["sound_fsdd"]},
-                            fsdd_stage(cfg, recipe.data.data_dir, progress, echo), "sound/fsdd"))
     return stages
+
+
+def _detection_stages(cfg: StudyConfig, fp: _Inputs, progress: bool, echo: Callable[[str], None]) -> list[Stage]:
+    """One-class detection with every detector (§4), and the sound part when asked."""
+    recipe = cfg.recipe
+    train_key, test_key = f"{recipe.data.dataset}/train", f"{recipe.data.dataset}/test"
+    classes = ", ".join(cfg.detect_classes)
+    stages = [Stage("detect", f"one-class anomaly detection, every detector, classes {classes} (§4)",
+                    {"config": fp.conf(cfg.detect), "classes": list(cfg.detect_classes),
+                     "data": fp.reads(train_key, test_key),
+                     "runtime": {"train": select_runtime(cfg.detect.recipe.train.device,
+                                                         cfg.detect.recipe.train.precision).key,
+                                 "score": scoring_runtime(cfg.detect).key},
+                     "code": code_fingerprint(["viclab.detect", "viclab.study.detection"], own=OWN)},
+                    detection_stage(cfg, progress, echo), "detect")]
+    if not cfg.sound:
+        return stages
+    sound_fields = {k: v for k, v in fp.conf(cfg).items() if k.startswith("sound")} | {
+        "min_steps": cfg.recipe.train.min_steps}  # the sound trainings take the study's step floor
+    sound_code = code_fingerprint(["viclab.detect.protocols", "viclab.detect.resynth", "viclab.study.sound"], own=OWN)
+    runtimes = sound_runtimes(cfg, recipe.data.data_dir)
+    return [*stages,
+            Stage("sound_machines", f"machine sounds, every detector: {', '.join(cfg.sound_machines)} (§4)",
+                  {"config": sound_fields, "data": fp.reads("mimii/files"), "code": sound_code,
+                   "runtime": runtimes["sound_machines"]},
+                  machines_stage(cfg, recipe.data.data_dir, progress, echo), "sound/machines"),
+            Stage("sound_fsdd", "spoken digits: VICReg probed on held-out speakers, Griffin-Lim (§4)",
+                  {"config": sound_fields, "data": fp.reads("fsdd/files"), "code": sound_code,
+                   "runtime": runtimes["sound_fsdd"]},
+                  fsdd_stage(cfg, recipe.data.data_dir, progress, echo), "sound/fsdd")]
+
+
+def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callable[[str], None],
+                 data: dict[str, Any]) -> list[Stage]:
+    """The study's stages in order (trainings first, then evaluations, then detection); ``data`` is
+    :func:`data_fingerprints` of ``cfg``."""
+    fp = _Inputs(data)
+    runs = {name: study_dir / "runs" / name for name in METHODS}
+    return [*_training_stages(cfg, runs, fp, progress, echo), *_evaluation_stages(cfg, runs, fp, progress, echo),
+            *_detection_stages(cfg, fp, progress, echo)]
 
 
 def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True,
@@ -258,8 +293,10 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True,
     if main:
         study_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temp(study_dir, recursive=True)  # what killed writers left; this study is the only writer
-        write_run_files(study_dir, cfg, rt.device, resumed=(study_dir / META).exists())
-        atomic_write_text(study_dir / CONFIG, config_json(cfg) + "\n")  # this invocation's config
+        resumed = (study_dir / META).exists()
+        if resumed and (study_dir / CONFIG).exists():  # config.json is this invocation's: a new study's is
+            atomic_write_text(study_dir / CONFIG, config_json(cfg) + "\n")  # written by write_run_files
+        write_run_files(study_dir, cfg, rt.device, resumed=resumed)
     barrier()
     stages = build_stages(cfg, study_dir, progress, echo, data)
     records = run_stages(study_dir, stages, progress, echo)

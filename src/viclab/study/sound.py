@@ -17,15 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from viclab.config import Config, DetectConfig, StudyConfig, get_preset, resolve_detect
+from viclab.config import Config, DetectConfig, StudyConfig, get_preset, resolve
 from viclab.core.runtime import select_runtime
 from viclab.data import load_sound, spectrograms
 from viclab.data.sounds import sound_root
 from viclab.detect.api import scoring_runtime
-from viclab.detect.protocols import machine_id, machine_sounds, probe_digits
+from viclab.detect.protocols import machine_ids, machine_sounds, probe_digits
 from viclab.detect.resynth import resynthesise
-from viclab.plot import detection as figures
-from viclab.plot.figures import image_grid_png
+from viclab.plot import figures
 from viclab.represent.encode import eval_runtime
 
 ROC_DETECTORS = ("vicreg_terms:invariance", "knn", "mahalanobis", "autoencoder", "dcase_ae", "random-encoder knn")
@@ -39,12 +38,12 @@ def _resynth(clip: Path, folder: Path, echo: Callable[[str], None], **kw: Any) -
 
 def _machines_config(cfg: StudyConfig, data_dir: str | None) -> DetectConfig:
     """The detectors of the machine-sound stage: the ``sound`` recipe, the study's budget."""
-    return resolve_detect([
+    return resolve("detect", "sound", overrides=[
         # at most 10 clips per machine ID and condition: the MIMII sample's size, whatever the download's
         "data.dataset=mimii", f"data.data_dir={data_dir or ''}", "sound.max_files=10",
         f"train.epochs={cfg.sound_epochs}", f"train.min_steps={cfg.recipe.train.min_steps}",  # the study's floor
         f"detect.views={cfg.sound_views}", f"autoencoder.epochs={cfg.sound_autoencoder_epochs}",
-        f"dcase.epochs={cfg.sound_dcase_epochs}"], preset="sound")
+        f"dcase.epochs={cfg.sound_dcase_epochs}"])
 
 
 def _fsdd_recipe(cfg: StudyConfig, data_dir: str | None) -> Config:
@@ -83,15 +82,16 @@ def machines_stage(cfg: StudyConfig, data_dir: str | None, progress: bool,
                                 on_machine=draw)
         first = cfg.sound_machines[0]
         test = tests[first]
-        ids = np.array([machine_id(o) for o in test.origin])
+        ids = machine_ids(test)
         rows = []
         for i in sorted(set(ids)):
             picks = [*np.flatnonzero((ids == i) & (test.labels == 0))[:2],
                      *np.flatnonzero((ids == i) & (test.labels == 1))[:2]]
             rows.append((i, [test.data.images[j] for j in picks],
                          ["normal" if test.labels[j] == 0 else "abnormal" for j in picks]))
-        image_grid_png(rows, f"{first}: log-mel spectrograms of test clips, two normal and two abnormal per machine ID "
-                             "(10 s, 128 mel bands)", folder / "spectrograms.png")
+        figures.image_grid_png(rows, f"{first}: log-mel spectrograms of test clips, two normal and two abnormal per "
+                                     "machine ID (10 s, 128 mel bands)", folder / "spectrograms.png",
+                               test.data.modality)
         odd = int(np.flatnonzero(test.labels == 1)[0])
         clip = sound_root("mimii", base.data.data_dir or _default_root()) / test.origin[odd].split(":", 1)[1]
         resynth = {"plain": _resynth(clip, folder / "resynth_plain", echo),
@@ -122,10 +122,11 @@ def fsdd_stage(cfg: StudyConfig, data_dir: str | None, progress: bool,
         clips = load_sound("fsdd", "test", root, sound)
         spec = spectrograms(clips, sound)
         picks = [int(np.flatnonzero(clips.labels.numpy() == d)[0]) for d in range(len(clips.classes))]
-        image_grid_png([("digit", [spec.images[j] for j in picks], [f"'{clips.classes[clips.labels[j]]}' "
-                                                                    f"{clips.attrs['speaker'][j]}" for j in picks])],
-                       "FSDD: log-mel spectrograms of one held-out speaker's clip per digit (1 s, 64 mel bands)",
-                       folder / "spectrograms.png")
+        captions = [f"'{clips.classes[clips.labels[j]]}' {clips.attrs['speaker'][j]}" for j in picks]
+        figures.image_grid_png([("digit", [spec.images[j] for j in picks], captions)],
+                               "FSDD: log-mel spectrograms of one held-out speaker's clip per digit (1 s, 64 mel "
+                               "bands)",
+                               folder / "spectrograms.png", spec.modality)
         clip = sound_root("fsdd", root) / clips.origin[picks[len(picks) // 2]]
         resynth = _resynth(clip, folder / "resynth", echo, sound=recipe.sound)
         return {"probe": probe, "resynth": resynth, "epochs": cfg.sound_probe_epochs}

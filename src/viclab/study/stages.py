@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import hashlib
 import json
 import shutil
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import viclab
+from viclab.core.hashing import digest
 from viclab.core.io import atomic_write_text
 from viclab.core.runtime import broadcast_object, is_main, local_process
 
@@ -90,15 +90,13 @@ def code_fingerprint(entries: Iterable[str], own: Iterable[str] = (), package: s
     ``own`` modules' files alone (their imports not followed), and of the package version."""
     files = code_modules(entries, package, root)
     files.update({name: path for name in own if (path := _module_file(name, root)) is not None})
-    h = hashlib.sha256(getattr(viclab, "__version__", "").encode())
-    for name in sorted(files):
-        h.update(name.encode() + b"\0" + files[name].read_bytes() + b"\0")
-    return h.hexdigest()
+    return digest([getattr(viclab, "__version__", ""),
+                   *(name.encode() + b"\0" + files[name].read_bytes() + b"\0" for name in sorted(files))])
 
 
 def fingerprint(inputs: Any) -> str:
     """SHA-256 of ``inputs`` as canonical JSON (sorted keys)."""
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+    return digest([json.dumps(inputs, sort_keys=True, default=str)])
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from viclab.config import AugmentConfig
+from viclab.data.types import unit_float
 from viclab.views import ops
 
 # Colour-jitter op indices, as in ViewParams.jitter's columns and jitter_order's values.
@@ -113,7 +114,7 @@ def apply_params(images: Tensor, p: ViewParams, cfg: AugmentConfig) -> Tensor:
         x = ops.gaussian_blur(x, p.blur_sigma, cfg.blur_kernel)
     if cfg.solarize_p > 0:
         x = ops.solarize(x, p.solarize)
-    return ops.normalize(x, *_mean_std(cfg, x.device))
+    return ops.normalize(x, *mean_std(cfg, x.device))
 
 
 class Augment:
@@ -152,18 +153,17 @@ class Augment:
         return views[:len(images)], views[len(images):]
 
 
-def eval_transform(images: Tensor, cfg: AugmentConfig) -> Tensor:
-    """The evaluation transform: normalise only. ``(B, 3, H, W)`` uint8 -> float.
-
-    Float inputs are log-mel spectrograms (dB): they pass unchanged, since a spectrogram
-    encoder standardises its inputs itself (:class:`viclab.models.spectro.Standardize`).
+def eval_transform(images: Tensor, cfg: AugmentConfig, modality: str) -> Tensor:
+    """The evaluation transform of rows of ``modality``: images are normalised only, ``(B, 3, H, W)``
+    uint8 -> float; log-mel spectrograms (dB) pass unchanged, since a spectrogram encoder
+    standardises its inputs itself (:class:`viclab.models.spectro.Standardize`).
     """
-    if images.is_floating_point():
+    if modality == "spectrogram":
         return images
-    return ops.normalize(images.float().div_(255), *_mean_std(cfg, images.device))
+    return ops.normalize(unit_float(images, modality), *mean_std(cfg, images.device))
 
 
 @functools.lru_cache(maxsize=16)
-def _mean_std(cfg: AugmentConfig, device: torch.device) -> tuple[Tensor, Tensor]:
+def mean_std(cfg: AugmentConfig, device: torch.device) -> tuple[Tensor, Tensor]:
     """``cfg.mean`` and ``cfg.std`` as tensors on ``device``, made once (not a host copy per step)."""
     return torch.tensor(cfg.mean, device=device), torch.tensor(cfg.std, device=device)

@@ -1,0 +1,233 @@
+"""The training run: data, views T, encoder and projector, VICReg loss, optimiser, loop; :class:`Config` holds them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from viclab.config.checks import PRECISIONS, check, finite, interval, prob
+from viclab.config.override import override
+from viclab.config.sound import SoundConfig, SpecViewsConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images to train on and where they live."""
+
+    dataset: str = "cifar10"
+    # None: $VICLAB_DATA, else the user cache dir (see viclab.data.paths).
+    data_dir: str | None = None
+    # Use only the first N training images (0 = all): for smoke runs and tests.
+    subset: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.subset >= 0, f"data.subset={self.subset} must be >= 0 (0 = all images)")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Splitting a folder of class sub-folders into train/val/test (``viclab split``); checked by the split."""
+
+    ratios: tuple[float, ...] = (0.8, 0.1, 0.1)  # train val test shares (or train test), summing to 1
+    seed: int = 0
+    mode: str = "symlink"  # symlink, copy or hardlink
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The view distribution T. Defaults are the exercise's (spec §2).
+
+    Probabilities are per image; ``jitter_p = 1`` means colour jitter always applies.
+    """
+
+    size: int = 32
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip_p: float = 0.5
+    jitter_p: float = 1.0
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    blur_kernel: int = 3
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
+    # CIFAR-10's channel statistics: the normalisation of the CIFAR-trained backbones (viclab.models.registry).
+    mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+    std: tuple[float, float, float] = (0.247, 0.243, 0.261)
+
+    def __post_init__(self) -> None:
+        finite(self, "augment.")
+        check(self.size > 0, f"augment.size={self.size} must be > 0")
+        interval("augment.crop_scale", self.crop_scale, 1e-6, 1.0)
+        interval("augment.crop_ratio", self.crop_ratio, 1e-6, float("inf"))
+        for name in ("hflip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
+            prob(f"augment.{name}", getattr(self, name))
+        for name in ("brightness", "contrast", "saturation"):
+            check(getattr(self, name) >= 0, f"augment.{name} must be >= 0")
+        check(0 <= self.hue <= 0.5, f"augment.hue={self.hue} must be in [0, 0.5]")
+        check(self.blur_kernel >= 1 and self.blur_kernel % 2 == 1,
+               f"augment.blur_kernel={self.blur_kernel} must be a positive odd integer")
+        interval("augment.blur_sigma", self.blur_sigma, 1e-6, float("inf"))
+        # Reflect padding needs a radius below the view's side.
+        check(self.blur_p == 0 or self.blur_kernel // 2 < self.size,
+               f"augment.blur_kernel={self.blur_kernel} is too large for {self.size}-pixel views; use an odd "
+               f"kernel of at most {2 * self.size - 1} (or augment.blur_p=0)")
+        check(len(self.mean) == 3 and len(self.std) == 3 and min(self.std) > 0,
+               "augment.mean and augment.std need 3 values each, std > 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder f (a registered backbone) and projector h."""
+
+    backbone: str = "exercise_resnet18"
+    # Hidden and output widths of the projector MLP, e.g. "512-512-512" (spec §2).
+    projector: str = "512-512-512"
+    channels_last: bool = True
+    # torch.compile the training step's forward passes and loss as one graph (worth it on a GPU;
+    # on the CPU the compile takes minutes).
+    compile: bool = False
+    # Under torchrun: BatchNorm statistics over the global batch of all processes rather than each
+    # process's own (no effect in one process).
+    sync_bn: bool = False
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """VICReg coefficients (spec §1): lambda, mu, nu, gamma, eps and the variant."""
+
+    inv_weight: float = 25.0
+    var_weight: float = 25.0
+    cov_weight: float = 1.0
+    gamma: float = 1.0
+    eps: float = 1e-4
+    variant: str = "spec"
+    # Under torchrun: variance and covariance on the global batch gathered from all processes, so
+    # N processes of batch b compute the loss of one process of batch N*b (no effect in one process).
+    gather_distributed: bool = True
+
+    def __post_init__(self) -> None:
+        finite(self, "loss.")
+        check(self.variant in ("spec", "official"),
+               f"loss.variant={self.variant!r} is unknown; use 'spec' or 'official'")
+        check(self.eps > 0, f"loss.eps={self.eps} must be > 0")
+        # gamma <= 0 makes the variance hinge max(0, gamma - sigma) identically 0: no variance term at all.
+        check(self.gamma > 0, f"loss.gamma={self.gamma} must be > 0 (the target standard deviation); "
+                               "to switch the variance term off use loss.var_weight=0")
+        for name in ("inv_weight", "var_weight", "cov_weight"):
+            check(getattr(self, name) >= 0, f"loss.{name} must be >= 0")
+
+
+LR_SCALING = ("none", "linear", "sqrt")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and learning-rate schedule (exercise: constant-rate Adam)."""
+
+    name: str = "adam"
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-6
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    # A warm-up (warmup_epochs > 0) lasts at least this many steps: on a small folder one epoch is a
+    # step or two, and the loss explodes. 5 leaves every CIFAR-10 recipe (a 0.2-epoch warm-up is 7 steps
+    # of one class's 4,500 images at batch 128) as it was.
+    warmup_min_steps: int = 5
+    # How optim.lr follows the global batch (train.batch_size per process x processes) under torchrun:
+    # none (the same rate whatever the world size), linear (x processes) or sqrt (x sqrt(processes)).
+    lr_scaling: str = "none"
+    # false: no weight decay on biases and normalisation weights (every parameter of at most one
+    # dimension), as DINO trains vision transformers.
+    decay_norm_bias: bool = True
+
+    def __post_init__(self) -> None:
+        finite(self, "optim.")
+        check(self.lr_scaling in LR_SCALING,
+               f"optim.lr_scaling={self.lr_scaling!r} is unknown; use {', '.join(LR_SCALING)}")
+        check(self.name in ("adam", "adamw"), f"optim.name={self.name!r} is unknown; use 'adam' or 'adamw'")
+        check(self.schedule in ("constant", "cosine"),
+               f"optim.schedule={self.schedule!r} is unknown; use 'constant' or 'cosine'")
+        check(self.lr > 0, f"optim.lr={self.lr} must be > 0")
+        check(self.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0")
+        check(self.warmup_min_steps >= 0, f"optim.warmup_min_steps={self.warmup_min_steps} must be >= 0")
+        check(all(0.0 <= b < 1.0 for b in self.betas),
+               f"optim.betas={self.betas} must both lie in [0, 1); the usual values are 0.9,0.999")
+        check(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Loop length, batch, seed, and where and how precisely to compute."""
+
+    epochs: int = 30
+    batch_size: int = 256  # per process: under torchrun the global batch is batch_size x processes
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # auto: on CUDA bf16 where the GPU computes it natively (compute capability >= 8.0), else fp16 with a
+    # gradient scaler; on the CPU bf16 where it has avx512_bf16 or AMX, else fp32 (viclab.core.runtime.select_runtime)
+    precision: str = "auto"
+    eval_test: bool = True  # the three terms on the test set once per epoch
+    # Training runs whole epochs until it has taken at least this many steps: 5 epochs of 100 images
+    # are 5 steps at batch 64. 50 leaves every CIFAR-10 recipe (105 or more steps) as it was.
+    min_steps: int = 50
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, f"train.epochs={self.epochs} must be >= 1")
+        check(self.min_steps >= 0, f"train.min_steps={self.min_steps} must be >= 0")
+        check(self.batch_size >= 2, f"train.batch_size={self.batch_size} must be >= 2 (variance needs 2 samples)")
+        check(self.precision in PRECISIONS,
+               f"train.precision={self.precision!r} is unknown; use {', '.join(PRECISIONS)}")
+
+
+@dataclass(frozen=True)
+class ViewsConfig:
+    """Where each step's pair comes from.
+
+    ``augment``: two independent draws of T (VICReg). ``neighbours`` (spec S6): an image
+    and one of its ``k`` nearest training images in the representation space of the
+    encoder ``source``, chosen at random each step, without augmentation (normalise only).
+    """
+
+    kind: str = "augment"
+    source: str | None = None  # neighbours: a run folder or .safetensors encoder
+    k: int = 3
+
+    def __post_init__(self) -> None:
+        check(self.kind in ("augment", "neighbours"),
+               f"views.kind={self.kind!r} is unknown; use 'augment' or 'neighbours'")
+        check(self.k >= 1, f"views.k={self.k} must be >= 1")
+        check(self.kind != "neighbours" or bool(self.source),
+               "views.kind=neighbours needs views.source, the encoder whose neighbours pair the images")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that determines a training run's numbers."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    # Sound datasets only (viclab.data.SOUND_DATASETS): decoding, log-mel features, spectrogram views.
+    sound: SoundConfig = field(default_factory=SoundConfig)
+    spec_views: SpecViewsConfig = field(default_factory=SpecViewsConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], origin: str = "config") -> Config:
+        return override(Config(), d, origin=origin)
