@@ -60,7 +60,7 @@ def worker(preset: str, batch: int, steps: int, warmup: int, communicate: bool, 
     if world > 1 and communicate:
         model = convert_sync_batchnorm(model, rt.device)
     cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, gather_distributed=communicate))
-    objective = vicreg_objective(model, model, make_loss(cfg), make_optimizer(cfg, model), None, "")
+    objective = vicreg_objective(model, model, make_loss(cfg), [make_optimizer(cfg, model)], None, "")
     module = objective.module
     if world > 1:
         module = torch.nn.parallel.DistributedDataParallel(

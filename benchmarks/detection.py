@@ -31,13 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from viclab.config import resolve, view_overrides  # noqa: E402
+from viclab.core.context import QUIET  # noqa: E402
 from viclab.detect import compare, load_test  # noqa: E402
 
 ANCHORS = {"SimCLR features (ResNet-18)": 87.9, "rotation+translation": 90.0, "CSI": 94.3}
-
-
-def quiet(_line: str) -> None:
-    pass
 
 
 def base_config(args, *overrides: str, views: str | None = None):
@@ -65,7 +62,7 @@ def one_class(args) -> None:
     for c in classes:
         if c in done:
             continue
-        result = compare.one_class(base_config(args), [c], work, echo=quiet)
+        result = compare.one_class(base_config(args), [c], work, ctx=QUIET)
         row = {**result["per_class"][0], "setup": setup(args)}
         work.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:
@@ -109,10 +106,10 @@ def cases(args) -> None:
     t0 = time.perf_counter()
     # CIFAR-10 normal (every class) against MNIST and Fashion-MNIST test images.
     cfg = base_config(args, f"train.epochs={args.all_epochs}")
-    folders = compare.fit_all(cfg, work / "cifar_all", echo=quiet)
+    folders = compare.fit_all(cfg, work / "cifar_all", ctx=QUIET)
     for odd in ("mnist", "fashion_mnist"):
         test = load_test(cfg.data, anomalies=odd)
-        results[f"cifar10 vs {odd}"] = compare.evaluate(folders, test)["metrics"]
+        results[f"cifar10 vs {odd}"] = compare.evaluate(folders, test, QUIET)["metrics"]
         _line(f"cifar10 vs {odd}", results[f"cifar10 vs {odd}"])
     # The journal's cases, with each view recipe of VICReg.
     solid = solid_colours(work / "images" / "solid", 5000)
@@ -126,10 +123,10 @@ def cases(args) -> None:
         for views in ("default", "crop", "crop_raw"):
             cfg = base_config(args, *data, views=views)
             wanted = None if views == "default" else ("vicreg_terms", "knn")
-            folders = compare.fit_all(cfg, work / case.split()[0].replace("+", "_") / views, echo=quiet,
+            folders = compare.fit_all(cfg, work / case.split()[0].replace("+", "_") / views, ctx=QUIET,
                                       detectors=wanted)
             key = f"{case}, {views} views"
-            results[key] = compare.evaluate(folders)["metrics"]
+            results[key] = compare.evaluate(folders, ctx=QUIET)["metrics"]
             _line(key, results[key])
     write_result("detect_cases", {"setup": {**setup(args), "all_epochs": args.all_epochs}, "results": results,
                                   "seconds": time.perf_counter() - t0, "command": " ".join(sys.argv)})

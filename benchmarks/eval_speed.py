@@ -19,10 +19,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import median_time, write_result  # noqa: E402
 
-from viclab.eval.anomaly import knn_anomaly_scores  # noqa: E402
-from viclab.eval.cluster import kmeans, silhouette  # noqa: E402
-from viclab.eval.embed import tsne_2d  # noqa: E402
+from viclab.eval.cluster import kmeans, silhouette, tsne_2d  # noqa: E402
 from viclab.eval.probe import knn_accuracy, linear_probe  # noqa: E402
+from viclab.represent.neighbors import knn_anomaly_scores  # noqa: E402
 
 
 def synthetic(n: int, d: int, classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -104,7 +104,7 @@ def main() -> None:
         train(novar, tmp / "novar", **quiet)
         out["mu0"] = fingerprint(tmp / "novar")
         nb = neighbours_config(str(tmp / "vicreg"), base=cfg, k=3, epochs=2)
-        try:  # since the one-engine change, the neighbour view source is passed in
+        try:  # between the one-engine change and the view-source registry, the neighbour views were passed in
             from viclab.ablate import VIEWS
             extra = {"views": VIEWS["neighbours"]}
         except ImportError:
@@ -115,7 +115,7 @@ def main() -> None:
             lc = LatentConfig(pairs=pairs, dataset="folder", data_dir=data, dim=16, projector="32-32",
                               graph_features="random:conv4", graph_k=5, epochs=3, batch_size=32, seed=1,
                               loss=LossConfig())
-            run_latent(lc, tmp / f"latent-{pairs}", progress=False, echo=say)
+            run_latent(lc, tmp / f"latent-{pairs}", **quiet)
             out[f"latent_{pairs}"] = fingerprint(tmp / f"latent-{pairs}")
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     for name, fp in out.items():

@@ -25,6 +25,7 @@ from common import write_result  # noqa: E402
 
 from viclab.ablate import latent  # noqa: E402
 from viclab.config import LatentConfig  # noqa: E402
+from viclab.core.context import QUIET  # noqa: E402
 from viclab.core.runtime import others_busy_cores  # noqa: E402
 
 LOAD = "import torch\ntorch.set_num_threads(2)\na = torch.randn(1024, 1024)\nwhile True:\n    a @ a\n"
@@ -36,7 +37,7 @@ def one_run(threads: str, epochs: int, data_dir: str | None, pairs: str) -> floa
     latent.others_busy_cores = {"1": lambda: 99.0, "2": lambda: 0.0, "auto": others_busy_cores}[threads]
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        summary = latent.run_latent(cfg, Path(d) / "run", progress=False, echo=lambda s: None)
+        summary = latent.run_latent(cfg, Path(d) / "run", ctx=QUIET)
         assert summary["epochs"] == epochs
         return time.perf_counter() - t0
 

@@ -75,7 +75,7 @@ def speed(arch: str, batch_size: int = 256, steps: int = 6, warmup: int = 2) -> 
     rt = select_runtime("cpu", "bf16")
     model, _ = build_vicreg_model(cfg.model)
     model.to(memory_format=torch.channels_last)
-    objective = vicreg_objective(model, model, make_loss(cfg), make_optimizer(cfg, model), None, "")
+    objective = vicreg_objective(model, model, make_loss(cfg), [make_optimizer(cfg, model)], None, "")
     images = torch.randint(0, 256, (4096, 3, 32, 32), dtype=torch.uint8)
     augment, gen, times = Augment(cfg.augment), torch.Generator().manual_seed(0), []
     for i in range(warmup + steps):
@@ -98,7 +98,7 @@ def run_candidate(name: str, out: Path) -> dict:
     seconds = time.perf_counter() - t0
     # Each epoch line ends "(R examples/s, S s)": the fastest epoch's rate is the quiet machine's.
     epoch_s = [float(m.group(1)) for m in map(re.compile(r"examples/s, ([0-9.]+)s\)").search, lines) if m]
-    probe = run_probe(run_dir, out=run_dir / "eval", progress=False)
+    probe = run_probe(run_dir, out=run_dir / "eval", ctx=Context(progress=False))
     row = {"candidate": name, "arch": arch, "arch_kwargs": ARCHS[arch], "overrides": overrides,
            "train_seconds_wall": seconds, "epoch_seconds": epoch_s,
            "train_seconds_quiet": len(epoch_s) * min(epoch_s) if epoch_s else None,

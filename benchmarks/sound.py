@@ -35,11 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from viclab.config import resolve  # noqa: E402
+from viclab.core.context import Context  # noqa: E402
 from viclab.data import load_sound, resolve_data_dir, spectrograms  # noqa: E402
 from viclab.detect.protocols import held_out_speaker, machine_sounds, one_digit, probe_digits  # noqa: E402
 
 DCASE_ANCHOR = {"fan": 0.65, "slider": 0.85}  # the DCASE 2020 baseline's development-set AUC (~1,000 clips per ID)
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
+NO_BARS = Context(progress=False)  # lines printed, no progress bars
 
 
 def _work(args, name: str) -> Path:
@@ -55,7 +57,7 @@ def mimii(args) -> None:
     base = resolve("detect", "sound", overrides=["data.dataset=mimii", f"train.epochs={args.epochs}",
                                                  f"detect.views={args.views}", f"autoencoder.epochs={args.ae_epochs}",
                                                  f"dcase.epochs={args.dcase_epochs}", *args.set])
-    result = machine_sounds(base, args.machines.split(","), _work(args, "mimii"))
+    result = machine_sounds(base, args.machines.split(","), _work(args, "mimii"), NO_BARS)
     for machine, r in result.items():
         print(f"\n{machine} (test: {r['test']['normal']} normal, {r['test']['anomalous']} abnormal clips; "
               f"DCASE baseline published: {DCASE_ANCHOR.get(machine)})")
@@ -72,7 +74,7 @@ def fsdd(args) -> None:
     base = resolve("detect", "fsdd", overrides=[f"train.epochs={args.epochs}", f"detect.views={args.views}",
                                                 f"autoencoder.epochs={args.ae_epochs}",
                                                 f"dcase.epochs={args.dcase_epochs}", *args.set])
-    result = one_digit(base, args.digits.split(","), _work(args, "fsdd"))
+    result = one_digit(base, args.digits.split(","), _work(args, "fsdd"), NO_BARS)
     for name, mean in result["mean_auroc"].items():
         per = [r["metrics"][name]["auroc"] for r in result["per_class"]]
         print(f"{name:>26}: mean AUROC {mean:.3f}  per digit " + " ".join(f"{a:.2f}" for a in per))
@@ -85,13 +87,13 @@ def speaker(args) -> None:
     base = resolve("detect", "fsdd", overrides=[f"train.epochs={args.epochs}", f"detect.views={args.views}",
                                                 f"autoencoder.epochs={args.ae_epochs}",
                                                 f"dcase.epochs={args.dcase_epochs}", *args.set])
-    result = held_out_speaker(base, args.speaker, SPEAKERS, _work(args, f"speaker-{args.speaker}"))
+    result = held_out_speaker(base, args.speaker, SPEAKERS, _work(args, f"speaker-{args.speaker}"), NO_BARS)
     write_result("sound_fsdd_speaker", {"setup": _setup(args), **result})
 
 
 def probe(args) -> None:
     recipe = resolve("train", "fsdd", overrides=[f"train.epochs={args.epochs}", *args.set])
-    result = probe_digits(recipe, args.held_out.split(","), _work(args, "probe"))
+    result = probe_digits(recipe, args.held_out.split(","), _work(args, "probe"), NO_BARS)
     print(f"VICReg top-1 {result['vicreg']['top1']:.1%} top-5 {result['vicreg']['top5']:.1%} | random init top-1 "
           f"{result['random']['top1']:.1%} top-5 {result['random']['top5']:.1%} ({result['train_clips']} training, "
           f"{result['test_clips']} test clips; VICReg trained in {result['train_seconds']:.0f}s)")

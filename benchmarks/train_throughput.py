@@ -65,7 +65,7 @@ def worker(preset: str, precision: str, steps: int, warmup: int, n_images: int, 
         model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if cfg.model.compile else model
     augment, loss_fn = Augment(cfg.augment), make_loss(cfg)
-    objective = vicreg_objective(model, forward, loss_fn, make_optimizer(cfg, model), None, "")
+    objective = vicreg_objective(model, forward, loss_fn, [make_optimizer(cfg, model)], None, "")
     gen = torch.Generator(device=rt.device).manual_seed(0)
     b = batch_size or cfg.train.batch_size
 

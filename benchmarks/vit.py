@@ -77,7 +77,7 @@ def train(args) -> None:
         t0 = time.perf_counter()
         result = train_run(cfg, work / backbone, ctx=Context(progress=False, echo=_quiet))
         seconds = time.perf_counter() - t0
-        probe = run_probe(result.run_dir, progress=False, echo=print)
+        probe = run_probe(result.run_dir, ctx=Context(progress=False))
         module, dim = build_backbone(backbone)
         rows[backbone] = {
             "preset": PRESET[backbone], "params": sum(p.numel() for p in module.parameters()), "dim": dim,
@@ -94,6 +94,7 @@ def train(args) -> None:
 def terms(args) -> None:
     from sklearn.metrics import roc_auc_score
 
+    from viclab.core.context import Context
     from viclab.detect import fit_detector, load_detector, load_test
     from viclab.detect.tasks import batch_terms
 
@@ -103,7 +104,7 @@ def terms(args) -> None:
                                               "model.backbone=vit_tiny", *args.set])
     folder = Path(args.work) / "terms" / "vit_tiny"
     t0 = time.perf_counter()
-    fit_detector(cfg, folder, progress=False, echo=print)
+    fit_detector(cfg, folder, ctx=Context(progress=False))
     fit_seconds = time.perf_counter() - t0
     det, _ = load_detector(folder)
     test = load_test(cfg.data)

@@ -257,9 +257,10 @@ def _make_world(w: Path, run: Path, data: Path) -> None:
     # run folders
     from viclab.ablate.latent import run_latent
     from viclab.config import LatentConfig
+    from viclab.core.context import QUIET
 
     run_latent(LatentConfig(pairs="naive", data_dir=str(data), dim=8, projector="16-16", batch_size=20, epochs=1),
-               w / "latent-run", progress=False, echo=lambda s: None)
+               w / "latent-run", ctx=QUIET)
     for name in ("list-config", "random-checkpoint", "other-projector"):
         shutil.copytree(run, w / name)
         (w / name / "encoder.safetensors").unlink()  # an unfinished run, as a resume would meet it
@@ -274,7 +275,7 @@ def _make_world(w: Path, run: Path, data: Path) -> None:
 
     fit_detector(resolve("detect", overrides=[f"data.normal={w / 'plain'}", "detect.encoder=random:small_cnn",
                                               "data.size=8"]),
-                 w / "knn-detector", progress=False, echo=lambda s: None)
+                 w / "knn-detector", ctx=QUIET)
     shutil.copytree(w / "knn-detector", w / "old-detector")
     summary = json.loads((w / "old-detector" / "detector.json").read_text())
     (w / "old-detector" / "detector.json").write_text(json.dumps({**summary, "format": "0"}))

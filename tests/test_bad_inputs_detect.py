@@ -38,6 +38,7 @@ def _make_world(w: Path) -> None:
     from safetensors.torch import load_file, save_file
 
     from viclab.config import resolve
+    from viclab.core.context import QUIET
     from viclab.detect import fit_detector
 
     rng = np.random.default_rng(0)
@@ -45,13 +46,12 @@ def _make_world(w: Path) -> None:
         (w / folder).mkdir()
         for i in range(12):
             Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(w / folder / f"{i}.png")
-    quiet = {"progress": False, "echo": lambda s: None}
     fit_detector(resolve("detect", overrides=[f"data.normal={w / 'plain'}", f"data.abnormal={w / 'odd'}",
                                               "data.size=8", "detect.encoder=random:small_cnn", "data.holdout=0.2"]),
-                 w / "knn-detector", **quiet)
+                 w / "knn-detector", ctx=QUIET)
     fit_detector(resolve("detect", overrides=[f"data.normal={w / 'gone'}", "detect.encoder=random:small_cnn",
                                               "data.size=8"]),
-                 w / "orphan-detector", **quiet)
+                 w / "orphan-detector", ctx=QUIET)
     shutil.rmtree(w / "gone")
     for name in ("nan-detector", "bad-value", "bad-detector", "summary-list", "nan-holdout"):
         shutil.copytree(w / "knn-detector", w / name)

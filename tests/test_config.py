@@ -51,11 +51,11 @@ def test_the_detect_schema_does_not_depend_on_a_recipe():
 def test_a_saved_detector_config_reads_back_by_the_same_walk():
     cfg = resolve("detect", "sound", overrides=["detect.k=5", "data.normal_classes=cat,dog", "dcase.depth=2"])
     names = ("knn", "other")
-    assert DetectConfig.from_dict(json.loads(json.dumps(cfg.to_dict())), "config.json", names) == cfg
+    assert DetectConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(cfg))), "config.json", names) == cfg
     with pytest.raises(ViclabError, match=r"config.json: detect.k='many' is not a valid int \(edit the file back"):
-        DetectConfig.from_dict({**cfg.to_dict(), "k": "many"}, "config.json", names)
+        DetectConfig.from_dict({**dataclasses.asdict(cfg), "k": "many"}, "config.json", names)
     with pytest.raises(ViclabError, match="config.json: detect.detector='knnn' is unknown; use knn, other"):
-        DetectConfig.from_dict({**cfg.to_dict(), "detector": "knnn"}, "config.json", names)
+        DetectConfig.from_dict({**dataclasses.asdict(cfg), "detector": "knnn"}, "config.json", names)
     with pytest.raises(ViclabError, match="config.json is not a detector config"):
         DetectConfig.from_dict({"k": 2}, "config.json", names)
 
@@ -136,4 +136,4 @@ def test_resume_starts_from_the_base_unless_a_preset_is_named():
 
 def test_json_round_trip():
     c = resolve("train", "cpu", overrides=["augment.solarize_p=0.1"])
-    assert Config.from_dict(c.to_dict()) == c
+    assert Config.from_dict(dataclasses.asdict(c)) == c

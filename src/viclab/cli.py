@@ -127,14 +127,6 @@ def _run_dir(args: argparse.Namespace, kind: str) -> Path:
     return Path(args.out) / (args.name or f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def _say_main(line: str) -> None:
-    """Print on rank 0 only (under torchrun every process runs the command)."""
-    from viclab.core.runtime import is_main
-
-    if is_main():
-        print(line)
-
-
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train VICReg and write a run folder",
                        description="Train VICReg. Config = preset, then --config TOML, then section.field=value "
@@ -164,13 +156,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, cfg: Any, kind: str) -> int:
-    from viclab.ablate import VIEWS
+    import viclab.ablate  # noqa: F401  (registers the view source of views.kind=neighbours)
+    from viclab.core.runtime import is_main
     from viclab.engine import train
 
     run_dir = Path(args.resume) if args.resume else _run_dir(args, kind)
-    result = train(cfg, run_dir, resume=bool(args.resume), ctx=Context(progress=not args.no_progress),
-                   views=VIEWS[cfg.views.kind])
-    _say_main(f"run folder: {result.run_dir}")
+    result = train(cfg, run_dir, resume=bool(args.resume), ctx=args.ctx)
+    args.ctx.main_only(is_main()).echo(f"run folder: {result.run_dir}")  # under torchrun every process runs this
     return 0
 
 
@@ -234,14 +226,15 @@ def _add_eval(sub) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from viclab.detect.anomaly import run_anomaly
     from viclab.eval import tasks
+    from viclab.eval.compare import run_compare
 
-    common = {"out": args.out, "data_dir": args.data_dir, "cfg": _config(args), "progress": not args.no_progress,
+    common = {"out": args.out, "data_dir": args.data_dir, "cfg": _config(args), "ctx": args.ctx,
               "use_cache": not args.no_cache, "dataset": args.dataset}
-    if args.task == "anomaly":
-        from viclab.detect.anomaly import run_anomaly
-
-        run_anomaly(args.sources, anomalies=args.anomalies, names=args.names, **common)
+    if args.task in ("anomaly", "compare"):
+        run = run_anomaly if args.task == "anomaly" else run_compare
+        run(args.sources, anomalies=args.anomalies, names=args.names, **common)
     else:
         fn = {"probe": tasks.run_probe, "plot": tasks.run_plot, "retrieve": tasks.run_retrieve,
               "cluster": tasks.run_cluster}[args.task]
@@ -255,15 +248,7 @@ def _add_compare(sub) -> None:
                                    "--anomalies test split and K-means silhouette, one row per run. Overrides: eval.*.")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="run folders, .safetensors files or random:BACKBONE")
     _eval_flags(p, True, "output folder (default: ./compare)")
-    p.set_defaults(func=_cmd_compare)
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    from viclab.eval.compare import run_compare
-
-    run_compare(args.sources, names=args.names, out=args.out, data_dir=args.data_dir, anomalies=args.anomalies,
-                cfg=_config(args), progress=not args.no_progress, use_cache=not args.no_cache, dataset=args.dataset)
-    return 0
+    p.set_defaults(func=_cmd_eval, task="compare")
 
 
 def _add_ablate(sub) -> None:
@@ -312,7 +297,7 @@ def _cmd_table_ablation(args: argparse.Namespace) -> int:
     from viclab.ablate.latent import run_latent
 
     run_dir = _run_dir(args, args.name_kind)
-    (run_latent if args.kind == "latent" else run_eigenmaps)(_config(args), run_dir, progress=not args.no_progress)
+    (run_latent if args.kind == "latent" else run_eigenmaps)(_config(args), run_dir, args.ctx)
     print(f"run folder: {run_dir}")
     return 0
 
@@ -335,7 +320,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from viclab.study import run_study
 
     cfg = _config(args, args.preset)
-    run_study(cfg, args.out or Path("studies") / cfg.preset, progress=not args.no_progress)
+    run_study(cfg, args.out or Path("studies") / cfg.preset, ctx=args.ctx)
     return 0
 
 
@@ -399,7 +384,7 @@ def _cmd_detect_fit(args: argparse.Namespace) -> int:
         raise ViclabError("--views chooses the views of the VICReg trained on the normal images; with --encoder the "
                           "run's own views are used: drop one of the two")
     cfg = fit_config(args.preset, args.config, [*view_overrides(args.views), *_flag_values(args), *args.overrides])
-    fit_detector(cfg, args.out, progress=not args.no_progress)
+    fit_detector(cfg, args.out, ctx=args.ctx)
     return 0
 
 
@@ -408,7 +393,7 @@ def _cmd_detect_score(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     run_score(args.detectors, args.out, abnormal=args.abnormal, anomalies=args.anomalies, data_dir=args.data_dir,
-              top=cfg.top, fpr=cfg.fpr, progress=not args.no_progress)
+              top=cfg.top, fpr=cfg.fpr, ctx=args.ctx)
     return 0
 
 
@@ -417,7 +402,7 @@ def _cmd_detect_monitor(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     run_monitor(args.detector, args.out, stream=cfg.stream, batch_size=cfg.batch_size, abnormal=args.abnormal,
-                anomalies=args.anomalies, data_dir=args.data_dir, seed=cfg.seed, progress=not args.no_progress)
+                anomalies=args.anomalies, data_dir=args.data_dir, seed=cfg.seed, ctx=args.ctx)
     return 0
 
 
@@ -537,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args, rest = parser.parse_known_args(argv)
         _gather_overrides(parser, args, rest)
+        args.ctx = Context(progress=not getattr(args, "no_progress", False))  # split has no bars to switch off
         return args.func(args)
 
     return guarded(run)

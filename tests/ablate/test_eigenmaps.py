@@ -11,6 +11,7 @@ from viclab.ablate.eigenmaps import run_eigenmaps
 from viclab.ablate.graph import knn_table, symmetric_knn_graph
 from viclab.cli import main
 from viclab.config import EigenmapsConfig
+from viclab.core.context import QUIET
 from viclab.represent.table import TABLE, load_table
 
 
@@ -41,7 +42,7 @@ def test_eigenmaps_run_covers_train_and_test_and_solves_the_eigen_equation(tiny_
 def test_every_eval_command_accepts_an_eigenmaps_run(tiny_run, tmp_path, capsys):
     _, root = tiny_run
     run = tmp_path / "le"
-    run_eigenmaps(EigenmapsConfig(data_dir=str(root), dim=5), run, progress=False, echo=lambda s: None)
+    run_eigenmaps(EigenmapsConfig(data_dir=str(root), dim=5), run, ctx=QUIET)
     common = ["--data-dir", str(root), "--no-progress"]
     assert main(["probe", str(run), *common]) == 0
     assert main(["plot", str(run), *common]) == 0

@@ -9,6 +9,7 @@ import pytest
 
 from viclab.ablate import latent
 from viclab.config import LatentConfig
+from viclab.core.context import QUIET, Context
 from viclab.core.errors import ViclabError
 from viclab.engine.rundir import read_metrics
 from viclab.represent.table import TABLE, load_table
@@ -25,7 +26,7 @@ def test_naive_invariance_is_exactly_zero_and_probe_splits_codes(tiny_run, tmp_p
 
     _, root = tiny_run
     run = tmp_path / "naive"
-    latent.run_latent(_cfg(root, pairs="naive"), run, progress=False, echo=lambda s: None)
+    latent.run_latent(_cfg(root, pairs="naive"), run, ctx=QUIET)
     records = read_metrics(run / "metrics.jsonl")
     assert len(records) == 3 * (100 // 20)
     assert all(r["invariance"] == 0.0 for r in records) and all(r["covariance"] > 0 for r in records)
@@ -33,7 +34,7 @@ def test_naive_invariance_is_exactly_zero_and_probe_splits_codes(tiny_run, tmp_p
     fit, held = table.splits["train"].index, table.splits["test"].index
     assert len(fit) == 90 and len(held) == 10 and not set(fit) & set(held)
     assert table.splits["test"].source_split == "train"  # held-out *training* images
-    probe = run_probe(run, data_dir=str(root), progress=False, echo=lambda s: None)
+    probe = run_probe(run, data_dir=str(root), ctx=QUIET)
     assert (probe["n_train"], probe["n_test"]) == (90, 10)
 
 
@@ -43,7 +44,7 @@ def test_graph_pairs_use_the_fixed_data_space_neighbours(tiny_run, tmp_path):
     _, root = tiny_run
     run = tmp_path / "graph"
     cfg = _cfg(root, graph_k=4)
-    summary = latent.run_latent(cfg, run, progress=False, echo=lambda s: None)
+    summary = latent.run_latent(cfg, run, ctx=QUIET)
     x = representations(load_source(cfg.graph_features, seed=cfg.seed), "train", data_dir=str(root)).features
     d = ((x[:, None].astype(np.float64) - x[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
@@ -55,7 +56,7 @@ def test_graph_pairs_use_the_fixed_data_space_neighbours(tiny_run, tmp_path):
 def test_killed_latent_run_resumes_to_the_same_codes(tiny_run, tmp_path, monkeypatch):
     _, root = tiny_run
     cfg = _cfg(root, epochs=4)
-    latent.run_latent(cfg, tmp_path / "whole", progress=False, echo=lambda s: None)
+    latent.run_latent(cfg, tmp_path / "whole", ctx=QUIET)
     monkeypatch.setattr(latent, "CHECKPOINT_SECONDS", 0.0)  # checkpoint every epoch
     calls = {"n": 0}
     real = latent.partners
@@ -68,10 +69,10 @@ def test_killed_latent_run_resumes_to_the_same_codes(tiny_run, tmp_path, monkeyp
 
     monkeypatch.setattr(latent, "partners", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        latent.run_latent(cfg, tmp_path / "killed", progress=False, echo=lambda s: None)
+        latent.run_latent(cfg, tmp_path / "killed", ctx=QUIET)
     assert not (tmp_path / "killed" / TABLE).exists()
     monkeypatch.setattr(latent, "partners", real)
-    latent.run_latent(cfg, tmp_path / "killed", progress=False, echo=lambda s: None)
+    latent.run_latent(cfg, tmp_path / "killed", ctx=QUIET)
     a, _ = load_table(tmp_path / "whole" / TABLE)
     b, _ = load_table(tmp_path / "killed" / TABLE)
     np.testing.assert_array_equal(a.splits["train"].features, b.splits["train"].features)
@@ -83,18 +84,18 @@ def test_codes_cannot_represent_unseen_images(tiny_run, tmp_path):
     from viclab.detect.anomaly import run_anomaly
 
     _, root = tiny_run
-    latent.run_latent(_cfg(root, pairs="naive", epochs=1), tmp_path / "r", progress=False, echo=lambda s: None)
+    latent.run_latent(_cfg(root, pairs="naive", epochs=1), tmp_path / "r", ctx=QUIET)
     with pytest.raises(ViclabError, match="no encoder, only stored representations of cifar10 train"):
-        run_anomaly([tmp_path / "r"], data_dir=str(root), progress=False, echo=lambda s: None)
+        run_anomaly([tmp_path / "r"], data_dir=str(root), ctx=QUIET)
 
 
 def test_a_finished_run_is_not_redone_and_another_config_is_refused(tiny_run, tmp_path):
     _, root = tiny_run
-    first = latent.run_latent(_cfg(root, epochs=1), tmp_path / "r", progress=False, echo=lambda s: None)
-    assert latent.run_latent(_cfg(root, epochs=1), tmp_path / "r", progress=False, echo=lambda s: None) == first
+    first = latent.run_latent(_cfg(root, epochs=1), tmp_path / "r", ctx=QUIET)
+    assert latent.run_latent(_cfg(root, epochs=1), tmp_path / "r", ctx=QUIET) == first
     assert json.loads((tmp_path / "r" / "config.json").read_text())["epochs"] == 1
     with pytest.raises(ViclabError, match="another config"):
-        latent.run_latent(_cfg(root, epochs=2), tmp_path / "r", progress=False, echo=lambda s: None)
+        latent.run_latent(_cfg(root, epochs=2), tmp_path / "r", ctx=QUIET)
 
 
 def test_plot_of_codes_says_they_are_held_out_training_images(tiny_run, tmp_path, monkeypatch):
@@ -102,12 +103,12 @@ def test_plot_of_codes_says_they_are_held_out_training_images(tiny_run, tmp_path
     from viclab.plot import figures
 
     _, root = tiny_run
-    latent.run_latent(_cfg(root, pairs="naive", epochs=1), tmp_path / "r", progress=False, echo=lambda s: None)
+    latent.run_latent(_cfg(root, pairs="naive", epochs=1), tmp_path / "r", ctx=QUIET)
     titles = []
     real = figures.scatter_png
     monkeypatch.setattr(figures, "scatter_png", lambda pts, y, cls, title, path: titles.append(title)
                         or real(pts, y, cls, title, path))
-    run_plot(tmp_path / "r", data_dir=str(root), progress=False, echo=lambda s: None)
+    run_plot(tmp_path / "r", data_dir=str(root), ctx=QUIET)
     assert len(titles) == 2 and all("10 cifar10 held-out training representations" in t for t in titles), titles
 
 
@@ -132,14 +133,14 @@ def test_graph_is_rebuilt_when_its_feature_weights_change(tiny_run, tmp_path, mo
 
     monkeypatch.setattr(latent, "build_latent", killed)  # killed right after the graph was built
     with pytest.raises(KeyboardInterrupt):
-        latent.run_latent(cfg, run, progress=False, echo=lambda s: None)
+        latent.run_latent(cfg, run, ctx=QUIET)
     monkeypatch.undo()
     module, dim, enc_cfg = load_encoder(weights)
     torch.manual_seed(7)
     for p in module.parameters():
         torch.nn.init.normal_(p)
     save_encoder(weights, module, enc_cfg, dim)
-    latent.run_latent(cfg, run, progress=False, echo=lambda s: None)
+    latent.run_latent(cfg, run, ctx=QUIET)
     x = representations(load_source(weights), "train", data_dir=str(root)).features.astype(np.float64)
     d = ((x[:, None] - x[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
@@ -188,12 +189,12 @@ def test_optimisation_drops_to_one_thread_beside_busy_processes(tiny_run, tmp_pa
     torch.set_num_threads(2)
     try:
         lines = []
-        latent.run_latent(_cfg(root, pairs="naive"), tmp_path / "a", progress=False, echo=lines.append)
+        latent.run_latent(_cfg(root, pairs="naive"), tmp_path / "a", ctx=Context(False, lines.append))
         assert seen == [threads] and torch.get_num_threads() == 2
         assert any("runs on one thread" in line for line in lines) == (threads == 1)
         monkeypatch.setattr(latent, "fit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
         with pytest.raises(KeyboardInterrupt):
-            latent.run_latent(_cfg(root, pairs="naive"), tmp_path / "b", progress=False, echo=lambda s: None)
+            latent.run_latent(_cfg(root, pairs="naive"), tmp_path / "b", ctx=QUIET)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

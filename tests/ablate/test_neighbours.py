@@ -10,6 +10,7 @@ import torch
 from viclab.ablate.neighbours import NEIGHBOURS, NeighbourPairs, sample_neighbours
 from viclab.cli import main
 from viclab.config import AugmentConfig
+from viclab.core.context import QUIET
 
 
 def test_sampler_pairs_only_with_the_three_precomputed_neighbours():
@@ -98,7 +99,7 @@ def test_neighbour_table_follows_the_source_weights(tiny_run, tmp_path):
     data = load_split(cfg, "train")
     run = tmp_path / "run"
     run.mkdir()
-    first = neighbour_table(run, cfg, data, False)
+    first = neighbour_table(run, cfg, data, QUIET)
     rep_a = representations(load_source(weights), "train", data_dir=str(root)).features
     np.testing.assert_array_equal(np.sort(first, 1), _knn3(rep_a))
     # other weights under the same file name
@@ -109,7 +110,7 @@ def test_neighbour_table_follows_the_source_weights(tiny_run, tmp_path):
     save_encoder(weights, module, enc_cfg, dim)
     rep_b = representations(load_source(weights), "train", data_dir=str(root)).features
     assert not np.array_equal(_knn3(rep_a), _knn3(rep_b))
-    np.testing.assert_array_equal(np.sort(neighbour_table(run, cfg, data, False), 1), _knn3(rep_b))
+    np.testing.assert_array_equal(np.sort(neighbour_table(run, cfg, data, QUIET), 1), _knn3(rep_b))
     shutil.copy(src / "encoder.safetensors", weights)  # back to A, with a run that trained on B's pairs
     with pytest.raises(ViclabError, match="already trained on it; start a new run"):
-        neighbour_table(run, cfg, data, False, started=True)
+        neighbour_table(run, cfg, data, QUIET, started=True)

@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score, silhouette_score
 from viclab.ablate.latent import run_latent
 from viclab.cli import main
 from viclab.config import LatentConfig
+from viclab.core.context import QUIET
 from viclab.eval.cluster import kmeans
 from viclab.represent.encode import load_source, representations
 
@@ -73,7 +74,7 @@ def _noise_folder(path: Path) -> Path:
 def test_compare_rows_for_an_encoder_and_latent_codes(tiny_run, tmp_path, capsys):
     src, root = tiny_run
     run_latent(LatentConfig(pairs="naive", data_dir=str(root), dim=8, projector="16-16", batch_size=20, epochs=1),
-               tmp_path / "lat", progress=False, echo=lambda s: None)
+               tmp_path / "lat", ctx=QUIET)
     odd_dir = _noise_folder(tmp_path / "odd")
     assert main(["compare", str(src), str(tmp_path / "lat"), "--names", "vicreg", "latent", "--data-dir", str(root),
                  "--anomalies", str(odd_dir), "--out", str(tmp_path / "cmp"), "--no-progress"]) == 0

@@ -18,6 +18,7 @@ import torch
 
 from tests.conftest import serve, write_fake_cifar, write_fake_mnist
 from viclab.core.errors import ViclabError
+from viclab.core.hashing import file_digest
 from viclab.data import download as dl
 from viclab.data import load_dataset, resolve_data_dir
 
@@ -249,7 +250,8 @@ def test_real_cifar_and_mnist(real_data, recwarn):
     assert torch.bincount(train.labels).tolist() == [5000] * 10
     test = load_dataset("cifar10", "test", real_data)
     # the official test_batch (publisher's MD5): all 10,000 images, 1,000 per class, no partial warning
-    assert dl.md5sum(real_data / "cifar-10-batches-py" / "test_batch") == "40351d587109b95175f43aff81a1287e"
+    md5 = file_digest(real_data / "cifar-10-batches-py" / "test_batch", "md5", None)
+    assert md5 == "40351d587109b95175f43aff81a1287e"
     assert torch.bincount(test.labels).tolist() == [1000] * 10
     assert not [w for w in recwarn if "partial" in str(w.message)]
     mnist = load_dataset("mnist", "test", real_data)
@@ -259,7 +261,7 @@ def test_real_cifar_and_mnist(real_data, recwarn):
     from viclab.data.mnist import SOURCES
 
     for name, md5 in SOURCES["mnist"]["md5"].items():
-        assert dl.md5sum(raw / name) == md5
+        assert file_digest(raw / name, "md5", None) == md5
     fashion = load_dataset("fashion_mnist", "test", real_data)
     assert torch.bincount(fashion.labels).tolist() == [1000] * 10
 
@@ -281,7 +283,7 @@ def test_file_with_the_published_md5_skips_content_validation(tmp_path, monkeypa
     meta[b"num_cases_per_batch"] = 30
     (folder / "batches.meta").write_bytes(pickle.dumps(meta))
     # pretend this test_batch is the publisher's: it is accepted as it is, without the partial warning
-    monkeypatch.setitem(cifar.FILE_MD5, "test_batch", dl.md5sum(folder / "test_batch"))
+    monkeypatch.setitem(cifar.FILE_MD5, "test_batch", file_digest(folder / "test_batch", "md5", None))
     import warnings
 
     with warnings.catch_warnings():

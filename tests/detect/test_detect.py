@@ -16,6 +16,7 @@ from sklearn.metrics import roc_auc_score
 from tests.detect.test_scores import _spec_covariance, _spec_variance
 from viclab.cli import main
 from viclab.config import resolve
+from viclab.core.context import QUIET
 from viclab.core.errors import ViclabError
 from viclab.core.metrics import threshold_at_fpr
 from viclab.detect import fit_detector, load_detector, load_normal, load_test, run_monitor, run_score
@@ -125,7 +126,7 @@ def test_cli_fit_and_score_on_folders(folders, tmp_path, capsys):
 @pytest.mark.parametrize("detector", ["knn", "mahalanobis", "vicreg_terms", "autoencoder"])
 def test_saved_and_reloaded_detector_scores_identically(folders, tmp_path, detector):
     cfg = _cfg(folders, f"detect.detector={detector}", "autoencoder.epochs=2", "detect.shrinkage=0.2")
-    summary = fit_detector(cfg, tmp_path / "d", progress=False, echo=lambda s: None)
+    summary = fit_detector(cfg, tmp_path / "d", ctx=QUIET)
     a, _ = load_detector(tmp_path / "d")
     b, _ = load_detector(tmp_path / "d")
     test = load_test(cfg.data)
@@ -149,7 +150,7 @@ def test_autoencoder_scores_planted_patches_above_clean_images(tmp_path):
     cfg = resolve("detect", overrides=[f"data.normal={tmp_path / 'normal'}", f"data.abnormal={tmp_path / 'abnormal'}",
                                        "data.size=16", "detect.detector=autoencoder", "autoencoder.epochs=40",
                                        "autoencoder.batch_size=32", "autoencoder.lr=3e-3", "detect.precision=fp32"])
-    fit_detector(cfg, tmp_path / "ae", progress=False, echo=lambda s: None)
+    fit_detector(cfg, tmp_path / "ae", ctx=QUIET)
     det, _ = load_detector(tmp_path / "ae")
     test = load_test(cfg.data)
     scores = det.score(test.data.images)["score"]
@@ -160,12 +161,12 @@ def test_autoencoder_scores_planted_patches_above_clean_images(tmp_path):
 
 def test_monitor_terms_follow_the_equations(folders, tmp_path):
     cfg = _cfg(folders, "detect.detector=vicreg_terms")
-    fit_detector(cfg, tmp_path / "vt", progress=False, echo=lambda s: None)
+    fit_detector(cfg, tmp_path / "vt", ctx=QUIET)
     result = run_monitor(tmp_path / "vt", tmp_path / "mon", stream="normal:2,anomalous:1", batch_size=6, seed=3,
-                         echo=lambda s: None)
+                         ctx=QUIET)
     assert result["anomalous"] == [False, False, True]
     with pytest.raises(ViclabError, match="holds 20 anomalous images, fewer than one batch of 21"):
-        run_monitor(tmp_path / "vt", tmp_path / "mon2", stream="anomalous:1", batch_size=21, echo=lambda s: None)
+        run_monitor(tmp_path / "vt", tmp_path / "mon2", stream="anomalous:1", batch_size=21, ctx=QUIET)
     assert (tmp_path / "mon" / "monitor.png").stat().st_size > 1000 and any((tmp_path / "mon" / "tb").iterdir())
     # Rebuild the same batches and views, then the terms by spec §1's equations, entry by entry.
     det, _ = load_detector(tmp_path / "vt")
@@ -207,10 +208,9 @@ def test_registered_dataset_normal_classes(fake_cifar_root):
 
 
 def test_refuses_a_folder_of_another_detector(folders, tmp_path):
-    fit_detector(_cfg(folders, "detect.encoder=random:small_cnn"), tmp_path / "d", progress=False, echo=lambda s: None)
+    fit_detector(_cfg(folders, "detect.encoder=random:small_cnn"), tmp_path / "d", ctx=QUIET)
     with pytest.raises(ViclabError, match="holds a detector of another config"):
-        fit_detector(_cfg(folders, "detect.encoder=random:small_cnn", "detect.k=3"), tmp_path / "d", progress=False,
-                     echo=lambda s: None)
+        fit_detector(_cfg(folders, "detect.encoder=random:small_cnn", "detect.k=3"), tmp_path / "d", ctx=QUIET)
 
 
 def test_a_changed_normal_folder_is_refused_at_scoring(folders, tmp_path):
@@ -219,16 +219,16 @@ def test_a_changed_normal_folder_is_refused_at_scoring(folders, tmp_path):
 
     shutil.copytree(folders, tmp_path / "f")
     cfg = _cfg(tmp_path / "f", "detect.encoder=random:small_cnn")
-    fit_detector(cfg, tmp_path / "d", progress=False, echo=lambda s: None)
+    fit_detector(cfg, tmp_path / "d", ctx=QUIET)
     Image.fromarray(_smooth(np.random.default_rng(9), 16)).save(tmp_path / "f" / "normal" / "new.png")
     with pytest.raises(ViclabError, match="changed since it was fitted"):
-        run_score([tmp_path / "d"], tmp_path / "s", echo=lambda s: None)
+        run_score([tmp_path / "d"], tmp_path / "s", ctx=QUIET)
 
 
 def test_a_fit_that_failed_before_training_can_be_fixed_in_place(folders, tmp_path):
     with pytest.raises(ViclabError, match="train.batch_size=100 is larger than the 43 normal images"):
         fit_detector(_cfg(folders, "detect.detector=vicreg_terms", "train.batch_size=100"), tmp_path / "d",
-                     progress=False, echo=lambda s: None)
+                     ctx=QUIET)
     assert not (tmp_path / "d").exists()
-    fit_detector(_cfg(folders, "detect.detector=vicreg_terms"), tmp_path / "d", progress=False, echo=lambda s: None)
+    fit_detector(_cfg(folders, "detect.detector=vicreg_terms"), tmp_path / "d", ctx=QUIET)
     assert (tmp_path / "d" / "detector.json").exists()

@@ -9,6 +9,7 @@ import soundfile as sf
 import torch
 
 from viclab.config import SoundConfig
+from viclab.core.context import QUIET
 from viclab.core.errors import ViclabError
 from viclab.data import ImageData
 from viclab.detect.data import TestSet
@@ -45,10 +46,6 @@ def test_machine_ids_are_the_ones_the_loader_read():
 FSDD_LIKE = dict(rate=8_000, clip_seconds=1.0, n_fft=256, hop_length=64, n_mels=64, log_offset=1e-8)
 
 
-def _quiet(_line: str) -> None:
-    pass
-
-
 def _stft_magnitude(wave: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     """librosa's STFT magnitude (Hann, centred frames, zero padding) in float64."""
     return np.abs(librosa.stft(wave.astype(np.float64), n_fft=n_fft, hop_length=hop, window="hann", center=True,
@@ -72,7 +69,7 @@ def test_resynthesis_measures_griffin_lim_without_the_anti_clipping_gain(tmp_pat
     wave = (0.9 * np.sign(np.sin(2 * np.pi * 220 * t))).astype(np.float32)
     clip = tmp_path / "square.wav"
     sf.write(str(clip), wave, cfg.rate, subtype="FLOAT")
-    result = resynthesise(clip, tmp_path / "out", sound=cfg, echo=_quiet)
+    result = resynthesise(clip, tmp_path / "out", sound=cfg, ctx=QUIET)
     y = logmel_to_wave(LogMel(cfg)(torch.from_numpy(wave)[None]), cfg, length=len(wave))[0].numpy()
     assert np.abs(y).max() > 1.5 and result["scaled_by"] == pytest.approx(0.99 / np.abs(y).max())
     sc, lsd = _sc_lsd(_stft_magnitude(wave, cfg.n_fft, cfg.hop_length), _stft_magnitude(y, cfg.n_fft, cfg.hop_length))
@@ -95,5 +92,5 @@ def test_a_measure_that_is_not_finite_is_refused_before_anything_is_written(tmp_
     sf.write(str(clip), (0.3 * np.sin(np.arange(8000) * 0.2)).astype(np.float32), 8000, subtype="PCM_16")
     monkeypatch.setattr("viclab.detect.resynth.spectral_convergence", lambda a, b: float("nan"))
     with pytest.raises(ViclabError, match="not a finite number"):
-        resynthesise(clip, tmp_path / "out", sound=SoundConfig(**FSDD_LIKE), echo=_quiet)
+        resynthesise(clip, tmp_path / "out", sound=SoundConfig(**FSDD_LIKE), ctx=QUIET)
     assert not (tmp_path / "out").exists()

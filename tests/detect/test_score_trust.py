@@ -16,11 +16,11 @@ from sklearn.metrics import roc_auc_score
 
 from tests.detect.test_sound_detect import RATE, TINY, hum, sounds  # noqa: F401 (the module fixture)
 from viclab.config import resolve
+from viclab.core.context import QUIET, Context
 from viclab.core.metrics import auroc_interval
 from viclab.detect import fit_detector, run_score
 
 sf = pytest.importorskip("soundfile")
-QUIET = {"progress": False, "echo": lambda s: None}
 
 
 def _rows(out: Path) -> list[dict[str, str]]:
@@ -47,8 +47,8 @@ def pictures(tmp_path_factory) -> Path:
 def test_scores_csv_names_the_file_of_every_row(pictures, tmp_path):
     cfg = resolve("detect", overrides=[f"data.normal={pictures / 'good'}", f"data.abnormal={pictures / 'bad'}",
                                        "data.size=8", "detect.encoder=random:small_cnn"])
-    fit_detector(cfg, tmp_path / "d", **QUIET)
-    run_score([tmp_path / "d"], tmp_path / "s", **QUIET)
+    fit_detector(cfg, tmp_path / "d", ctx=QUIET)
+    run_score([tmp_path / "d"], tmp_path / "s", ctx=QUIET)
     rows = _rows(tmp_path / "s")
     files = [r["file"] for r in rows]
     assert len(set(files)) == len(files)
@@ -62,11 +62,11 @@ def test_a_detector_fitted_with_relative_paths_scores_from_anywhere(pictures, tm
     monkeypatch.chdir(pictures)
     cfg = resolve("detect", overrides=["data.normal=good", "data.abnormal=bad", "data.size=8",
                                        "detect.encoder=random:small_cnn"])
-    fit_detector(cfg, tmp_path / "d", **QUIET)
+    fit_detector(cfg, tmp_path / "d", ctx=QUIET)
     saved = json.loads((tmp_path / "d" / "config.json").read_text())["data"]
     assert saved["normal"] == str(pictures / "good") and saved["abnormal"] == str(pictures / "bad")
     monkeypatch.chdir(tmp_path)
-    out = run_score([tmp_path / "d"], tmp_path / "s", **QUIET)
+    out = run_score([tmp_path / "d"], tmp_path / "s", ctx=QUIET)
     assert out["test"]["anomalous"] == 6
 
 
@@ -75,10 +75,10 @@ def test_each_sound_detector_is_scored_on_its_own_spectrograms(sounds, tmp_path)
     base = [f"data.normal={sounds / 'normal'}", f"data.abnormal={sounds / 'abnormal'}", *TINY,
             "detect.encoder=random:spec_cnn"]
     for name, mels in (("m32", 32), ("m24", 24)):
-        fit_detector(resolve("detect", "sound", overrides=[*base, f"sound.n_mels={mels}"]), tmp_path / name, **QUIET)
-    together = run_score([tmp_path / "m32", tmp_path / "m24"], tmp_path / "both", **QUIET)
+        fit_detector(resolve("detect", "sound", overrides=[*base, f"sound.n_mels={mels}"]), tmp_path / name, ctx=QUIET)
+    together = run_score([tmp_path / "m32", tmp_path / "m24"], tmp_path / "both", ctx=QUIET)
     for name in ("m32", "m24"):
-        alone = run_score([tmp_path / name], tmp_path / f"alone-{name}", **QUIET)
+        alone = run_score([tmp_path / name], tmp_path / f"alone-{name}", ctx=QUIET)
         assert together["detectors"][name]["auroc"] == alone["detectors"][name]["auroc"]
         assert [r[f"{name}:score"] for r in _rows(tmp_path / "both")] == \
             [r[f"{name}:score"] for r in _rows(tmp_path / f"alone-{name}")]
@@ -102,9 +102,9 @@ def test_score_reports_every_machine_id_like_sklearn(tmp_path):
     cfg = resolve("detect", "sound", overrides=[f"data.data_dir={data}", "data.dataset=mimii",
                                                 "data.normal_classes=normal", "detect.encoder=random:spec_cnn",
                                                 "sound.test_share=0.25", *TINY])
-    fit_detector(cfg, tmp_path / "knn", **QUIET)
+    fit_detector(cfg, tmp_path / "knn", ctx=QUIET)
     lines: list[str] = []
-    out = run_score([tmp_path / "knn"], tmp_path / "s", progress=False, echo=lines.append)
+    out = run_score([tmp_path / "knn"], tmp_path / "s", ctx=Context(progress=False, echo=lines.append))
     rows = _rows(tmp_path / "s")
     per = out["detectors"]["knn"]["per_group"]
     assert set(per["groups"]) == {r["group"] for r in rows} and len(per["groups"]) == 2
@@ -140,4 +140,4 @@ def test_a_tiny_held_out_set_is_called_out(pictures, tmp_path):
     cfg = resolve("detect", overrides=[f"data.normal={pictures / 'good'}", "data.size=8",
                                        "detect.encoder=random:small_cnn", f"data.abnormal={pictures / 'bad'}"])
     with pytest.warns(UserWarning, match=r"only 2 held-out normal images calibrate the threshold"):
-        fit_detector(cfg, tmp_path / "d", **QUIET)
+        fit_detector(cfg, tmp_path / "d", ctx=QUIET)

@@ -13,6 +13,7 @@ import torch
 
 from viclab.cli import main
 from viclab.config import resolve
+from viclab.core.context import QUIET
 from viclab.detect import fit_detector, load_detector, load_normal, load_test, run_monitor, run_score
 from viclab.detect.resynth import resynthesise
 from viclab.models import stack_frames
@@ -79,7 +80,7 @@ def test_folder_sound_data_are_spectrograms_split_by_file(sounds):
 def test_every_detector_fits_reloads_identically_and_finds_the_whistle(sounds, tmp_path, detector, encoder, floor):
     extra = [f"detect.detector={detector}"] + ([f"detect.encoder={encoder}"] if encoder else [])
     cfg = _cfg(sounds, *extra, "detect.shrinkage=0.2", "dcase.epochs=30", "autoencoder.epochs=30")
-    fit_detector(cfg, tmp_path / "d", progress=False, echo=lambda s: None)
+    fit_detector(cfg, tmp_path / "d", ctx=QUIET)
     a, _ = load_detector(tmp_path / "d")
     b, _ = load_detector(tmp_path / "d")
     test = load_test(cfg.data, sound=cfg.recipe.sound)
@@ -92,7 +93,7 @@ def test_every_detector_fits_reloads_identically_and_finds_the_whistle(sounds, t
 
 def test_dcase_clip_score_is_the_mean_window_error(sounds, tmp_path):
     cfg = _cfg(sounds, "detect.detector=dcase_ae")
-    fit_detector(cfg, tmp_path / "d", progress=False, echo=lambda s: None)
+    fit_detector(cfg, tmp_path / "d", ctx=QUIET)
     det, _ = load_detector(tmp_path / "d")
     x = load_test(cfg.data, sound=cfg.recipe.sound).data.images[:4]
     scores = det.score(x)["score"]
@@ -114,11 +115,11 @@ def test_registered_mimii_layout(tmp_path):
     cfg = resolve("detect", "sound", overrides=[f"data.data_dir={tmp_path / 'data'}", "data.dataset=mimii",
                                                 "data.normal_classes=normal", "detect.encoder=random:spec_cnn",
                                                 "sound.test_share=0.25", *TINY])
-    fit_detector(cfg, tmp_path / "knn", progress=False, echo=lambda s: None)
+    fit_detector(cfg, tmp_path / "knn", ctx=QUIET)
     test = load_test(cfg.data, sound=cfg.recipe.sound)
     assert int((test.labels == 0).sum()) == 2 * 3 and int((test.labels == 1).sum()) == 2 * 4
     assert all(o.startswith("mimii:-6_dB_fan/fan/id_0") for o in test.origin)
-    out = run_score([tmp_path / "knn"], tmp_path / "score", echo=lambda s: None, progress=False)
+    out = run_score([tmp_path / "knn"], tmp_path / "score", ctx=QUIET)
     assert out["test"] == {"normal": 6, "anomalous": 8, "abnormal": None, "anomalies": None}
     rows = (tmp_path / "score" / "scores.csv").read_text().splitlines()
     assert len(rows) == 1 + 14 and "fan/id_02/abnormal/00000003.wav" in "".join(rows)
@@ -126,11 +127,11 @@ def test_registered_mimii_layout(tmp_path):
 
 def test_monitor_and_score_on_sound(sounds, tmp_path):
     cfg = _cfg(sounds, "detect.detector=vicreg_terms")
-    fit_detector(cfg, tmp_path / "vt", progress=False, echo=lambda s: None)
+    fit_detector(cfg, tmp_path / "vt", ctx=QUIET)
     mon = run_monitor(tmp_path / "vt", tmp_path / "mon", stream="normal:2,anomalous:1", batch_size=4,
-                      echo=lambda s: None, progress=False)
+                      ctx=QUIET)
     assert all(np.isfinite(v).all() for v in mon["terms"].values())
-    run_score([tmp_path / "vt"], tmp_path / "score", echo=lambda s: None, progress=False)
+    run_score([tmp_path / "vt"], tmp_path / "score", ctx=QUIET)
     assert (tmp_path / "score" / "top_anomalies.png").stat().st_size > 1000
 
 
@@ -141,7 +142,7 @@ def test_cli_fit_picks_the_sound_recipe_and_resynthesises(sounds, tmp_path, caps
     saved = json.loads((tmp_path / "ae" / "config.json").read_text())
     assert saved["recipe"]["model"]["backbone"] == "spec_cnn" and saved["recipe"]["sound"]["rate"] == RATE
     clip = sounds / "abnormal" / "0.wav"
-    result = resynthesise(clip, tmp_path / "rs", detector=tmp_path / "ae", echo=lambda s: None)
+    result = resynthesise(clip, tmp_path / "rs", detector=tmp_path / "ae", ctx=QUIET)
     assert {p.name for p in (tmp_path / "rs").iterdir()} == {"original.wav", "resynth.wav", "spectrograms.png",
                                                             "resynth.json"}
     y, rate = sf.read(str(tmp_path / "rs" / "resynth.wav"))

@@ -19,6 +19,7 @@ from viclab.config import resolve
 from viclab.core.context import Context
 from viclab.core.runtime import get_world_size, is_main
 from viclab.engine import ViewContext, train
+from viclab.engine.vicreg import VIEW_SOURCES
 from viclab.views import Augment
 
 
@@ -53,7 +54,8 @@ def main() -> None:
         "optim.lr=1e-3", "optim.warmup_epochs=0", f"train.batch_size={batch}", f"train.epochs={epochs}",
         "train.seed=5", "train.device=cpu", "train.precision=fp32", "train.eval_test=false",
         "train.min_steps=0", *extra])  # exactly train.epochs: the step counts below are those of the epochs
-    train(None if resume else cfg, run, resume=resume, views=fixed_views(kill_at),
+    VIEW_SOURCES["augment"] = fixed_views(kill_at)  # this worker process's runs see only the fixed views
+    train(None if resume else cfg, run, resume=resume,
           ctx=Context(progress=False, echo=lambda line: print(f"[world {get_world_size()}] {line}", flush=True)))
 
 

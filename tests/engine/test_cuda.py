@@ -33,7 +33,8 @@ def test_trains_resumes_and_evaluates_on_cuda(fake_cifar_root, tmp_path, monkeyp
     assert [r["epoch"] for r in test] == [0, 1, 2] and all(math.isfinite(r["loss"]) for r in test)
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ckpt["device_type"] == "cuda" and ckpt["epoch"] == 2
-    probe = run_probe(run, out=tmp_path / "eval", data_dir=str(fake_cifar_root), progress=False, echo=lambda s: None)
+    probe = run_probe(run, out=tmp_path / "eval", data_dir=str(fake_cifar_root),
+                      ctx=Context(False, lambda s: None))
     assert 0.0 <= probe["linear"]["top1"] <= 1.0
 
 

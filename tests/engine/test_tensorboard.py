@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from tests.engine.test_train import QUIET, tiny_config
+from viclab.core.context import Context
 from viclab.engine import train
 
 
@@ -36,8 +37,8 @@ def test_views_of_fixed_images_each_epoch_and_eval_figures(fake_cifar_root, tmp_
     assert not np.array_equal(raw["views/first"][0], raw["views/first"][1])
     assert not np.array_equal(raw["views/first"][0], raw["views/second"][0])
 
-    run_plot(run, data_dir=str(fake_cifar_root), progress=False, echo=lambda s: None)
-    run_retrieve(run, data_dir=str(fake_cifar_root), progress=False, echo=lambda s: None)
+    run_plot(run, data_dir=str(fake_cifar_root), ctx=Context(False, lambda s: None))
+    run_retrieve(run, data_dir=str(fake_cifar_root), ctx=Context(False, lambda s: None))
     tags = set(_images(run / "tb"))
     assert {"eval/cifar10/pca", "eval/cifar10/tsne", "eval/cifar10/retrieval_nearest",
             "eval/cifar10/retrieval_farthest"} <= tags

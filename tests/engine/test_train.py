@@ -218,7 +218,8 @@ def test_run_killed_at_its_start_can_be_resumed(tiny_run, tmp_path, monkeypatch)
     """A neighbour-view run spends its first minutes encoding with the source model; a kill
     there must leave a folder that --resume accepts (the config is the first file written)."""
     from viclab.ablate import neighbours as nb_mod
-    from viclab.ablate.neighbours import VIEWS, neighbours_config
+    from viclab.ablate.neighbours import neighbours_config
+    from viclab.engine.vicreg import VIEW_SOURCES
 
     src, root = tiny_run
     cfg = neighbours_config(str(src), k=3, epochs=1)
@@ -229,15 +230,17 @@ def test_run_killed_at_its_start_can_be_resumed(tiny_run, tmp_path, monkeypatch)
 
     monkeypatch.setattr(nb_mod, "knn_table", killed)
     run = tmp_path / "nbrs"
-    views = VIEWS["neighbours"]
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, run, views=views, **QUIET)
+        train(cfg, run, **QUIET)
     monkeypatch.undo()
     with pytest.raises(ViclabError, match="already exists; continue it with --resume"):
-        train(cfg, run, views=views, **QUIET)
-    with pytest.raises(ViclabError, match="runs are made by 'viclab ablate neighbours'"):
-        train(None, run, resume=True, **QUIET)  # the library call needs the view source too
-    train(None, run, resume=True, views=views, **QUIET)
+        train(cfg, run, **QUIET)
+    with monkeypatch.context() as m:  # a kind whose module never registered its source is named, not guessed
+        m.delitem(VIEW_SOURCES, "neighbours")
+        with pytest.raises(ViclabError, match=r"views.kind=neighbours has no registered view source \(registered: "
+                                              r"augment\)"):
+            train(None, run, resume=True, **QUIET)
+    train(None, run, resume=True, **QUIET)
     assert (run / "encoder.safetensors").exists() and (run / "neighbours.npy").exists()
 
 
@@ -312,7 +315,7 @@ def test_latent_run_folder_is_not_resumed_as_a_training_run(tmp_path, fake_cifar
     from viclab.config import LatentConfig
 
     run_latent(LatentConfig(pairs="naive", data_dir=str(fake_cifar_root), dim=8, projector="16-16", batch_size=20,
-                            epochs=1), tmp_path / "lat", progress=False, echo=lambda s: None)
+                            epochs=1), tmp_path / "lat", ctx=QUIET_CTX)
     with pytest.raises(ViclabError, match="is a latent-optimisation run: continue it with 'viclab ablate latent"):
         train(None, tmp_path / "lat", resume=True, **QUIET)
 

@@ -41,6 +41,7 @@ def test_vit_preset_trains_and_keeps_norms_and_biases_undecayed(fake_cifar_root,
 
 
 def test_a_vit_encoder_under_the_vicreg_terms_detector(folders, tmp_path):  # noqa: F811
+    from viclab.core.context import QUIET
     from viclab.detect import fit_detector, load_detector, load_test
 
     cfg = resolve("detect", "vit", overrides=[f"data.normal={folders / 'normal'}",
@@ -48,7 +49,7 @@ def test_a_vit_encoder_under_the_vicreg_terms_detector(folders, tmp_path):  # no
                                               "detect.detector=vicreg_terms", "detect.views=2",
                                               "optim.warmup_epochs=0.5"])
     assert cfg.recipe.model.backbone == "vit_tiny"
-    fit_detector(cfg, tmp_path / "det", progress=False, echo=lambda s: None)
+    fit_detector(cfg, tmp_path / "det", ctx=QUIET)
     det, _ = load_detector(tmp_path / "det")
     scores = det.score(load_test(cfg.data).data.images)
     assert all(np.isfinite(v).all() for v in scores.values()) and len(scores["score"]) > 0

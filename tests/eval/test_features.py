@@ -75,14 +75,17 @@ def test_representations_are_the_normalised_forward_pass_and_cached(tiny_run, mo
 def test_cache_keeps_precisions_apart(tiny_run):
     """bf16 representations differ from fp32 ones: a cache keyed without the precision would
     hand one for the other."""
+    from viclab.core.context import Context
     from viclab.core.runtime import select_runtime
 
     run, root = tiny_run
     enc = load_source(run)
     fp32 = representations(enc, "test", data_dir=str(root), use_cache=False).features
-    bf16 = representations(enc, "test", data_dir=str(root), runtime=select_runtime("cpu", "bf16")).features
+    bf16 = representations(enc, "test", data_dir=str(root),
+                           ctx=Context(False, runtime=select_runtime("cpu", "bf16"))).features
     assert not np.array_equal(bf16, fp32)  # so the check below can tell them apart
-    again = representations(enc, "test", data_dir=str(root), runtime=select_runtime("cpu", "fp32")).features
+    again = representations(enc, "test", data_dir=str(root),
+                            ctx=Context(False, runtime=select_runtime("cpu", "fp32"))).features
     np.testing.assert_array_equal(again, fp32)
 
 

@@ -7,8 +7,7 @@ import pytest
 from scipy.stats import rankdata
 
 from viclab.core.metrics import roc
-from viclab.eval.anomaly import knn_anomaly_scores
-from viclab.represent.neighbors import farthest, nearest, one_query_per_class, precision_at_k
+from viclab.represent.neighbors import farthest, knn_anomaly_scores, nearest, one_query_per_class, precision_at_k
 
 
 @pytest.fixture

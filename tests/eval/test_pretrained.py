@@ -11,6 +11,7 @@ from PIL import Image
 
 from tests.eval.test_folders_and_transfer import _photos
 from viclab.cli import main
+from viclab.core.context import QUIET
 from viclab.core.errors import ViclabError
 from viclab.models import ResNet50, VisionTransformer
 from viclab.represent.encode import load_source, representations
@@ -83,4 +84,4 @@ def test_bad_pretrained_sources(tmp_path):
     from viclab.eval.tasks import run_probe
 
     with pytest.raises(ViclabError, match="trained on ImageNet.*--dataset"):
-        run_probe(f"pretrained:resnet50:{tmp_path / 'r50.pth'}", out=tmp_path / "o", progress=False)
+        run_probe(f"pretrained:resnet50:{tmp_path / 'r50.pth'}", out=tmp_path / "o", ctx=QUIET)

@@ -11,9 +11,9 @@ import numpy as np
 
 from viclab.core.metrics import roc
 from viclab.data import load_dataset
-from viclab.eval.anomaly import knn_anomaly_scores
 from viclab.eval.probe import linear_probe
 from viclab.represent.encode import encode, load_source
+from viclab.represent.neighbors import knn_anomaly_scores
 
 WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "vicreg_cpu_cifar10.safetensors"
 

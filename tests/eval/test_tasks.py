@@ -12,11 +12,10 @@ from sklearn.metrics import roc_auc_score, silhouette_score
 from torch import nn
 
 from viclab.config import Config, EvalConfig
+from viclab.core.context import QUIET
 from viclab.detect.anomaly import run_anomaly
 from viclab.eval.tasks import run_cluster, run_plot, run_probe, run_retrieve
 from viclab.represent.encode import Source, encoder_source, load_source, representations
-
-QUIET = {"progress": False, "echo": lambda s: None}
 
 
 def _dist(a, b):
@@ -64,7 +63,7 @@ def _pixel_encoder() -> Source:
 def test_probe_numbers_match_references(tiny_run, tmp_path, source, cfg):
     run, root = tiny_run
     enc = load_source(run) if source == "tiny" else _pixel_encoder()
-    run_probe(enc, tmp_path / "p", str(root), cfg=cfg, **QUIET)
+    run_probe(enc, tmp_path / "p", str(root), cfg=cfg, ctx=QUIET)
     saved = json.loads((tmp_path / "p" / "probe.json").read_text())
     assert (saved["n_train"], saved["n_test"]) == (100, 20)  # the fixture: 5 x 20 fake training images, 20 test
     tr, te = representations(enc, "train", data_dir=str(root)), representations(enc, "test", data_dir=str(root))
@@ -93,7 +92,7 @@ def test_probe_numbers_match_references(tiny_run, tmp_path, source, cfg):
 
 def test_default_out_is_the_run_folder(tiny_run):
     run, root = tiny_run
-    run_plot(run, None, str(root), **QUIET)
+    run_plot(run, None, str(root), ctx=QUIET)
     for name in ("pca.png", "pca.html", "tsne.png", "tsne.html", "plot.json"):
         assert (run / "eval" / name).stat().st_size > 0
     assert "plotly" in (run / "eval" / "pca.html").read_text()[:5_000_000].lower()
@@ -101,7 +100,7 @@ def test_default_out_is_the_run_folder(tiny_run):
 
 def test_retrieval_matches_brute_force(tiny_run, tmp_path):
     run, root = tiny_run
-    out = run_retrieve(run, tmp_path, str(root), cfg=EvalConfig(retrieval_k=3), **QUIET)
+    out = run_retrieve(run, tmp_path, str(root), cfg=EvalConfig(retrieval_k=3), ctx=QUIET)
     x = representations(load_source(run), "train", data_dir=str(root)).features
     d = _dist(x, x)
     for q in out["queries"]:
@@ -114,7 +113,7 @@ def test_retrieval_matches_brute_force(tiny_run, tmp_path):
 
 def test_anomaly_compares_runs(tiny_run, tmp_path):
     run, root = tiny_run
-    out = run_anomaly([run, "random:small_cnn"], tmp_path, str(root), cfg=EvalConfig(anomaly_k=2), **QUIET)
+    out = run_anomaly([run, "random:small_cnn"], tmp_path, str(root), cfg=EvalConfig(anomaly_k=2), ctx=QUIET)
     assert [r["name"] for r in out["runs"]] == ["tiny", "random small_cnn"]
     enc = load_source(run)
     train = representations(enc, "train", data_dir=str(root)).features
@@ -137,7 +136,7 @@ def test_anomaly_compares_runs(tiny_run, tmp_path):
 
 def test_cluster_silhouette_vs_sklearn(tiny_run, tmp_path):
     run, root = tiny_run
-    out = run_cluster(run, tmp_path, str(root), cfg=EvalConfig(clusters=4), **QUIET)
+    out = run_cluster(run, tmp_path, str(root), cfg=EvalConfig(clusters=4), ctx=QUIET)
     x = representations(load_source(run), "train", data_dir=str(root)).features
     from viclab.eval.cluster import kmeans
 
@@ -149,6 +148,6 @@ def test_cluster_silhouette_vs_sklearn(tiny_run, tmp_path):
 def test_anomaly_writes_only_to_the_first_runs_folder(tiny_run, tmp_path, monkeypatch):
     run, root = tiny_run
     monkeypatch.chdir(tmp_path)
-    run_anomaly([run, "random:small_cnn"], None, str(root), **QUIET)
+    run_anomaly([run, "random:small_cnn"], None, str(root), ctx=QUIET)
     assert (run / "eval" / "roc.png").exists()
     assert list(tmp_path.iterdir()) == [tmp_path / "cache"]  # no ./eval-random-small_cnn left behind

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from scipy.stats import binomtest
 
+from viclab.core.context import QUIET, Context
 from viclab.core.errors import ViclabError, ViclabWarning
 from viclab.eval.probe import knn_accuracy, linear_probe
 from viclab.eval.tasks import run_probe, run_retrieve
@@ -85,10 +86,9 @@ def test_one_class_probe_and_retrieval_are_refused(tiny_run, tmp_path):
     run, data = tiny_run
     one = _folder(_folder(tmp_path / "one", "train", 12, 0, ("red",)), "test", 4, 1, ("red",))
     with pytest.raises(ViclabError, match="1 class .red. in its train images.*at least two classes"):
-        run_probe(run, out=tmp_path / "p", data_dir=str(data), dataset=str(one), progress=False, echo=lambda s: None)
+        run_probe(run, out=tmp_path / "p", data_dir=str(data), dataset=str(one), ctx=QUIET)
     with pytest.raises(ViclabError, match="at least two classes"):
-        run_retrieve(run, out=tmp_path / "r", data_dir=str(data), dataset=str(one), progress=False,
-                     echo=lambda s: None)
+        run_retrieve(run, out=tmp_path / "r", data_dir=str(data), dataset=str(one), ctx=QUIET)
     assert not (tmp_path / "p").exists() and not (tmp_path / "r").exists()
 
 
@@ -100,8 +100,8 @@ def test_probe_reports_intervals_warns_on_a_tiny_test_set_and_selects_on_val(tin
     lines: list[str] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = run_probe(run, out=tmp_path / "p", data_dir=str(data), dataset=str(photos), progress=False,
-                        echo=lines.append)
+        out = run_probe(run, out=tmp_path / "p", data_dir=str(data), dataset=str(photos),
+                        ctx=Context(progress=False, echo=lines.append))
     assert any(issubclass(w.category, ViclabWarning) and "only 12 test images" in str(w.message) for w in caught)
     saved = json.loads((tmp_path / "p" / "probe.json").read_text())
     assert saved == json.loads(json.dumps(out))
@@ -123,7 +123,7 @@ def test_same_named_datasets_get_their_own_eval_folders(tiny_run, tmp_path):
     for parent, seed in (("a", 0), ("b", 5)):
         photos = tmp_path / parent / "photos"
         _folder(_folder(photos, "train", 7, seed), "test", 2, seed + 1)
-        run_probe(run, data_dir=str(data), dataset=str(photos), progress=False, echo=lambda s: None)
+        run_probe(run, data_dir=str(data), dataset=str(photos), ctx=QUIET)
         firsts.append(sorted(run.glob("eval-photos*/probe.json")))
     folders = firsts[-1]
     assert len(folders) == 2, folders  # one each: the first was not overwritten by the second

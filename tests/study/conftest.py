@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_fake_cifar, write_fake_fsdd, write_fake_mimii, write_fake_mnist
+from viclab.core.context import QUIET
 
 # The cpu study shrunk to 100 fake training images: every stage, seconds each.
 TINY = ["model.projector=32-32", "train.batch_size=12", "train.epochs=3", "latent.batch_size=20", "latent.epochs=2",
@@ -39,7 +40,7 @@ def tiny_study(tmp_path_factory, study_data) -> tuple[Path, dict]:
     mp.setenv("VICLAB_CACHE", str(out.parent / "cache"))
     try:
         cfg = resolve("study", "cpu", overrides=[*TINY, f"data.data_dir={study_data}"])
-        results = run_study(cfg, out, progress=False, echo=lambda s: None)
+        results = run_study(cfg, out, ctx=QUIET)
     finally:
         mp.undo()
     return out, results

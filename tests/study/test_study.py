@@ -16,6 +16,7 @@ import pytest
 
 from tests.study.conftest import TINY
 from viclab.config import STUDY_PRESETS, resolve
+from viclab.core.context import QUIET, Context
 from viclab.study import run_study
 from viclab.study.pipeline import METHODS
 
@@ -243,7 +244,7 @@ def test_finished_stages_are_not_recomputed(tiny_study, tmp_path, monkeypatch):
         monkeypatch.setattr(target, boom)
     lines: list[str] = []
     cfg = resolve("study", "cpu", overrides=[*TINY, _data_dir(results)])
-    again = run_study(cfg, copy, progress=False, echo=lines.append)
+    again = run_study(cfg, copy, ctx=Context(progress=False, echo=lines.append))
     assert numbers(again) == numbers(results)
     assert sum("cached" in s for s in lines) == len(STAGES)
     # changed inputs: only the stages that depend on them run again
@@ -253,7 +254,7 @@ def test_finished_stages_are_not_recomputed(tiny_study, tmp_path, monkeypatch):
     lines.clear()
     run_study(resolve("study", "cpu", overrides=[*TINY, "eval.anomaly_k=3",
                                                  f"data.data_dir={cfg.recipe.data.data_dir}"]),
-              copy, progress=False, echo=lines.append)
+              copy, ctx=Context(progress=False, echo=lines.append))
     ran = [s for s in lines if "done in" in s]
     assert len(ran) == len(METHODS) + 1 and all("evaluate" in s or "anomaly" in s for s in ran)
 
@@ -371,7 +372,7 @@ def test_an_upgraded_viclab_recomputes_instead_of_reusing_stages(tiny_study, tmp
     monkeypatch.setattr(viclab, "__version__", "999.0")
     with pytest.raises(_Ran):
         run_study(resolve("study", "cpu", overrides=[*TINY, _data_dir(results)]), copy,
-                  progress=False, echo=lambda s: None)
+                  ctx=QUIET)
 
 
 def _as_bf16_cpu(monkeypatch) -> None:
@@ -404,14 +405,14 @@ def test_a_study_moved_to_a_machine_with_another_precision_recomputes(tiny_study
     monkeypatch.setattr("viclab.study.pipeline.train", ran)
     with pytest.raises(_Ran):
         run_study(resolve("study", "cpu", overrides=[*TINY, _data_dir(results)]), copy,
-                  progress=False, echo=lambda s: None)
+                  ctx=QUIET)
 
 
 def _stage_fingerprints(cfg, data: dict, study_dir: Path) -> dict[str, str]:
     from viclab.study.pipeline import build_stages
     from viclab.study.stages import fingerprint
 
-    return {s.name: fingerprint(s.inputs) for s in build_stages(cfg, study_dir, False, lambda s: None, data)}
+    return {s.name: fingerprint(s.inputs) for s in build_stages(cfg, study_dir, QUIET, data)}
 
 
 @pytest.mark.parametrize("move", [_as_bf16_cpu, _as_cuda_machine], ids=["bf16-cpu", "cuda"])
@@ -479,7 +480,7 @@ def test_changing_only_the_anomalies_reruns_only_the_anomaly_stage(tiny_study, t
         monkeypatch.setattr(target, ran)
     lines: list[str] = []
     run_study(resolve("study", "cpu", overrides=[*TINY, f"study.anomalies={odd}", _data_dir(results)]),
-              copy, progress=False, echo=lines.append)
+              copy, ctx=Context(progress=False, echo=lines.append))
     ran_stages = [s for s in lines if "done in" in s]
     assert len(ran_stages) == 1 and "anomaly detection" in ran_stages[0], lines
 
@@ -507,7 +508,7 @@ def test_stage_time_counts_the_work_done_before_a_sigkill(tmp_path):
     last = tmp_path / "work" / "checkpoint.pt"
     last.write_bytes(b"x")
     os.utime(last, (now - 40, now - 40))
-    record = run_stages(tmp_path, [stage], progress=False, echo=lambda s: None)["s"]
+    record = run_stages(tmp_path, [stage], ctx=QUIET)["s"]
     assert record.result == {"ok": True} and not record.cached
     assert 65 <= record.seconds < 70  # 5 earlier + the 60 s up to the last write + this (instant) run
 

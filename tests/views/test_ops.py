@@ -37,11 +37,12 @@ def test_brightness_contrast_saturation_formulas():
     f = torch.tensor([0.6, 1.0, 1.3, 1.4], dtype=torch.float64)
     xn, fn = x.numpy(), f.numpy()[:, None, None, None]
     luma = 0.299 * xn[:, 0] + 0.587 * xn[:, 1] + 0.114 * xn[:, 2]
-    np.testing.assert_allclose(ops.adjust_brightness(x, f).numpy(), np.clip(xn * fn, 0, 1))
+    gray = ops.grayscale(x)  # the blend targets: 0 (brightness), mean luma (contrast), luma (saturation)
+    np.testing.assert_allclose(ops.blend_towards(x, f, 0.0).numpy(), np.clip(xn * fn, 0, 1))
     mean = luma.mean(axis=(1, 2))[:, None, None, None]
-    np.testing.assert_allclose(ops.adjust_contrast(x, f).numpy(), np.clip(fn * xn + (1 - fn) * mean, 0, 1))
-    np.testing.assert_allclose(ops.adjust_saturation(x, f).numpy(),
-                               np.clip(fn * xn + (1 - fn) * luma[:, None], 0, 1))
+    np.testing.assert_allclose(ops.blend_towards(x, f, gray.mean(dim=(1, 2, 3), keepdim=True)).numpy(),
+                               np.clip(fn * xn + (1 - fn) * mean, 0, 1))
+    np.testing.assert_allclose(ops.blend_towards(x, f, gray).numpy(), np.clip(fn * xn + (1 - fn) * luma[:, None], 0, 1))
 
 
 @pytest.mark.parametrize("k", [3, 5])

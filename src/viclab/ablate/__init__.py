@@ -1,7 +1,7 @@
 """Ablations that peel VICReg back to Laplacian Eigenmaps (spec S4-S7).
 
 - no variance (S4): ``viclab train`` with ``loss.var_weight=0`` (``viclab ablate no-variance``);
-- neighbours as views (S6): :func:`neighbours_config` + :func:`viclab.engine.train` with ``views=VIEWS["neighbours"]``;
+- neighbours as views (S6): :func:`neighbours_config` + :func:`viclab.engine.train` (its views registered on import);
 - latent optimisation (S5): :func:`run_latent`, naive and graph-corrected;
 - Laplacian Eigenmaps (S7): :func:`run_eigenmaps`, on the graph of :mod:`viclab.ablate.graph`.
 
@@ -11,9 +11,9 @@ Every one writes a run folder the evaluation commands read like a trained encode
 from viclab.ablate.eigenmaps import run_eigenmaps
 from viclab.ablate.graph import DisconnectedGraphError, Eigenmaps, knn_table, laplacian_eigenmaps, symmetric_knn_graph
 from viclab.ablate.latent import run_latent
-from viclab.ablate.neighbours import VIEWS, NeighbourPairs, neighbour_views, neighbours_config, sample_neighbours
+from viclab.ablate.neighbours import NeighbourPairs, neighbour_views, neighbours_config, sample_neighbours
 
 __all__ = [
-    "VIEWS", "DisconnectedGraphError", "Eigenmaps", "NeighbourPairs", "knn_table", "laplacian_eigenmaps",
+    "DisconnectedGraphError", "Eigenmaps", "NeighbourPairs", "knn_table", "laplacian_eigenmaps",
     "neighbour_views", "neighbours_config", "run_eigenmaps", "run_latent", "sample_neighbours", "symmetric_knn_graph",
 ]

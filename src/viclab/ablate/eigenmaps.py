@@ -11,7 +11,6 @@ are placed by the Nyström extension of the eigen-equation
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 
 from viclab.ablate.graph import components, knn_table, laplacian_eigenmaps, symmetric_knn_graph
 from viclab.config import EigenmapsConfig
+from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.runtime import require_one_process
 from viclab.data import load_images
 from viclab.engine.rundir import RunFolder
@@ -29,12 +29,7 @@ from viclab.represent.table import TABLE, TableSplit, save_table
 SUMMARY = "eigenmaps.json"
 
 
-def _graph_features(cfg: EigenmapsConfig, dataset: str, split: str, data_dir: str | None, progress: bool):
-    return representations(load_source(cfg.features, seed=cfg.seed), split, dataset, data_dir, progress=progress)
-
-
-def run_eigenmaps(cfg: EigenmapsConfig, run_dir: str | Path, progress: bool = True,
-                  echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run_eigenmaps(cfg: EigenmapsConfig, run_dir: str | Path, ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
     """Fit Laplacian Eigenmaps on a dataset's training and test images; write a run folder.
 
     Writes ``config.json``, ``meta.json``, ``representations.safetensors`` (``train`` and
@@ -50,12 +45,12 @@ def run_eigenmaps(cfg: EigenmapsConfig, run_dir: str | Path, progress: bool = Tr
     for split in ("train", "test"):  # checked before the run folder is made: a wrong dataset leaves nothing
         load_images(cfg.dataset, split, cfg.data_dir)
     if run.finished is not None:
-        echo(f"{run.path}: already fitted")
+        ctx.echo(f"{run.path}: already fitted")
         return run.finished
     run.begin("cpu")
-    run_dir = run.path
     t0 = time.perf_counter()
-    parts = [_graph_features(cfg, cfg.dataset, s, cfg.data_dir, progress) for s in ("train", "test")]
+    parts = [representations(load_source(cfg.features, seed=cfg.seed), s, cfg.dataset, cfg.data_dir, ctx=ctx)
+             for s in ("train", "test")]
     x = np.concatenate([p.features for p in parts])
     t1 = time.perf_counter()
     graph = symmetric_knn_graph(knn_table(x, cfg.k))
@@ -66,7 +61,7 @@ def run_eigenmaps(cfg: EigenmapsConfig, run_dir: str | Path, progress: bool = Tr
     n_train = len(parts[0].features)
     splits = {"train": TableSplit(maps.embedding[:n_train], np.arange(n_train), "train"),
               "test": TableSplit(maps.embedding[n_train:], np.arange(len(x) - n_train), "test")}
-    save_table(run_dir / TABLE, "eigenmaps", cfg.dataset, splits, asdict(cfg),
+    save_table(run.path / TABLE, "eigenmaps", cfg.dataset, splits, asdict(cfg),
                extra={"eigenvalues": maps.eigenvalues, "degrees": maps.degrees.astype(np.float32)})
     summary = {
         "nodes": len(x), "train_nodes": n_train, "test_nodes": len(x) - n_train, "feature_dim": x.shape[1],
@@ -75,9 +70,9 @@ def run_eigenmaps(cfg: EigenmapsConfig, run_dir: str | Path, progress: bool = Tr
         "seconds": {"features": t1 - t0, "graph": t2 - t1, "eigen": t3 - t2, "total": t3 - t0},
     }
     run.finish(SUMMARY, summary)
-    echo(f"Laplacian Eigenmaps: {len(x)} {cfg.dataset} images ({n_train} train + {len(x) - n_train} test), "
+    ctx.echo(f"Laplacian Eigenmaps: {len(x)} {cfg.dataset} images ({n_train} train + {len(x) - n_train} test), "
          f"{cfg.k}-NN graph with {graph.nnz // 2} edges, 1 component; {cfg.dim} eigenvectors, eigenvalues "
          f"{maps.eigenvalues[0]:.2e}..{maps.eigenvalues[-1]:.3f} ({cfg.solver}); features {t1 - t0:.1f}s, graph "
-         f"{t2 - t1:.1f}s, eigen {t3 - t2:.1f}s -> {run_dir}")
+         f"{t2 - t1:.1f}s, eigen {t3 - t2:.1f}s -> {run.path}")
     return summary
 

@@ -9,7 +9,9 @@ decompose because it is symmetric and its spectrum lies in ``[0, 2]``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -35,6 +37,16 @@ def knn_table(x, k: int) -> np.ndarray:
         raise ViclabError(f"cannot take {k} nearest neighbours among {n} points; use 1 <= k < {n}")
     _, idx = nearest(x, x, k, exclude=np.arange(n))
     return idx.astype(np.int64)
+
+
+def saved_key(path: Path, info_path: Path) -> dict | None:
+    """The JSON key saved beside a table at ``path`` (what it was made from), or ``None`` when either
+    file is missing or the key is unreadable."""
+    try:
+        info = json.loads(info_path.read_text()) if path.exists() and info_path.exists() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+    return info if isinstance(info, dict) else None
 
 
 def symmetric_knn_graph(neighbours: np.ndarray) -> sp.csr_matrix:

@@ -12,56 +12,48 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from viclab.ablate.graph import knn_table
+from viclab.ablate.graph import knn_table, saved_key
 from viclab.ablate.neighbours import sample_neighbours
 from viclab.config import LatentConfig
-from viclab.core.context import Context
+from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.errors import ViclabError
 from viclab.core.io import atomic_save_npy, atomic_write_text
 from viclab.core.runtime import intra_op_threads, others_busy_cores, require_one_process, select_runtime
 from viclab.data import ImageData, load_images
 from viclab.data.types import data_fingerprint
-from viclab.engine import Objective, RunFolder, fit
-from viclab.engine.loop import PairForward, read_checkpoint
-from viclab.losses import VICRegLoss, VICRegTerms
+from viclab.engine import RunFolder, fit
+from viclab.engine.loop import read_checkpoint
+from viclab.engine.vicreg import TERMS, vicreg_objective
+from viclab.losses import VICRegLoss
 from viclab.models.latent import build_latent
 from viclab.represent.encode import load_source, representations
 from viclab.represent.table import TABLE, TableSplit, save_table
 
 SUMMARY, GRAPH, GRAPH_INFO = "latent.json", "graph.npy", "graph.json"
-TERMS = VICRegTerms._fields
 CHECKPOINT_SECONDS = 30.0  # an epoch takes seconds: checkpoint at most this often (and at the end)
 BUSY_CORES = 0.5  # other processes' load from which the optimisation loop runs on one thread
 
 
-def graph_neighbours(cfg: LatentConfig, data: ImageData, run_dir: Path, progress: bool,
+def graph_neighbours(cfg: LatentConfig, data: ImageData, run_dir: Path, ctx: Context = DEFAULT_CONTEXT,
                      started: bool = False) -> np.ndarray:
-    """``(n, graph_k)`` fixed data-space neighbours, saved in the run folder and reused on resume.
-
-    The saved graph is keyed (``graph.json``) by the SHA-256 of the feature encoder's weights,
-    the images' fingerprint and ``graph_k``: a graph made from anything else is rebuilt, or,
-    if the run has already trained on it (``started``), the run is refused.
-    """
+    """``(n, graph_k)`` fixed data-space neighbours, saved in the run folder and reused on resume: keyed
+    (``graph.json``) by the feature encoder's weights, the images and ``graph_k``; another key rebuilds
+    it, or refuses a run that has already trained on it (``started``)."""
     path, info_path = run_dir / GRAPH, run_dir / GRAPH_INFO
     source = load_source(cfg.graph_features, seed=cfg.seed)
     key = {"weights_sha256": source.weights_sha256, "images": data_fingerprint(data), "k": cfg.graph_k}
-    try:
-        saved = json.loads(info_path.read_text()) if path.exists() and info_path.exists() else None
-    except (OSError, json.JSONDecodeError):
-        saved = None
-    if saved == key:
+    if saved_key(path, info_path) == key:
         return np.load(path)
     if started:
         raise ViclabError(f"the neighbour graph of {run_dir} came from other features or images than "
                           f"{cfg.graph_features} gives now, and the run has already trained on it; start a new run")
-    feats = representations(source, "train", cfg.dataset, cfg.data_dir, progress=progress).features[:len(data)]
+    feats = representations(source, "train", cfg.dataset, cfg.data_dir, ctx=ctx).features[:len(data)]
     table = knn_table(feats, cfg.graph_k)
     atomic_save_npy(path, table)
     atomic_write_text(info_path, json.dumps(key, indent=2) + "\n")
@@ -80,15 +72,12 @@ def probe_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndar
     return np.sort(perm[:cut]), np.sort(perm[cut:])
 
 
-def run_latent(cfg: LatentConfig, run_dir: str | Path, progress: bool = True,
-               echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run_latent(cfg: LatentConfig, run_dir: str | Path, ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
     """Optimise one code per training image with the VICReg objective; write a run folder.
 
-    Writes ``config.json``, ``meta.json``, ``metrics.jsonl`` (every batch's terms),
-    ``checkpoint.pt`` (resumable), ``graph.npy`` (``graph`` pairs),
-    ``representations.safetensors`` (the codes: ``train`` = the probe's share,
-    ``test`` = the rest, both of the training images) and ``latent.json``.
-    Trains in one process (the codes are one table; under torchrun, run it from rank 0 alone).
+    Writes ``config.json``, ``meta.json``, ``metrics.jsonl``, ``checkpoint.pt`` (resumable), ``graph.npy``
+    (``graph`` pairs), ``representations.safetensors`` (the codes: ``train`` = the probe's share, ``test`` =
+    the rest) and ``latent.json``. Trains in one process (the codes are one table).
     """
     require_one_process("latent optimisation")
     run = RunFolder.open(run_dir, cfg, "auto", done=(TABLE, SUMMARY))
@@ -98,24 +87,22 @@ def run_latent(cfg: LatentConfig, run_dir: str | Path, progress: bool = True,
     if cfg.batch_size > n:
         raise ViclabError(f"batch_size={cfg.batch_size} is larger than the {n} training images; use {n} or fewer")
     if run.finished is not None:
-        echo(f"{run.path}: already trained")
+        ctx.echo(f"{run.path}: already trained")
         return run.finished
     torch.manual_seed(cfg.seed)
     model, _ = build_latent(n, cfg.dim, cfg.projector)
     ckpt = read_checkpoint(run, model)
-    loss_fn = VICRegLoss(**dataclasses.asdict(cfg.loss))
-    objective = Objective(
-        module=PairForward(model), loss=lambda z, _batch: loss_fn(*z), terms=TERMS, model=model,
-        optimizers=[torch.optim.SparseAdam(model.codes.parameters(), lr=cfg.lr),
-                    torch.optim.Adam(model.projector.parameters(), lr=cfg.projector_lr)],
-        fix="start a new run with a lower --lr")
+    objective = vicreg_objective(model, model, VICRegLoss(**dataclasses.asdict(cfg.loss)),
+                                 [torch.optim.SparseAdam(model.codes.parameters(), lr=cfg.lr),
+                                  torch.optim.Adam(model.projector.parameters(), lr=cfg.projector_lr)],
+                                 None, "start a new run with a lower --lr")
     neighbours: torch.Tensor | None = None
 
     def pairs(started: bool):
         """``(idx, gen) -> (idx, partner)``: each anchor's code and its partner's."""
         nonlocal neighbours
         if cfg.pairs == "graph":
-            neighbours = torch.from_numpy(graph_neighbours(cfg, data, run.path, progress, started))
+            neighbours = torch.from_numpy(graph_neighbours(cfg, data, run.path, ctx, started))
         return lambda idx, gen: (idx, partners(idx, neighbours, gen))
 
     # A step is ~100 ops of well under a millisecond each. Alone on the machine, two threads run
@@ -125,11 +112,11 @@ def run_latent(cfg: LatentConfig, run_dir: str | Path, progress: bool = True,
     busy = others_busy_cores()
     threads = 1 if busy >= BUSY_CORES else torch.get_num_threads()
     if threads < torch.get_num_threads():
-        echo(f"latent optimisation: other processes keep {busy:.1f} cores busy, so it runs on one thread")
+        ctx.echo(f"latent optimisation: other processes keep {busy:.1f} cores busy, so it runs on one thread")
     with intra_op_threads(threads):
         result = fit(run, objective, pairs, n=n, batch_size=cfg.batch_size, epochs=cfg.epochs, seed=cfg.seed,
                      rt=select_runtime("cpu", "fp32"), ckpt=ckpt, checkpoint_seconds=CHECKPOINT_SECONDS,
-                     ctx=Context(progress, echo), epoch_lines=False)
+                     ctx=ctx, epoch_lines=False)
     means = result.train
     codes = model.codes.weight.detach().numpy()
     fit_idx, held = probe_split(n, cfg.probe_fraction, cfg.seed)
@@ -143,6 +130,6 @@ def run_latent(cfg: LatentConfig, run_dir: str | Path, progress: bool = True,
         labels = data.labels.numpy()
         summary["graph_same_class"] = float((labels[neighbours.numpy()] == labels[:, None]).mean())
     run.finish(SUMMARY, summary)
-    echo(f"latent optimisation ({cfg.pairs} pairs): {n} codes of {cfg.dim}, {cfg.epochs} epochs in "
+    ctx.echo(f"latent optimisation ({cfg.pairs} pairs): {n} codes of {cfg.dim}, {cfg.epochs} epochs in "
          f"{result.seconds:.1f}s; last epoch {' '.join(f'{t[:3]} {means[t]:.4g}' for t in TERMS[1:])} -> {run.path}")
     return summary

@@ -3,8 +3,7 @@
 The neighbours come from a trained encoder's training-set representations, are
 computed once (faiss, excluding the image itself) and saved in the run folder, so
 a resumed run pairs images exactly as before. Training is :func:`viclab.engine.train`
-with ``views.kind = "neighbours"`` and the view source :func:`neighbour_views`
-(:data:`VIEWS` maps every ``views.kind`` to its source).
+with ``views.kind = "neighbours"``, whose source :func:`neighbour_views` is registered here.
 """
 
 from __future__ import annotations
@@ -18,14 +17,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from viclab.ablate.graph import knn_table
+from viclab.ablate.graph import knn_table, saved_key
 from viclab.config import AugmentConfig, Config, ViewsConfig
+from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.errors import ViclabError
 from viclab.core.io import atomic_save_npy, atomic_write_text
 from viclab.core.runtime import barrier, is_main
 from viclab.data import ImageData
-from viclab.engine import BatchSource, ViewContext, ViewSource
-from viclab.engine.vicreg import augmented_views
+from viclab.engine import BatchSource, ViewContext
+from viclab.engine.vicreg import VIEW_SOURCES
 from viclab.represent.encode import load_source, representations
 from viclab.views import eval_transform
 
@@ -65,26 +65,18 @@ class NeighbourPairs:
         return v1, v2
 
 
-def neighbour_table(run_dir: Path, cfg: Config, train_data: ImageData, progress: bool = True,
+def neighbour_table(run_dir: Path, cfg: Config, train_data: ImageData, ctx: Context = DEFAULT_CONTEXT,
                     started: bool = False) -> np.ndarray:
     """The run's ``(N, k)`` neighbour table: read from ``run_dir`` or computed and saved there.
 
-    The saved table is keyed by the SHA-256 of the source encoder's weights (``neighbours.json``):
-    if the source has changed since, the table is rebuilt, or, for a run that has already
-    trained on the old table (``started``), the run is refused rather than continued on
-    other pairs. The source encoder encodes the training images (through the feature
-    cache) and is freed before this returns, so training never holds two models.
+    Keyed by the SHA-256 of the source encoder's weights (``neighbours.json``): a changed source
+    rebuilds it, or refuses a run that has already trained on the old table (``started``). The
+    source is freed before this returns, so training never holds two models.
     """
     path, info_path = run_dir / NEIGHBOURS, run_dir / NEIGHBOURS_INFO
     source = load_source(cfg.views.source)
     sha, name = source.weights_sha256, source.name
-    saved_sha = None
-    if path.exists() and info_path.exists():
-        try:
-            saved_sha = json.loads(info_path.read_text()).get("weights_sha256")
-        except (OSError, json.JSONDecodeError, AttributeError):
-            saved_sha = None
-    if saved_sha == sha:
+    if (saved_key(path, info_path) or {}).get("weights_sha256") == sha:
         table = np.load(path)
         if table.shape == (len(train_data), cfg.views.k):
             return table
@@ -94,7 +86,8 @@ def neighbour_table(run_dir: Path, cfg: Config, train_data: ImageData, progress:
     if source.config.data.dataset != cfg.data.dataset:
         raise ViclabError(f"{cfg.views.source} was trained on {source.config.data.dataset}, this run uses "
                           f"{cfg.data.dataset}; neighbours must come from the same images")
-    reps = representations(source, "train", cfg.data.dataset, cfg.data.data_dir, progress=progress)
+    # The source encodes on its own runtime (eval_runtime), not the one the run trains on.
+    reps = representations(source, "train", cfg.data.dataset, cfg.data.data_dir, ctx=replace(ctx, runtime=None))
     del source
     gc.collect()  # free the source model before training (spec S6)
     if torch.cuda.is_available():
@@ -125,7 +118,7 @@ def neighbours_config(source: str, base: Config | None = None, k: int = ViewsCon
 def neighbour_views(ctx: ViewContext) -> BatchSource:
     """``views.kind = "neighbours"``: (image, a random one of its ``views.k`` neighbours), with the
     table built (rank 0) or read from the run folder (every other rank, once rank 0 has it)."""
-    table = neighbour_table(ctx.run.path, ctx.cfg, ctx.data, ctx.context.progress, ctx.started) if is_main() else None
+    table = neighbour_table(ctx.run.path, ctx.cfg, ctx.data, ctx.context, ctx.started) if is_main() else None
     barrier()
     if table is None:
         table = np.load(ctx.run.path / NEIGHBOURS)
@@ -133,5 +126,4 @@ def neighbour_views(ctx: ViewContext) -> BatchSource:
                           ctx.data.modality, ctx.cfg.model.channels_last)
 
 
-# Every views.kind and the source that makes its pairs (what viclab train and the study pass to train).
-VIEWS: dict[str, ViewSource] = {"augment": augmented_views, "neighbours": neighbour_views}
+VIEW_SOURCES["neighbours"] = neighbour_views

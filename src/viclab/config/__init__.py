@@ -4,7 +4,6 @@ A config is resolved by :func:`resolve` from a recipe file (``viclab/recipes/*.t
 then ``section.field=value`` overrides, in that order. Every run writes the resolved result as JSON.
 """
 
-from viclab.config.checks import PRECISIONS
 from viclab.config.detect import (
     VIEW_RECIPES,
     AutoencoderConfig,
@@ -17,18 +16,21 @@ from viclab.config.detect import (
     view_overrides,
 )
 from viclab.config.eval import ANOMALIES, EVAL_DEFAULTS, EigenmapsConfig, EvalConfig, LatentConfig
-from viclab.config.override import load_toml, override, parse_overrides
-from viclab.config.recipes import PRESETS, STUDY_PRESETS, get_preset, get_study_preset, recipe_names, resolve
-from viclab.config.sound import SOUND_SPLITS, ResynthConfig, SoundConfig, SpecViewsConfig
+from viclab.config.override import PRECISIONS, load_toml, override, parse_overrides
+from viclab.config.recipes import PRESETS, STUDY_PRESETS, get_preset, recipe_names, resolve
 from viclab.config.study import StudyConfig
 from viclab.config.train import (
     LR_SCALING,
+    SOUND_SPLITS,
     AugmentConfig,
     Config,
     DataConfig,
     LossConfig,
     ModelConfig,
     OptimConfig,
+    ResynthConfig,
+    SoundConfig,
+    SpecViewsConfig,
     SplitConfig,
     TrainConfig,
     ViewsConfig,
@@ -40,6 +42,6 @@ __all__ = [
     "DetectDataConfig", "EigenmapsConfig", "EvalConfig", "LatentConfig", "LossConfig", "ModelConfig", "MonitorConfig",
     "OptimConfig", "ResynthConfig", "ScoreConfig", "SoundConfig", "SpecViewsConfig",
     "SplitConfig", "StudyConfig", "TrainConfig", "ViewsConfig",
-    "check_detector", "get_preset", "get_study_preset", "load_toml", "override", "parse_overrides", "recipe_names",
+    "check_detector", "get_preset", "load_toml", "override", "parse_overrides", "recipe_names",
     "resolve", "view_overrides",
 ]

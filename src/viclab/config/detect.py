@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from viclab.config.checks import PRECISIONS, check, finite
-from viclab.config.override import override
+from viclab.config.override import PRECISIONS, at_least, check, finite, override
 from viclab.config.train import Config
 from viclab.core.errors import ViclabError
 
@@ -45,7 +43,7 @@ class DetectDataConfig:
         check(0 < self.test_share < 1, f"data.test_share={self.test_share} must be in (0, 1)")
         check(0 <= self.holdout < 1, f"data.holdout={self.holdout} must be in [0, 1)")
         check(self.size > 0, f"data.size={self.size} must be > 0")
-        check(self.seed >= 0, f"data.seed={self.seed} must be >= 0")
+        at_least(self, "data.", 0, "seed")
         check(self.normal is not None or self.normal_test is None,
                "a normal-test folder needs a normal folder (--normal DIR) too")
 
@@ -65,18 +63,14 @@ class AutoencoderConfig:
     def __post_init__(self) -> None:
         finite(self, "autoencoder.")
         check(len(self.widths) >= 1 and min(self.widths) >= 1, "autoencoder.widths needs positive widths")
-        check(self.latent >= 1, f"autoencoder.latent={self.latent} must be >= 1")
-        check(self.epochs >= 1, f"autoencoder.epochs={self.epochs} must be >= 1")
-        check(self.batch_size >= 1, f"autoencoder.batch_size={self.batch_size} must be >= 1")
+        at_least(self, "autoencoder.", 1, "latent", "epochs", "batch_size")
         check(self.lr > 0, f"autoencoder.lr={self.lr} must be > 0")
 
 
 @dataclass(frozen=True)
 class DcaseConfig:
-    """The DCASE 2020 Task 2 baseline (spec §5), for sound: a dense autoencoder over ``context``
-    consecutive log-mel frames (``context x n_mels`` values; 5 x 128 = 640 in the baseline),
-    ``depth`` hidden layers of ``hidden`` units each side of a ``bottleneck`` code, trained with
-    Adam and MSE on every frame window of the normal clips; a clip's score is its windows' mean error."""
+    """The DCASE 2020 Task 2 baseline (spec §5), for sound: a dense autoencoder over ``context`` consecutive
+    log-mel frames, ``depth`` hidden layers of ``hidden`` units each side of a ``bottleneck`` code."""
 
     context: int = 5
     hidden: int = 128
@@ -89,8 +83,7 @@ class DcaseConfig:
 
     def __post_init__(self) -> None:
         finite(self, "dcase.")
-        for name in ("context", "hidden", "bottleneck", "depth", "epochs", "batch_size"):
-            check(getattr(self, name) >= 1, f"dcase.{name}={getattr(self, name)} must be >= 1")
+        at_least(self, "dcase.", 1, "context", "hidden", "bottleneck", "depth", "epochs", "batch_size")
         check(self.lr > 0, f"dcase.lr={self.lr} must be > 0")
 
 
@@ -143,25 +136,19 @@ def check_detector(name: str, detectors: Collection[str]) -> None:
 
 @dataclass(frozen=True)
 class DetectConfig:
-    """An anomaly detector (``viclab detect``): what it fits on, how it scores.
+    """An anomaly detector (``viclab detect``; each of :data:`viclab.detect.DETECTORS` reads the fields it needs).
 
-    ``knn``: mean L2 (or cosine, as L2 of unit vectors) distance to the ``k`` nearest normal
-    representations. ``mahalanobis``: distance to the normal mean under the shrunk covariance
-    (Ledoit-Wolf, or ``shrinkage``). ``vicreg_terms``: a frozen VICReg model; per image the
-    invariance between ``views`` augmented views' projections and the image's contribution to
-    the variance and covariance terms of the normal projections; ``score`` names the one that
-    ranks. ``autoencoder``: per-image reconstruction error. The first three read an ``encoder``
-    (a training run folder, a ``.safetensors`` encoder or ``random:BACKBONE``); without one,
-    VICReg is trained on the normal images with ``recipe``.
+    ``knn``, ``mahalanobis`` and ``vicreg_terms`` read an ``encoder`` (a training run folder, a ``.safetensors``
+    encoder or ``random:BACKBONE``); without one, VICReg is trained on the normal images with ``recipe``.
     """
 
     detector: str = "knn"
     encoder: str | None = None
-    k: int = 2
-    cosine: bool = False
-    shrinkage: float | None = None
-    views: int = 8
-    score: str = "invariance"
+    k: int = 2  # knn: neighbours averaged
+    cosine: bool = False  # knn: L2 of unit vectors
+    shrinkage: float | None = None  # mahalanobis: the covariance's shrinkage (None: Ledoit-Wolf)
+    views: int = 8  # vicreg_terms: augmented views per image
+    score: str = "invariance"  # vicreg_terms: the term that ranks (or their weighted sum, "loss")
     fpr: float = 0.05  # the threshold's false-positive rate on held-out normal images
     batch_size: int = 500  # images per scoring pass
     seed: int = 0  # the scoring views
@@ -175,19 +162,16 @@ class DetectConfig:
 
     def __post_init__(self) -> None:
         finite(self, "detect.")
-        check(self.k >= 1, f"detect.k={self.k} must be >= 1")
+        at_least(self, "detect.", 1, "k")
         check(self.shrinkage is None or 0 <= self.shrinkage <= 1,
                f"detect.shrinkage={self.shrinkage} must be in [0, 1] (or none: Ledoit-Wolf)")
         check(self.views >= 2, f"detect.views={self.views} must be >= 2 (invariance compares views)")
         check(self.score in TERM_SCORES, f"detect.score={self.score!r} is unknown; use {', '.join(TERM_SCORES)}")
         check(0 <= self.fpr < 1, f"detect.fpr={self.fpr} must be in [0, 1)")
-        check(self.batch_size >= 2, f"detect.batch_size={self.batch_size} must be >= 2")
-        check(self.seed >= 0, f"detect.seed={self.seed} must be >= 0")
+        at_least(self, "detect.", 2, "batch_size")
+        at_least(self, "detect.", 0, "seed")
         check(self.precision in PRECISIONS,
                f"detect.precision={self.precision!r} is unknown; use {', '.join(PRECISIONS)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], origin: str, detectors: Collection[str]) -> DetectConfig:

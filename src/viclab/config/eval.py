@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from viclab.config.checks import check, finite
+from viclab.config.override import at_least, check, finite
 from viclab.config.train import LossConfig
 
 # The anomalies of every kNN-anomaly evaluation (``viclab anomaly``, ``compare``, the study): a dataset's test split.
@@ -37,9 +37,8 @@ class EvalConfig:
         finite(self)
         check(self.precision in ("fp32", "bf16", "fp16"),
                f"precision={self.precision!r} is unknown; use fp32, bf16 or fp16")
-        for name in ("knn_k", "retrieval_k", "precision_queries", "anomaly_k", "anomaly_top", "tsne_points"):
-            check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
-        check(self.clusters >= 2, f"clusters={self.clusters} must be >= 2")
+        at_least(self, "", 1, "knn_k", "retrieval_k", "precision_queries", "anomaly_k", "anomaly_top", "tsne_points")
+        at_least(self, "", 2, "clusters")
         check(self.knn_temperature > 0, f"knn_temperature={self.knn_temperature} must be > 0")
         check(len(self.probe_weight_decays) >= 1 and min(self.probe_weight_decays) >= 0,
                "probe_weight_decays needs at least one value, each >= 0")
@@ -80,8 +79,7 @@ class LatentConfig:
     def __post_init__(self) -> None:
         finite(self)
         check(self.pairs in ("graph", "naive"), f"pairs={self.pairs!r} is unknown; use 'graph' or 'naive'")
-        for name in ("dim", "graph_k", "epochs"):
-            check(getattr(self, name) >= 1, f"{name}={getattr(self, name)} must be >= 1")
+        at_least(self, "", 1, "dim", "graph_k", "epochs")
         check(self.batch_size >= 2, f"batch_size={self.batch_size} must be >= 2 (variance needs 2 samples)")
         check(self.lr > 0 and self.projector_lr > 0, "lr and projector_lr must be > 0")
         check(0 < self.probe_fraction < 1, f"probe_fraction={self.probe_fraction} must be in (0, 1)")
@@ -106,7 +104,6 @@ class EigenmapsConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check(self.k >= 1, f"k={self.k} must be >= 1")
-        check(self.dim >= 1, f"dim={self.dim} must be >= 1")
+        at_least(self, "", 1, "k", "dim")
         check(self.solver in ("arpack", "lobpcg", "sklearn"),
                f"solver={self.solver!r} is unknown; use arpack, lobpcg or sklearn")

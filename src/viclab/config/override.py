@@ -1,9 +1,11 @@
 """The one override: a nested mapping (a TOML file, a saved ``config.json``, parsed ``section.field=value``
-strings) replaces fields of a frozen config dataclass, walking its nested dataclasses, types coerced."""
+strings) replaces fields of a frozen config dataclass, walking its nested dataclasses, types coerced; and the
+checks every config dataclass runs on itself, each failed one a ``ViclabError`` line."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -145,3 +147,36 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ViclabError(f"config file {path} is not UTF-8 text; save it as UTF-8 TOML") from None
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ViclabError(f"cannot read config file {path}: {e}") from None
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ViclabError(message)
+
+
+def prob(name: str, p: float) -> None:
+    check(0.0 <= p <= 1.0, f"{name}={p} is not a probability; use a value in [0, 1]")
+
+
+def finite(obj: Any, prefix: str = "") -> None:
+    """Every float field (and float in a tuple field) of ``obj`` is a finite number: a NaN
+    compares false with every bound, so it would pass the range checks and poison a run."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ViclabError(f"{prefix}{f.name}={v} is not a finite number; give a real value")
+
+
+def interval(name: str, lo_hi: tuple[float, float], lo: float, hi: float) -> None:
+    a, b = lo_hi
+    check(lo <= a <= b <= hi, f"{name}={lo_hi} must satisfy {lo} <= min <= max <= {hi}")
+
+
+def at_least(obj: Any, prefix: str, bound: float, *names: str) -> None:
+    """Each field of ``names`` is >= ``bound``, else ``{prefix}{name}={value} must be >= {bound}``."""
+    for name in names:
+        check(getattr(obj, name) >= bound, f"{prefix}{name}={getattr(obj, name)} must be >= {bound}")

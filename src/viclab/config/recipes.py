@@ -12,9 +12,8 @@ from typing import Any
 from viclab.config.detect import DetectConfig, MonitorConfig, ScoreConfig
 from viclab.config.eval import EigenmapsConfig, EvalConfig, LatentConfig
 from viclab.config.override import load_toml, merge, override, parse_overrides
-from viclab.config.sound import ResynthConfig
 from viclab.config.study import StudyConfig, tie_stages
-from viclab.config.train import Config, SplitConfig
+from viclab.config.train import Config, ResynthConfig, SplitConfig
 from viclab.core.errors import ViclabError
 
 # kind -> (schema, recipe-file prefix, recipe when none is named, how its own fields are addressed); a kind
@@ -76,29 +75,27 @@ def _read(kind: str, name: str) -> Any:
     return override(schema(), _route(kind, load_toml(path)), origin=f"recipe {path.name}", prefix=own)
 
 
+def _recipe(kind: str, name: str) -> Any:
+    """The recipe ``name`` of ``kind`` (``train``: ``recipes/NAME.toml``; ``study``: ``recipes/study-NAME.toml``)."""
+    if name not in recipe_names(kind):
+        what = "study preset" if kind == "study" else "preset"
+        raise ViclabError(f"unknown {what} {name!r}; choose one of: {', '.join(recipe_names(kind))}")
+    return _read(kind, name)
+
+
 def get_preset(name: str) -> Config:
     """The training recipe ``name`` (``recipes/NAME.toml``)."""
-    if name not in recipe_names("train"):
-        raise ViclabError(f"unknown preset {name!r}; choose one of: {', '.join(recipe_names('train'))}")
-    return _read("train", name)
-
-
-def get_study_preset(name: str) -> StudyConfig:
-    """The study recipe ``name`` (``recipes/study-NAME.toml``)."""
-    if name not in recipe_names("study"):
-        raise ViclabError(f"unknown study preset {name!r}; choose one of: {', '.join(recipe_names('study'))}")
-    return _read("study", name)
+    return _recipe("train", name)
 
 
 def _start(kind: str, preset: str | None) -> Any:
-    if kind == "train":
-        return get_preset(preset or _KINDS[kind][2])
-    if kind == "study":
-        return get_study_preset(preset or _KINDS[kind][2])
+    schema, _, default, _ = _KINDS[kind]
+    if kind in ("train", "study"):
+        return _recipe(kind, preset or default)
     if kind == "resynth":
-        return ResynthConfig(sound=get_preset(preset or _KINDS[kind][2]).sound)
+        return ResynthConfig(sound=get_preset(preset or default).sound)
     if kind != "detect":
-        return _KINDS[kind][0]()
+        return schema()
     detect = _read("detect", "detect")  # for a detector, ``preset`` names its network's training recipe
     return detect if preset is None else dataclasses.replace(detect, recipe=get_preset(preset))
 
@@ -106,13 +103,11 @@ def _start(kind: str, preset: str | None) -> Any:
 def resolve(kind: str, preset: str | None = None, toml: str | None = None,
             overrides: Sequence[str | tuple[str, Any]] = (),
             base: Any = None) -> Any:
-    """The config of ``kind`` (``train``: :class:`Config`; ``detect``: :class:`DetectConfig`; ``study``:
-    :class:`StudyConfig`; one per other command, see ``_KINDS``): a recipe, then a TOML file, then
-    ``section.field=value`` overrides or ``(section.field, value)`` pairs (a command's flags), later wins.
+    """The config of ``kind``: a recipe, then a TOML file, then ``section.field=value`` overrides or
+    ``(section.field, value)`` pairs (a command's flags), later wins.
 
     Args:
-        kind: ``train``, ``detect``, ``study``, ``resynth``, ``eval``, ``latent``, ``eigenmaps``, ``score``,
-            ``monitor`` or ``split``.
+        kind: a key of ``_KINDS``: ``train`` (a :class:`Config`), ``detect``, ``study``, or one per other command.
         preset: the recipe (``recipes/*.toml``); else the TOML file's top-level ``preset``, else ``base``,
             else the kind's default (``exercise``; ``detect.toml``; ``study-cpu.toml``). For ``detect``
             it names the training recipe of the detector's network (``sound``).
@@ -137,5 +132,5 @@ def resolve(kind: str, preset: str | None = None, toml: str | None = None,
 
 
 # The shipped recipes by name, each file parsed once (a few milliseconds at import).
-PRESETS: dict[str, Config] = {name: get_preset(name) for name in recipe_names("train")}
-STUDY_PRESETS: dict[str, StudyConfig] = {name: get_study_preset(name) for name in recipe_names("study")}
+PRESETS: dict[str, Config] = {name: _recipe("train", name) for name in recipe_names("train")}
+STUDY_PRESETS: dict[str, StudyConfig] = {name: _recipe("study", name) for name in recipe_names("study")}

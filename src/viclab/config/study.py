@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from viclab.config.checks import check
 from viclab.config.detect import DetectConfig
 from viclab.config.eval import ANOMALIES, EigenmapsConfig, EvalConfig, LatentConfig
+from viclab.config.override import at_least, check
 from viclab.config.train import Config, ViewsConfig
 
 
@@ -54,14 +54,11 @@ class StudyConfig:
     sound_held_out: tuple[str, ...] = ("theo", "yweweler")
 
     def __post_init__(self) -> None:
-        check(self.neighbour_k >= 1, f"study.neighbour_k={self.neighbour_k} must be >= 1")
-        check(self.neighbour_epochs >= 1, f"study.neighbour_epochs={self.neighbour_epochs} must be >= 1")
-        check(self.latent_naive_epochs >= 1, f"study.latent_naive_epochs={self.latent_naive_epochs} must be >= 1")
+        at_least(self, "study.", 1, "neighbour_k", "neighbour_epochs", "latent_naive_epochs")
         check(len(self.detect_classes) >= 1, "study.detect_classes needs at least one class")
-        check(self.detect_epochs >= 1, f"study.detect_epochs={self.detect_epochs} must be >= 1")
-        for name in ("sound_epochs", "sound_autoencoder_epochs", "sound_dcase_epochs", "sound_probe_epochs"):
-            check(getattr(self, name) >= 1, f"study.{name}={getattr(self, name)} must be >= 1")
-        check(self.sound_views >= 2, f"study.sound_views={self.sound_views} must be >= 2")
+        at_least(self, "study.", 1, "detect_epochs", "sound_epochs", "sound_autoencoder_epochs", "sound_dcase_epochs",
+                 "sound_probe_epochs")
+        at_least(self, "study.", 2, "sound_views")
         check(not self.sound or len(self.sound_machines) >= 1 and len(self.sound_held_out) >= 1,
                "study.sound_machines and study.sound_held_out need at least one entry each (or study.sound=false)")
         check(self.anomalies != self.recipe.data.dataset,

@@ -82,12 +82,9 @@ def cpu_bf16() -> str:
 def select_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     """Resolve ``train.device`` / ``train.precision`` to a :class:`Runtime`.
 
-    ``auto`` picks CUDA when present (under torchrun, the GPU ``LOCAL_RANK`` of this node; a
-    numbered GPU is refused there, as it would put every process on that one GPU).
-    Precision ``auto`` is, on CUDA, bf16 autocast
-    where the GPU computes bf16 natively (compute capability >= 8.0: Ampere and later)
-    and fp16 autocast with a gradient scaler on older GPUs; on the CPU, bf16 autocast where
-    it has native bf16 instructions (:func:`cpu_bf16`), else fp32.
+    ``auto`` picks CUDA when present (under torchrun, the GPU ``LOCAL_RANK`` of this node). Precision
+    ``auto`` is bf16 autocast where the device computes bf16 natively (CUDA compute capability >= 8.0,
+    a CPU with :func:`cpu_bf16`), else fp16 autocast with a gradient scaler on CUDA and fp32 on the CPU.
     """
     dev = _select_device(device)
     if precision not in ("auto", *_DTYPES):

@@ -1,12 +1,9 @@
-"""Datasets in memory: registries of image and sound loaders by name.
+"""Datasets in memory: registries of image (:data:`DATASETS`) and sound (:data:`SOUND_DATASETS`) loaders by name.
 
-``load_dataset(name, split)`` returns :class:`ImageData` with ``(N, 3, H, W)``
-uint8 images (single-channel sets repeated to RGB and padded to ``size``, spec §2).
-``load_images`` also takes an image-folder path in place of a name. Sound datasets
-(:data:`SOUND_DATASETS`) load as clips (:func:`load_sound`) and reach the networks as
-their log-mel spectrograms, ``(N, 1, n_mels, frames)`` float32 "images" (:func:`load_inputs`). Every
-:class:`ImageData` says which it holds (``modality``, decided once by :func:`dataset_modality` where data are
-named or loaded) and carries its rows' files, windows and attributes (machine ID, speaker).
+Images load as ``(N, 3, H, W)`` uint8 (:func:`load_images`), sounds as clips (:func:`load_sound`) that reach the
+networks as ``(N, 1, n_mels, frames)`` float32 log-mel spectrograms (:func:`load_inputs`). Every :class:`ImageData`
+says which it holds (``modality``, decided once by :func:`dataset_modality`) and carries its rows' files, windows
+and attributes (machine ID, speaker).
 """
 
 from __future__ import annotations
@@ -20,6 +17,7 @@ import numpy as np
 import torch
 
 from viclab.config import Config
+from viclab.core.context import QUIET, Context
 from viclab.core.errors import ViclabError
 from viclab.data.cifar import load_cifar10
 from viclab.data.download import resolve_data_dir
@@ -113,7 +111,7 @@ def folder_modality(path: Path) -> str:
 
 
 def load_inputs(dataset: str, split: str, data_dir: str | os.PathLike | None, cfg: Config,
-                device: torch.device | str = "cpu", progress: bool = False) -> ImageData:
+                device: torch.device | str = "cpu", ctx: Context = QUIET) -> ImageData:
     """A split as a network's inputs: images at ``cfg.augment.size`` (:func:`load_images`), or for
     sound the log-mel spectrograms of its clips (``cfg.sound``; computed in batches on ``device``).
 
@@ -122,13 +120,14 @@ def load_inputs(dataset: str, split: str, data_dir: str | os.PathLike | None, cf
         split: ``"train"`` or ``"test"``.
         data_dir: data root (``None``: ``$VICLAB_DATA`` or the cache dir).
         cfg: the run's config.
+        ctx: ``progress``: a bar while sound files decode.
     """
     if dataset_modality(dataset) == "image":
         return load_images(dataset, split, data_dir, cfg.augment.size)
     if split not in SPLITS:
         raise ViclabError(f"unknown split {split!r}; use 'train' or 'test'")
     name, root = (dataset, resolve_data_dir(data_dir)) if dataset in SOUND_DATASETS else ("sounds", Path(dataset))
-    return spectrograms(load_sound(name, split, root, cfg.sound, progress=progress), cfg.sound, device)
+    return spectrograms(load_sound(name, split, root, cfg.sound, ctx=ctx), cfg.sound, device)
 
 
 __all__ = ["DATASETS", "MODALITIES", "SOUND_DATASETS", "ImageData", "SoundData", "dataset_modality", "folder_modality",

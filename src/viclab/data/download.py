@@ -39,12 +39,6 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(cache) / "viclab"
 
 
-def md5sum(path: Path, algorithm: str = "md5") -> str:
-    """The hex digest a publisher gives for a download (``algorithm``: md5 or sha256): a checksum to verify,
-    not viclab's content hash."""
-    return file_digest(path, algorithm, None)
-
-
 _MD5_CACHE: dict[tuple[str, int, int], str] = {}
 
 
@@ -57,7 +51,7 @@ def matches_md5(path: Path, md5: str) -> bool:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _MD5_CACHE:
-        _MD5_CACHE[key] = md5sum(path)
+        _MD5_CACHE[key] = file_digest(path, "md5", None)  # the publisher's checksum, not viclab's content hash
     return _MD5_CACHE[key] == md5
 
 
@@ -94,7 +88,7 @@ def download(urls: list[str], dest: Path, md5: str, hint: str, algorithm: str = 
             errors.append(f"{url}: {getattr(e, 'reason', e)}")
             part.unlink(missing_ok=True)
             continue
-        got = md5sum(part, algorithm=algorithm)
+        got = file_digest(part, algorithm, None)
         if got != md5:
             part.unlink(missing_ok=True)
             errors.append(f"{url}: {algorithm} {got} != published {md5}")

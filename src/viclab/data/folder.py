@@ -45,10 +45,15 @@ def _subfolders(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and visible(p))
 
 
-def _images(folder: Path, recursive: bool) -> list[Path]:
+def hidden(path: Path, root: Path) -> bool:
+    """Whether ``path`` or a folder between it and ``root`` is hidden (its name starts with ``.``)."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def listed(folder: Path, extensions: set[str], recursive: bool = True) -> list[Path]:
+    """The files under ``folder`` whose extension is in ``extensions`` (hidden ones ignored), sorted."""
     found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(f for f in found if f.suffix.lower() in EXTENSIONS and f.is_file()
-                  and all(visible(Path(part)) for part in f.relative_to(folder).parts))
+    return sorted(f for f in found if f.suffix.lower() in extensions and f.is_file() and not hidden(f, folder))
 
 
 def _rgb(path: Path, size: int) -> np.ndarray:
@@ -85,7 +90,7 @@ def load_image_folder(root: Path, size: int, classes: tuple[str, ...] | None = N
     if not root.is_dir():
         raise ViclabError(f"image folder {root} does not exist; pass a folder of images or of class sub-folders")
     found = _subfolders(root)
-    top = _images(root, recursive=False)
+    top = listed(root, EXTENSIONS, recursive=False)
     if found and top:
         raise ViclabError(f"{root} holds both {len(top)} images and sub-folders ({', '.join(found[:5])}); put the "
                           "images into class sub-folders, or move the sub-folders out")
@@ -99,7 +104,7 @@ def load_image_folder(root: Path, size: int, classes: tuple[str, ...] | None = N
     else:
         names = tuple(found) if found else (root.name,)
     if found:
-        files = [(f, names.index(c)) for c in found for f in _images(root / c, recursive=True)]
+        files = [(f, names.index(c)) for c in found for f in listed(root / c, EXTENSIONS)]
     else:
         files = [(f, 0) for f in top]
     if not files:

@@ -82,13 +82,11 @@ def load_idx_dataset(root: Path, split: str, name: str) -> ImageData:
                           "(or pass --data-dir / set VICLAB_DATA)")
         paths.append(path)
     images, labels = read_idx(paths[0]), read_idx(paths[1])
-    if all(matches_md5(p, src["md5"][p.name]) for p in paths):  # the publisher's files: valid as they are
-        return ImageData(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
-                         src["classes"])
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ViclabError(f"{paths[0].name} and {paths[1].name} in {raw} do not match "
-                          f"(images {images.shape}, labels {labels.shape}); replace them with the official files")
-    if len(labels) and labels.max() >= len(src["classes"]):
-        raise ViclabError(f"{paths[1]}: label {labels.max()} is out of range; replace the file")
+    if not all(matches_md5(p, src["md5"][p.name]) for p in paths):  # the publisher's files are valid as they are
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ViclabError(f"{paths[0].name} and {paths[1].name} in {raw} do not match (images {images.shape}, "
+                              f"labels {labels.shape}); replace them with the official files")
+        if len(labels) and labels.max() >= len(src["classes"]):
+            raise ViclabError(f"{paths[1]}: label {labels.max()} is out of range; replace the file")
     return ImageData(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
                      src["classes"])

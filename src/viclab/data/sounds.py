@@ -31,9 +31,11 @@ import torch
 
 from viclab.config import SoundConfig
 from viclab.core.cache import CacheStore
+from viclab.core.context import DEFAULT_CONTEXT, QUIET, Context
 from viclab.core.errors import ViclabError, ViclabWarning
 from viclab.core.hashing import digest, file_digest
 from viclab.core.io import atomic_write
+from viclab.data.folder import listed
 from viclab.data.types import ImageData
 from viclab.data.wav import EXTENSIONS, cut, decode
 from viclab.signal import logmel_batches
@@ -79,14 +81,9 @@ class SoundData:
         return self.clips.shape[0]
 
 
-def _visible(root: Path, f: Path) -> bool:
-    return not any(part.startswith(".") for part in f.relative_to(root).parts)
-
-
 def sound_files(folder: Path, recursive: bool = True) -> list[Path]:
     """The sound files under ``folder`` (hidden ones ignored), sorted."""
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(f for f in found if f.suffix.lower() in EXTENSIONS and f.is_file() and _visible(folder, f))
+    return listed(folder, EXTENSIONS, recursive)
 
 
 def _require(files: list[SoundFile], root: Path, what: str, skipped: Sequence[Path] = (),
@@ -256,7 +253,7 @@ DOWNLOADS: dict[str, list[Archive]] = {
 }
 
 
-def fetch_sound(name: str, data_dir: Path, echo=print) -> Path:
+def fetch_sound(name: str, data_dir: Path, ctx: Context = DEFAULT_CONTEXT) -> Path:
     """Download a sound set's archives (checksummed) into ``data_dir/<its folder>`` and extract its sound
     files; the archives are removed once extracted. Returns the folder. Above 1 GB (MIMII) only with
     ``$VICLAB_DOWNLOAD=1`` (:func:`~viclab.data.download.allow_download`)."""
@@ -269,7 +266,7 @@ def fetch_sound(name: str, data_dir: Path, echo=print) -> Path:
     allow_download(sum(a.size for a in DOWNLOADS[name]), f"the {name} set is not in {data_dir} (no folder {folder})",
                    "give the folder that holds it (--data-dir or $VICLAB_DATA)")
     for a in DOWNLOADS[name]:
-        echo(f"downloading {a.name} ({a.size / 1e9:.2f} GB) for the {name} set into {data_dir}")
+        ctx.echo(f"downloading {a.name} ({a.size / 1e9:.2f} GB) for the {name} set into {data_dir}")
         archive = download(list(a.urls), data_dir / a.name, a.digest, algorithm=a.algorithm,
                            hint=f"download {a.urls[0]} yourself and extract it into {folder}, or set VICLAB_DATA")
         keep = re.compile(a.members)
@@ -318,7 +315,7 @@ def sound_fingerprint(name: str, data_dir: str | os.PathLike) -> dict[str, objec
     return {"files": len(files), "hash": digest(lines, "blake2b", 16)}
 
 
-def _decode_all(files: list[SoundFile], cfg: SoundConfig, progress: bool) -> tuple[list[np.ndarray], list[int]]:
+def _decode_all(files: list[SoundFile], cfg: SoundConfig, ctx: Context) -> tuple[list[np.ndarray], list[int]]:
     """Every file's clips (in parallel threads: libsndfile and soxr release the GIL)."""
     from tqdm import tqdm
 
@@ -328,20 +325,20 @@ def _decode_all(files: list[SoundFile], cfg: SoundConfig, progress: bool) -> tup
         return cut(decode(f.path, cfg.rate, cfg.channel), clip, hop)
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        pieces = list(tqdm(pool.map(one, files), total=len(files), desc="decoding sound", disable=not progress,
+        pieces = list(tqdm(pool.map(one, files), total=len(files), desc="decoding sound", disable=not ctx.progress,
                            leave=False, dynamic_ncols=True))
     return pieces, [len(p) for p in pieces]
 
 
 def _clips(name: str, split: str, root: Path, files: list[SoundFile], classes: tuple[str, ...], cfg: SoundConfig,
-           use_cache: bool, progress: bool) -> tuple[np.ndarray, list[int]]:
+           use_cache: bool, ctx: Context) -> tuple[np.ndarray, list[int]]:
     """Every file's clips ``(sum(counts), clip_samples)`` and how many each file gave, from the ``sound`` cache
     (keyed by the files' paths, labels, attributes and content hashes and the decoding settings) or decoded.
 
     A damaged entry, or one with non-finite clips (decoding refuses them), is decoded again, which names the file.
     """
     if not use_cache:
-        pieces, counts = _decode_all(files, cfg, progress)
+        pieces, counts = _decode_all(files, cfg, ctx)
         return np.concatenate(pieces), counts
     store = CacheStore("sound")
     fields = [name, split, repr(cfg.rate), repr(cfg.channel), repr(cfg.clip_samples),
@@ -357,14 +354,14 @@ def _clips(name: str, split: str, root: Path, files: list[SoundFile], classes: t
                            valid=lambda a: bool(np.isfinite(a.sum(dtype=np.float64))))
         if clips is not None:
             return clips, counts
-    pieces, counts = _decode_all(files, cfg, progress)
+    pieces, counts = _decode_all(files, cfg, ctx)
     clips = np.concatenate(pieces)
     store.write(path, clips, {COUNTS: " ".join(map(str, counts)) + "\n"})
     return clips, counts
 
 
 def load_sound(name: str, split: str, data_dir: str | os.PathLike, cfg: SoundConfig, use_cache: bool = True,
-               progress: bool = False) -> SoundData:
+               ctx: Context = QUIET) -> SoundData:
     """A split of a sound dataset as clips, decoded once and then read from the cache.
 
     Args:
@@ -375,6 +372,7 @@ def load_sound(name: str, split: str, data_dir: str | os.PathLike, cfg: SoundCon
         use_cache: read and write the decoded clips in the ``sound`` cache (:class:`~viclab.core.cache.CacheStore`),
             keyed by the files' content hashes, their labels and the decoding settings (so a stale entry
             cannot be read).
+        ctx: ``progress``: a bar while files decode.
 
     Returns:
         :class:`SoundData`.
@@ -382,7 +380,7 @@ def load_sound(name: str, split: str, data_dir: str | os.PathLike, cfg: SoundCon
     layout, root = SOUND_DATASETS.get(name), sound_root(name, data_dir)
     files = layout.files(root, split, cfg)
     classes = _split_classes(layout, root, split, files, cfg)
-    clips, counts = _clips(name, split, root, files, classes, cfg, use_cache, progress)
+    clips, counts = _clips(name, split, root, files, classes, cfg, use_cache, ctx)
     rows = np.repeat(np.arange(len(files)), counts)
     index = {c: i for i, c in enumerate(classes)}
     attr_names = sorted({k for f in files for k, _ in f.attrs})
@@ -403,7 +401,10 @@ def _split_classes(layout: SoundLayout, root: Path, split: str, files: list[Soun
     if isinstance(layout.classes, tuple):
         classes = layout.classes
     else:  # one class -> index mapping for both splits, from sorted names
-        other = _files_or_none(layout, root, "test" if split == "train" else "train", cfg)
+        try:
+            other = layout.files(root, "test" if split == "train" else "train", cfg)
+        except ViclabError:
+            other = None  # a plain folder (test only): its own classes
         train = files if split == "train" else other
         names = {f.label for f in (train or files)} | ({f.label for f in files + (other or [])}
                                                        if layout.classes == "all" else set())
@@ -413,13 +414,6 @@ def _split_classes(layout: SoundLayout, root: Path, split: str, files: list[Soun
         raise ViclabError(f"the {split} split of {root} has classes the training split lacks ({', '.join(unknown)}); "
                           "give every test class training clips")
     return classes
-
-
-def _files_or_none(layout: SoundLayout, root: Path, split: str, cfg: SoundConfig) -> list[SoundFile] | None:
-    try:
-        return layout.files(root, split, cfg)
-    except ViclabError:
-        return None  # a plain folder (test only): its own classes
 
 
 def spectrograms(data: SoundData, cfg: SoundConfig, device: torch.device | str = "cpu") -> ImageData:

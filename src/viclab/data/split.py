@@ -26,7 +26,7 @@ from pathlib import Path
 from viclab.core.errors import ViclabError
 from viclab.core.hashing import digest, file_digest
 from viclab.core.io import atomic_write, check_writable_dir
-from viclab.data.folder import EXTENSIONS, visible
+from viclab.data.folder import EXTENSIONS, hidden, visible
 
 SPLIT_NAMES = {2: ("train", "test"), 3: ("train", "val", "test")}
 MODES = ("symlink", "copy", "hardlink")
@@ -176,10 +176,6 @@ def _check_folders(src: Path, dst: Path) -> None:
     check_writable_dir(dst, "destination folder")
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    return not all(visible(Path(part)) for part in path.relative_to(root).parts)
-
-
 def _is_image(path: Path) -> bool:
     return path.suffix.lower() in EXTENSIONS and path.is_file()
 
@@ -199,7 +195,7 @@ def _scan(src: Path) -> tuple[dict[str, list[Path]], int]:
     skipped = len(top)  # a README beside the class folders, say
     images = {}
     for c in classes:
-        found = [p for p in (src / c).rglob("*") if not _hidden(p, src) and not p.is_dir()]
+        found = [p for p in (src / c).rglob("*") if not hidden(p, src) and not p.is_dir()]
         images[c] = sorted((p for p in found if _is_image(p)), key=lambda p: p.relative_to(src).as_posix())
         # a broken link named like an image counts here too: it cannot be placed
         skipped += len(found) - len(images[c])
@@ -311,17 +307,11 @@ def split_folder(src: str | os.PathLike, dst: str | os.PathLike, ratios: Sequenc
     manifest with split ``duplicate``, and counted), so no image is in two splits. The same bytes
     in two classes are an error (one image, two labels).
 
-    Rounding: every class's distinct files are shared by largest-remainder (Hamilton)
-    apportionment (:func:`apportion`): each split gets the whole part of ``n * ratio``, the rest
-    go one each to the largest fractional parts, ties to the earlier split. So ``n=10`` at
-    ``0.8 0.1 0.1`` gives 8/1/1 and ``n=7`` at ``0.5 0.25 0.25`` gives 3/2/2. If a class would
-    leave any split empty, that is an error naming the class and the smallest class size that
-    fills every split (7 at ``0.8 0.1 0.1``).
+    Rounding: every class's distinct files are shared by :func:`apportion`; a class that would leave
+    a split empty is an error naming the smallest class size that fills every split (7 at ``0.8 0.1 0.1``).
 
-    Assignment: within a class, files are ordered by SHA-256 of ``"<seed>\\0<relative path>"``
-    and dealt out in that order: the first ``n_train`` to train, the next to val, then test. So
-    the result depends only on the relative paths, the ratios and the seed, never on listing
-    order, timestamps or the other classes.
+    Assignment: within a class, files are ordered by SHA-256 of ``"<seed>\\0<relative path>"`` and dealt
+    out in that order (train, then val, then test), so no listing order or other class changes it.
 
     Writing: everything is checked, hashed and planned first; the files are then placed in a
     hidden sibling ``.DST.tmp-<pid>``, renamed to ``DST`` at the end (removed on failure; a killed

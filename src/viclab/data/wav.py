@@ -81,18 +81,12 @@ def cut(wave: np.ndarray, clip: int, hop: int = 0) -> np.ndarray:
     return out
 
 
-def wav_bytes(wave: np.ndarray, rate: int) -> bytes:
-    """``(samples,)`` float in [-1, 1] as the bytes of a 16-bit PCM WAV file (clipped to the range)."""
+def write_wav(path: str | Path, wave: np.ndarray, rate: int) -> Path:
+    """Write ``wave``, ``(samples,)`` float in [-1, 1] (clipped to the range), as a 16-bit PCM WAV file, atomically."""
     import io
 
     import soundfile as sf
 
     buf = io.BytesIO()
     sf.write(buf, np.clip(np.asarray(wave, dtype=np.float32), -1, 1), rate, subtype="PCM_16", format="WAV")
-    return buf.getvalue()
-
-
-def write_wav(path: str | Path, wave: np.ndarray, rate: int) -> Path:
-    """Write ``wave`` as a 16-bit PCM WAV file, atomically."""
-    data = wav_bytes(wave, rate)
-    return atomic_write(path, lambda p: p.write_bytes(data))
+    return atomic_write(path, lambda p: p.write_bytes(buf.getvalue()))

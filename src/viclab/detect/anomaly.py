@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from viclab.config import ANOMALIES, EVAL_DEFAULTS, DetectConfig, EvalConfig
+from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.errors import ViclabError
 from viclab.core.io import atomic_save_npy, atomic_write_text
 from viclab.core.metrics import auroc_interval, roc
@@ -52,14 +53,14 @@ def _csv(scores: np.ndarray, truth: np.ndarray, n0: int, normal: str, odd: str) 
         f"{i if i < n0 else i - n0},{normal if i < n0 else odd},{truth[i]},{s:.6g}\n" for i, s in enumerate(scores))
 
 
-def _score(t: Task, label: str, anomalies: str, out_dir: Path, echo: Callable[[str], None]) -> dict[str, Any]:
+def _score(t: Task, label: str, anomalies: str, out_dir: Path) -> dict[str, Any]:
     """The ``knn`` detector of one encoder: fitted on its training representations, scoring the normal
     then the anomalous test split. Returns its curve, grid row, files and ``anomaly.json`` entry."""
     cfg = t.cfg
     odd = t.reps("test", anomalies)  # first: a wrong --anomalies fails before any encoding
     train, normal = t.reps("train"), t.reps("test")
     check_k("anomaly_k (-k)", cfg.anomaly_k, len(train.labels), "training representations")
-    det = KnnDetector(DetectConfig(k=cfg.anomaly_k), t.encoder.module, t.runtime)
+    det = KnnDetector(DetectConfig(k=cfg.anomaly_k), t.encoder.module, t.ctx.runtime)
     det.fit_features(torch.from_numpy(train.features))
     test_x = np.concatenate([normal.features, odd.features])
     n0 = len(normal.labels)
@@ -75,7 +76,7 @@ def _score(t: Task, label: str, anomalies: str, out_dir: Path, echo: Callable[[s
         return (normal.dataset, int(i)) if i < n0 else (odd.dataset, int(i - n0))
 
     top = figures.most_anomalous(scores, cfg.anomaly_top)
-    echo(f"{label}: AUROC {auc:.4f} [95% {interval[0]:.3f}, {interval[1]:.3f}] ({normal.dataset} test {n0} "
+    t.ctx.echo(f"{label}: AUROC {auc:.4f} [95% {interval[0]:.3f}, {interval[1]:.3f}] ({normal.dataset} test {n0} "
          f"normal vs {odd.dataset} test {len(odd.labels)} anomalous, k={cfg.anomaly_k}, scoring {seconds:.2f}s)")
     return {
         "curve": (label, fpr, tpr, auc), "stem": stem, "scores": scores, "modality": normal.data.modality,
@@ -92,8 +93,7 @@ def _score(t: Task, label: str, anomalies: str, out_dir: Path, echo: Callable[[s
 
 def run_anomaly(sources: Sequence[SourceLike], out: str | Path | None = None, data_dir: str | None = None,
                 anomalies: str = ANOMALIES, names: Sequence[str] | None = None, cfg: EvalConfig = EVAL_DEFAULTS,
-                progress: bool = True, use_cache: bool = True,
-                echo: Callable[[str], None] = print, dataset: str | None = None) -> dict[str, Any]:
+                ctx: Context = DEFAULT_CONTEXT, use_cache: bool = True, dataset: str | None = None) -> dict[str, Any]:
     """kNN-density anomaly detection (spec A1-A3) for one or several encoders: each encoder's ``knn``
     detector (:class:`~viclab.detect.detectors.KnnDetector`).
 
@@ -106,11 +106,11 @@ def run_anomaly(sources: Sequence[SourceLike], out: str | Path | None = None, da
     highest-scoring test images, one row per encoder), per encoder
     ``scores-<name>.npy`` and ``.csv``, and ``anomaly.json``.
     """
-    tasks = _tasks(sources, names, anomalies, out=out, data_dir=data_dir, cfg=cfg, progress=progress,
-                   use_cache=use_cache, dataset=dataset)
+    tasks = _tasks(sources, names, anomalies, out=out, data_dir=data_dir, cfg=cfg,
+                   ctx=ctx, use_cache=use_cache, dataset=dataset)
     out_dir = tasks[0].out
     # Everything is computed before anything is written: a failure leaves no half-filled folder.
-    runs = [_score(t, label, anomalies, out_dir, echo)
+    runs = [_score(t, label, anomalies, out_dir)
             for t, label in zip(tasks, _unique_names([t.encoder.name for t in tasks]))]
     for r in runs:
         atomic_save_npy(out_dir / f"{r['stem']}.npy", r["scores"])
@@ -125,5 +125,5 @@ def run_anomaly(sources: Sequence[SourceLike], out: str | Path | None = None, da
     payload = {"dataset": normal_name, "anomalies": anomalies, "eval_config": asdict(cfg),
                "runs": [r["result"] for r in runs]}
     atomic_write_text(out_dir / "anomaly.json", json.dumps(payload, indent=2) + "\n")
-    echo(f"-> {out_dir / 'roc.png'}, {out_dir / 'top_anomalies.png'}")
+    ctx.echo(f"-> {out_dir / 'roc.png'}, {out_dir / 'top_anomalies.png'}")
     return payload

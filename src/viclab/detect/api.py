@@ -20,7 +20,7 @@ import math
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from viclab.config import (
     load_toml,
     resolve,
 )
-from viclab.core.context import Context
+from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.errors import ViclabError, ViclabWarning
 from viclab.core.io import atomic_save_npy, atomic_write, atomic_write_text, check_writable_dir, tensor_file_sha256
 from viclab.core.metrics import threshold_at_fpr
@@ -64,7 +64,7 @@ from viclab.engine.rundir import (
     run_kind,
     write_run_files,
 )
-from viclab.models import build_vicreg_model, check_inputs
+from viclab.models import build_backbone, build_vicreg_model, check_inputs
 from viclab.represent.encode import RANDOM_PREFIX, load_source, state_sha256
 
 FORMAT = "2"  # bump when a detector folder's content changes meaning (2: sound; the network's input shape)
@@ -122,8 +122,6 @@ def build_network(kind: str, config: dict[str, Any], origin: str) -> tuple[nn.Mo
     net_cfg = Config.from_dict(config, origin=origin)
     if kind == "vicreg":
         return build_vicreg_model(net_cfg.model)[0], net_cfg
-    from viclab.models import build_backbone
-
     return build_backbone(net_cfg.model.backbone)[0], net_cfg
 
 
@@ -157,18 +155,18 @@ def _given_network(cfg: DetectConfig, kind: str) -> tuple[nn.Module, Config]:
     return source.module, source.config
 
 
-def _train_network(cfg: DetectConfig, kind: str, fit: ImageData, holdout: ImageData, folder: Path, progress: bool,
-                   echo: Callable[[str], None]) -> tuple[nn.Module, Config | None]:
+def _train_network(cfg: DetectConfig, kind: str, fit: ImageData, holdout: ImageData, folder: Path,
+                   ctx: Context) -> tuple[nn.Module, Config | None]:
     """The detector's network trained on the normal images, in the run folder ``DET/train``."""
     run_dir = folder / TRAIN
     if kind in RECONSTRUCTORS:
         rt = select_runtime(cfg.recipe.train.device, cfg.recipe.train.precision)
         if kind == "dcase":
-            return train_dcase(cfg.dcase, fit.images, run_dir, rt, progress, echo), None
-        return train_autoencoder(cfg.autoencoder, fit.images, run_dir, rt, progress, echo, modality=fit.modality), None
+            return train_dcase(cfg.dcase, fit.images, run_dir, rt, ctx), None
+        return train_autoencoder(cfg.autoencoder, fit.images, run_dir, rt, ctx, modality=fit.modality), None
     recipe = _recipe(cfg, holdout)
     test = holdout if recipe.train.eval_test else None
-    train(recipe, run_dir, resume=(run_dir / CONFIG).exists(), ctx=Context(progress, echo), data=(fit, test))
+    train(recipe, run_dir, resume=(run_dir / CONFIG).exists(), ctx=ctx, data=(fit, test))
     model, recipe = _vicreg_from_run(run_dir)
     return (model if kind == "vicreg" else model.encoder), recipe
 
@@ -226,38 +224,27 @@ def data_record(cfg: DetectDataConfig, sound: SoundConfig, fit: ImageData | None
     return record
 
 
-FOLDER_FIELDS = ("normal", "normal_test", "abnormal")  # the data fields that always name a folder
-
-
 def absolute_paths(cfg: DetectDataConfig) -> DetectDataConfig:
     """``cfg`` with its folders (and ``anomalies`` when it names a folder) made absolute, so that a
     detector scores from any working directory: its ``config.json`` never depends on where it was fitted."""
     def absolute(p: str | None) -> str | None:
         return None if p is None else str(Path(p).expanduser().resolve())
 
-    changes = {f: absolute(getattr(cfg, f)) for f in FOLDER_FIELDS}
-    if cfg.data_dir is not None:
-        changes["data_dir"] = absolute(cfg.data_dir)
+    changes = {f: absolute(getattr(cfg, f)) for f in ("normal", "normal_test", "abnormal", "data_dir")}
     if cfg.anomalies is not None and Path(cfg.anomalies).expanduser().exists():
         changes["anomalies"] = absolute(cfg.anomalies)
     return dataclasses.replace(cfg, **changes)
 
 
-def _check_folders_exist(folder: str | Path, cfg: DetectDataConfig) -> None:
-    """A detector's normal data folders must still be where it was fitted: its normal test images (and
-    the fingerprint check) come from them."""
+def check_data(folder: str | Path, cfg: DetectDataConfig, sound: SoundConfig) -> None:
+    """Refuse to score with a detector whose normal images moved or changed since it was fitted (a changed
+    folder would reshuffle the held-out split and leak fitted images into the normal test set)."""
     for field in ("normal", "normal_test"):
         path = getattr(cfg, field)
         if path is not None and not Path(path).expanduser().is_dir():
             raise ViclabError(f"the {field.replace('_', '-')} folder {path} that {folder} was fitted on no longer "
                               "exists (moved or deleted); put it back there, or fit the detector again on its new "
                               "place")
-
-
-def check_data(folder: str | Path, cfg: DetectDataConfig, sound: SoundConfig) -> None:
-    """Refuse to score with a detector whose normal images changed since it was fitted (a changed
-    folder would reshuffle the held-out split and leak fitted images into the normal test set)."""
-    _check_folders_exist(folder, cfg)
     try:
         saved = json.loads((Path(folder) / DATA).read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -283,16 +270,6 @@ def _saved(folder: Path, cfg: DetectConfig) -> tuple[list[str], Any]:
         return ["unreadable config.json"], None
 
 
-def _check_format(folder: Path) -> None:
-    try:
-        fmt = json.loads((folder / SUMMARY).read_text()).get("format")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        fmt = None
-    if fmt != FORMAT:
-        raise ViclabError(f"{folder} holds a detector of another viclab version (format {fmt}); delete it or "
-                          "choose another --out")
-
-
 def _check_folder(folder: Path, cfg: DetectConfig, record: dict[str, Any]) -> tuple[bool, bool]:
     """``(already fitted, resumed)``: whether ``folder`` holds this fitted detector, and whether it holds this
     detector half-fitted (its training continues). A folder of another config, other normal images or another
@@ -312,7 +289,13 @@ def _check_folder(folder: Path, cfg: DetectConfig, record: dict[str, Any]) -> tu
         what = "another config (" + "; ".join(diffs[:3]) + ")" if diffs else "other normal images or another encoder"
         raise ViclabError(f"{folder} holds a detector of {what}; choose another --out")
     if state.finished:
-        _check_format(folder)
+        try:
+            fmt = json.loads((folder / SUMMARY).read_text()).get("format")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            fmt = None
+        if fmt != FORMAT:
+            raise ViclabError(f"{folder} holds a detector of another viclab version (format {fmt}); delete it or "
+                              "choose another --out")
     return same and state.finished, state.started
 
 
@@ -329,8 +312,7 @@ def fit_config(preset: str | None = None, toml: str | None = None,
     return cfg
 
 
-def fit_detector(cfg: DetectConfig, folder: str | Path, progress: bool = True,
-                 echo: Callable[[str], None] = print) -> dict[str, Any]:
+def fit_detector(cfg: DetectConfig, folder: str | Path, ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
     """Fit ``cfg.detector`` on the normal images of ``cfg.data`` and save it in ``folder``.
 
     Continues a folder that holds this detector half-fitted (its training from the last
@@ -342,8 +324,7 @@ def fit_detector(cfg: DetectConfig, folder: str | Path, progress: bool = True,
     """
     require_one_process("fitting a detector")
     check_detector(cfg.detector, DETECTORS)
-    folder = Path(folder)
-    check_writable_dir(folder, "detector folder")
+    folder = check_writable_dir(Path(folder), "detector folder")
     cfg = dataclasses.replace(cfg, data=absolute_paths(cfg.data))
     t0 = time.perf_counter()
     fit, holdout = load_normal(cfg.data, cfg.recipe.sound)
@@ -355,43 +336,58 @@ def fit_detector(cfg: DetectConfig, folder: str | Path, progress: bool = True,
         "encoder_sha256": state_sha256(given[0]) if given else None}
     fitted, resumed = _check_folder(folder, cfg, record)
     if fitted:
-        echo(f"{folder}: already fitted")
+        ctx.echo(f"{folder}: already fitted")
         return json.loads((folder / SUMMARY).read_text())
     rt = scoring_runtime(cfg)
     if not resumed:
         shutil.rmtree(folder / TRAIN, ignore_errors=True)  # an attempt that never trained: nothing to lose
     write_run_files(folder, cfg, rt, resumed=resumed)
     atomic_write_text(folder / DATA, json.dumps(record, indent=2) + "\n")
-    network, net_cfg = given or _train_network(cfg, cls.network_kind, fit, holdout, folder, progress, echo)
+    network, net_cfg = given or _train_network(cfg, cls.network_kind, fit, holdout, folder, ctx)
     t_net = time.perf_counter() - t0
     det = cls(cfg, network, rt, recipe=net_cfg)
-    det.prepare(fit.images)
-    det.fit_reference(fit.images, progress)
-    _check_finite(det.reference, f"the normal {noun(fit)} give non-finite statistics",
-                  "check them, or use another encoder")
-    held = det.score(holdout.images, progress)["score"] if len(holdout) else np.empty(0)
-    _check_finite({"held-out scores": held}, f"the held-out normal {noun(fit)} get non-finite scores",
-                  "check them, or use another encoder")
+    held = _fit_reference(det, fit, holdout, ctx)
     threshold = threshold_at_fpr(held, cfg.fpr) if len(held) else None
     if len(held):
         _warn_coarse_threshold(len(held), cfg.fpr, noun(fit))
-    if len(held):  # kept: 'detect score --fpr' calibrates a threshold at any rate from them
+        # Kept: 'detect score --fpr' calibrates a threshold at any rate from them.
         atomic_save_npy(folder / HOLDOUT, np.asarray(held, dtype=np.float64))
-    _save_tensors(folder / MODEL, network.state_dict(), {
-        "network": cls.network_kind,
-        "config": json.dumps(_network_config(cls.network_kind, cfg, net_cfg, tuple(fit.images.shape[1:])))})
+    summary = _save(folder, det, fit, held, threshold, len(holdout), (t0, t_net))
+    ctx.echo(f"{cfg.detector} detector fitted on {len(fit)} normal {noun(fit)} in {summary['seconds']['total']:.0f}s "
+             f"-> {folder}" + (f"; threshold {threshold:.4g} at {cfg.fpr:.0%} held-out FPR" if threshold is not None
+                               else ""))
+    return summary
+
+
+def _fit_reference(det: Detector, fit: ImageData, holdout: ImageData, ctx: Context) -> np.ndarray:
+    """Fit ``det``'s normal statistics on ``fit``; returns the ``(H,)`` scores of the held-out normal items."""
+    det.prepare(fit.images)
+    det.fit_reference(fit.images, ctx)
+    _check_finite(det.reference, f"the normal {noun(fit)} give non-finite statistics",
+                  "check them, or use another encoder")
+    held = det.score(holdout.images, ctx)["score"] if len(holdout) else np.empty(0)
+    _check_finite({"held-out scores": held}, f"the held-out normal {noun(fit)} get non-finite scores",
+                  "check them, or use another encoder")
+    return held
+
+
+def _save(folder: Path, det: Detector, fit: ImageData, held: np.ndarray, threshold: float | None, n_holdout: int,
+          times: tuple[float, float]) -> dict[str, Any]:
+    """Write the network, the reference and, last, ``detector.json``; returns the summary.
+    ``times``: ``(start, seconds to get the network)``."""
+    cfg, kind = det.cfg, det.network_kind
+    _save_tensors(folder / MODEL, det.network.state_dict(), {
+        "network": kind, "config": json.dumps(_network_config(kind, cfg, det.recipe, tuple(fit.images.shape[1:])))})
     _save_tensors(folder / REFERENCE, det.reference, {"detector": cfg.detector})
     summary = {
-        "format": FORMAT, "viclab": viclab.__version__, "detector": cfg.detector, "network": cls.network_kind,
-        "encoder": cfg.encoder, "normal_fit": len(fit), "normal_holdout": len(holdout),
+        "format": FORMAT, "viclab": viclab.__version__, "detector": cfg.detector, "network": kind,
+        "encoder": cfg.encoder, "normal_fit": len(fit), "normal_holdout": n_holdout,
         "threshold": threshold, "threshold_fpr": cfg.fpr if threshold is not None else None,
         "holdout_scores": {"mean": float(np.mean(held)), "std": float(np.std(held))} if len(held) else None,
-        "seconds": {"network": t_net, "total": time.perf_counter() - t0},
+        "seconds": {"network": times[1], "total": time.perf_counter() - times[0]},
         "model_sha256": tensor_file_sha256(folder / MODEL),
     }
     atomic_write_text(folder / SUMMARY, json.dumps(summary, indent=2) + "\n")
-    echo(f"{cfg.detector} detector fitted on {len(fit)} normal {noun(fit)} in {summary['seconds']['total']:.0f}s -> "
-         f"{folder}" + (f"; threshold {threshold:.4g} at {cfg.fpr:.0%} held-out FPR" if threshold is not None else ""))
     return summary
 
 
@@ -448,9 +444,8 @@ def load_detector(folder: str | Path, rt: Runtime | None = None) -> tuple[Detect
         raise ViclabError(f"{bad} holds a {type(summary if bad.name == SUMMARY else saved).__name__}, not an object; "
                           "the detector folder is damaged, fit it again")
     if summary.get("format") != FORMAT:
-        found = summary.get("format")
-        raise ViclabError(f"{folder} was written by another version of viclab (detector format {found}, this "
-                          f"version reads {FORMAT}); fit it again with this version")
+        raise ViclabError(f"{folder} was written by another version of viclab (detector format "
+                          f"{summary.get('format')}, this version reads {FORMAT}); fit it again with this version")
     cfg = DetectConfig.from_dict(saved, str(folder / CONFIG), DETECTORS)
     cls = DETECTORS[cfg.detector]
     state, meta = _load_tensors(folder / MODEL)

@@ -1,20 +1,16 @@
-"""The reconstruction baselines' training: objectives and batch sources for the one engine.
-
-Two networks: the convolutional autoencoder (images, or spectrograms through
-:class:`~viclab.models.spectro.SpecAutoencoder`) and the DCASE 2020 baseline's dense autoencoder over
-stacked log-mel frames (spectrograms only).
-"""
+"""The reconstruction baselines' training on the one engine: the convolutional autoencoder (images or
+spectrograms) and the DCASE 2020 baseline's dense autoencoder over stacked log-mel frames."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from viclab.config import AutoencoderConfig, DcaseConfig
-from viclab.core.context import Context
+from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.errors import ViclabError
 from viclab.core.runtime import Runtime
 from viclab.data.types import unit_float
@@ -54,7 +50,7 @@ def build_reconstructor(kind: str, shape: Sequence[int], ae: AutoencoderConfig, 
 
 
 def _train(run_dir: Path, run_cfg, model: nn.Module, inputs: Tensor, loss, opt, batch: int, epochs: int, seed: int,
-           rt: Runtime, fix: str, progress: bool, echo: Callable[[str], None], modality: str) -> nn.Module:
+           rt: Runtime, fix: str, ctx: Context, modality: str) -> nn.Module:
     """Train ``model`` to reconstruct ``inputs[idx]`` (of ``modality``) from itself, in the run folder ``run_dir``."""
     run = RunFolder.open(run_dir, run_cfg, "auto")
     ckpt = read_checkpoint(run, model)
@@ -73,12 +69,12 @@ def _train(run_dir: Path, run_cfg, model: nn.Module, inputs: Tensor, loss, opt, 
         return lambda idx, _gen: (data[idx],)
 
     fit(run, objective, batches, n=len(data), batch_size=min(batch, len(data)), epochs=epochs, seed=seed, rt=rt,
-        ckpt=ckpt, checkpoint_seconds=CHECKPOINT_SECONDS, ctx=Context(progress, echo), epoch_lines=False)
+        ckpt=ckpt, checkpoint_seconds=CHECKPOINT_SECONDS, ctx=ctx, epoch_lines=False)
     return model.eval()
 
 
-def train_autoencoder(cfg: AutoencoderConfig, inputs: Tensor, run_dir: Path, rt: Runtime, progress: bool = True,
-                      echo: Callable[[str], None] = print, *, modality: str) -> nn.Module:
+def train_autoencoder(cfg: AutoencoderConfig, inputs: Tensor, run_dir: Path, rt: Runtime,
+                      ctx: Context = DEFAULT_CONTEXT, *, modality: str) -> nn.Module:
     """Train the convolutional autoencoder on normal inputs of ``modality`` in the run folder ``run_dir``,
     continuing it if it holds this run: ``(N, 3, S, S)`` uint8 images (MSE on pixels in [0, 1]) or
     ``(N, 1, n_mels, frames)`` spectrograms (MSE in dB, standardised inside the network).
@@ -89,11 +85,11 @@ def train_autoencoder(cfg: AutoencoderConfig, inputs: Tensor, run_dir: Path, rt:
     model = build_reconstructor("autoencoder", inputs.shape[1:], cfg, DcaseConfig())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     return _train(run_dir, cfg, model, inputs, reconstruction_loss, opt, cfg.batch_size, cfg.epochs, cfg.seed, rt,
-                  "start again with a lower autoencoder.lr", progress, echo, modality)
+                  "start again with a lower autoencoder.lr", ctx, modality)
 
 
-def train_dcase(cfg: DcaseConfig, spectrograms: Tensor, run_dir: Path, rt: Runtime, progress: bool = True,
-                echo: Callable[[str], None] = print) -> nn.Module:
+def train_dcase(cfg: DcaseConfig, spectrograms: Tensor, run_dir: Path, rt: Runtime,
+                ctx: Context = DEFAULT_CONTEXT) -> nn.Module:
     """Train the DCASE 2020 baseline on every window of ``cfg.context`` frames of the normal clips'
     ``(N, 1, n_mels, frames)`` log-mel spectrograms (Adam, MSE), in the run folder ``run_dir``."""
     torch.manual_seed(cfg.seed)
@@ -102,4 +98,4 @@ def train_dcase(cfg: DcaseConfig, spectrograms: Tensor, run_dir: Path, rt: Runti
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     mse = lambda x, x_hat: (x.float() - x_hat.float()).pow(2).mean()
     return _train(run_dir, cfg, model, vectors, mse, opt, cfg.batch_size, cfg.epochs, cfg.seed, rt,
-                  "start again with a lower dcase.lr", progress, echo, "spectrogram")
+                  "start again with a lower dcase.lr", ctx, "spectrogram")

@@ -1,13 +1,5 @@
-"""Every detector on one normal set, the one loop that repeats it per case, and the one-class protocol.
-
-:func:`fit_all` fits the set of detectors that answers "which detector to trust": VICReg trained
-on the normal images with ``vicreg_terms`` on it, ``knn`` and ``mahalanobis`` on its encoder, the
-``autoencoder``, on sound the DCASE baseline ``dcase_ae``, and ``knn`` on a random-init encoder (the
-floor). :func:`evaluate` scores them on one test set; :func:`fit_every_detector` repeats both per
-case (a class, a machine type, a held-out speaker) and :func:`by_group` splits a case's scores by a
-key (machine ID). :func:`one_class` (spec §5), the sound protocols, the study and
-``benchmarks/detection.py`` all run these.
-"""
+"""Every detector on one normal set (:func:`fit_all`, :func:`evaluate`), the one loop that repeats it per
+case (:func:`fit_every_detector`: a class, a machine type, a held-out speaker) and the one-class protocol."""
 
 from __future__ import annotations
 
@@ -21,6 +13,7 @@ import numpy as np
 
 from viclab.config import DetectConfig
 from viclab.config.detect import TERM_SCORES
+from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.metrics import detection_metrics
 from viclab.data import dataset_modality
 from viclab.detect.api import fit_detector, load_detector
@@ -29,20 +22,19 @@ from viclab.detect.data import TestSet, load_test
 RANDOM_FLOOR = "random-encoder knn"
 
 
-def fit_all(base: DetectConfig, folder: Path, random_backbone: str | None = None, progress: bool = False,
-            echo: Callable[[str], None] = print, detectors: Sequence[str] | None = None) -> dict[str, Path]:
-    """Fit every detector of ``base``'s normal data into ``folder/<name>``; returns name -> folder.
+def fit_all(base: DetectConfig, folder: Path, random_backbone: str | None = None, ctx: Context = DEFAULT_CONTEXT,
+            detectors: Sequence[str] | None = None) -> dict[str, Path]:
+    """Fit every detector (or those named) of ``base``'s normal data into ``folder/<name>``; returns name -> folder.
 
-    One VICReg is trained (by ``vicreg_terms``) and its encoder serves ``knn`` and ``mahalanobis``;
-    the floor is ``knn`` on ``random:<backbone>`` (default: the recipe's backbone). Sound data add
-    the DCASE 2020 baseline (``dcase_ae``).
+    One VICReg is trained (by ``vicreg_terms``) and its encoder serves ``knn`` and ``mahalanobis``; the
+    floor is ``knn`` on ``random:<backbone>`` (default: the recipe's); sound adds ``dcase_ae``.
     """
     sound = dataset_modality(base.data.normal or base.data.dataset) == "spectrogram"
     wanted = detectors or ("vicreg_terms", "knn", "mahalanobis", "autoencoder", *(("dcase_ae",) if sound else ()),
                            RANDOM_FLOOR)
     cfg = lambda **kw: dataclasses.replace(base, **kw)  # noqa: E731
     folders = {"vicreg_terms": folder / "vicreg_terms"}
-    fit_detector(cfg(detector="vicreg_terms", encoder=None), folders["vicreg_terms"], progress, echo)
+    fit_detector(cfg(detector="vicreg_terms", encoder=None), folders["vicreg_terms"], ctx)
     run = str(folders["vicreg_terms"] / "train")
     plan = {"knn": cfg(detector="knn", encoder=run), "mahalanobis": cfg(detector="mahalanobis", encoder=run),
             "autoencoder": cfg(detector="autoencoder", encoder=None),
@@ -51,11 +43,11 @@ def fit_all(base: DetectConfig, folder: Path, random_backbone: str | None = None
     for name, c in plan.items():
         if name in wanted:
             folders[name] = folder / name.replace(", ", "_").replace(" ", "_")
-            fit_detector(c, folders[name], progress, echo)
+            fit_detector(c, folders[name], ctx)
     return {k: v for k, v in folders.items() if k in wanted}
 
 
-def evaluate(folders: dict[str, Path], test: TestSet | None = None, progress: bool = False) -> dict[str, Any]:
+def evaluate(folders: dict[str, Path], test: TestSet | None = None, ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
     """Each detector's metrics (:func:`detection_metrics`) on ``test`` (default: the first detector's
     test set); ``vicreg_terms`` once per quantity, as ``vicreg_terms:<quantity>``. Also the scores."""
     results, scores = {}, {}
@@ -64,7 +56,7 @@ def evaluate(folders: dict[str, Path], test: TestSet | None = None, progress: bo
         if test is None:
             test = load_test(det.cfg.data, sound=det.cfg.recipe.sound)
         t0 = time.perf_counter()
-        s = det.score(test.data.images, progress)
+        s = det.score(test.data.images, ctx)
         seconds = time.perf_counter() - t0
         keys = TERM_SCORES if det.cfg.detector == "vicreg_terms" else ("score",)
         for k in keys:
@@ -79,11 +71,9 @@ Case = tuple[str, DetectConfig, Path]  # (key, the detectors' config, their fold
 
 
 def fit_every_detector(cases: Iterable[Case], summarise: Callable[[str, dict[str, Any]], dict[str, Any]],
-                       line: Callable[[str, dict[str, Any]], str], progress: bool = False,
-                       echo: Callable[[str], None] = print,
+                       line: Callable[[str, dict[str, Any]], str], ctx: Context = DEFAULT_CONTEXT,
                        on_case: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
-    """The one loop of every protocol: per case, fit every detector (:func:`fit_all`), score them on
-    the case's test set (:func:`evaluate`), and keep a row per case.
+    """Per case, fit every detector (:func:`fit_all`), score them on its test set (:func:`evaluate`), keep a row.
 
     Args:
         cases: ``(key, config, folder)``: the one-class protocol's classes, the machine types, a held-out speaker.
@@ -97,11 +87,11 @@ def fit_every_detector(cases: Iterable[Case], summarise: Callable[[str, dict[str
     rows = {}
     for key, cfg, folder in cases:
         t0 = time.perf_counter()
-        ev = evaluate(fit_all(cfg, folder, progress=progress, echo=echo), progress=progress)
+        ev = evaluate(fit_all(cfg, folder, ctx=ctx), ctx=ctx)
         if on_case is not None:
             on_case(key, ev)
         rows[key] = {**summarise(key, ev), "seconds": time.perf_counter() - t0}
-        echo(line(key, rows[key]))
+        ctx.echo(line(key, rows[key]))
     return rows
 
 
@@ -116,14 +106,10 @@ def label_counts(labels: np.ndarray) -> dict[str, int]:
     return {"normal": int((labels == 0).sum()), "anomalous": int((labels == 1).sum())}
 
 
-def one_class(base: DetectConfig, classes: Sequence[str], folder: Path, progress: bool = False,
-              echo: Callable[[str], None] = print,
+def one_class(base: DetectConfig, classes: Sequence[str], folder: Path, ctx: Context = DEFAULT_CONTEXT,
               on_class: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """One-class protocol: per class, every detector fitted on that class's training images only and
-    tested on the whole test split (that class normal, the rest anomalous).
-
-    ``on_class(class, evaluation)`` sees each class's :func:`evaluate` output (scores and test set
-    included) before it is dropped.
+    """One-class protocol (spec §5): per class, every detector fitted on that class's training images only and
+    tested on the whole test split (that class normal, the rest anomalous); ``on_class`` as ``on_case``.
 
     Returns:
         ``{"classes", "per_class": [{class, metrics, seconds}], "mean_auroc": {detector: mean}}``.
@@ -133,7 +119,7 @@ def one_class(base: DetectConfig, classes: Sequence[str], folder: Path, progress
     rows = list(fit_every_detector(
         cases, lambda c, ev: {"class": c, "metrics": ev["metrics"]},
         lambda c, r: f"one-class {c}: " + "  ".join(f"{k} {v['auroc']:.3f}" for k, v in r["metrics"].items())
-        + f"  ({r['seconds']:.0f}s)", progress, echo, on_class).values())
+        + f"  ({r['seconds']:.0f}s)", ctx, on_class).values())
     names = list(rows[0]["metrics"])
     mean = {n: sum(r["metrics"][n]["auroc"] for r in rows) / len(rows) for n in names}
     return {"classes": [str(c) for c in classes], "per_class": rows, "mean_auroc": mean}

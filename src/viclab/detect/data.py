@@ -1,16 +1,10 @@
-"""Normal and test images of an anomaly detector (spec §4; §5's folder convention).
+"""Normal and test images (or sound clips' log-mel spectrograms) of an anomaly detector (spec §4, §5).
 
-Two sources, one result. A registered dataset: its ``normal_classes`` are normal; the normal
-training images are those classes' training split, the test set is the whole test split (those
-classes normal, the others anomalous). anomalib's ``Folder`` convention: a ``normal`` folder, an
-``abnormal`` folder and an optional ``normal_test`` folder; without it a seeded ``test_share`` of
-the normal images is held out as normal test data. Either way a seeded ``holdout`` share of the
-normal training images is kept out of fitting to calibrate the threshold, and the test images of
-an ``anomalies`` dataset (or folder) may be added, all anomalous.
-
-Sound works the same way: a registered sound dataset (``fsdd``, ``mimii``, ``dcase``; its
-``normal`` class for MIMII and DCASE) or folders of sound files, decoded and turned into log-mel
-spectrograms with the detector's ``sound`` settings (its recipe's). Sound and images never mix.
+A registered dataset: its ``normal_classes``' training split is normal, its whole test split the test
+set (those classes normal, the others anomalous). anomalib's ``Folder`` convention: ``normal``,
+``abnormal`` and an optional ``normal_test`` folder, else a seeded ``test_share`` of the normal images.
+Either way a seeded ``holdout`` share of the normal training images calibrates the threshold, and an
+``anomalies`` dataset (or folder) may add anomalous test items. Sound and images never mix.
 """
 
 from __future__ import annotations
@@ -57,11 +51,17 @@ class TestSet:
     data: ImageData
     origin: np.ndarray
     files: np.ndarray | None = None
-    groups: np.ndarray | None = None
 
     @property
     def labels(self) -> np.ndarray:
         return self.data.labels.numpy()
+
+    @property
+    def groups(self) -> np.ndarray | None:
+        if "machine_id" not in self.data.attrs:
+            return None
+        machines, ids = self.data.attrs["machine"], self.data.attrs["machine_id"]
+        return ids.copy() if len(set(machines)) == 1 else np.array([f"{m}/{i}" for m, i in zip(machines, ids)])
 
 
 def _sound(sound: SoundConfig | None) -> SoundConfig:
@@ -117,12 +117,8 @@ def _split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _split_files(data: ImageData, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded ``(kept, held out)`` sorted row indices of ``data``, whole files to one side.
-
-    Rows that are whole files split as :func:`_split` of the rows (the same rows for the same seed as
-    ever); the sliding windows of one recording all go to one side, ``round(share * files)`` files held
-    out: windows of a fitted recording in the held-out or test rows would make them look normal.
-    """
+    """Seeded ``(kept, held out)`` sorted row indices of ``data``: :func:`_split` of the rows, or of the files
+    when rows are windows (windows of a fitted recording among held-out or test rows would look normal)."""
     if data.sources() is None:
         return _split(len(data), share, seed)
     sources, row_source = np.unique(data.sources(), return_inverse=True)
@@ -135,12 +131,9 @@ def _sources(data: ImageData) -> str:
     return f"{len(data)} image(s)" if data.windows is None else f"{len(np.unique(data.files))} sound file(s)"
 
 
-def _take(data: ImageData, idx: np.ndarray, label: int | None = None) -> ImageData:
-    """Rows ``idx`` of ``data`` (with their files), relabelled ``label`` as a test class when given."""
-    rows = data.rows(idx)
-    if label is None:
-        return rows
-    return replace(rows, labels=torch.full((len(rows),), label, dtype=torch.int64), classes=TEST_CLASSES)
+def _relabel(data: ImageData, label: int) -> ImageData:
+    """``data`` with every row labelled ``label`` as a test class (:data:`TEST_CLASSES`)."""
+    return replace(data, labels=torch.full((len(data),), label, dtype=torch.int64), classes=TEST_CLASSES)
 
 
 def class_indices(names: tuple[str, ...], classes: tuple[str, ...], what: str, dataset: str) -> list[int]:
@@ -160,15 +153,10 @@ def class_indices(names: tuple[str, ...], classes: tuple[str, ...], what: str, d
     return sorted(out)
 
 
-def normal_class_indices(cfg: DetectDataConfig, classes: tuple[str, ...]) -> list[int]:
-    """``cfg.normal_classes`` as sorted indices of ``classes``; all when empty."""
-    return class_indices(cfg.normal_classes, classes, "normal", cfg.dataset)
-
-
 def _test_classes(cfg: DetectDataConfig, classes: tuple[str, ...]) -> tuple[set[int], set[int]]:
     """``(normal, anomalous)`` class indices of a registered dataset: ``cfg.anomaly_classes``, else every
     class that is not normal. A class named both ways is refused, never quietly dropped from either side."""
-    normal = set(normal_class_indices(cfg, classes))
+    normal = set(class_indices(cfg.normal_classes, classes, "normal", cfg.dataset))
     if not cfg.anomaly_classes:
         return normal, set(range(len(classes))) - normal
     odd = set(class_indices(cfg.anomaly_classes, classes, "anomaly", cfg.dataset))
@@ -186,7 +174,7 @@ def _normal_pool(cfg: DetectDataConfig, sound: SoundConfig | None = None) -> tup
         data = _dataset(cfg.dataset, "train", cfg.data_dir, cfg.size, sound).data
         normal, _ = _test_classes(cfg, data.classes)  # a bad class choice fails before a detector is fitted
         keep = np.flatnonzero(np.isin(data.labels.numpy(), sorted(normal)))
-        return _take(data, keep), None
+        return data.rows(keep), None
     normal = _folder(cfg.normal, "normal", cfg.size, sound)
     if cfg.normal_test is not None:
         test = _folder(cfg.normal_test, "normal-test", cfg.size, sound)
@@ -196,7 +184,7 @@ def _normal_pool(cfg: DetectDataConfig, sound: SoundConfig | None = None) -> tup
     if len(test) == 0 or len(pool) == 0:
         raise ViclabError(f"the normal folder {cfg.normal} holds {_sources(normal)}, too few to hold "
                           f"{cfg.test_share:.0%} out as normal test data; add images or give --normal-test")
-    return _take(normal, pool), _take(normal, test)
+    return normal.rows(pool), normal.rows(test)
 
 
 def _same_kind(normal: ImageData, other: ImageData, role: str) -> None:
@@ -219,9 +207,8 @@ def load_normal_test(cfg: DetectDataConfig, sound: SoundConfig | None = None) ->
 
 
 def load_normal(cfg: DetectDataConfig, sound: SoundConfig | None = None) -> tuple[ImageData, ImageData]:
-    """``(fit, holdout)``: the normal images a detector fits on, and the seeded ``holdout`` share
-    of them kept out of fitting (threshold calibration; empty when ``holdout = 0``). Each row's file is
-    in ``files`` (and ``windows``; :meth:`ImageData.ids`); the windows of one sound file stay on one side.
+    """``(fit, holdout)``: the normal images a detector fits on, and the seeded ``holdout`` share of them
+    kept out of fitting (threshold calibration; empty when ``holdout = 0``), whole sound files to one side.
 
     Args:
         cfg: the detector's data config.
@@ -231,7 +218,7 @@ def load_normal(cfg: DetectDataConfig, sound: SoundConfig | None = None) -> tupl
     fit_idx, held = _split_files(pool, cfg.holdout, cfg.seed + 1)  # whole files, as the normal test share
     if len(fit_idx) < 2:
         raise ViclabError(f"{len(fit_idx)} normal image(s) remain to fit on; a detector needs at least 2")
-    return _take(pool, fit_idx), _take(pool, held)
+    return pool.rows(fit_idx), pool.rows(held)
 
 
 def load_test(cfg: DetectDataConfig, abnormal: str | None = None, anomalies: str | None = None,
@@ -256,19 +243,18 @@ def load_test(cfg: DetectDataConfig, abnormal: str | None = None, anomalies: str
         parts = [_Part(rows, [whole.origin[i] for i in keep])]
     else:
         _, normal_test = _normal_pool(cfg, sound)
-        parts = [_Part(_take(normal_test, np.arange(len(normal_test)), NORMAL), ["normal"] * len(normal_test))]
+        parts = [_Part(_relabel(normal_test, NORMAL), ["normal"] * len(normal_test))]
     if abnormal is not None:
         bad = _folder(abnormal, "abnormal", cfg.size, sound)
         _same_kind(parts[0].data, bad, "abnormal")
-        parts.append(_Part(_take(bad, np.arange(len(bad)), ANOMALOUS),
-                           [f"abnormal:{bad.classes[y]}" for y in bad.labels.numpy()]))
+        parts.append(_Part(_relabel(bad, ANOMALOUS), [f"abnormal:{bad.classes[y]}" for y in bad.labels.numpy()]))
     if anomalies is not None:
         if anomalies == cfg.dataset and cfg.normal is None:
             raise ViclabError(f"--anomalies {anomalies} is the normal dataset itself; its other classes are already "
                               "the anomalies, or give another dataset")
         extra = _dataset(anomalies, "test", cfg.data_dir, cfg.size, sound)
         _same_kind(parts[0].data, extra.data, "anomalies")
-        parts.append(_Part(_take(extra.data, np.arange(len(extra.data)), ANOMALOUS), extra.origin))
+        parts.append(_Part(_relabel(extra.data, ANOMALOUS), extra.origin))
     return _test_set(parts)
 
 
@@ -283,14 +269,4 @@ def _test_set(parts: list[_Part]) -> TestSet:
         raise ViclabError("the test set holds no normal images; give --normal-test DIR or fewer normal classes")
     ids = [p.data.ids() for p in parts]
     files = np.concatenate(ids) if all(i is not None for i in ids) else None
-    return TestSet(data, np.array([o for p in parts for o in p.origin]), files, _groups(data))
-
-
-def _groups(data: ImageData) -> np.ndarray | None:
-    """Each row's machine ID where every row carries one; ``machine/id`` when several machine types mix."""
-    if "machine_id" not in data.attrs:
-        return None
-    machines, ids = data.attrs["machine"], data.attrs["machine_id"]
-    if len(set(machines)) == 1:
-        return ids.copy()
-    return np.array([f"{m}/{i}" for m, i in zip(machines, ids)])
+    return TestSet(data, np.array([o for p in parts for o in p.origin]), files)

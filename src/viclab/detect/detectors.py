@@ -1,15 +1,11 @@
-"""The detectors: one small base class, a registry by name.
-
-A detector is a frozen network (an encoder, a whole VICReg model, or an autoencoder) plus the
-normal reference statistics it scores against. Inputs are ``(M, 3, S, S)`` uint8 images or
-``(M, 1, n_mels, T)`` float log-mel spectrograms of sound clips; every detector but ``dcase_ae``
-(spectrograms only) takes either. :meth:`Detector.fit_reference` computes them
-from normal images; :meth:`Detector.score` maps images to named per-image quantities, the one
-that ranks under ``"score"`` (higher = more anomalous).
+"""The detectors, registered by name: a frozen network (an encoder, a whole VICReg model, or an autoencoder)
+plus the normal reference statistics it scores against (higher = more anomalous). Inputs are
+``(M, 3, S, S)`` uint8 images or ``(M, 1, n_mels, T)`` float log-mel spectrograms (``dcase_ae``: only those).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
@@ -18,6 +14,7 @@ from torch import Tensor, nn
 
 from viclab.config import Config, DetectConfig
 from viclab.config.detect import TERM_SCORES
+from viclab.core.context import QUIET, Context
 from viclab.core.runtime import Runtime
 from viclab.data.types import unit_float
 from viclab.detect.scores import (
@@ -34,11 +31,12 @@ from viclab.represent.encode import encode
 from viclab.views import view_maker
 
 
-def _batches(images: Tensor, size: int, progress: bool, desc: str):
+def _batches(images: Tensor, size: int, ctx: Context, desc: str):
     from tqdm import tqdm
 
-    for start in tqdm(range(0, len(images), size), desc=desc, disable=not progress, leave=False, dynamic_ncols=True):
-        yield start, images[start:start + size]
+    for start in tqdm(range(0, len(images), size), desc=desc, disable=not ctx.progress, leave=False,
+                      dynamic_ncols=True):
+        yield images[start:start + size]
 
 
 def _channels_last(x: Tensor) -> Tensor:
@@ -84,17 +82,17 @@ class Detector:
         never trained on them (``random:spec_cnn``) takes the normal clips' statistics."""
         fit_standardizers(self.network, normal.to(self.rt.device))
 
-    def features(self, images: Tensor, progress: bool = False) -> Tensor:
+    def features(self, images: Tensor, ctx: Context = QUIET) -> Tensor:
         """``(M, 3, S, S)`` uint8 (or spectrograms) -> ``(M, D)`` float32 encoder representations (normalise
         only): :func:`~viclab.represent.encode.encode`, in ``cfg.batch_size`` batches on :attr:`rt`."""
         encoder = self.network.encoder if self.network_kind == "vicreg" else self.network
-        return encode(encoder, images, self.augment, self.cfg.batch_size, self.rt, progress, f"{self.name}: encoding",
-                      modality=self.modality)
+        return encode(encoder, images, self.augment, self.cfg.batch_size, replace(ctx, runtime=self.rt),
+                      f"{self.name}: encoding", modality=self.modality)
 
-    def fit_reference(self, normal: Tensor, progress: bool = False) -> None:
+    def fit_reference(self, normal: Tensor, ctx: Context = QUIET) -> None:
         """Compute :attr:`reference` from ``(N, 3, S, S)`` uint8 normal images."""
 
-    def score(self, images: Tensor, progress: bool = False) -> dict[str, np.ndarray]:
+    def score(self, images: Tensor, ctx: Context = QUIET) -> dict[str, np.ndarray]:
         """Per-image quantities of ``(M, 3, S, S)`` uint8 images; ``"score"`` ranks them."""
         raise NotImplementedError
 
@@ -104,15 +102,15 @@ class KnnDetector(Detector):
 
     name, network_kind = "knn", "encoder"
 
-    def fit_reference(self, normal: Tensor, progress: bool = False) -> None:
-        self.fit_features(self.features(normal, progress))
+    def fit_reference(self, normal: Tensor, ctx: Context = QUIET) -> None:
+        self.fit_features(self.features(normal, ctx))
 
     def fit_features(self, normal: Tensor) -> None:
         """The reference from ``(N, D)`` normal representations already computed."""
         self.reference = {"features": normal}
 
-    def score(self, images: Tensor, progress: bool = False) -> dict[str, np.ndarray]:
-        return self.score_features(self.features(images, progress).numpy())
+    def score(self, images: Tensor, ctx: Context = QUIET) -> dict[str, np.ndarray]:
+        return self.score_features(self.features(images, ctx).numpy())
 
     def score_features(self, features: np.ndarray) -> dict[str, np.ndarray]:
         """Scores of ``(M, D)`` representations already computed."""
@@ -125,14 +123,14 @@ class MahalanobisDetector(Detector):
 
     name, network_kind = "mahalanobis", "encoder"
 
-    def fit_reference(self, normal: Tensor, progress: bool = False) -> None:
-        mean, precision, used = fit_gaussian(self.features(normal, progress).numpy(), self.cfg.shrinkage)
+    def fit_reference(self, normal: Tensor, ctx: Context = QUIET) -> None:
+        mean, precision, used = fit_gaussian(self.features(normal, ctx).numpy(), self.cfg.shrinkage)
         self.reference = {"mean": torch.from_numpy(mean), "precision": torch.from_numpy(precision),
                           "shrinkage": torch.tensor(used, dtype=torch.float64)}
 
-    def score(self, images: Tensor, progress: bool = False) -> dict[str, np.ndarray]:
+    def score(self, images: Tensor, ctx: Context = QUIET) -> dict[str, np.ndarray]:
         ref = {k: v.numpy() for k, v in self.reference.items()}
-        return {"score": mahalanobis_scores(self.features(images, progress).numpy(), ref["mean"], ref["precision"])}
+        return {"score": mahalanobis_scores(self.features(images, ctx).numpy(), ref["mean"], ref["precision"])}
 
 
 class VICRegTermsDetector(Detector):
@@ -141,10 +139,10 @@ class VICRegTermsDetector(Detector):
 
     name, network_kind = "vicreg_terms", "vicreg"
 
-    def projections(self, images: Tensor, progress: bool = False) -> Tensor:
+    def projections(self, images: Tensor, ctx: Context = QUIET) -> Tensor:
         """``(M, d)`` float64 projections of the un-augmented images (normalise only; through float32, which
         holds every fp32 or bf16 output exactly)."""
-        return encode(self.network, images, self.augment, self.cfg.batch_size, self.rt, progress,
+        return encode(self.network, images, self.augment, self.cfg.batch_size, replace(ctx, runtime=self.rt),
                       "vicreg_terms: projecting", modality=self.modality).double()
 
     @torch.no_grad()
@@ -156,15 +154,15 @@ class VICRegTermsDetector(Detector):
             z = self.network(views).float()
         return z.view(k, len(x), -1)
 
-    def fit_reference(self, normal: Tensor, progress: bool = False) -> None:
-        self.reference = NormalStats(self.projections(normal, progress)).tensors()
+    def fit_reference(self, normal: Tensor, ctx: Context = QUIET) -> None:
+        self.reference = NormalStats(self.projections(normal, ctx)).tensors()
 
-    def score(self, images: Tensor, progress: bool = False) -> dict[str, np.ndarray]:
+    def score(self, images: Tensor, ctx: Context = QUIET) -> dict[str, np.ndarray]:
         loss = self.loss
         gen = torch.Generator(device=self.rt.device).manual_seed(self.cfg.seed)
         inv = []
-        for _, x in _batches(images, max(1, self.cfg.batch_size // self.cfg.views), progress,
-                             f"vicreg_terms: {self.cfg.views} views"):
+        for x in _batches(images, max(1, self.cfg.batch_size // self.cfg.views), ctx,
+                          f"vicreg_terms: {self.cfg.views} views"):
             inv.append(view_invariance(self.view_projections(x.to(self.rt.device), gen)).cpu())
         invariance = torch.cat(inv)
         var, cov = term_contributions(self.projections(images), NormalStats.from_tensors(self.reference),
@@ -181,32 +179,34 @@ class AutoencoderDetector(Detector):
     """Per-image reconstruction error of an autoencoder trained on normal images (spec §4)."""
 
     name, network_kind = "autoencoder", "autoencoder"
+    batch_share = 1  # inputs per forward pass: cfg.batch_size // batch_share
 
     @torch.no_grad()
-    def score(self, images: Tensor, progress: bool = False) -> dict[str, np.ndarray]:
+    def score(self, images: Tensor, ctx: Context = QUIET) -> dict[str, np.ndarray]:
         out = []
-        for _, x in _batches(images, self.cfg.batch_size, progress, "autoencoder: reconstructing"):
-            x = _channels_last(unit_float(x.to(self.rt.device), self.modality))
-            with self.rt.autocast():
-                out.append(reconstruction_errors(x, self.network(x)).cpu())
+        for x in _batches(images, max(1, self.cfg.batch_size // self.batch_share), ctx,
+                          f"{self.name}: reconstructing"):
+            out.append(self.errors(x.to(self.rt.device)).cpu())
         return {"score": torch.cat(out).numpy()}
 
+    def errors(self, x: Tensor) -> Tensor:
+        """``(B,)`` reconstruction errors of a batch ``x`` on the device."""
+        x = _channels_last(unit_float(x, self.modality))
+        with self.rt.autocast():
+            return reconstruction_errors(x, self.network(x))
 
-class DcaseDetector(Detector):
+
+class DcaseDetector(AutoencoderDetector):
     """The DCASE 2020 Task 2 baseline (spec §5): the mean, over a clip's windows of ``dcase.context``
     frames, of the dense autoencoder's squared reconstruction error."""
 
-    name, network_kind = "dcase_ae", "dcase"
+    name, network_kind, batch_share = "dcase_ae", "dcase", 50  # a clip holds many windows
 
-    @torch.no_grad()
-    def score(self, images: Tensor, progress: bool = False) -> dict[str, np.ndarray]:
-        out = []
-        for _, x in _batches(images, max(1, self.cfg.batch_size // 50), progress, "dcase_ae: reconstructing"):
-            v = stack_frames(x.to(self.rt.device), self.cfg.dcase.context)  # (B, windows, context * n_mels)
-            with self.rt.autocast():
-                err = (self.network(v).float() - v).pow(2).mean(-1)
-            out.append(err.mean(-1).cpu())
-        return {"score": torch.cat(out).numpy()}
+    def errors(self, x: Tensor) -> Tensor:
+        v = stack_frames(x, self.cfg.dcase.context)  # (B, windows, context * n_mels)
+        with self.rt.autocast():
+            err = (self.network(v).float() - v).pow(2).mean(-1)
+        return err.mean(-1)
 
 
 DETECTORS: dict[str, type[Detector]] = {

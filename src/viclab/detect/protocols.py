@@ -1,13 +1,6 @@
-"""The sound protocols of spec §4 and §5, shared by ``benchmarks/sound.py`` and the study.
-
-- :func:`machine_sounds`: DCASE 2020 Task 2's protocol on MIMII (or DCASE) data: per machine type,
-  every detector fitted on the normal training clips of all its machine IDs (one model per type,
-  as the DCASE baseline), tested per ID on its held-out normal clips and all its abnormal ones:
-  AUC and pAUC (FPR <= 0.1) per ID and per type, with bootstrap intervals (the sets are small).
-- :func:`one_digit`: FSDD, one digit normal against the other nine (the one-class protocol).
-- :func:`held_out_speaker`: FSDD, five speakers normal, the sixth the anomaly.
-- :func:`probe_digits`: VICReg on FSDD digits with speakers held out of training, a linear probe
-  (top-1/top-5) on its representations against a random-init encoder.
+"""The sound protocols of spec §4 and §5, shared by ``benchmarks/sound.py`` and the study: DCASE 2020
+Task 2's per machine type (:func:`machine_sounds`), FSDD one digit normal (:func:`one_digit`), one speaker
+held out as the anomaly (:func:`held_out_speaker`), and a linear probe on FSDD digits (:func:`probe_digits`).
 """
 
 from __future__ import annotations
@@ -21,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from viclab.config import Config, DetectConfig
-from viclab.core.context import Context
+from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.metrics import auroc_interval
 from viclab.detect import compare
 from viclab.detect.data import TestSet
@@ -43,10 +36,11 @@ def machine_ids(test: TestSet) -> np.ndarray:
     return test.data.attrs["machine_id"]
 
 
-def machine_sounds(base: DetectConfig, machines: Sequence[str], folder: Path, progress: bool = False,
-                   echo: Callable[[str], None] = print,
+def machine_sounds(base: DetectConfig, machines: Sequence[str], folder: Path, ctx: Context = DEFAULT_CONTEXT,
                    on_machine: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """DCASE 2020 Task 2's protocol on a MIMII (``data.dataset=mimii``) or DCASE layout.
+    """DCASE 2020 Task 2's protocol on a MIMII (``data.dataset=mimii``) or DCASE layout: per machine type,
+    every detector fitted on the normal training clips of all its IDs (one model per type, as the DCASE
+    baseline), tested per ID: AUC and pAUC (FPR <= 0.1) per ID and per type, with bootstrap intervals.
 
     Args:
         base: the detector config (data.dataset, the sound split settings, the recipe).
@@ -78,7 +72,7 @@ def machine_sounds(base: DetectConfig, machines: Sequence[str], folder: Path, pr
     return compare.fit_every_detector(
         ((m, config(m), folder / m) for m in machines), summarise,
         lambda m, r: f"{m}: " + "  ".join(f"{n} {v:.3f}" for n, v in r["mean_id_auroc"].items())
-        + f"  ({r['seconds']:.0f}s)", progress, echo, on_machine)
+        + f"  ({r['seconds']:.0f}s)", ctx, on_machine)
 
 
 def _with_intervals(ev: dict[str, Any]) -> dict[str, Any]:
@@ -88,16 +82,16 @@ def _with_intervals(ev: dict[str, Any]) -> dict[str, Any]:
             for n, m in ev["metrics"].items()}
 
 
-def one_digit(base: DetectConfig, digits: Sequence[str], folder: Path, progress: bool = False,
-              echo: Callable[[str], None] = print) -> dict[str, Any]:
+def one_digit(base: DetectConfig, digits: Sequence[str], folder: Path,
+              ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
     """FSDD one-class: per digit, every detector fitted on that digit's training clips, tested on all
     test clips (that digit normal, the other nine anomalous); :func:`compare.one_class`."""
     cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, dataset="fsdd"))
-    return compare.one_class(cfg, digits, folder, progress=progress, echo=echo)
+    return compare.one_class(cfg, digits, folder, ctx)
 
 
 def held_out_speaker(base: DetectConfig, speaker: str, speakers: Sequence[str], folder: Path,
-                     progress: bool = False, echo: Callable[[str], None] = print) -> dict[str, Any]:
+                     ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
     """FSDD with speakers as classes: every detector fitted on the other ``speakers``' training clips,
     tested on the test clips of all (``speaker``'s anomalous)."""
     normal = tuple(s for s in speakers if s != speaker)
@@ -109,7 +103,7 @@ def held_out_speaker(base: DetectConfig, speaker: str, speakers: Sequence[str], 
                        "test": compare.label_counts(ev["test"].labels)},
         lambda _, r: f"held-out speaker {speaker}: " + "  ".join(f"{n} {m['auroc']:.3f}"
                                                                  for n, m in r["metrics"].items()),
-        progress, echo)[speaker]
+        ctx)[speaker]
 
 
 def _probe(source: Source, data_dir: str | None) -> tuple[dict[str, Any], Representations, Representations]:
@@ -120,8 +114,8 @@ def _probe(source: Source, data_dir: str | None) -> tuple[dict[str, Any], Repres
     return {"top1": result.top1, "top5": result.top5, "seconds": time.perf_counter() - t0}, train, test
 
 
-def probe_digits(recipe: Config, held_out: Sequence[str], folder: Path, progress: bool = False,
-                 echo: Callable[[str], None] = print) -> dict[str, Any]:
+def probe_digits(recipe: Config, held_out: Sequence[str], folder: Path,
+                 ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
     """Sound classification on FSDD digits, speakers held out: VICReg trained on the other speakers'
     clips (``recipe``), then a linear probe trained on their representations and tested on the held-out
     speakers' clips; the same probe on a random-init encoder (its input standardisation fitted on
@@ -136,7 +130,7 @@ def probe_digits(recipe: Config, held_out: Sequence[str], folder: Path, progress
     t0 = time.perf_counter()
     run = folder / "vicreg"
     if not (run / "encoder.safetensors").exists():
-        train(cfg, run, resume=(run / "config.json").exists(), ctx=Context(progress, echo))
+        train(cfg, run, resume=(run / "config.json").exists(), ctx=ctx)
     t_train = time.perf_counter() - t0
     out: dict[str, Any] = {"held_out_speakers": list(held_out)}
     data_dir = cfg.data.data_dir
@@ -149,6 +143,6 @@ def probe_digits(recipe: Config, held_out: Sequence[str], folder: Path, progress
                                  data_dir)
     out["train_clips"], out["test_clips"] = len(train_reps.labels), len(test_reps.labels)
     out["train_seconds"] = t_train
-    echo(f"FSDD digits, speakers {', '.join(held_out)} held out: linear probe top-1 VICReg "
+    ctx.echo(f"FSDD digits, speakers {', '.join(held_out)} held out: linear probe top-1 VICReg "
          f"{out['vicreg']['top1']:.1%} vs random init {out['random']['top1']:.1%}")
     return out

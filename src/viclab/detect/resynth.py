@@ -4,7 +4,6 @@ back to a waveform (spec §4, §5: mel inversion then Griffin-Lim)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import torch
 from torch import Tensor
 
 from viclab.config import ResynthConfig, SoundConfig
+from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.errors import ViclabError
 from viclab.core.io import atomic_write_text, check_writable_dir
 from viclab.data.wav import cut, decode, write_wav
@@ -31,15 +31,8 @@ from viclab.signal import (
 
 
 def unstack_frames(vectors: Tensor, context: int, n_mels: int) -> Tensor:
-    """Frames back from stacked windows (:func:`viclab.models.stack_frames`), each frame the mean of
-    its estimates in the windows that hold it.
-
-    Args:
-        vectors: ``(W, context * n_mels)`` windows of consecutive frames.
-
-    Returns:
-        ``(n_mels, W + context - 1)``.
-    """
+    """``(W, context * n_mels)`` stacked windows (:func:`viclab.models.stack_frames`) back to ``(n_mels,
+    W + context - 1)`` frames, each the mean of its estimates in the windows that hold it."""
     w = vectors.shape[0]
     frames = vectors.view(w, context, n_mels)
     total = torch.zeros(w + context - 1, n_mels, dtype=vectors.dtype)
@@ -88,19 +81,39 @@ def _json(result: dict[str, Any], clip: str | Path) -> str:
                           "was given is silent; give another clip or detector") from None
 
 
+def _detector(folder: str | Path) -> Detector:
+    """The reconstruction detector of ``folder``, refused unless it was fitted on sound."""
+    det, _ = load_detector(folder)
+    if det.network_kind not in ("autoencoder", "dcase"):
+        raise ViclabError(f"{folder} is a {det.cfg.detector} detector, which does not reconstruct its input; give "
+                          "an autoencoder or dcase_ae detector folder, or none")
+    if isinstance(det.network, ConvAutoencoder):
+        raise ViclabError(f"{folder} was fitted on images; give a detector fitted on sound")
+    return det
+
+
+def _measures(wave: np.ndarray, y: np.ndarray, target: Tensor, frontend: LogMel, cfg: SoundConfig) -> dict[str, Any]:
+    """Spectral convergence and log-spectral distance of ``y``'s STFT magnitude against the original
+    ``wave``'s and against the magnitude Griffin-Lim was given (the mel inverse of ``target``)."""
+    original_mag = magnitude(torch.from_numpy(wave).double(), cfg)
+    result_mag = magnitude(torch.from_numpy(y).double(), cfg)
+    given = nnls_mel_inverse(log_to_mel(target[0, 0].double(), cfg), frontend.filters.double()).pow(1 / cfg.power)
+    return {name: {"spectral_convergence": spectral_convergence(ref, result_mag),
+                   "log_spectral_distance_db": log_spectral_distance(ref, result_mag)}
+            for name, ref in (("vs_original", original_mag), ("vs_given_magnitude", given))}
+
+
 def resynthesise(clip: str | Path, out: str | Path, detector: str | Path | None = None,
                  sound: SoundConfig | None = None, n_iter: int = ResynthConfig.n_iter,
                  momentum: float = ResynthConfig.momentum, seed: int = ResynthConfig.seed,
-                 max_seconds: float = ResynthConfig.max_seconds, echo: Callable[[str], None] = print) -> dict[str, Any]:
+                 max_seconds: float = ResynthConfig.max_seconds, ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
     """Turn a clip's log-mel spectrogram (or a detector's reconstruction of it) back into sound.
 
-    Without ``detector`` the whole file is analysed with ``sound`` (default: the DCASE settings);
+    Without ``detector``, the clip at ``sound``'s rate and features (default: the DCASE settings);
     with one, the clip as the detector sees it (its ``sound`` settings, its clip length) and its
     reconstruction. Writes into ``out``: ``original.wav`` (the analysed clip at the analysis rate),
     ``resynth.wav``, ``spectrograms.png`` (original, reconstruction if any, and the resynthesised
-    audio's log-mel side by side) and ``resynth.json``: spectral convergence and log-spectral
-    distance of the resynthesised audio's STFT magnitude against the original clip's, and against
-    the magnitude Griffin-Lim was given (how far the phase search got). They measure Griffin-Lim's
+    audio's log-mel side by side) and ``resynth.json`` (:func:`_measures`). They measure Griffin-Lim's
     output itself: a wave louder than full scale is scaled down (``scaled_by``) only in ``resynth.wav``.
     Clips shorter than one analysis window (``n_fft`` samples), silent, or longer than
     ``max_seconds`` are refused before anything is written.
@@ -114,17 +127,8 @@ def resynthesise(clip: str | Path, out: str | Path, detector: str | Path | None 
     if not max_seconds > 0:
         raise ViclabError(f"--max-seconds {max_seconds} must be > 0; give the longest clip to accept, in seconds")
     out = check_writable_dir(Path(out), "output folder")
-    det = None
-    if detector is not None:
-        det, _ = load_detector(detector)
-        if det.network_kind not in ("autoencoder", "dcase"):
-            raise ViclabError(f"{detector} is a {det.cfg.detector} detector, which does not reconstruct its input; "
-                              "give "
-                              "an autoencoder or dcase_ae detector folder, or none")
-        if isinstance(det.network, ConvAutoencoder):
-            raise ViclabError(f"{detector} was fitted on images; give a detector fitted on sound")
-        sound = det.cfg.recipe.sound  # the clip as the detector sees it: its rate, length and features
-    cfg = sound or SoundConfig()
+    det = _detector(detector) if detector is not None else None
+    cfg = det.cfg.recipe.sound if det is not None else sound or SoundConfig()  # the clip as the detector sees it
     wave = decode(clip, cfg.rate, cfg.channel)
     if det is not None:
         wave = cut(wave, cfg.clip_samples)[0]
@@ -135,32 +139,21 @@ def resynthesise(clip: str | Path, out: str | Path, detector: str | Path | None 
     y = logmel_to_wave(target, cfg, n_iter, momentum, seed, length=len(wave))[0].numpy()
     peak = float(np.abs(y).max())
     # A reconstruction can be louder than full scale: the WAV is scaled down, not clipped. The measures
-    # below are the phase search's own, without that gain (a gain < 1 would count as spectral error).
+    # are the phase search's own, without that gain (a gain < 1 would count as spectral error).
     gain = 0.99 / peak if peak > 1 else 1.0
-    original_mag = magnitude(torch.from_numpy(wave).double(), cfg)
-    result_mag = magnitude(torch.from_numpy(y).double(), cfg)
-    given = nnls_mel_inverse(log_to_mel(target[0, 0].double(), cfg), frontend.filters.double()).pow(1 / cfg.power)
-    result = {
-        "clip": str(clip), "detector": str(detector) if detector else None, "rate": cfg.rate,
-        "seconds": len(wave) / cfg.rate, "iterations": n_iter, "momentum": momentum, "seed": seed,
-        "scaled_by": gain,
-        "vs_original": {"spectral_convergence": spectral_convergence(original_mag, result_mag),
-                        "log_spectral_distance_db": log_spectral_distance(original_mag, result_mag)},
-        "vs_given_magnitude": {"spectral_convergence": spectral_convergence(given, result_mag),
-                               "log_spectral_distance_db": log_spectral_distance(given, result_mag)},
-    }
+    result = {"clip": str(clip), "detector": str(detector) if detector else None, "rate": cfg.rate,
+              "seconds": len(wave) / cfg.rate, "iterations": n_iter, "momentum": momentum, "seed": seed,
+              "scaled_by": gain, **_measures(wave, y, target, frontend, cfg)}
     text = _json(result, clip)
     write_wav(out / "original.wav", wave, cfg.rate)
     write_wav(out / "resynth.wav", y * gain, cfg.rate)
-    panels = [("original", logmel[0])]
-    if det is not None:
-        panels.append((f"{det.cfg.detector} reconstruction", target[0]))
+    panels = [("original", logmel[0])] + ([(f"{det.cfg.detector} reconstruction", target[0])] if det else [])
     panels.append(("resynthesised audio", frontend(torch.from_numpy(y.astype(np.float32))[None])[0]))
     spectrogram_panels_png(panels, logmel.shape[-1] * cfg.hop_length / cfg.rate, cfg.n_mels,
                            f"{Path(clip).name}: log-mel spectrograms (Griffin-Lim, {n_iter} iterations)",
                            out / "spectrograms.png")
     atomic_write_text(out / "resynth.json", text)
     v = result["vs_original"]
-    echo(f"{Path(clip).name}: spectral convergence {v['spectral_convergence']:.3f}, log-spectral distance "
-         f"{v['log_spectral_distance_db']:.2f} dB against the original -> {out / 'resynth.wav'}")
+    ctx.echo(f"{Path(clip).name}: spectral convergence {v['spectral_convergence']:.3f}, log-spectral distance "
+             f"{v['log_spectral_distance_db']:.2f} dB against the original -> {out / 'resynth.wav'}")
     return result

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from viclab.core.errors import ViclabError
-from viclab.eval.anomaly import knn_anomaly_scores
+from viclab.represent.neighbors import knn_anomaly_scores
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:

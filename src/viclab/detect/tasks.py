@@ -6,7 +6,7 @@ import dataclasses
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from viclab.config import DetectDataConfig, MonitorConfig
+from viclab.config.detect import TERMS
+from viclab.core.context import DEFAULT_CONTEXT, QUIET, Context
 from viclab.core.errors import ViclabError
 from viclab.core.io import atomic_write_text, check_writable_dir
 from viclab.core.metrics import auroc_interval, detection_metrics, rates_at
@@ -21,11 +23,9 @@ from viclab.detect.api import calibrated_threshold, check_data, load_detector, n
 from viclab.detect.compare import by_group
 from viclab.detect.data import ANOMALOUS, NORMAL, TestSet, load_test
 from viclab.detect.detectors import Detector
-from viclab.losses import VICRegLoss, VICRegTerms
+from viclab.losses import VICRegLoss
 from viclab.plot import figures
 from viclab.views import view_maker
-
-TERMS = VICRegTerms._fields[1:]  # invariance, variance, covariance
 
 
 def _same_data(folders: Sequence[Path], detectors: Sequence[Detector]) -> None:
@@ -117,11 +117,11 @@ def _caption(test: TestSet, i: int, score: float) -> str:
     return "\n".join([name[:18], name[18:]] if len(name) > 18 else [name]) + f"\n{score:.3g}"
 
 
-def _score_one(name: str, det: Detector, summary: dict[str, Any], test: TestSet, progress: bool,
-               echo: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray | None]:
+def _score_one(name: str, det: Detector, summary: dict[str, Any], test: TestSet,
+               ctx: Context) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray | None]:
     """One detector's scores on its test set: ``(metrics.json entry, scores, flags)``."""
     t0 = time.perf_counter()
-    scores = det.score(test.data.images, progress)
+    scores = det.score(test.data.images, ctx)
     seconds = time.perf_counter() - t0
     s, labels = scores["score"], test.labels
     metrics = _with_interval(labels, s)
@@ -132,18 +132,18 @@ def _score_one(name: str, det: Detector, summary: dict[str, Any], test: TestSet,
               "threshold_fpr": summary.get("threshold_fpr"), "at_threshold": at, "seconds": seconds,
               "per_quantity": {k: detection_metrics(labels, v) for k, v in scores.items() if k != "score"},
               "per_group": _per_group(test, s)}
-    echo(_line(name, det, metrics, at, threshold, seconds))
+    ctx.echo(_line(name, det, metrics, at, threshold, seconds))
     if result["per_group"]:
-        echo("  per group: " + "; ".join(f"{g} AUROC {m['auroc']:.3f} [{m['auroc_interval'][0]:.2f}, "
-                                         f"{m['auroc_interval'][1]:.2f}] pAUC {m['pauc']:.3f}"
-                                         for g, m in result["per_group"]["groups"].items())
-             + f"; mean AUROC {result['per_group']['mean_auroc']:.3f}")
+        ctx.echo("  per group: " + "; ".join(f"{g} AUROC {m['auroc']:.3f} [{m['auroc_interval'][0]:.2f}, "
+                                             f"{m['auroc_interval'][1]:.2f}] pAUC {m['pauc']:.3f}"
+                                             for g, m in result["per_group"]["groups"].items())
+                 + f"; mean AUROC {result['per_group']['mean_auroc']:.3f}")
     return result, scores, (s > threshold if threshold is not None else None)
 
 
 def run_score(folders: Sequence[str | Path], out: str | Path, abnormal: str | None = None,
               anomalies: str | None = None, data_dir: str | None = None, top: int = 16, fpr: float | None = None,
-              progress: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
+              ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
     """Score the test set of one or several fitted detectors and write the evaluation.
 
     The test set is the first detector's (its normal test items and anomalies), with ``abnormal``
@@ -175,7 +175,7 @@ def run_score(folders: Sequence[str | Path], out: str | Path, abnormal: str | No
     names = [n if names.count(n) == 1 else f"{n}-{i}" for i, n in enumerate(names)]
     results, all_scores, flags, rows = {}, [], [], []
     for name, det, (_, summary), t in zip(names, detectors, loaded, tests):
-        results[name], scores, flag = _score_one(name, det, summary, t, progress, echo)
+        results[name], scores, flag = _score_one(name, det, summary, t, ctx)
         all_scores.append(scores)
         flags.append(flag)
         rows.append((name, scores["score"], lambda i, t=t: t.data.images[i], lambda i, v, t=t: _caption(t, i, v)))
@@ -191,7 +191,7 @@ def run_score(folders: Sequence[str | Path], out: str | Path, abnormal: str | No
     payload = {"test": {"normal": n0, "anomalous": n1, "abnormal": abnormal or data_cfg.abnormal,
                         "anomalies": anomalies or data_cfg.anomalies}, "detectors": results}
     atomic_write_text(out / "metrics.json", json.dumps(payload, indent=2) + "\n")
-    echo(f"-> {out / 'scores.csv'}, {out / 'metrics.json'}, {out / 'roc_pr.png'}, {out / 'top_anomalies.png'}")
+    ctx.echo(f"-> {out / 'scores.csv'}, {out / 'metrics.json'}, {out / 'roc_pr.png'}, {out / 'top_anomalies.png'}")
     return payload
 
 
@@ -209,7 +209,7 @@ def parse_stream(spec: str) -> list[bool]:
 
 @torch.no_grad()
 def batch_terms(det: Detector, batches: Sequence[torch.Tensor], seed: int = 0,
-                progress: bool = False) -> dict[str, np.ndarray]:
+                ctx: Context = QUIET) -> dict[str, np.ndarray]:
     """spec §1's three terms of each batch of new images under the frozen VICReg model.
 
     Args:
@@ -225,7 +225,7 @@ def batch_terms(det: Detector, batches: Sequence[torch.Tensor], seed: int = 0,
     out = {k: [] for k in TERMS}
     from tqdm import tqdm
 
-    for x in tqdm(batches, desc="monitor", disable=not progress, leave=False, dynamic_ncols=True):
+    for x in tqdm(batches, desc="monitor", disable=not ctx.progress, leave=False, dynamic_ncols=True):
         v1, v2 = view_maker(det.modality, det.recipe).pair(x.to(det.rt.device), gen)
         with det.rt.autocast():
             z1, z2 = det.network(v1.contiguous(memory_format=torch.channels_last)), \
@@ -236,33 +236,9 @@ def batch_terms(det: Detector, batches: Sequence[torch.Tensor], seed: int = 0,
     return {k: np.array(v) for k, v in out.items()}
 
 
-def run_monitor(folder: str | Path, out: str | Path, stream: str = MonitorConfig.stream,
-                batch_size: int = MonitorConfig.batch_size, abnormal: str | None = None, anomalies: str | None = None,
-                data_dir: str | None = None, seed: int = MonitorConfig.seed, progress: bool = True,
-                echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Feed a stream of batches to a ``vicreg_terms`` detector and record the three terms per batch.
-
-    Each batch holds ``batch_size`` test images, all normal or all anomalous as ``stream`` says,
-    drawn without replacement (seeded) from the detector's test set (cycling when a kind runs
-    out). Writes ``monitor.csv``, ``monitor.json`` (the terms, and each term's mean on normal and
-    on anomalous batches), ``monitor.png`` with the anomalous stretches shaded, and the terms to
-    TensorBoard (``tb/``).
-    """
-    from torch.utils.tensorboard import SummaryWriter
-
-    flags = parse_stream(stream)
-    if batch_size < 2:
-        raise ViclabError(f"--batch-size {batch_size} must be >= 2 (the variance term needs 2 items)")
-    if seed < 0:
-        raise ViclabError(f"--seed {seed} must be >= 0")
-    det, _ = load_detector(folder)
-    if det.cfg.detector != "vicreg_terms":
-        raise ViclabError(f"{folder} is a {det.cfg.detector} detector; the monitor plots VICReg's terms, so give a "
-                          "vicreg_terms detector folder")
-    out = check_writable_dir(Path(out), "output folder")
-    data_cfg = dataclasses.replace(det.cfg.data, data_dir=data_dir) if data_dir else det.cfg.data
-    check_data(folder, data_cfg, det.cfg.recipe.sound)
-    test = load_test(data_cfg, abnormal, anomalies, det.cfg.recipe.sound)
+def _stream(test: TestSet, flags: list[bool], batch_size: int, seed: int) -> list[torch.Tensor]:
+    """One batch of ``batch_size`` test items per flag, all anomalous (True) or all normal, drawn without
+    replacement (seeded), cycling when a kind runs out."""
     rng = np.random.default_rng(seed)
     pools = {kind: np.flatnonzero(test.labels == label) for kind, label in ((False, NORMAL), (True, ANOMALOUS))}
     for kind, pool in pools.items():
@@ -278,25 +254,60 @@ def run_monitor(folder: str | Path, out: str | Path, stream: str = MonitorConfig
             q = np.concatenate([q, rng.permutation(rest)])
         batches.append(test.data.images[torch.from_numpy(q[:batch_size])])
         queues[anomalous] = q[batch_size:]
-    terms = batch_terms(det, batches, seed, progress)
-    mask = np.array(flags)
-    def mean(v: np.ndarray) -> float | None:
-        return float(v.mean()) if len(v) else None  # a stream of one kind has no mean for the other
+    return batches
 
-    summary = {k: {"normal": mean(v[~mask]), "anomalous": mean(v[mask])} for k, v in terms.items()}
-    figures.monitor_png(terms, mask, f"VICReg terms per batch of {batch_size} {noun(test.data)} ({Path(folder).name})",
-                        out / "monitor.png")
+
+def _write_monitor(out: Path, terms: dict[str, np.ndarray], mask: np.ndarray, title: str) -> None:
+    """``monitor.png``, the TensorBoard events (``tb/``) and ``monitor.csv`` of the terms per batch."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    figures.monitor_png(terms, mask, title, out / "monitor.png")
     shutil.rmtree(out / "tb", ignore_errors=True)  # a rerun's events would overlay the earlier ones
     with SummaryWriter(str(out / "tb")) as tb:
-        for t in range(len(flags)):
+        for t in range(len(mask)):
             for k, v in terms.items():
                 tb.add_scalar(f"monitor/{k}", v[t], t)
             tb.add_scalar("monitor/anomalous", float(mask[t]), t)
     atomic_write_text(out / "monitor.csv", "batch,anomalous," + ",".join(TERMS) + "\n" + "".join(
-        f"{t},{int(mask[t])}," + ",".join(f"{terms[k][t]:.7g}" for k in TERMS) + "\n" for t in range(len(flags))))
+        f"{t},{int(mask[t])}," + ",".join(f"{terms[k][t]:.7g}" for k in TERMS) + "\n" for t in range(len(mask))))
+
+
+def run_monitor(folder: str | Path, out: str | Path, stream: str = MonitorConfig.stream,
+                batch_size: int = MonitorConfig.batch_size, abnormal: str | None = None, anomalies: str | None = None,
+                data_dir: str | None = None, seed: int = MonitorConfig.seed,
+                ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
+    """Feed a stream of batches to a ``vicreg_terms`` detector and record the three terms per batch.
+
+    Each batch holds ``batch_size`` test images, all normal or all anomalous as ``stream`` says,
+    drawn without replacement (seeded) from the detector's test set (cycling when a kind runs
+    out). Writes ``monitor.csv``, ``monitor.json`` (the terms, and each term's mean on normal and
+    on anomalous batches), ``monitor.png`` with the anomalous stretches shaded, and the terms to
+    TensorBoard (``tb/``).
+    """
+    flags = parse_stream(stream)
+    if batch_size < 2:
+        raise ViclabError(f"--batch-size {batch_size} must be >= 2 (the variance term needs 2 items)")
+    if seed < 0:
+        raise ViclabError(f"--seed {seed} must be >= 0")
+    det, _ = load_detector(folder)
+    if det.cfg.detector != "vicreg_terms":
+        raise ViclabError(f"{folder} is a {det.cfg.detector} detector; the monitor plots VICReg's terms, so give a "
+                          "vicreg_terms detector folder")
+    out = check_writable_dir(Path(out), "output folder")
+    data_cfg = dataclasses.replace(det.cfg.data, data_dir=data_dir) if data_dir else det.cfg.data
+    check_data(folder, data_cfg, det.cfg.recipe.sound)
+    test = load_test(data_cfg, abnormal, anomalies, det.cfg.recipe.sound)
+    terms = batch_terms(det, _stream(test, flags, batch_size, seed), seed, ctx)
+    mask = np.array(flags)
+
+    def mean(v: np.ndarray) -> float | None:
+        return float(v.mean()) if len(v) else None  # a stream of one kind has no mean for the other
+
+    summary = {k: {"normal": mean(v[~mask]), "anomalous": mean(v[mask])} for k, v in terms.items()}
+    _write_monitor(out, terms, mask, f"VICReg terms per batch of {batch_size} {noun(test.data)} ({Path(folder).name})")
     payload = {"stream": stream, "batch_size": batch_size, "terms": {k: v.tolist() for k, v in terms.items()},
                "anomalous": mask.tolist(), "mean": summary}
     atomic_write_text(out / "monitor.json", json.dumps(payload, indent=2) + "\n")
-    echo("mean per batch, normal vs anomalous: " + "; ".join(
+    ctx.echo("mean per batch, normal vs anomalous: " + "; ".join(
         f"{k} {s['normal']} vs {s['anomalous']}" for k, s in summary.items()) + f" -> {out / 'monitor.png'}")
     return payload

@@ -28,9 +28,8 @@ def load_checkpoint(path: Path, map_location: torch.device | str = "cpu",
     """Read a checkpoint with ``weights_only=True`` (no code in it can run).
 
     Raises:
-        ViclabError: the file is absent, unreadable, or lacks ``keys``. The message never
-            repeats torch's advice to load with ``weights_only=False``: a damaged or foreign
-            file is not to be trusted with arbitrary code.
+        ViclabError: the file is absent, unreadable, or lacks ``keys`` (never with torch's advice to
+            load with ``weights_only=False``: a damaged or foreign file is not trusted with code).
     """
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
@@ -46,8 +45,7 @@ def load_checkpoint(path: Path, map_location: torch.device | str = "cpu",
 
 
 def load_state(module: nn.Module | torch.optim.Optimizer, state: dict[str, Any], source: Path, fix: str) -> None:
-    """``module.load_state_dict(state)`` (a model or an optimiser) with a one-line explanation of
-    any mismatch."""
+    """``module.load_state_dict(state)`` (a model or an optimiser), explaining any mismatch in one line."""
     try:
         module.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
@@ -103,8 +101,8 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, int, Config]:
 
 
 def _unreadable_reason(e: BaseException) -> str:
-    """Why torch or safetensors could not read a file, in words of our own: never torch's advice to
-    load with ``weights_only=False`` (arbitrary code), never its terminal colour codes."""
+    """Why torch or safetensors could not read a file, in our words (never torch's ``weights_only=False``
+    advice, never its terminal colour codes)."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
     refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if refused:

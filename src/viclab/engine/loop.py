@@ -55,19 +55,15 @@ class Objective:
     """What the engine optimises.
 
     Attributes:
-        module: maps a batch (the source's tuple, unpacked) to outputs; all forward passes of
-            a step happen in its one call (what DDP wraps).
-        loss: ``(outputs, batch) -> terms``, a tuple of scalar tensors, the first the loss
-            minimised (e.g. :class:`~viclab.losses.VICRegTerms`).
+        module: maps a batch (the source's tuple, unpacked) to outputs: a step's forward passes in one call.
+        loss: ``(outputs, batch) -> terms``, scalar tensors, the first minimised (e.g. :class:`VICRegTerms`).
         terms: the names of those terms, in order (logged under these names).
         model: what checkpoints hold under ``"model"`` (no wrappers).
         optimizers: stepped together after one backward pass.
         scheduler: per-step learning-rate schedule, or ``None``.
         fix: what to do when the loss becomes non-finite (ends the error message).
-        compile: compile the step's forward passes and loss together with ``torch.compile``
-            (one graph; the engine's batches have one static shape, the last partial one dropped).
-        preview: ``epoch -> {tag: (N, C, H, W) images in [0, 1]}``, logged to TensorBoard after
-            each epoch at its last step (e.g. both views of a few fixed images), or ``None``.
+        compile: ``torch.compile`` the step's forward passes and loss as one graph (batches have one shape).
+        preview: ``epoch -> {tag: (N, C, H, W) images in [0, 1]}``, logged to TensorBoard after each epoch.
     """
 
     module: nn.Module
@@ -93,8 +89,7 @@ class FitResult:
 
 
 class PairForward(nn.Module):
-    """``(a, b) -> (f(a), f(b))``: both views through ``f`` in one call, each alone (BatchNorm
-    sees each view by itself, as in the reference implementation)."""
+    """``(a, b) -> (f(a), f(b))``: both views in one call, each alone (BatchNorm sees each view by itself)."""
 
     def __init__(self, f: nn.Module) -> None:
         super().__init__()
@@ -119,11 +114,8 @@ def forward_loss(module: nn.Module, objective: Objective, batch: Sequence[Any], 
 
 def train_step(module: nn.Module, objective: Objective, batch: Sequence[Any], rt: Runtime,
                scaler: torch.amp.GradScaler | None = None, forward=forward_loss) -> Sequence[Tensor]:
-    """One optimisation step on one batch; returns the (graph-attached) terms.
-
-    ``scaler``: the fp16 loss scaler (:meth:`Runtime.grad_scaler`); a disabled or absent one
-    is a plain ``backward`` and ``step``. ``forward``: :func:`forward_loss` or its compiled form.
-    """
+    """One optimisation step on one batch; returns the (graph-attached) terms. ``scaler``: the fp16 loss
+    scaler (absent or disabled: a plain backward and step); ``forward``: :func:`forward_loss`, maybe compiled."""
     terms = forward(module, objective, batch, rt)
     for opt in objective.optimizers:
         opt.zero_grad(set_to_none=True)
@@ -140,9 +132,8 @@ def train_step(module: nn.Module, objective: Objective, batch: Sequence[Any], rt
 
 
 def read_checkpoint(run: RunFolder, model: nn.Module) -> dict[str, Any] | None:
-    """The run's checkpoint, read and its weights loaded into ``model``; ``None``
-    for a run without one. Called before anything is written, so a damaged or foreign
-    checkpoint stops the run with the folder untouched."""
+    """The run's checkpoint (``None``: none), its weights loaded into ``model``. Called before anything
+    is written, so a damaged or foreign checkpoint stops the run with the folder untouched."""
     if not (run.resumed and run.checkpoint.exists()):
         return None
     ckpt = load_checkpoint(run.checkpoint, keys=("config", "epoch", "step", "model"))
@@ -156,10 +147,8 @@ KERNEL_FLAGS = ("fused", "foreach", "capturable")
 
 
 def own_kernel_flags(opt: torch.optim.Optimizer, state: Any) -> Any:
-    """An optimiser state dict with each param group's :data:`KERNEL_FLAGS` replaced by ``opt``'s own
-    (what this session chose for its device), so that loading it keeps them; also places the step
-    counters where those flags want them. A state that does not fit is returned as it is (the load
-    then explains the mismatch)."""
+    """An optimiser state dict with each param group's :data:`KERNEL_FLAGS` replaced by ``opt``'s own,
+    so that loading it keeps them. A state that does not fit is returned as it is (the load explains)."""
     groups = state.get("param_groups") if isinstance(state, dict) else None
     if not isinstance(groups, list) or len(groups) != len(opt.param_groups):
         return state
@@ -174,14 +163,12 @@ def _stream_seed(seed: int, rank: int, epoch: int = 0) -> int:
 
 def _restore_streams(gen: torch.Generator, ckpt: dict[str, Any], rt: Runtime, seed: int,
                      echo: Callable[[str], None]) -> None:
-    """Continue this rank's generator stream from the checkpoint.
-
-    Exact when the run resumes with the same world size on the same device type. Otherwise
-    (the documented rule) every rank continues from a seed derived from (seed, rank, epoch):
-    the run trains correctly from the last completed epoch but is not bit-identical to one
-    that never changed. CPU (Mersenne Twister) and CUDA (Philox) states are incompatible.
-    """
+    """Continue this rank's generator stream and torch's global one from the checkpoint: exactly with the same
+    world size on the same device type; else (CPU and CUDA states differ) ``gen`` from a seed of (seed, rank, epoch)."""
     rank, world = get_rank(), get_world_size()
+    torch_rngs = ckpt.get("torch_rngs") or [ckpt.get("torch_rng")]
+    if len(torch_rngs) == world and torch_rngs[rank] is not None:
+        torch.set_rng_state(torch_rngs[rank].cpu())
     states = ckpt.get("generators") or [ckpt["generator"]]
     saved_world = ckpt.get("world_size", 1)
     saved_dev = ckpt.get("device_type") or ("cuda" if states[0].numel() == 16 else "cpu")  # older: by size
@@ -208,36 +195,37 @@ def fit(run: RunFolder, objective: Objective, make_batches: Callable[[bool], Bat
     """Train ``objective`` on batches of ``make_batches``, writing the run folder ``run``.
 
     Args:
-        run: the validated run folder (:meth:`RunFolder.open`); :meth:`RunFolder.begin` is
-            called here, after the checkpoint has been read and checked.
+        run: the validated run folder (:meth:`RunFolder.open`); begun here, after the checkpoint is checked.
         objective: module, loss, optimisers and schedule, on ``rt.device``.
-        make_batches: ``started -> source``, called once the run folder exists; ``started``
-            says the run has already trained (a table it built then must not change).
+        make_batches: ``started -> source``, called once the run folder exists (``started``: the run has
+            already trained, so a table it built then must not change).
         n: training examples; a batch source is dealt indices in ``[0, n)``.
         batch_size: examples per process and step.
         epochs: the run's total epochs (a resumed run continues to it).
         seed: seeds the permutations and rank 0's generator stream.
         rt: device and precision.
         ckpt: the run's checkpoint from :func:`read_checkpoint` (its model weights loaded).
-        evaluate: rank 0's per-epoch held-out terms (logged as ``split = "test"``, also
-            before the first epoch), or ``None``.
-        checkpoint_seconds: write a checkpoint at the end of an epoch once this long has passed
-            since the last one (0: every epoch); the last epoch always writes one.
+        evaluate: rank 0's per-epoch held-out terms (``split = "test"``, also before the first epoch), or ``None``.
+        checkpoint_seconds: checkpoint at an epoch's end once this long has passed since the last (0: every
+            epoch); the last epoch always writes one.
         ctx: progress bars and where the lines go (only rank 0 shows or says anything).
         epoch_lines: echo one summary line per epoch.
     """
     ctx = ctx.main_only(is_main())
     gen = torch.Generator(device=rt.device).manual_seed(_stream_seed(seed, get_rank()))
     scaler = rt.grad_scaler()
-    plan = _Plan(n, batch_size, epochs, _steps_or_refuse(n, batch_size))
-    epoch, step, before = _resume_optimisation(run, objective, scaler, ckpt, plan.steps)
+    spe = steps_per_epoch(n, batch_size)
+    if spe == 0:
+        raise ViclabError(f"{n} training examples do not fill one global batch of {batch_size} x "
+                          f"{get_world_size()} processes; use a smaller train.batch_size or fewer processes")
+    epoch, step, before = _resume_optimisation(run, objective, scaler, ckpt, spe)
     run.begin(rt)
     world = get_world_size()
     ctx.echo(f"{run.path}: {rt.describe()}" + (f", {world} processes" if world > 1 else ""))
     if ckpt is not None:
         _restore_streams(gen, ckpt, rt, seed, ctx.echo)
-        _restore_torch_rng(ckpt)
-    loop = _Loop(run, objective, rt, ctx, gen, scaler, make_batches(ckpt is not None), plan, (epoch, step, before))
+    loop = _Loop(run, objective, rt, ctx, gen, scaler, make_batches(ckpt is not None), (n, batch_size, epochs, spe),
+                 (epoch, step, before))
     loop.open_logs(resumed=ckpt is not None)
     try:
         loop.train(evaluate, checkpoint_seconds, epoch_lines)
@@ -246,19 +234,9 @@ def fit(run: RunFolder, objective: Objective, make_batches: Callable[[bool], Bat
     return loop.result()
 
 
-def _steps_or_refuse(n: int, batch_size: int) -> int:
-    """:func:`steps_per_epoch`, refusing data that does not fill one global batch."""
-    spe = steps_per_epoch(n, batch_size)
-    if spe == 0:
-        raise ViclabError(f"{n} training examples do not fill one global batch of {batch_size} x "
-                          f"{get_world_size()} processes; use a smaller train.batch_size or fewer processes")
-    return spe
-
-
 def _resume_optimisation(run: RunFolder, objective: Objective, scaler: torch.amp.GradScaler,
                          ckpt: dict[str, Any] | None, spe: int) -> tuple[int, int, float]:
-    """Load the optimisers, schedule and loss scaler from ``ckpt``; returns its (epoch, step, seconds)
-    counters, ``(0, 0, 0.0)`` for a new run."""
+    """Load the optimisers, schedule and loss scaler from ``ckpt``; returns its (epoch, step, seconds)."""
     if ckpt is None:
         return 0, 0, 0.0
     states = ckpt.get("optimizers") or [ckpt["optimizer"]]  # older single-optimiser checkpoints
@@ -279,45 +257,27 @@ def _resume_optimisation(run: RunFolder, objective: Objective, scaler: torch.amp
     return epoch, ckpt["step"], ckpt.get("seconds", 0.0)
 
 
-def _restore_torch_rng(ckpt: dict[str, Any]) -> None:
-    """Continue torch's global generator where this rank left it, when the world size is the same."""
-    rng = ckpt.get("torch_rngs") or [ckpt.get("torch_rng")]
-    rank = get_rank()
-    if len(rng) == get_world_size() and rng[rank] is not None:
-        torch.set_rng_state(rng[rank].cpu())
-
-
 def _advance(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
-    """One step of the schedule, without torch's warning about its order against the optimiser's.
-
-    A step the fp16 scaler skipped (inf gradients) still advances the schedule, by design.
-    """
+    """One step of the schedule, without torch's warning about its order (a step the fp16 scaler skipped
+    still advances the schedule, by design)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
         scheduler.step()
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """A session's data and length: ``n`` examples dealt in ``batch_size`` per process, ``steps`` per epoch."""
-
-    n: int
-    batch_size: int
-    epochs: int
-    steps: int
 
 
 class _Loop:
     """One session of a run's training: the counters, streams and logs :func:`fit` carries from step to step."""
 
     def __init__(self, run: RunFolder, objective: Objective, rt: Runtime, ctx: Context, gen: torch.Generator,
-                 scaler: torch.amp.GradScaler, batches: BatchSource, plan: _Plan,
+                 scaler: torch.amp.GradScaler, batches: BatchSource, plan: tuple[int, int, int, int],
                  counters: tuple[int, int, float]) -> None:
         self.run, self.objective, self.rt, self.ctx, self.gen = run, objective, rt, ctx, gen
-        self.scaler, self.batches, self.plan = scaler, batches, plan
+        self.scaler, self.batches = scaler, batches
+        # n examples dealt in batch_size per process, steps per epoch, to epochs in all
+        self.n, self.batch_size, self.epochs, self.steps = plan
         self.epoch, self.step, self.before = counters
         self.main, self.rank, world = is_main(), get_rank(), get_world_size()
-        self.global_batch = plan.batch_size * world
+        self.global_batch = self.batch_size * world
         self.module = objective.module
         if world > 1:
             self.module = DistributedDataParallel(self.module,
@@ -327,6 +287,7 @@ class _Loop:
         self.tb = None
         self.train_means: dict[str, float] = {}
         self.test_terms: dict[str, float] | None = None
+        self.rows: list[tuple[int, int, float, Tensor]] = []  # batch terms on the device until the next flush
 
     def open_logs(self, resumed: bool) -> None:
         """Rank 0 cuts the metrics log back to the checkpoint (``resumed``) and opens it and TensorBoard."""
@@ -338,7 +299,6 @@ class _Loop:
                                                                  else r["epoch"] <= epoch) if resumed else False)
             self.log = rundir.MetricsLog(self.run.metrics)
             self.tb = SummaryWriter(str(self.run.path / "tb"), purge_step=step if step else None)
-        self.batch_log = _BatchLog(self.log, self.tb, self.objective.terms, self.run, self.objective.fix)
         self.t_start = self.last_save = time.perf_counter()
 
     def close_logs(self) -> None:
@@ -349,7 +309,7 @@ class _Loop:
     def train(self, evaluate: Callable[[], dict[str, float]] | None, checkpoint_seconds: float,
               epoch_lines: bool) -> None:
         """Every remaining epoch: train, evaluate, report, preview, checkpoint."""
-        names, epochs = self.objective.terms, self.plan.epochs
+        names, epochs = self.objective.terms, self.epochs
         if evaluate is not None and self.main and self.epoch == 0:
             self._write_test(evaluate())  # the untrained model's terms start each test curve (spec S1)
         if self.epoch >= epochs:
@@ -369,14 +329,14 @@ class _Loop:
         """One epoch's steps; returns its summary line."""
         from tqdm import tqdm
 
-        names, spe = self.objective.terms, self.plan.steps
+        names, spe = self.objective.terms, self.steps
         self.objective.module.train()
         t0 = time.perf_counter()
-        perm = torch.randperm(self.plan.n, generator=self.gen, device=self.rt.device) if self.rank == 0 \
-            else torch.empty(self.plan.n, dtype=torch.int64, device=self.rt.device)
+        perm = torch.randperm(self.n, generator=self.gen, device=self.rt.device) if self.rank == 0 \
+            else torch.empty(self.n, dtype=torch.int64, device=self.rt.device)
         broadcast_(perm)  # one order for all ranks; rank 0's stream is the single-process one
         sums = torch.zeros(len(names), device=self.rt.device)
-        bar = tqdm(range(spe), desc=f"epoch {self.epoch + 1}/{self.plan.epochs}", disable=not self.ctx.progress,
+        bar = tqdm(range(spe), desc=f"epoch {self.epoch + 1}/{self.epochs}", disable=not self.ctx.progress,
                    leave=False, dynamic_ncols=True)
         for b in bar:
             self._step(perm, b, sums, bar)
@@ -384,13 +344,13 @@ class _Loop:
         seconds = time.perf_counter() - t0
         self.train_means = dict(zip(names, (mean_over_ranks(sums) / spe).tolist()))
         self.epoch += 1
-        return (f"epoch {self.epoch}/{self.plan.epochs}  train " + _fmt(self.train_means, names)
+        return (f"epoch {self.epoch}/{self.epochs}  train " + _fmt(self.train_means, names)
                 + f"  ({spe * self.global_batch / seconds:.0f} examples/s, {seconds:.1f}s)")
 
     def _step(self, perm: Tensor, b: int, sums: Tensor, bar) -> None:
         """Batch ``b`` of the epoch's permutation ``perm``: one optimisation step, its terms added to ``sums``."""
-        start = b * self.global_batch + self.rank * self.plan.batch_size
-        batch = self.batches(perm[start:start + self.plan.batch_size], self.gen)
+        start = b * self.global_batch + self.rank * self.batch_size
+        batch = self.batches(perm[start:start + self.batch_size], self.gen)
         lr = self.objective.optimizers[0].param_groups[0]["lr"]
         terms = train_step(self.module, self.objective, batch, self.rt, self.scaler, self.forward)
         if self.objective.scheduler is not None:
@@ -398,10 +358,32 @@ class _Loop:
         self.step += 1
         values = torch.stack([t.detach().float() for t in terms])
         sums += values
-        self.batch_log.add(self.epoch + 1, self.step, lr, values)
-        if self.batch_log.full() or b == self.plan.steps - 1:
-            last = self.batch_log.flush()
+        self.rows.append((self.epoch + 1, self.step, lr, values))
+        if len(self.rows) >= LOG_FLUSH_STEPS or b == self.steps - 1:
+            last = self._flush()
             bar.set_postfix({_SHORT.get(k, k): f"{last[k]:.3g}" for k in self.objective.terms})
+
+    def _flush(self) -> dict[str, float]:
+        """Write the pending batch records; returns the last one. Stops on a non-finite term.
+
+        Under torchrun the records are averaged over ranks first (one collective per flush), so
+        the log holds the global batch's terms; every rank checks them, so all stop together.
+        """
+        names = self.objective.terms
+        values = mean_over_ranks(torch.stack([v for *_, v in self.rows])).tolist()
+        records = [{"split": "train", "epoch": e, "step": s, "lr": lr, **dict(zip(names, v))}
+                   for (e, s, lr, _), v in zip(self.rows, values)]
+        self.rows.clear()
+        for r in records:
+            if not all(math.isfinite(r[k]) for k in names):
+                raise ViclabError(f"the loss became non-finite at step {r['step']} of {self.run.path}; "
+                                  f"{self.objective.fix}")
+        if self.log is not None:
+            self.log.write(records)
+            for r in records:
+                for k in names:
+                    self.tb.add_scalar(f"train/{k}", r[k], r["step"])
+        return records[-1]
 
     def _write_test(self, terms: dict[str, float]) -> None:
         self.log.write([{"split": "test", "epoch": self.epoch, "step": self.step, **terms}])
@@ -416,10 +398,23 @@ class _Loop:
 
     def _checkpoint(self, checkpoint_seconds: float) -> None:
         """Write a checkpoint after the last epoch, or once ``checkpoint_seconds`` have passed since the last."""
-        due = self.epoch == self.plan.epochs or time.perf_counter() - self.last_save >= checkpoint_seconds
-        if broadcast_object(due):  # every rank takes part in gathering the generator states
-            _save(self.run, self.objective, self.scaler, self.gen, self.rt, self.epoch, self.step, self._seconds())
-            self.last_save = time.perf_counter()
+        due = self.epoch == self.epochs or time.perf_counter() - self.last_save >= checkpoint_seconds
+        if not broadcast_object(due):  # every rank takes part in gathering the generator states
+            return
+        seconds = self._seconds()
+        streams = gather_objects((self.gen.get_state(), torch.get_rng_state()))  # every rank's: exact resume in any
+        if self.main:
+            o = self.objective
+            save_checkpoint(self.run.checkpoint, {
+                "config": dataclasses.asdict(self.run.config), "epoch": self.epoch, "step": self.step,
+                "model": o.model.state_dict(), "optimizers": [opt.state_dict() for opt in o.optimizers],
+                "scheduler": o.scheduler.state_dict() if o.scheduler is not None else None,
+                "scaler": self.scaler.state_dict(),
+                "generator": streams[0][0], "generators": [g for g, _ in streams],
+                "torch_rng": streams[0][1], "torch_rngs": [r for _, r in streams],
+                "device_type": self.rt.device.type, "world_size": get_world_size(), "seconds": seconds,
+            })
+        self.last_save = time.perf_counter()
 
     def _seconds(self) -> float:
         """Training time over every session of the run."""
@@ -433,58 +428,6 @@ class _Loop:
                     if r["split"] == "train" and r["epoch"] == self.epoch]
             train_means = {k: float(sum(r[k] for r in last) / len(last)) for k in names} if last else {}
         return FitResult(train_means, self.test_terms, self.epoch, self.step, self._seconds())
-
-
-def _save(run: RunFolder, objective: Objective, scaler, gen: torch.Generator, rt: Runtime, epoch: int, step: int,
-          seconds: float) -> None:
-    """Rank 0 writes the checkpoint, with every rank's generator state (exact resume in any rank)."""
-    streams = gather_objects((gen.get_state(), torch.get_rng_state()))
-    if not is_main():
-        return
-    save_checkpoint(run.checkpoint, {
-        "config": dataclasses.asdict(run.config), "epoch": epoch, "step": step,
-        "model": objective.model.state_dict(),
-        "optimizers": [o.state_dict() for o in objective.optimizers],
-        "scheduler": objective.scheduler.state_dict() if objective.scheduler is not None else None,
-        "scaler": scaler.state_dict(),
-        "generator": streams[0][0], "generators": [g for g, _ in streams],
-        "torch_rng": streams[0][1], "torch_rngs": [r for _, r in streams],
-        "device_type": rt.device.type, "world_size": get_world_size(), "seconds": seconds,
-    })
-
-
-class _BatchLog:
-    """Per-batch terms kept on the device and written in chunks (no per-step GPU sync).
-
-    Under torchrun the chunk is averaged over ranks first (one collective per chunk), so the
-    log holds the global batch's terms; every rank checks them, so all stop together.
-    """
-
-    def __init__(self, log: rundir.MetricsLog | None, tb, names: tuple[str, ...], run: RunFolder, fix: str) -> None:
-        self.log, self.tb, self.names, self.run, self.fix = log, tb, names, run, fix
-        self.rows: list[tuple[int, int, float, Tensor]] = []
-
-    def add(self, epoch: int, step: int, lr: float, values: Tensor) -> None:
-        self.rows.append((epoch, step, lr, values))
-
-    def full(self) -> bool:
-        return len(self.rows) >= LOG_FLUSH_STEPS
-
-    def flush(self) -> dict[str, float]:
-        """Write the pending records; returns the last one. Stops on a non-finite term."""
-        values = mean_over_ranks(torch.stack([v for *_, v in self.rows])).tolist()
-        records = [{"split": "train", "epoch": e, "step": s, "lr": lr, **dict(zip(self.names, v))}
-                   for (e, s, lr, _), v in zip(self.rows, values)]
-        self.rows.clear()
-        for r in records:
-            if not all(math.isfinite(r[k]) for k in self.names):
-                raise ViclabError(f"the loss became non-finite at step {r['step']} of {self.run.path}; {self.fix}")
-        if self.log is not None:
-            self.log.write(records)
-            for r in records:
-                for k in self.names:
-                    self.tb.add_scalar(f"train/{k}", r[k], r["step"])
-        return records[-1]
 
 
 _SHORT = {t: t[:3] for t in VICRegTerms._fields[1:]}  # inv, var, cov (the loss keeps its name)

@@ -78,13 +78,11 @@ _CONTINUE = {
 
 
 def write_run_files(run_dir: Path, cfg: Any, runtime: Runtime | torch.device | str, resumed: bool = False) -> None:
-    """Create the run folder and write ``config.json`` (any config dataclass), then ``meta.json``
-    (rank 0 only: the other processes of a torchrun job never write).
+    """Rank 0 creates the run folder and writes ``config.json`` (any config dataclass), then ``meta.json``.
 
-    ``config.json`` is the first file a new run writes (atomically), so a folder killed at
-    any later moment is one that a resumed run accepts. A resumed run keeps its config and
-    original provenance and appends this session's to ``meta["resumes"]``; the temporary
-    files a killed writer left in the folder are removed.
+    ``config.json`` comes first (atomically), so a folder killed at any later moment is one a resumed
+    run accepts. A resumed run keeps its config and provenance, appends this session's to
+    ``meta["resumes"]`` and removes the temporary files a killed writer left.
     """
     if not is_main():
         return
@@ -178,28 +176,19 @@ MODES = ("new", "resume", "auto")
 
 @dataclasses.dataclass(frozen=True)
 class FolderState:
-    """What an existing folder holds (:meth:`RunFolder.inspect`).
+    """What an existing folder holds (:meth:`RunFolder.inspect`)."""
 
-    Attributes:
-        foreign: it holds files but no ``config.json``: not a run folder; never written into.
-        configured: it holds a ``config.json`` (a run was begun there).
-        started: something was computed there (a checkpoint, metrics, or a result).
-        finished: every file that marks the run done is there.
-    """
-
-    foreign: bool
-    configured: bool
-    started: bool
-    finished: bool
+    foreign: bool  # files but no config.json: not a run folder, never written into
+    configured: bool  # a config.json: a run was begun there
+    started: bool  # something was computed there (a checkpoint, metrics, or a result)
+    finished: bool  # every file that marks the run done is there
 
 
 @dataclasses.dataclass(frozen=True)
 class RunFolder:
-    """A run folder and its protocol: every training and ablation writes through one.
-
-    Made by :meth:`open`, which validates and writes nothing; :meth:`begin` then writes
-    ``config.json`` and ``meta.json`` (rank 0), after every check of the caller's inputs,
-    so a killed run is always a folder that continues.
+    """A run folder and its protocol: every training and ablation writes through one. :meth:`open`
+    validates and writes nothing; :meth:`begin`, after every check of the caller's inputs, writes
+    ``config.json`` and ``meta.json``, so a killed run is always a folder that continues.
 
     Attributes:
         path: the folder.
@@ -270,9 +259,8 @@ class RunFolder:
 
     @staticmethod
     def inspect(path: Path, started: Iterable[str], done: tuple[str, ...]) -> FolderState:
-        """What ``path`` holds, by the files present (``started``, ``done``: paths inside it). Every
-        ``auto`` folder (ablations, study stages, detector folders) is judged by this one rule; the
-        caller then compares the saved config with its own."""
+        """What ``path`` holds, by the files present (``started``, ``done``: paths inside it): the one rule
+        for every ``auto`` folder (ablations, study stages, detector folders)."""
         path = Path(path)
         if not (path / CONFIG).exists():
             return FolderState(path.exists() and any(path.iterdir()), False, False, False)
@@ -280,8 +268,7 @@ class RunFolder:
                            bool(done) and all((path / f).exists() for f in done))
 
     def begin(self, runtime: Runtime | torch.device | str) -> None:
-        """Write ``config.json`` (a new run) and ``meta.json`` (this session's provenance appended
-        on resume); then every rank proceeds."""
+        """Write ``config.json`` (a new run) and ``meta.json`` (rank 0); then every rank proceeds."""
         barrier()  # every rank has validated the folder before rank 0 writes into it
         write_run_files(self.path, self.config, runtime, resumed=self.resumed)  # rank 0 only
         barrier()

@@ -1,8 +1,7 @@
 """VICReg training: the whole dataset on the device (uint8 images, or float log-mel spectrograms), views made there.
 
-The objective (two views through one network, the VICReg loss) and the augmented-view
-batch source; the loop is :func:`viclab.engine.loop.fit`. Other view sources (neighbour
-pairs, spec S6) plug in through :func:`train`'s ``views``.
+The objective (two views through one network, the VICReg loss) and the registry of view sources
+(:data:`VIEW_SOURCES`, ``views.kind`` -> pairs); the loop is :func:`viclab.engine.loop.fit`.
 """
 
 from __future__ import annotations
@@ -53,21 +52,13 @@ class TrainResult:
     test: dict[str, float] | None
 
 
-def make_loss(cfg: Config) -> VICRegLoss:
-    return VICRegLoss(**dataclasses.asdict(cfg.loss))
-
-
-def scaled_lr(cfg: Config, world: int) -> float:
-    """``optim.lr`` under ``optim.lr_scaling`` for ``world`` processes (the global batch is
-    ``train.batch_size x world``): the same, ``x world`` (linear) or ``x sqrt(world)`` (sqrt)."""
-    return cfg.optim.lr * {"none": 1.0, "linear": float(world), "sqrt": math.sqrt(world)}[cfg.optim.lr_scaling]
+def make_loss(cfg: Config, **changes) -> VICRegLoss:
+    return VICRegLoss(**{**dataclasses.asdict(cfg.loss), **changes})
 
 
 def make_optimizer(cfg: Config, model: nn.Module, lr: float | None = None) -> torch.optim.Optimizer:
-    """Adam or AdamW per ``cfg.optim`` over ``model``'s trainable parameters; with
-    ``optim.decay_norm_bias=false`` biases and normalisation weights (``ndim <= 1``) form a group
-    without weight decay. On CUDA the fused kernel (one launch for all parameters, step counters
-    kept on the device, so no host read per parameter)."""
+    """Adam or AdamW per ``cfg.optim`` over ``model``'s trainable parameters (``optim.decay_norm_bias=false``:
+    biases and norm weights, ``ndim <= 1``, without weight decay); on CUDA the fused kernel (no host sync)."""
     o = cfg.optim
     params = [p for p in model.parameters() if p.requires_grad]
     cls = torch.optim.AdamW if o.name == "adamw" else torch.optim.Adam
@@ -82,9 +73,8 @@ def make_optimizer(cfg: Config, model: nn.Module, lr: float | None = None) -> to
 
 @dataclass(frozen=True)
 class Schedule:
-    """How long a run trains, in steps: ``optim.warmup_epochs`` and ``train.epochs`` counted in
-    epochs of ``steps_per_epoch``, each raised to its floor in steps (``optim.warmup_min_steps``,
-    ``train.min_steps``) on data too small for an epoch to be many steps."""
+    """How long a run trains, in steps: ``optim.warmup_epochs`` and ``train.epochs`` in epochs of ``steps_per_epoch``,
+    each raised to its floor in steps (``optim.warmup_min_steps``, ``train.min_steps``) on small data."""
 
     steps_per_epoch: int
     epochs: int  # whole epochs run: train.epochs, or more to reach train.min_steps
@@ -113,9 +103,8 @@ def schedule(cfg: Config, steps_per_epoch: int) -> Schedule:
     return Schedule(steps_per_epoch, epochs, warm, floors)
 
 
-def make_scheduler(cfg: Config, opt: torch.optim.Optimizer, steps_per_epoch: int):
-    """Per-step multiplier: linear warm-up, then constant or cosine to zero (lengths: :func:`schedule`)."""
-    plan = schedule(cfg, max(1, steps_per_epoch))
+def make_scheduler(cfg: Config, opt: torch.optim.Optimizer, plan: Schedule):
+    """Per-step multiplier: linear warm-up, then constant or cosine to zero (lengths: ``plan``)."""
     warm, total = plan.warmup, plan.steps
 
     def factor(step: int) -> float:
@@ -145,13 +134,8 @@ def make_views(x: Tensor, augment: Augment | SpecViews, gen: torch.Generator,
 
 
 class HeldOutViews:
-    """The fixed-seed pairs of views of the held-out images, made once per run.
-
-    Every epoch's test terms see the same views (seed ``seed``, batches of ``batch_size``),
-    so they are made on the first call and kept on the device when they take at most a
-    quarter of its free memory; otherwise they are re-made each call from the same seed
-    (the same views, only slower).
-    """
+    """The fixed-seed pairs of views of the held-out images: every epoch's test terms see the same views.
+    Kept on the device when they take at most a quarter of its free memory, else re-made from the seed."""
 
     def __init__(self, images: Tensor, augment: Augment | SpecViews, batch_size: int, seed: int,
                  channels_last: bool = False) -> None:
@@ -194,8 +178,8 @@ def evaluate_terms(model: nn.Module, loss_fn: VICRegLoss, views: HeldOutViews, r
 
 
 def training_bytes(model: nn.Module, cfg: Config, data: ImageData) -> int:
-    """A lower bound of the memory a training step needs on its device: weights, gradients and
-    Adam's two moments, both views of a batch and their gradients, and the inputs themselves."""
+    """A lower bound of a training step's device memory: weights, gradients, Adam's moments, both views
+    of a batch and their gradients, and the inputs."""
     params = sum(p.numel() for p in model.parameters())
     if data.modality == "spectrogram":  # spectrograms: views are crops of them
         view = data.images[0].numel()
@@ -204,27 +188,16 @@ def training_bytes(model: nn.Module, cfg: Config, data: ImageData) -> int:
     return 16 * params + 2 * 2 * cfg.train.batch_size * view * 4 + data.images.numel() * data.images.element_size()
 
 
-
-
 @dataclass(frozen=True)
 class ViewContext:
-    """What a view source is made from.
+    """What a view source is made from."""
 
-    Attributes:
-        run: the run folder (a source may keep a table there, e.g. the neighbour table).
-        cfg: the run's config.
-        data: the training images on the host.
-        images: the same, ``(N, 3, H, W)`` uint8 on the training device.
-        started: the run has already trained (a table it built must not change now).
-        context: the run's context (e.g. whether to show progress bars).
-    """
-
-    run: RunFolder
+    run: RunFolder  # a source may keep a table there (e.g. the neighbour table)
     cfg: Config
-    data: ImageData
-    images: Tensor
-    started: bool
-    context: Context
+    data: ImageData  # the training data on the host
+    images: Tensor  # the same on the training device: (N, 3, H, W) uint8 images or (N, 1, n_mels, T) float
+    started: bool  # the run has already trained (a table it built must not change now)
+    context: Context  # the run's (e.g. whether to show progress bars)
 
 
 # ``ViewContext -> BatchSource`` giving ``(v1, v2)``: how a run with ``views.kind`` makes its pairs.
@@ -238,22 +211,25 @@ def augmented_views(ctx: ViewContext) -> BatchSource:
     return lambda idx, gen: make_views(ctx.images[idx], augment, gen, ctx.cfg.model.channels_last)
 
 
-def vicreg_objective(model: nn.Module, forward: nn.Module, loss_fn: VICRegLoss, opt: torch.optim.Optimizer,
-                     sched, fix: str, compile: bool = False,
+# Every views.kind and the source of its pairs; a module defining another registers it there
+# (viclab.ablate.neighbours: "neighbours"), so no caller passes a source down to train().
+VIEW_SOURCES: dict[str, ViewSource] = {"augment": augmented_views}
+
+
+def vicreg_objective(model: nn.Module, forward: nn.Module, loss_fn: VICRegLoss,
+                     optimizers: list[torch.optim.Optimizer], sched, fix: str, compile: bool = False,
                      preview: Callable[[int], dict[str, Tensor]] | None = None) -> Objective:
-    """VICReg on a pair: both views through ``forward`` (the model, or a wrapper of it), the loss
-    on the projections; ``compile``: the engine compiles forward passes and loss as one graph;
-    ``preview``: the views shown in TensorBoard each epoch (:class:`ViewPreview`)."""
+    """VICReg on a pair: both views through ``forward`` (the model, or a wrapper of it), the loss on the
+    projections; ``preview``: the views shown in TensorBoard each epoch (:class:`ViewPreview`)."""
     return Objective(module=PairForward(forward), loss=lambda z, _batch: loss_fn(*z), terms=TERMS, model=model,
-                     optimizers=[opt], scheduler=sched, fix=fix, compile=compile, preview=preview)
+                     optimizers=optimizers, scheduler=sched, fix=fix, compile=compile, preview=preview)
 
 
 PREVIEW_IMAGES = 8  # fixed training images whose two views TensorBoard shows each epoch
 
 
 def displayable(views: Tensor, cfg: Config) -> Tensor:
-    """Network inputs as images in ``[0, 1]``: RGB views un-normalised by ``cfg.augment``'s mean and
-    std; a spectrogram (one channel) scaled by its own range.
+    """Network inputs as images in ``[0, 1]``: RGB views un-normalised, a spectrogram scaled by its own range.
 
     Args:
         views: ``(N, C, H, W)`` float, as the network sees them.
@@ -267,11 +243,8 @@ def displayable(views: Tensor, cfg: Config) -> Tensor:
 
 
 class ViewPreview:
-    """Both views of :data:`PREVIEW_IMAGES` fixed training images, fresh each epoch, for TensorBoard.
-
-    The pairs come from the run's own batch source (whatever ``views.kind`` makes), drawn with a
-    generator of their own, so the training stream (and exact resume) is untouched.
-    """
+    """Both views of :data:`PREVIEW_IMAGES` fixed training images, fresh each epoch, for TensorBoard: from the
+    run's own batch source with a generator of their own, so the training stream (and exact resume) is untouched."""
 
     def __init__(self, n: int, cfg: Config, device: torch.device) -> None:
         self.idx = torch.linspace(0, n - 1, min(PREVIEW_IMAGES, n), device=device).round().long()
@@ -288,13 +261,11 @@ class ViewPreview:
 
 
 def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, ctx: Context = DEFAULT_CONTEXT,
-          views: ViewSource | None = None, data: tuple[ImageData, ImageData | None] | None = None) -> TrainResult:
-    """Train VICReg, writing everything to ``run_dir``; resume from its checkpoint if asked.
+          data: tuple[ImageData, ImageData | None] | None = None) -> TrainResult:
+    """Train VICReg on the pairs of ``views.kind`` (:data:`VIEW_SOURCES`), writing everything to ``run_dir``.
 
-    Every check that can fail on the user's input runs before the first write, and the
-    first write is ``config.json``: from then on a killed run is a folder that
-    ``--resume`` continues. Under torchrun every process runs this; they train one model
-    data-parallel and only rank 0 writes.
+    Every check of the user's input runs before the first write, ``config.json``: from then on a killed
+    run is a folder that ``--resume`` continues. Under torchrun every process runs this (only rank 0 writes).
 
     Args:
         cfg: resolved config (``None`` when resuming: the run's saved config is used).
@@ -302,8 +273,6 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, ctx: Co
         resume: continue from ``run_dir/checkpoint.pt``.
         ctx: progress bars (one per epoch), where the one-line summaries go, and the runtime
             (``None``: chosen from ``train.device`` and ``train.precision``).
-        views: the pair source of ``cfg.views.kind`` (default: augmented views; the
-            neighbour views of spec S6 are :data:`viclab.ablate.VIEWS` ``["neighbours"]``).
         data: ``(train, test)`` images to use instead of ``cfg.data``'s splits (e.g. the normal
             images of an anomaly detector; ``test`` ``None``: no test terms). The caller keys a
             resumed run to these images: the run folder records only the config.
@@ -314,7 +283,7 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, ctx: Co
     run, rt = _open_run(cfg, run_dir, resume, ctx)
     cfg = run.config
     tc = cfg.train
-    views = _view_source(cfg, views)
+    views = _view_source(cfg.views.kind)
     torch.manual_seed(tc.seed)
 
     # The model first: a bad backbone/projector should fail before any data loads.
@@ -324,10 +293,9 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, ctx: Co
     images = train_data.images.to(rt.device)
     test_images = test_data.images.to(rt.device) if test_data is not None else None
     model = _place_model(model, cfg, images, ckpt is None, rt)
-    loss_fn = make_loss(cfg)
     opt, sched, plan = _optimisation(cfg, model, len(images), ctx.main_only(is_main()))
     preview = ViewPreview(len(images), cfg, rt.device)
-    objective = vicreg_objective(model, model, loss_fn, opt, sched,
+    objective = vicreg_objective(model, model, make_loss(cfg), [opt], sched,
                                  "start a new run with a lower optim.lr or train.precision=fp32", cfg.model.compile,
                                  preview)
 
@@ -354,14 +322,12 @@ def _open_run(cfg: Config | None, run_dir: str | Path, resume: bool, ctx: Contex
     return RunFolder.open(run_dir, cfg, "resume" if resume else "new"), rt
 
 
-def _view_source(cfg: Config, views: ViewSource | None) -> ViewSource:
-    """The caller's view source, or augmented views for ``views.kind = "augment"``."""
-    if views is not None:
-        return views
-    if cfg.views.kind != "augment":
-        raise ViclabError(f"views.kind={cfg.views.kind} runs are made by 'viclab ablate {cfg.views.kind}'; "
-                          f"start or resume the run with it")
-    return augmented_views
+def _view_source(kind: str) -> ViewSource:
+    """The registered source of ``views.kind`` pairs."""
+    if kind not in VIEW_SOURCES:
+        raise ViclabError(f"views.kind={kind} has no registered view source (registered: {', '.join(VIEW_SOURCES)}); "
+                          "import the module that defines it (viclab.ablate for neighbours)")
+    return VIEW_SOURCES[kind]
 
 
 def _training_data(cfg: Config, model: nn.Module, data: tuple[ImageData, ImageData | None] | None,
@@ -412,13 +378,14 @@ def _optimisation(cfg: Config, model: nn.Module, n: int,
     """The optimiser at the learning rate scaled for the world size, the schedule and its :class:`Schedule`
     for ``n`` training examples; both are described on ``ctx.echo``."""
     tc, world = cfg.train, get_world_size()
-    lr = scaled_lr(cfg, world)
+    # The global batch is train.batch_size x world: the same lr, x world (linear) or x sqrt(world) (sqrt).
+    lr = cfg.optim.lr * {"none": 1.0, "linear": float(world), "sqrt": math.sqrt(world)}[cfg.optim.lr_scaling]
     if world > 1:
         ctx.echo(f"{world} processes: global batch {tc.batch_size * world}, learning rate {lr:.4g} "
                  f"(optim.lr {cfg.optim.lr:.4g}, optim.lr_scaling={cfg.optim.lr_scaling})")
     opt = make_optimizer(cfg, model, lr)
     plan = schedule(cfg, max(1, steps_per_epoch(n, tc.batch_size)))
-    sched = make_scheduler(cfg, opt, plan.steps_per_epoch)
+    sched = make_scheduler(cfg, opt, plan)
     ctx.echo(f"{plan.describe()} ({plan.steps_per_epoch} per epoch of {n} examples at batch "
              f"{tc.batch_size * world})")
     return opt, sched, plan
@@ -433,5 +400,5 @@ def _evaluator(model: nn.Module, cfg: Config, test_images: Tensor | None, modali
     test_views = HeldOutViews(test_images, view_maker(modality, cfg), cfg.train.batch_size, cfg.train.seed + 1,
                               cfg.model.channels_last)
     # Rank 0 evaluates alone: its loss must not wait for the other ranks' batches.
-    local_loss = VICRegLoss(**{**dataclasses.asdict(cfg.loss), "gather_distributed": False})
+    local_loss = make_loss(cfg, gather_distributed=False)
     return lambda: evaluate_terms(model, local_loss, test_views, rt)

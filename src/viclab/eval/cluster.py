@@ -1,4 +1,5 @@
-"""K-means on representations and the exact silhouette score, computed in chunks."""
+"""K-means on representations, the exact silhouette score (computed in chunks), and 2-D maps: PCA and t-SNE
+(openTSNE, FFT-accelerated)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,29 @@ def silhouette(features, assignments, chunk: int = 1024) -> float:
     coef = (b - a) / torch.maximum(a, b)
     coef[own == 1] = 0.0
     return float(coef.nan_to_num(0.0).mean())
+
+
+def pca_2d(features) -> np.ndarray:
+    """Project ``(N, D)`` features on their first two principal components -> ``(N, 2)``."""
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=2).fit_transform(np.asarray(features, dtype=np.float32)).astype(np.float32)
+
+
+def tsne(features, seed: int = _DEFAULT.seed, n_jobs: int = -1):
+    """t-SNE embedding of ``(N, D)`` features (openTSNE: perplexity 30, PCA initialisation).
+
+    Returns:
+        an ``openTSNE.TSNEEmbedding`` (``np.asarray`` of it is ``(N, 2)``), which can
+        place further points with ``.transform(points)``.
+    """
+    from openTSNE import TSNE
+
+    x = np.asarray(features, dtype=np.float32)
+    return TSNE(perplexity=min(30.0, max(2.0, (len(x) - 1) / 3)), initialization="pca", n_jobs=n_jobs,
+                random_state=seed, verbose=False).fit(x)
+
+
+def tsne_2d(features, seed: int = _DEFAULT.seed) -> np.ndarray:
+    """``(N, D)`` -> ``(N, 2)`` t-SNE coordinates."""
+    return np.asarray(tsne(features, seed), dtype=np.float32)

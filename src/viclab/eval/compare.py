@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from viclab.config import ANOMALIES, EVAL_DEFAULTS, EvalConfig
+from viclab.core.context import DEFAULT_CONTEXT, QUIET, Context
 from viclab.core.errors import ViclabError
 from viclab.core.io import atomic_write_text, check_writable_dir
+from viclab.core.metrics import roc
 from viclab.core.runtime import require_one_process
+from viclab.eval.cluster import kmeans, silhouette
+from viclab.eval.probe import knn_accuracy, linear_probe
 from viclab.represent.encode import PRETRAINED_DATASET, eval_runtime, load_source, representations
-from viclab.represent.neighbors import check_k
+from viclab.represent.neighbors import check_k, knn_anomaly_scores
 
 COLUMNS = ("linear top-1", "kNN top-1", "AUROC vs {anomalies}", "silhouette")
 
 
 def compare_one(source: str | Path, name: str | None = None, data_dir: str | None = None, anomalies: str = ANOMALIES,
-                cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = False, use_cache: bool = True,
+                cfg: EvalConfig = EVAL_DEFAULTS, ctx: Context = QUIET, use_cache: bool = True,
                 dataset: str | None = None) -> dict[str, Any]:
     """Linear-probe and kNN top-1, kNN-anomaly AUROC and K-means silhouette of one source, on
     ``dataset`` (default: the one it was trained on).
@@ -30,11 +34,6 @@ def compare_one(source: str | Path, name: str | None = None, data_dir: str | Non
     The AUROC is ``None`` (with the reason) for a method that cannot represent the
     anomaly images (latent codes exist only for the training images).
     """
-    from viclab.core.metrics import roc
-    from viclab.eval.anomaly import knn_anomaly_scores
-    from viclab.eval.cluster import kmeans, silhouette
-    from viclab.eval.probe import knn_accuracy, linear_probe
-
     enc = load_source(source, name=name, seed=cfg.seed)
     if not dataset and enc.config.data.dataset == PRETRAINED_DATASET:
         raise ViclabError(f"{enc.name} is a published checkpoint trained on ImageNet, which viclab does not load; "
@@ -43,11 +42,10 @@ def compare_one(source: str | Path, name: str | None = None, data_dir: str | Non
         raise ViclabError(f"{enc.name} is evaluated on {anomalies}, so it cannot serve as the anomalies too; choose "
                           "another --anomalies dataset or image folder")
 
-    rt = eval_runtime(cfg)
+    ctx = replace(ctx, runtime=eval_runtime(cfg))
 
     def reps(split: str, other: str | None = None):
-        return representations(enc, split, other or dataset, data_dir, use_cache=use_cache, progress=progress,
-                               runtime=rt)
+        return representations(enc, split, other or dataset, data_dir, use_cache=use_cache, ctx=ctx)
 
     t0 = time.perf_counter()
     train, test = reps("train"), reps("test")
@@ -95,8 +93,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], anomalies: str) -> str:
 
 def run_compare(sources: Sequence[str | Path], names: Sequence[str] | None = None, out: str | Path | None = None,
                 data_dir: str | None = None, anomalies: str = ANOMALIES, cfg: EvalConfig = EVAL_DEFAULTS,
-                progress: bool = True, use_cache: bool = True,
-                echo: Callable[[str], None] = print, dataset: str | None = None) -> dict[str, Any]:
+                ctx: Context = DEFAULT_CONTEXT, use_cache: bool = True, dataset: str | None = None) -> dict[str, Any]:
     """Compare runs (spec S3/S4/S5/S6/S7 side by side); writes ``compare.json`` and ``compare.md``.
 
     Args:
@@ -115,12 +112,11 @@ def run_compare(sources: Sequence[str | Path], names: Sequence[str] | None = Non
     out_dir = check_writable_dir(Path(out or "compare"))
     rows = []
     for i, s in enumerate(sources):
-        rows.append(compare_one(s, names[i] if names else None, data_dir, anomalies, cfg, progress, use_cache,
-                                dataset))
-        echo(f"{rows[-1]['name']}: done in {rows[-1]['seconds']:.1f}s")
+        rows.append(compare_one(s, names[i] if names else None, data_dir, anomalies, cfg, ctx, use_cache, dataset))
+        ctx.echo(f"{rows[-1]['name']}: done in {rows[-1]['seconds']:.1f}s")
     table = markdown_table(rows, anomalies)
     payload = {"anomalies": anomalies, "eval_config": asdict(cfg), "runs": rows}
     atomic_write_text(out_dir / "compare.json", json.dumps(payload, indent=2) + "\n")
     atomic_write_text(out_dir / "compare.md", table)
-    echo(table + f"-> {out_dir / 'compare.md'}, {out_dir / 'compare.json'}")
+    ctx.echo(table + f"-> {out_dir / 'compare.md'}, {out_dir / 'compare.json'}")
     return payload

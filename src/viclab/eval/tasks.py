@@ -10,21 +10,25 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from viclab.config import EVAL_DEFAULTS, EvalConfig
+from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.errors import ViclabError, ViclabWarning
 from viclab.core.hashing import digest
 from viclab.core.io import atomic_write_text, check_writable_dir
+from viclab.core.metrics import binomial_interval
 from viclab.core.runtime import require_one_process
 from viclab.data import DATASETS, SOUND_DATASETS, dataset_modality
 from viclab.data.folder import held_out_split
 from viclab.engine.rundir import CONFIG
+from viclab.eval.cluster import kmeans, pca_2d, silhouette, tsne, tsne_2d
+from viclab.eval.probe import knn_accuracy, linear_probe
 from viclab.plot import figures
 from viclab.represent.encode import (
     PRETRAINED_DATASET,
@@ -34,7 +38,7 @@ from viclab.represent.encode import (
     load_source,
     representations,
 )
-from viclab.represent.neighbors import check_k
+from viclab.represent.neighbors import check_k, farthest, nearest, one_query_per_class, precision_at_k
 
 SourceLike = str | Path | Source
 MAX_RETRIEVAL_K = 50  # the retrieval figure draws one column per image
@@ -77,7 +81,7 @@ class Task:
     """Shared set-up of a task: the encoder, its output folder, cached representations."""
 
     def __init__(self, source: SourceLike, out: str | Path | None, data_dir: str | None, cfg: EvalConfig,
-                 progress: bool, use_cache: bool, name: str | None = None, dataset: str | None = None) -> None:
+                 ctx: Context, use_cache: bool, name: str | None = None, dataset: str | None = None) -> None:
         require_one_process("an evaluation")
         self.encoder = source if isinstance(source, Source) else load_source(source, name=name, seed=cfg.seed)
         # Transfer: another dataset than the encoder's own, its images resized to the encoder's input size.
@@ -88,8 +92,8 @@ class Task:
         # Checked now, created by the first write: a failed task leaves no empty folder, and an
         # unwritable one fails before the work, not after it.
         self.out = check_writable_dir(Path(out) if out else default_out_dir(self.encoder, source, self.dataset))
-        self.data_dir, self.cfg, self.progress, self.use_cache = data_dir, cfg, progress, use_cache
-        self.runtime = eval_runtime(cfg)
+        self.data_dir, self.cfg, self.use_cache = data_dir, cfg, use_cache
+        self.ctx = replace(ctx, runtime=eval_runtime(cfg))
         self.run_dir = _run_folder(source)
 
     @property
@@ -98,7 +102,7 @@ class Task:
 
     def reps(self, split: str, dataset: str | None = None) -> Representations:
         return representations(self.encoder, split, dataset or self.dataset, self.data_dir,
-                               use_cache=self.use_cache, progress=self.progress, runtime=self.runtime)
+                               use_cache=self.use_cache, ctx=self.ctx)
 
     def write_json(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
         payload = {"source": self.encoder.name, "weights_sha256": self.encoder.weights_sha256,
@@ -116,22 +120,14 @@ class Task:
                                         self.encoder.config.train.epochs)
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
-
-
 def _acc(p: float, n: int) -> str:
     """An accuracy with its 95% binomial interval, e.g. ``68.80% [67.89, 69.70]``."""
-    from viclab.core.metrics import binomial_interval
-
     lo, hi = binomial_interval(p, n)
-    return f"{_pct(p)} [{100 * lo:.2f}, {100 * hi:.2f}]"
+    return f"{100 * p:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}]"
 
 
 def _with_interval(name: str, p: float | None, n: int) -> dict[str, Any]:
     """``{name: p, name_interval: [low, high]}`` (the 95% binomial interval over ``n`` items)."""
-    from viclab.core.metrics import binomial_interval
-
     return {name: p, f"{name}_interval": None if p is None else list(binomial_interval(p, n))}
 
 
@@ -163,8 +159,8 @@ def _top5_text(top5: float | None, n: int) -> str:
 
 
 def run_probe(source: SourceLike, out: str | Path | None = None, data_dir: str | None = None,
-              cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
-              echo: Callable[[str], None] = print, dataset: str | None = None) -> dict[str, Any]:
+              cfg: EvalConfig = EVAL_DEFAULTS, ctx: Context = DEFAULT_CONTEXT, use_cache: bool = True,
+              dataset: str | None = None) -> dict[str, Any]:
     """Linear probe (spec S3) and weighted kNN classifier on train -> test representations.
 
     The probe's weight decay is chosen on the dataset's own ``val/`` when an image folder has
@@ -172,9 +168,7 @@ def run_probe(source: SourceLike, out: str | Path | None = None, data_dir: str |
     with their 95% binomial interval; top-5 only above five classes. Writes ``probe.json``.
     Returns the summary (accuracies as fractions).
     """
-    from viclab.eval.probe import knn_accuracy, linear_probe
-
-    t = Task(source, out, data_dir, cfg, progress, use_cache, dataset=dataset)
+    t = Task(source, out, data_dir, cfg, ctx, use_cache, dataset=dataset)
     train, test = t.reps("train"), t.reps("test")
     _require_classes(train, "a linear probe")
     check_k("knn_k (--knn-k)", cfg.knn_k, len(train.labels), "training representations")
@@ -188,7 +182,7 @@ def run_probe(source: SourceLike, out: str | Path | None = None, data_dir: str |
     n = len(test.labels)
     _warn_if_tiny(n, "test images")
     selection = f"val/ ({len(val.labels)} images)" if val is not None else "a held-out tenth of the training images"
-    echo(f"{t.encoder.name}: linear probe top-1 {_acc(probe.top1, n)}{_top5_text(probe.top5, n)} "
+    ctx.echo(f"{t.encoder.name}: linear probe top-1 {_acc(probe.top1, n)}{_top5_text(probe.top5, n)} "
          f"(weight decay {probe.weight_decay:g} chosen on {selection}, {probe.seconds:.1f}s) | "
          f"{cfg.knn_k}-NN top-1 {_acc(knn[1], n)}{_top5_text(knn[5], n)} "
          f"[{len(train.labels)} train / {n} test images; 95% intervals]")
@@ -206,15 +200,13 @@ def run_probe(source: SourceLike, out: str | Path | None = None, data_dir: str |
 
 
 def run_plot(source: SourceLike, out: str | Path | None = None, data_dir: str | None = None,
-             cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
-             echo: Callable[[str], None] = print, dataset: str | None = None) -> dict[str, Any]:
+             cfg: EvalConfig = EVAL_DEFAULTS, ctx: Context = DEFAULT_CONTEXT, use_cache: bool = True,
+             dataset: str | None = None) -> dict[str, Any]:
     """Test-set representations mapped to 2-D by PCA and t-SNE, coloured by class (spec S2).
 
     Writes ``pca.png``, ``pca.html``, ``tsne.png``, ``tsne.html`` and ``plot.json``.
     """
-    from viclab.eval.embed import pca_2d, tsne_2d
-
-    t = Task(source, out, data_dir, cfg, progress, use_cache, dataset=dataset)
+    t = Task(source, out, data_dir, cfg, ctx, use_cache, dataset=dataset)
     test = t.reps("test")
     classes = test.data.classes
     # Latent codes exist only for training images: their test split is a held-out share of those.
@@ -229,26 +221,24 @@ def run_plot(source: SourceLike, out: str | Path | None = None, data_dir: str | 
         files += [figures.scatter_png(points, test.labels, classes, title, t.out / f"{method}.png"),
                   figures.scatter_html(points, test.labels, classes, title, t.out / f"{method}.html")]
     t.to_tensorboard(files)
-    echo(f"{t.encoder.name}: PCA {seconds['pca']:.1f}s, t-SNE {seconds['tsne']:.1f}s -> "
+    ctx.echo(f"{t.encoder.name}: PCA {seconds['pca']:.1f}s, t-SNE {seconds['tsne']:.1f}s -> "
          + ", ".join(str(f) for f in files))
     return t.write_json("plot.json", {"n_points": len(test.labels), "seconds": seconds,
                                       "files": [str(f) for f in files]})
 
 
 def run_retrieve(source: SourceLike, out: str | Path | None = None, data_dir: str | None = None,
-                 cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
-                 echo: Callable[[str], None] = print, dataset: str | None = None) -> dict[str, Any]:
+                 cfg: EvalConfig = EVAL_DEFAULTS, ctx: Context = DEFAULT_CONTEXT, use_cache: bool = True,
+                 dataset: str | None = None) -> dict[str, Any]:
     """Nearest and most distant training images of one seeded query per class (spec S8).
 
     Writes ``retrieval_nearest.png``, ``retrieval_farthest.png`` and ``retrieval.json``
     (with precision@k averaged over ``cfg.precision_queries`` queries).
     """
-    from viclab.represent.neighbors import farthest, nearest, one_query_per_class, precision_at_k
-
     if cfg.retrieval_k > MAX_RETRIEVAL_K:
         raise ViclabError(f"retrieval_k (-k) = {cfg.retrieval_k}: the figure draws one column per image; use at most "
                           f"{MAX_RETRIEVAL_K}")
-    t = Task(source, out, data_dir, cfg, progress, use_cache, dataset=dataset)
+    t = Task(source, out, data_dir, cfg, ctx, use_cache, dataset=dataset)
     train = t.reps("train")
     x, y, images, classes = train.features, train.labels, train.data.images, train.data.classes
     k = cfg.retrieval_k
@@ -271,7 +261,7 @@ def run_retrieve(source: SourceLike, out: str | Path | None = None, data_dir: st
     _warn_if_tiny(n_q, "retrieval queries")
     # Interval over the queries: each query's precision lies in [0, 1], so a binomial over n_q
     # items is conservative (a query's k neighbours are not independent trials).
-    echo(f"{t.encoder.name}: precision@{k} {_acc(p_at_k, n_q)} over {n_q} training queries (95% interval) "
+    ctx.echo(f"{t.encoder.name}: precision@{k} {_acc(p_at_k, n_q)} over {n_q} training queries (95% interval) "
          f"({time.perf_counter() - t0:.1f}s) -> {t.out / 'retrieval_nearest.png'}, {t.out / 'retrieval_farthest.png'}")
     return t.write_json("retrieval.json", {
         "k": k, **_with_interval("precision_at_k", p_at_k, n_q), "interval": f"{INTERVAL} over the queries",
@@ -284,8 +274,8 @@ def run_retrieve(source: SourceLike, out: str | Path | None = None, data_dir: st
 
 
 def run_cluster(source: SourceLike, out: str | Path | None = None, data_dir: str | None = None,
-                cfg: EvalConfig = EVAL_DEFAULTS, progress: bool = True, use_cache: bool = True,
-                echo: Callable[[str], None] = print, dataset: str | None = None) -> dict[str, Any]:
+                cfg: EvalConfig = EVAL_DEFAULTS, ctx: Context = DEFAULT_CONTEXT, use_cache: bool = True,
+                dataset: str | None = None) -> dict[str, Any]:
     """K-means on training representations, silhouette in their dimension (spec C1-C3).
 
     The silhouette is exact over all training points. The figure is a t-SNE of a
@@ -295,10 +285,7 @@ def run_cluster(source: SourceLike, out: str | Path | None = None, data_dir: str
     """
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    from viclab.eval.cluster import kmeans, silhouette
-    from viclab.eval.embed import tsne
-
-    t = Task(source, out, data_dir, cfg, progress, use_cache, dataset=dataset)
+    t = Task(source, out, data_dir, cfg, ctx, use_cache, dataset=dataset)
     train = t.reps("train")
     x, y = train.features, train.labels
     if cfg.clusters >= len(y):
@@ -321,7 +308,7 @@ def run_cluster(source: SourceLike, out: str | Path | None = None, data_dir: str
                         f"{what} points; silhouette {sil:.3f}", t.out / "clusters.png")
     t.to_tensorboard([t.out / "clusters.png"])
     ari, nmi = adjusted_rand_score(y, assign), normalized_mutual_info_score(y, assign)
-    echo(f"{t.encoder.name}: K-means k={cfg.clusters} silhouette {sil:.4f} (exact, all {len(y)} points, "
+    ctx.echo(f"{t.encoder.name}: K-means k={cfg.clusters} silhouette {sil:.4f} (exact, all {len(y)} points, "
          f"{x.shape[1]}-d) | vs classes ARI {ari:.3f} NMI {nmi:.3f} -> {t.out / 'clusters.png'} "
          f"(t-SNE of {len(sample)} points)")
     return t.write_json("cluster.json", {

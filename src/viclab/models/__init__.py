@@ -50,8 +50,7 @@ def check_inputs(backbone: str, data: ImageData) -> None:
             raise ViclabError(f"model.backbone={backbone} takes RGB images, but the data are log-mel spectrograms of "
                               "sound clips; use model.backbone=spec_cnn (e.g. --preset sound)")
         raise ViclabError(f"model.backbone={backbone} takes log-mel spectrograms of sound, but the data are images; "
-                          "use "
-                          "an image backbone, e.g. model.backbone=small_cnn")
+                          "use an image backbone, e.g. model.backbone=small_cnn")
 
 
 def check_view_size(encoder: nn.Module, size: int) -> None:

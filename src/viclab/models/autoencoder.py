@@ -1,11 +1,6 @@
 """A small convolutional autoencoder: the reconstruction baseline for anomaly detection.
 
-Images ``(B, 3, S, S)`` in ``[0, 1]`` go through stride-2 convolutions down to
-``S / 2**len(widths)`` pixels a side, a linear bottleneck of ``latent`` dims, and a
-mirrored stack of transposed convolutions back to ``(B, 3, S, S)`` through a sigmoid.
-Other inputs (one-channel, ``H x W`` spectrograms) use ``channels``, a ``(H, W)`` size and a
-linear output. The model only reconstructs; the error is computed in
-:mod:`viclab.losses.reconstruction`.
+The model only reconstructs; the error is computed in :mod:`viclab.losses.reconstruction`.
 """
 
 from __future__ import annotations

@@ -10,13 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from viclab.models.registry import IMAGENET_MEAN, IMAGENET_STD, register
-
-
-def _init_convs(net: nn.Module) -> None:
-    """He initialisation of every convolution, as torchvision's ResNets."""
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+from viclab.models.small import init_convs
 
 
 def _trunk(net: nn.Module, x: Tensor) -> Tensor:
@@ -83,7 +77,7 @@ class ResNet18(nn.Module):
         self.fc = nn.Linear(512, fc_dim) if fc_dim else nn.Identity()
         self.head = (nn.Sequential(nn.BatchNorm1d(fc_dim), nn.ReLU(inplace=True), nn.Linear(fc_dim, head_dim))
                      if head_dim else nn.Identity())
-        _init_convs(self)
+        init_convs(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(B, 3, H, W)`` images -> ``(B, 512)`` pooled trunk features."""
@@ -162,7 +156,7 @@ class ResNet50(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Identity()
         self.feature_dim = in_planes  # 2048
-        _init_convs(self)
+        init_convs(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(B, 3, H, W)`` images -> ``(B, 2048)`` pooled trunk features."""

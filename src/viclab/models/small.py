@@ -7,6 +7,13 @@ from torch import Tensor, nn
 from viclab.models.registry import register
 
 
+def init_convs(net: nn.Module) -> None:
+    """He initialisation of every convolution, as torchvision's ResNets."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
 def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
@@ -37,9 +44,7 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = widths[-1]
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_convs(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(B, in_channels, H, W)`` -> ``(B, widths[-1])``."""

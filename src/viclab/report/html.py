@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from viclab.config.detect import TERMS  # the three terms (the loss is their weighted sum)
 from viclab.core.io import atomic_write_text
 from viclab.engine.rundir import METRICS, read_metrics
-from viclab.losses import VICRegTerms
 from viclab.plot.figures import curves_png
 from viclab.report.interpret import interpret, interpret_detection, interpret_sound, pct
 
@@ -32,7 +32,6 @@ METHODS = {
     "eigenmaps": "Laplacian Eigenmaps",
 }
 REPORT = "report.html"
-TERMS = VICRegTerms._fields[1:]  # the three terms (the loss is their weighted sum)
 CURVE_RUNS = ("vicreg", "no_variance")  # S1 and its mu = 0 contrast
 LATENT_RUNS = ("latent_naive", "latent_graph")
 
@@ -70,8 +69,8 @@ def _notes(lines: list[str]) -> str:
             + "</div>") if lines else ""
 
 
-def curve_figures(study_dir: Path, curves: dict[str, list[dict[str, Any]]], names: dict[str, str],
-                  runs: tuple[str, ...] = CURVE_RUNS, terms: tuple[str, ...] = TERMS, prefix: str = "") -> list[Path]:
+def curve_figures(study_dir: Path, curves: dict[str, list[dict[str, Any]]], runs: tuple[str, ...] = CURVE_RUNS,
+                  terms: tuple[str, ...] = TERMS, prefix: str = "") -> list[Path]:
     """One figure per VICReg term (spec S1): per-batch training values and per-epoch test values."""
     paths = []
     for term in terms:
@@ -80,7 +79,7 @@ def curve_figures(study_dir: Path, curves: dict[str, list[dict[str, Any]]], name
             recs = curves.get(method, [])
             tr = [r for r in recs if r["split"] == "train"]
             te = [r for r in recs if r["split"] == "test"]
-            series.append((names[method], np.array([r["step"] for r in tr]), np.array([r[term] for r in tr]),
+            series.append((METHODS[method], np.array([r["step"] for r in tr]), np.array([r[term] for r in tr]),
                            np.array([r["step"] for r in te]), np.array([r[term] for r in te])))
         paths.append(curves_png(series, term, f"{term} term: training batches" + ("" if prefix else " and test set"),
                                 study_dir / "figures" / f"{prefix}{term}.png"))
@@ -195,22 +194,12 @@ def _sound(study_dir: Path, results: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def write_report(study_dir: Path, results: dict[str, Any]) -> Path:
-    """Render ``study_dir/report.html`` from ``results`` and the figures in ``study_dir``."""
-    curves = {m: read_metrics(study_dir / "runs" / m / METRICS) for m in (*CURVE_RUNS, *LATENT_RUNS)
-              if (study_dir / "runs" / m / METRICS).exists()}
-    curve_paths = curve_figures(study_dir, curves, METHODS)
-    latent_paths = curve_figures(study_dir, curves, METHODS, LATENT_RUNS, TERMS[:2], "latent_")
-    text = interpret(results, curves)
-    ev = study_dir / "eval"
-    rows = {r["method"]: r for r in results["table"]}
-    cfg = results["config"]
-    k = cfg["eval"]["retrieval_k"]
-    meta = json.loads((study_dir / "meta.json").read_text()) if (study_dir / "meta.json").exists() else {}
-    v = rows["vicreg"]
-    anomalies = results["stages"]["anomaly"]["anomalies"]
-    best_auroc = max(r["auroc"] for r in results["stages"]["anomaly"]["runs"])
-    sections = [
+def _sections(study_dir: Path, results: dict[str, Any], text: dict[str, list[str]], curve_paths: list[Path],
+              latent_paths: list[Path]) -> list[tuple[str, str, str]]:
+    """The page's sections in order, as ``(id, title, HTML body)``; ``text`` is :func:`interpret`'s."""
+    ev, cfg = study_dir / "eval", results["config"]
+    k, anomalies = cfg["eval"]["retrieval_k"], results["stages"]["anomaly"]["anomalies"]
+    return [
         ("S1", "S1 · Training curves", _notes(text.get("S1", [])) + '<div class="grid">' + "".join(
             _img(p, f"{t}: per training batch (faint; running mean on top) and on the test set before training "
                     "and after each epoch") for p, t in zip(curve_paths, TERMS)) + "</div>"),
@@ -244,14 +233,26 @@ def write_report(study_dir: Path, results: dict[str, Any]) -> Path:
                                             f"{anomalies} test (anomalous), AUC in the legend")
          + _img(ev / "anomaly" / "top_anomalies.png", f"the {cfg['eval']['anomaly_top']} most anomalous test "
                                                       "images of each method, one row each") + "</div>"),
-        ("D", "§4 · Anomaly detection on sensor images: which detector to trust", _detection(study_dir, results)),
-        ("SND", "§4 · Sound: machine sounds and spoken digits", _sound(study_dir, results)),
         ("C", "C1–C3 · Clustering", _notes(text.get("C", [])) + "".join(
             _img(ev / m / "clusters.png", f"{METHODS[m]}: t-SNE coloured by K-means cluster (left) and by class "
                                           "(right), cluster centres in black") for m in ("vicreg", "neighbours"))),
+        ("D", "§4 · Anomaly detection on sensor images: which detector to trust", _detection(study_dir, results)),
+        ("SND", "§4 · Sound: machine sounds and spoken digits", _sound(study_dir, results)),
     ]
-    sections = [sec for sec in sections if sec[0] not in ("D", "SND")] + [sec for sec in sections
-                                                                          if sec[0] in ("D", "SND")]
+
+
+def write_report(study_dir: Path, results: dict[str, Any]) -> Path:
+    """Render ``study_dir/report.html`` from ``results`` and the figures in ``study_dir``."""
+    curves = {m: read_metrics(study_dir / "runs" / m / METRICS) for m in (*CURVE_RUNS, *LATENT_RUNS)
+              if (study_dir / "runs" / m / METRICS).exists()}
+    curve_paths = curve_figures(study_dir, curves)
+    latent_paths = curve_figures(study_dir, curves, LATENT_RUNS, TERMS[:2], "latent_")
+    sections = _sections(study_dir, results, interpret(results, curves), curve_paths, latent_paths)
+    cfg, v = results["config"], next(r for r in results["table"] if r["method"] == "vicreg")
+    k = cfg["eval"]["retrieval_k"]
+    meta = json.loads((study_dir / "meta.json").read_text()) if (study_dir / "meta.json").exists() else {}
+    anomalies = results["stages"]["anomaly"]["anomalies"]
+    best_auroc = max(r["auroc"] for r in results["stages"]["anomaly"]["runs"])
     stage_rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{s:.1f} s</td></tr>"
                          for name, s in results["seconds"]["stages"].items())
     stage_rows += f"<tr><th>all stages</th><th>{results['seconds']['total']:.1f} s</th></tr>"

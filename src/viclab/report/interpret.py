@@ -8,7 +8,6 @@ figures and tables next to it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -57,25 +56,6 @@ def curve_ends(records: list[dict[str, Any]], term: str, window: int = 20) -> tu
     return float(np.mean(values[:w])), float(np.mean(values[-w:]))
 
 
-@dataclass(frozen=True)
-class _Rows:
-    """The study's table rows the sentences compare, and the chance level of its classes."""
-
-    v: dict[str, Any]  # VICReg
-    nv: dict[str, Any]  # mu = 0 (no variance term)
-    nb: dict[str, Any]  # neighbour views
-    ln: dict[str, Any]  # latent codes, naive pairs
-    lg: dict[str, Any]  # latent codes, graph pairs
-    le: dict[str, Any]  # Laplacian Eigenmaps
-    chance: float
-
-    @classmethod
-    def of(cls, results: dict[str, Any]) -> _Rows:
-        methods = ("vicreg", "no_variance", "neighbours", "latent_naive", "latent_graph", "eigenmaps")
-        rows = [_row(results, m) for m in methods]
-        return cls(*rows, chance=1.0 / results["stages"]["eval_vicreg"]["n_classes"])
-
-
 def _vs(a: dict[str, Any], name_a: str, b: dict[str, Any], name_b: str) -> str:
     return compare_accuracy(name_a, a["linear_top1"], a["n_test"], name_b, b["linear_top1"], b["n_test"])
 
@@ -83,56 +63,45 @@ def _vs(a: dict[str, Any], name_a: str, b: dict[str, Any], name_b: str) -> str:
 def interpret(results: dict[str, Any], curves: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
     """Sentences per report section (keys: ``S1`` ... ``C``), from ``results`` and the
     runs' metrics records (``curves``: method -> ``metrics.jsonl`` records)."""
-    r = _Rows.of(results)
-    out = {"S1": _curves(results, curves), "S2": _pca(r.v), "S3": _probe(results, r), "S4": _no_variance(r),
-           "S5": _latent(results, r), "S6": _neighbours(results, r), "S7": _eigenmaps(results, r)}
-    optional = {"S8": _retrieval(results, r), "A": _anomaly(results["stages"]["anomaly"]),
-                "C": _clusters(results, r)}
-    out.update({k: v for k, v in optional.items() if v is not None})
-    return out
+    rows = {m: _row(results, m) for m in ("vicreg", "no_variance", "neighbours", "latent_naive", "latent_graph",
+                                          "eigenmaps")}
+    chance = 1.0 / results["stages"]["eval_vicreg"]["n_classes"]
+    out = {"S1": _curves(results, curves), **_vicreg(results, rows, chance), **_ablations(results, rows, chance)}
+    return out | _optional(results, rows, chance)
 
 
 def _curves(results: dict[str, Any], curves: dict[str, list[dict[str, Any]]]) -> list[str]:
     """S1: how each term moved over training, on the training batches and on the test set."""
-    terms = TERMS
     s1 = []
     for method in ("vicreg", "no_variance"):
         recs = curves.get(method, [])
         if not recs:
             continue
         label = _row(results, method)["name"]
-        parts = [change(term, *curve_ends(recs, term)) for term in terms]
+        parts = [change(term, *curve_ends(recs, term)) for term in TERMS]
         test = [r for r in recs if r["split"] == "test"]
         line = f"{label}, first to last {min(20, max(1, len(recs) // 4))} training batches: " + "; ".join(parts) + "."
         if len(test) >= 2:
             line += " On the test set (before training, then after each epoch): " + "; ".join(
-                change(term, test[0][term], test[-1][term]) for term in terms) + "."
+                change(term, test[0][term], test[-1][term]) for term in TERMS) + "."
         s1.append(line)
     return s1
 
 
-def _pca(v: dict[str, Any]) -> list[str]:
-    return [
+def _vicreg(results: dict[str, Any], rows: dict[str, dict[str, Any]], chance: float) -> dict[str, list[str]]:
+    """S2-S4: VICReg's representation, its probe, and what the variance term changes."""
+    v, nv = rows["vicreg"], rows["no_variance"]
+    return {"S2": [
         f"The first two principal components carry {pct(v['pca2_share'])} of the variance of VICReg's "
         f"{v['dim']}-d test representations (effective rank {v['effective_rank']:.1f} of {v['dim']}), so the "
         f"PCA map shows {'most' if v['pca2_share'] >= 0.5 else 'less than half'} of their variance; t-SNE keeps "
         "neighbourhoods instead of variance."
-    ]
-
-
-def _probe(results: dict[str, Any], r: _Rows) -> list[str]:
-    v = r.v
-    return [
+    ], "S3": [
         f"Linear probe on VICReg's frozen representations: top-1 {pct(v['linear_top1'])}, top-5 "
         f"{pct(v['linear_top5'])} on {v['n_test']} test images ({v['n_train']} training images), against "
-        f"{pct(r.chance)} for chance; the weighted {results['config']['eval']['knn_k']}-NN classifier scores "
+        f"{pct(chance)} for chance; the weighted {results['config']['eval']['knn_k']}-NN classifier scores "
         f"{pct(v['knn_top1'])} top-1."
-    ]
-
-
-def _no_variance(r: _Rows) -> list[str]:
-    v, nv = r.v, r.nv
-    return [
+    ], "S4": [
         "Linear probe: " + _vs(nv, "μ = 0", v, "VICReg") + ".",
         f"The first two principal components carry {pct(nv['pca2_share'])} of the μ = 0 test representations' "
         f"variance against {pct(v['pca2_share'])} with the variance term; effective rank "
@@ -140,85 +109,71 @@ def _no_variance(r: _Rows) -> list[str]:
         + ("the representation is more concentrated along few directions without the variance term."
            if nv["effective_rank"] < v["effective_rank"] else
            "by this measure the representation is not more concentrated without the variance term."),
-    ]
+    ]}
 
 
-def _latent(results: dict[str, Any], r: _Rows) -> list[str]:
-    st, ln = results["stages"], r.ln
-    naive, graph = st["latent_naive"], st["latent_graph"]
+def _ablations(results: dict[str, Any], rows: dict[str, dict[str, Any]], chance: float) -> dict[str, list[str]]:
+    """S5-S7: latent optimisation, neighbour views and Laplacian Eigenmaps against VICReg."""
+    st, v, ln = results["stages"], rows["vicreg"], rows["latent_naive"]
+    naive, graph, eig = st["latent_naive"], st["latent_graph"], st["eigenmaps"]
+    same = st["neighbours"].get("same_class")
     inv_text = ("exactly 0 in every one of its " if naive["max_abs_invariance"] == 0 else
                 f"at most {naive['max_abs_invariance']:.3g} over its ")
-    return [
+    return {"S5": [
         f"With naive pairs the invariance term was {inv_text}{naive['batches']} batches, and a probe trained on "
         f"{ln['n_train']} codes scores {pct(ln['linear_top1'])} on the other {ln['n_test']} (chance "
-        f"{pct(r.chance)}).",
+        f"{pct(chance)}).",
         f"Pairing each code with one of its {results['config']['latent']['graph_k']} "
         f"nearest images in a fixed feature space ({pct(graph.get('graph_same_class'))} of those neighbours share "
-        f"the image's class): " + _vs(r.lg, "the graph-pair codes", ln, "the naive codes") + ".",
-    ]
-
-
-def _neighbours(results: dict[str, Any], r: _Rows) -> list[str]:
-    same = results["stages"]["neighbours"].get("same_class")
-    return [
+        f"the image's class): " + _vs(rows["latent_graph"], "the graph-pair codes", ln, "the naive codes") + ".",
+    ], "S6": [
         (f"{pct(same)} of the {results['config']['neighbour_k']} nearest training neighbours in VICReg's space "
          "share the image's class. " if same is not None else "")
-        + "After training on those pairs: " + _vs(r.nb, "the neighbour-view model", r.v, "VICReg") + "."
-    ]
-
-
-def _eigenmaps(results: dict[str, Any], r: _Rows) -> list[str]:
-    eig = results["stages"]["eigenmaps"]
-    return [
+        + "After training on those pairs: " + _vs(rows["neighbours"], "the neighbour-view model", v, "VICReg") + "."
+    ], "S7": [
         f"Laplacian Eigenmaps on all {eig['nodes']} images ({eig['edges']} edges, one component, "
-        f"{r.le['dim']} eigenvectors, {eig['seconds']['total']:.0f} s): "
-        + _vs(r.le, "its linear probe", r.v, "VICReg") + "."
-    ]
+        f"{rows['eigenmaps']['dim']} eigenvectors, {eig['seconds']['total']:.0f} s): "
+        + _vs(rows["eigenmaps"], "its linear probe", v, "VICReg") + "."
+    ]}
 
 
-def _retrieval(results: dict[str, Any], r: _Rows) -> list[str] | None:
-    """S8, when both models were evaluated on retrieval."""
-    v, nb = r.v, r.nb
-    if v["precision_at_k"] is None or nb["precision_at_k"] is None:
-        return None
-    k = results["config"]["eval"]["retrieval_k"]
-    d = nb["precision_at_k"] - v["precision_at_k"]
-    queries = results["stages"]["eval_vicreg"]["retrieve"]["precision_queries"]
-    return [
-        f"Precision@{k} (share of the {k} nearest training images of the query's class, averaged over "
-        f"{queries} queries): VICReg {pct(v['precision_at_k'])}, "
-        f"neighbour views {pct(nb['precision_at_k'])} ({points(d)} for neighbour views; chance {pct(r.chance)})."
-    ]
+def _optional(results: dict[str, Any], rows: dict[str, dict[str, Any]], chance: float) -> dict[str, list[str]]:
+    """S8 when both models were evaluated on retrieval, A when two methods scored the anomalies, C when both
+    models were clustered."""
+    st, v, nb, cfg = results["stages"], rows["vicreg"], rows["neighbours"], results["config"]["eval"]
+    out = {}
+    if v["precision_at_k"] is not None and nb["precision_at_k"] is not None:
+        k = cfg["retrieval_k"]
+        out["S8"] = [
+            f"Precision@{k} (share of the {k} nearest training images of the query's class, averaged over "
+            f"{st['eval_vicreg']['retrieve']['precision_queries']} queries): VICReg {pct(v['precision_at_k'])}, "
+            f"neighbour views {pct(nb['precision_at_k'])} ({points(nb['precision_at_k'] - v['precision_at_k'])} "
+            f"for neighbour views; chance {pct(chance)})."
+        ]
+    if len(st["anomaly"]["runs"]) >= 2:
+        out["A"] = _anomaly(st["anomaly"])
+    if v["silhouette"] is not None and nb["silhouette"] is not None:
+        better = ("VICReg's" if v["ari"] > nb["ari"] else "the neighbour-view model's" if nb["ari"] > v["ari"]
+                  else "neither method's")
+        out["C"] = [
+            f"K-means (k = {cfg['clusters']}) silhouette, exact over all training points: "
+            f"VICReg {v['silhouette']:.3f}, neighbour views {nb['silhouette']:.3f}. Agreement of the clusters "
+            f"with the classes (adjusted Rand index): VICReg {v['ari']:.3f}, neighbour views {nb['ari']:.3f}; "
+            f"{better} clusters match the classes better by this measure."
+        ]
+    return out
 
 
-def _anomaly(an: dict[str, Any]) -> list[str] | None:
-    """A, when at least two methods scored the anomalies."""
-    runs = an["runs"]
-    if len(runs) < 2:
-        return None
-    a, b = sorted(runs, key=lambda r: -r["auroc"])[:2]
+def _anomaly(an: dict[str, Any]) -> list[str]:
+    """A: the better of the two methods' AUROCs, and how many of each's most anomalous images are anomalies."""
+    a, b = sorted(an["runs"], key=lambda r: -r["auroc"])[:2]
     return [
         f"{a['name']} separates {an['anomalies']} from the normal test images better: AUROC "
         f"{a['auroc']:.3f} against {b['auroc']:.3f} for {b['name']} ({a['auroc'] - b['auroc']:+.3f})."
         if a["auroc"] > b["auroc"] else f"Both methods reach AUROC {a['auroc']:.3f}.",
         "Among the most anomalous test images: " + "; ".join(
             f"{r['name']}: {sum(t['dataset'] == an['anomalies'] for t in r['top'])} of "
-            f"{len(r['top'])} are {an['anomalies']}" for r in runs) + ".",
-    ]
-
-
-def _clusters(results: dict[str, Any], r: _Rows) -> list[str] | None:
-    """C, when both models were clustered."""
-    v, nb = r.v, r.nb
-    if v["silhouette"] is None or nb["silhouette"] is None:
-        return None
-    better = ("VICReg's" if v["ari"] > nb["ari"] else "the neighbour-view model's" if nb["ari"] > v["ari"]
-              else "neither method's")
-    return [
-        f"K-means (k = {results['config']['eval']['clusters']}) silhouette, exact over all training points: "
-        f"VICReg {v['silhouette']:.3f}, neighbour views {nb['silhouette']:.3f}. Agreement of the clusters "
-        f"with the classes (adjusted Rand index): VICReg {v['ari']:.3f}, neighbour views {nb['ari']:.3f}; "
-        f"{better} clusters match the classes better by this measure."
+            f"{len(r['top'])} are {an['anomalies']}" for r in an["runs"]) + ".",
     ]
 
 
@@ -259,8 +214,7 @@ def interpret_detection(det: dict[str, Any]) -> list[str]:
 
 def _vicreg_quantities(mean: dict[str, float]) -> list[str]:
     """Which of VICReg's per-image quantities ranks anomalies best (none when none was scored)."""
-    terms = {q: mean[f"vicreg_terms:{q}"] for q in TERM_SCORES
-             if f"vicreg_terms:{q}" in mean}
+    terms = {q: mean[f"vicreg_terms:{q}"] for q in TERM_SCORES if f"vicreg_terms:{q}" in mean}
     if not terms:
         return []
     q = max(terms, key=terms.get)
@@ -312,8 +266,7 @@ def interpret_sound(machines: dict[str, Any] | None, fsdd: dict[str, Any] | None
         res = machines["resynth"]
         p, a = res["plain"]["vs_original"], res["autoencoder"]["vs_original"]
         out.append(f"Griffin-Lim from the log-mel spectrogram of an abnormal {machines['first_machine']} clip: "
-                   "spectral "
-                   f"convergence {p['spectral_convergence']:.3f}, log-spectral distance "
+                   f"spectral convergence {p['spectral_convergence']:.3f}, log-spectral distance "
                    f"{p['log_spectral_distance_db']:.1f} dB against the original; from the autoencoder's "
                    f"reconstruction {a['spectral_convergence']:.3f} and {a['log_spectral_distance_db']:.1f} dB "
                    f"({'farther from' if a['spectral_convergence'] > p['spectral_convergence'] else 'as close to'} "

@@ -1,12 +1,4 @@
-"""Sources of representations, and encoders' representations cached on disk.
-
-A *source* (:class:`~viclab.represent.source.Source`) is named by a run folder (its
-``encoder.safetensors``, or the stored representations of an encoder-free method, see
-:mod:`viclab.represent.table`), a ``.safetensors`` file written by ``viclab train``, or
-``random:BACKBONE`` for a randomly initialised encoder of that architecture (the
-baseline every probe should beat), or ``pretrained:BACKBONE:FILE`` for a published checkpoint
-(facebookresearch/vicreg's ``resnet50.pth``, a DINO or timm ViT), evaluated with ``--dataset``.
-"""
+"""Sources of representations (:func:`load_source`), and encoders' representations cached on disk."""
 
 from __future__ import annotations
 
@@ -22,6 +14,7 @@ from torch import Tensor, nn
 import viclab
 from viclab.config import EVAL_DEFAULTS, AugmentConfig, Config, DataConfig, ModelConfig
 from viclab.core.cache import CacheStore
+from viclab.core.context import QUIET, Context
 from viclab.core.errors import ViclabError, ViclabWarning
 from viclab.core.hashing import digest, file_digest
 from viclab.core.io import tensor_file_sha256
@@ -31,7 +24,7 @@ from viclab.data.types import data_fingerprint
 from viclab.engine.checkpoint import load_encoder, load_pretrained
 from viclab.engine.rundir import CONFIG, ENCODER
 from viclab.models import IMAGENET_MEAN, IMAGENET_STD, build_backbone, check_inputs
-from viclab.represent.source import Representations, Source
+from viclab.represent.source import Representations, Source, existing_dir
 from viclab.represent.table import TABLE, table_source
 from viclab.views import eval_transform
 
@@ -53,11 +46,14 @@ def encoder_source(module: nn.Module, dim: int, config: Config, name: str, weigh
 
 
 def load_source(source: str | os.PathLike, name: str | None = None, seed: int = 0) -> Source:
-    """Resolve a run folder (a trained encoder's, or a stored table's), a ``.safetensors``
-    file or ``random:BACKBONE`` to a :class:`Source`.
+    """Resolve a source to a :class:`Source`.
 
     Args:
-        source: what to load.
+        source: a run folder (its ``encoder.safetensors``, or the stored representations of an encoder-free
+            method, :mod:`viclab.represent.table`), a ``.safetensors`` file written by ``viclab train``,
+            ``random:BACKBONE`` (a randomly initialised encoder: the baseline every probe should beat), or
+            ``pretrained:BACKBONE:FILE`` (a published checkpoint: facebookresearch/vicreg's ``resnet50.pth``, a
+            DINO or timm ViT), evaluated with ``--dataset``.
         name: label for figures (default: the run folder's or file's name).
         seed: initialisation seed for ``random:`` sources.
     """
@@ -103,14 +99,9 @@ def _pretrained_source(text: str, name: str | None) -> Source:
                           file_digest(Path(file).expanduser(), "sha256", None))
 
 
-def _features_of(spec: str, seed: int, dataset: str, split: str, data_dir: str | None, progress: bool) -> np.ndarray:
+def _features_of(spec: str, seed: int, dataset: str, split: str, data_dir: str | None) -> np.ndarray:
     """``(N, D)`` representations of a split by the source ``spec`` (what a Nyström extension needs)."""
-    return representations(load_source(spec, seed=seed), split, dataset, data_dir, progress=progress).features
-
-
-def trained_data_dir(cfg: Config) -> str | None:
-    """The training run's own data folder when it exists here (the weights may come from elsewhere)."""
-    return cfg.data.data_dir if cfg.data.data_dir and Path(cfg.data.data_dir).is_dir() else None
+    return representations(load_source(spec, seed=seed), split, dataset, data_dir).features
 
 
 def eval_runtime(cfg=EVAL_DEFAULTS) -> Runtime:
@@ -121,8 +112,7 @@ def eval_runtime(cfg=EVAL_DEFAULTS) -> Runtime:
 
 @torch.no_grad()
 def encode(module: nn.Module, images: Tensor, augment: AugmentConfig, batch_size: int = 500,
-           runtime: Runtime | None = None, progress: bool = False, desc: str = "encoding", *,
-           modality: str) -> Tensor:
+           ctx: Context = QUIET, desc: str = "encoding", *, modality: str) -> Tensor:
     """Representations of ``images`` with the evaluation transform (normalise only).
 
     Args:
@@ -130,9 +120,8 @@ def encode(module: nn.Module, images: Tensor, augment: AugmentConfig, batch_size
         images: ``(N, 3, H, W)`` uint8, or ``(N, 1, n_mels, frames)`` float32 spectrograms.
         augment: supplies the normalisation (mean, std).
         batch_size: images per forward pass.
-        runtime: device and precision (default: :func:`eval_runtime`, fp32 on CUDA if present,
-            else on the CPU).
-        progress: show a tqdm bar.
+        ctx: its ``runtime`` (default: :func:`eval_runtime`, fp32 on CUDA if present, else on the CPU) and
+            ``progress`` (a tqdm bar).
         modality: what ``images`` hold (:attr:`viclab.data.ImageData.modality`).
 
     Returns:
@@ -140,11 +129,11 @@ def encode(module: nn.Module, images: Tensor, augment: AugmentConfig, batch_size
     """
     from tqdm import tqdm
 
-    rt = runtime or eval_runtime()
+    rt = ctx.runtime or eval_runtime()
     # Channels-last, as in training: oneDNN's convolutions run 1.7x faster so on the CPU (small_cnn, fp32).
     module = module.to(rt.device, memory_format=torch.channels_last).eval()
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False,
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not ctx.progress, leave=False,
                       dynamic_ncols=True):
         x = eval_transform(images[start:start + batch_size].to(rt.device), augment, modality)
         x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
@@ -155,7 +144,7 @@ def encode(module: nn.Module, images: Tensor, augment: AugmentConfig, batch_size
 
 def representations(source: Source, split: str, dataset: str | None = None, data_dir: str | None = None,
                     cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
-                    progress: bool = False, runtime: Runtime | None = None) -> Representations:
+                    ctx: Context = QUIET) -> Representations:
     """The representations of a dataset split by ``source`` (:meth:`Source.represent`).
 
     Args:
@@ -167,32 +156,29 @@ def representations(source: Source, split: str, dataset: str | None = None, data
         cache_dir: where encoders' ``.npy`` features live (default: the ``features`` namespace of
             :class:`~viclab.core.cache.CacheStore`).
         use_cache: read and write the cache.
-        progress: show a progress bar.
-        runtime: device and precision of an encoder's forward pass (default: :func:`eval_runtime`).
+        ctx: ``progress`` (a bar) and ``runtime``, an encoder's device and precision (default: :func:`eval_runtime`).
     """
-    return source.represent(split, dataset, data_dir, cache_dir=cache_dir, use_cache=use_cache, progress=progress,
-                            runtime=runtime)
+    return source.represent(split, dataset, data_dir, cache_dir=cache_dir, use_cache=use_cache, ctx=ctx)
 
 
 def _encoder_representations(encoder: Source, split: str, dataset: str, data_dir: str | None,
                              cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
-                             progress: bool = False, runtime: Runtime | None = None) -> Representations:
+                             ctx: Context = QUIET) -> Representations:
     """Encode a dataset split, reusing a cached result when one exists.
 
     The cache key holds everything that can change the numbers: the weights' SHA-256,
     the dataset's name, the split, a hash of the images themselves, the normalisation,
     the precision and device type of the forward pass, and the code version. A cached
     file that cannot be read is reported and recomputed.
-
     """
     cfg = encoder.config
-    data = load_inputs(dataset, split, data_dir or trained_data_dir(cfg), cfg)
+    data = load_inputs(dataset, split, data_dir or existing_dir(cfg.data.data_dir), cfg)
     check_inputs(cfg.model.backbone, data)  # e.g. --dataset fsdd for an image encoder
-    rt = runtime or eval_runtime()
+    rt = ctx.runtime or eval_runtime()
     desc = f"{encoder.name}: {dataset} {split}"
 
     def compute() -> np.ndarray:
-        return encode(encoder.module, data.images, cfg.augment, runtime=rt, progress=progress, desc=desc,
+        return encode(encoder.module, data.images, cfg.augment, ctx=replace(ctx, runtime=rt), desc=desc,
                       modality=data.modality).numpy()
 
     if not use_cache:

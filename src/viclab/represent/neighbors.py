@@ -1,4 +1,4 @@
-"""Exact nearest and most distant neighbours in L2 with faiss, and retrieval precision.
+"""Exact nearest and most distant neighbours in L2 with faiss, retrieval precision and kNN anomaly scores.
 
 All arrays are float32 ``(N, D)``; indices refer to rows of the reference set.
 """
@@ -67,6 +67,21 @@ def farthest(reference, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
     score, idx = index.search(q_aug, min(k, len(ref)))
     d2 = score + (q.astype(np.float64) ** 2).sum(1, keepdims=True)
     return np.sqrt(np.maximum(d2, 0)).astype(np.float32), idx
+
+
+def knn_anomaly_scores(reference, queries, k: int = _DEFAULT.anomaly_k) -> np.ndarray:
+    """Anomaly score: mean L2 distance to the ``k`` nearest reference representations (spec A1).
+    Their ROC and intervals live in :mod:`viclab.core.metrics`.
+
+    Args:
+        reference: ``(N, D)`` normal data (training representations).
+        queries: ``(M, D)`` test representations.
+
+    Returns:
+        ``(M,)`` float32 scores; larger is more anomalous.
+    """
+    dist, _ = nearest(reference, queries, k)
+    return dist.mean(1)
 
 
 def _drop(d2: np.ndarray, idx: np.ndarray, exclude: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

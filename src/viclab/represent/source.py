@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,11 @@ from torch import nn
 
 from viclab.config import Config
 from viclab.data import ImageData
+
+
+def existing_dir(folder: str | None) -> str | None:
+    """``folder`` when it exists here, else ``None``: a run's recorded data folder may be another machine's."""
+    return folder if folder and Path(folder).is_dir() else None
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,6 @@ class Source:
                   **options: Any) -> Representations:
         """The representations of ``dataset``'s (default: the training dataset's) ``split``.
 
-        ``options``: ``cache_dir``, ``use_cache``, ``progress``, ``runtime`` (used by encoders).
+        ``options``: ``cache_dir``, ``use_cache``, ``ctx`` (used by encoders).
         """
         return self.represent_fn(self, split, dataset or self.config.data.dataset, data_dir, **options)

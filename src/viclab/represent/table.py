@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from viclab.core.errors import ViclabError
 from viclab.core.io import atomic_write, tensor_file_sha256
 from viclab.data import load_images
 from viclab.represent.neighbors import nearest
-from viclab.represent.source import Representations, Source
+from viclab.represent.source import Representations, Source, existing_dir
 
 TABLE = "representations.safetensors"
 
@@ -50,15 +50,12 @@ class RepresentationTable:
         dataset: the dataset the indices refer to.
         splits: evaluation split name -> :class:`TableSplit`.
         config: the producing run's resolved config.
-        extend: for a method that can place unseen images (Nyström extension of
-            Laplacian Eigenmaps): ``(dataset, split, data_dir) -> (N, D)``.
     """
 
     kind: str
     dataset: str
     splits: dict[str, TableSplit]
     config: dict[str, Any]
-    extend: Callable[[str, str, str | None], np.ndarray] | None = field(default=None, compare=False)
 
     @property
     def dim(self) -> int:
@@ -102,8 +99,8 @@ def load_table(path: str | Path) -> tuple[RepresentationTable, dict[str, np.ndar
     return table, extra
 
 
-# ``(source spec, seed, dataset, split, data_dir, progress) -> (N, D)``: another source's representations.
-FeaturesOf = Callable[[str, int, str, str, "str | None", bool], np.ndarray]
+# ``(source spec, seed, dataset, split, data_dir) -> (N, D)``: another source's representations.
+FeaturesOf = Callable[[str, int, str, str, "str | None"], np.ndarray]
 
 
 def table_source(run_dir: Path, name: str, features_of: FeaturesOf) -> Source:
@@ -113,21 +110,20 @@ def table_source(run_dir: Path, name: str, features_of: FeaturesOf) -> Source:
     images it was not fitted on (:func:`viclab.represent.encode.load_source` passes its own).
     """
     table, extra = load_table(run_dir / TABLE)
-    if table.kind == "eigenmaps":  # can place unseen images (Nyström)
-        table = replace(table, extend=nystrom_extender(table, extra, features_of))
+    # Laplacian Eigenmaps can place unseen images (Nyström): ``(dataset, split, data_dir) -> (N, D)``
+    extend = nystrom_extender(table, extra, features_of) if table.kind == "eigenmaps" else None
     cfg = replace(Config(), data=DataConfig(dataset=table.dataset, data_dir=table.config.get("data_dir")))
     held_out = "held-out training" if "test" in table.splits and table.splits["test"].source_split == "train" \
         else "test"
-    represent = lambda src, split, dataset, data_dir, **_options: _table_representations(table, src, split, dataset,
-                                                                                         data_dir)
+    represent = lambda src, split, dataset, data_dir, **_options: _table_representations(table, extend, src, split,
+                                                                                         dataset, data_dir)
     return Source(name, table.dim, cfg, tensor_file_sha256(run_dir / TABLE), table.kind, held_out, represent)
 
 
-def _table_representations(table: RepresentationTable, source: Source, split: str, dataset: str,
-                           data_dir: str | None) -> Representations:
+def _table_representations(table: RepresentationTable, extend: Callable[[str, str, str | None], np.ndarray] | None,
+                           source: Source, split: str, dataset: str, data_dir: str | None) -> Representations:
     size = source.config.augment.size
-    trained_on = table.config.get("data_dir")
-    data_dir = data_dir or (trained_on if trained_on and Path(trained_on).is_dir() else None)
+    data_dir = data_dir or existing_dir(table.config.get("data_dir"))
     if dataset == table.dataset and split in table.splits:
         s = table.splits[split]
         data = load_images(dataset, s.source_split, data_dir, size)
@@ -135,12 +131,12 @@ def _table_representations(table: RepresentationTable, source: Source, split: st
             raise ViclabError(f"{source.name} holds representations of {dataset} {s.source_split} images up to "
                               f"#{int(s.index.max())}, but only {len(data)} are here; use the data it was made from")
         return Representations(s.features, data.rows(s.index), dataset, split)  # the rows with their files
-    if table.extend is None:
+    if extend is None:
         have = ", ".join(f"{table.dataset} {n}" for n in table.splits)
         raise ViclabError(f"{source.name} ({table.kind}) has no encoder, only stored representations of {have}; "
                           f"it cannot represent {dataset} {split} images")
     data = load_images(dataset, split, data_dir, size)
-    return Representations(table.extend(dataset, split, data_dir), data, dataset, split)
+    return Representations(extend(dataset, split, data_dir), data, dataset, split)
 
 
 def nystrom_extend(embedding: np.ndarray, eigenvalues: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
@@ -168,9 +164,9 @@ def nystrom_extender(table: RepresentationTable, extra: dict[str, np.ndarray],
     order = ("train", "test")
 
     def extend(dataset: str, split: str, data_dir: str | None) -> np.ndarray:
-        nodes = np.concatenate([features_of(cfg.features, cfg.seed, table.dataset, s, data_dir, False)
-                                [table.splits[s].index] for s in order])
-        new = features_of(cfg.features, cfg.seed, dataset, split, data_dir, False)
+        nodes = np.concatenate([features_of(cfg.features, cfg.seed, table.dataset, s, data_dir)[table.splits[s].index]
+                                for s in order])
+        new = features_of(cfg.features, cfg.seed, dataset, split, data_dir)
         _, nb = nearest(nodes, new, cfg.k)
         y = np.concatenate([table.splits[s].features for s in order])
         return nystrom_extend(y, extra["eigenvalues"], nb)

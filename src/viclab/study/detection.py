@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from viclab.config import MonitorConfig, StudyConfig
+from viclab.core.context import Context
 from viclab.detect import compare, run_monitor
 from viclab.plot import figures
 
 TOP = 8  # most anomalous images shown per detector
-MONITOR_BATCH = MonitorConfig.batch_size
 
 
 def _main_detectors(metrics: dict[str, Any], score: str) -> list[str]:
@@ -25,7 +25,7 @@ def _main_detectors(metrics: dict[str, Any], score: str) -> list[str]:
     return [k for k in metrics if ":" not in k or k == f"vicreg_terms:{score}"]
 
 
-def detection_stage(cfg: StudyConfig, progress: bool, echo: Callable[[str], None]) -> Callable[[Path], dict[str, Any]]:
+def detection_stage(cfg: StudyConfig, ctx: Context) -> Callable[[Path], dict[str, Any]]:
     """The stage's ``run(folder)``: fits and scores into ``folder``, returns the numbers."""
     def run(folder: Path) -> dict[str, Any]:
         first: dict[str, Any] = {}
@@ -35,8 +35,7 @@ def detection_stage(cfg: StudyConfig, progress: bool, echo: Callable[[str], None
                 first.update(ev, cls=c)
 
         base = cfg.detect
-        result = compare.one_class(base, cfg.detect_classes, folder / "detectors", progress=progress, echo=echo,
-                                   on_class=keep_first)
+        result = compare.one_class(base, cfg.detect_classes, folder / "detectors", ctx=ctx, on_class=keep_first)
         test, labels = first["test"], first["test"].labels
         names = _main_detectors(first["metrics"], base.score)
         figures.roc_pr_png([(n, labels, first["scores"][n]) for n in names],
@@ -49,9 +48,9 @@ def detection_stage(cfg: StudyConfig, progress: bool, echo: Callable[[str], None
                                              "detector (true class, score)", folder / "top_anomalies.png",
                                   test.data.modality)
         # Batches of at most 64, and no more images than the smaller side holds (no image twice in a batch).
-        batch = min(MONITOR_BATCH, int((labels == 0).sum()), int((labels == 1).sum()))
+        batch = min(MonitorConfig.batch_size, int((labels == 0).sum()), int((labels == 1).sum()))
         monitor = run_monitor(folder / "detectors" / f"class-{first['cls']}" / "vicreg_terms", folder / "monitor",
-                              batch_size=batch, echo=echo, progress=progress) if batch >= 2 else None
+                              batch_size=batch, ctx=ctx) if batch >= 2 else None
         return {**result, "first_class": first["cls"], "figure_detectors": names,
                 "monitor": {k: monitor[k] for k in ("stream", "batch_size", "mean")} if monitor else None,
                 "recipe": {"epochs": base.recipe.train.epochs, "views": base.views,

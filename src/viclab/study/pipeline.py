@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from viclab.ablate import VIEWS, neighbours_config, run_eigenmaps, run_latent
+from viclab.ablate import neighbours_config, run_eigenmaps, run_latent
 from viclab.ablate.neighbours import NEIGHBOURS_INFO
 from viclab.config import Config, StudyConfig
-from viclab.core.context import Context
+from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.errors import ViclabError
 from viclab.core.io import atomic_write_text, check_writable_dir, remove_stale_temp
 from viclab.core.runtime import barrier, broadcast_object, init_distributed, is_main, select_runtime
@@ -87,12 +87,12 @@ def representation_stats(features: np.ndarray) -> dict[str, float]:
             "dim": int(features.shape[1])}
 
 
-def _train_stage(cfg: Config, progress: bool, echo: Callable[[str], None]) -> Callable[[Path], dict[str, Any]]:
+def _train_stage(cfg: Config, ctx: Context) -> Callable[[Path], dict[str, Any]]:
     def run(folder: Path) -> dict[str, Any]:
         # A folder with a config is this stage's killed run (another config would have cleared it).
         # Under torchrun rank 0's answer holds for all (it may write the config before another rank looks).
         resume = broadcast_object((folder / CONFIG).exists())
-        result = train(cfg, folder, resume=resume, ctx=Context(progress, echo), views=VIEWS[cfg.views.kind])
+        result = train(cfg, folder, resume=resume, ctx=ctx)
         if not is_main():
             return {}
         records = read_metrics(folder / METRICS)
@@ -104,12 +104,11 @@ def _train_stage(cfg: Config, progress: bool, echo: Callable[[str], None]) -> Ca
     return run
 
 
-def _evaluate(name: str, tasks: tuple[str, ...], cfg: StudyConfig, run_dir: Path, progress: bool,
-              echo: Callable[[str], None]) -> Callable[[Path], dict[str, Any]]:
+def _evaluate(name: str, tasks: tuple[str, ...], cfg: StudyConfig, run_dir: Path,
+              ctx: Context) -> Callable[[Path], dict[str, Any]]:
     def run(folder: Path) -> dict[str, Any]:
         enc = load_source(run_dir, name=METHODS[name], seed=cfg.eval.seed)
-        common = {"out": folder, "data_dir": cfg.recipe.data.data_dir, "cfg": cfg.eval, "progress": progress,
-                  "echo": echo}
+        common = {"out": folder, "data_dir": cfg.recipe.data.data_dir, "cfg": cfg.eval, "ctx": ctx}
         fns = {"probe": t.run_probe, "plot": t.run_plot, "retrieve": t.run_retrieve, "cluster": t.run_cluster}
         out: dict[str, Any] = {name_: fns[name_](enc, **common) for name_ in tasks}
         test = representations(enc, "test", data_dir=cfg.recipe.data.data_dir)
@@ -133,27 +132,27 @@ class _Inputs:
         """The hashes of the splits a stage reads (only those: other data changes leave it cached)."""
         return {k: self.data[k] for k in keys}
 
-    def code(self, entry: str) -> str:
-        """The hash of the code a stage runs: ``entry`` with everything it imports, and this module."""
-        if entry not in self.codes:
-            self.codes[entry] = code_fingerprint([entry], own=OWN)
-        return self.codes[entry]
+    def code(self, *entries: str) -> str:
+        """The hash of the code a stage runs: the ``entries`` with everything they import, and this module."""
+        key = "|".join(entries)
+        if key not in self.codes:
+            self.codes[key] = code_fingerprint(entries, own=OWN)
+        return self.codes[key]
 
     @staticmethod
     def conf(c: Any) -> dict[str, Any]:
         return _without_paths(dataclasses.asdict(c))
 
 
-def _latent_stage(c: Any, progress: bool, echo: Callable[[str], None]) -> Callable[[Path], dict[str, Any]]:
+def _latent_stage(c: Any, ctx: Context) -> Callable[[Path], dict[str, Any]]:
     def run(folder: Path) -> dict[str, Any]:
-        summary = run_latent(c, folder, progress=progress, echo=echo)
+        summary = run_latent(c, folder, ctx)
         inv = [r["invariance"] for r in read_metrics(folder / METRICS)]
         return {**summary, "max_abs_invariance": float(np.max(np.abs(inv))), "batches": len(inv)}
     return run
 
 
-def _training_stages(cfg: StudyConfig, runs: dict[str, Path], fp: _Inputs, progress: bool,
-                     echo: Callable[[str], None]) -> list[Stage]:
+def _training_stages(cfg: StudyConfig, runs: dict[str, Path], fp: _Inputs, ctx: Context) -> list[Stage]:
     """The trainings and ablations: VICReg, mu = 0, neighbour pairs, latent optimisation, Eigenmaps."""
     recipe, conf = cfg.recipe, fp.conf
     train_key, test_key = f"{recipe.data.dataset}/train", f"{recipe.data.dataset}/test"
@@ -173,26 +172,22 @@ def _training_stages(cfg: StudyConfig, runs: dict[str, Path], fp: _Inputs, progr
     neighbour_training = {"data": trains_on, "code": fp.code("viclab.ablate.neighbours"),
                           "runtime": {"train": trains, "encode": eval_runtime().key}}  # it encodes with the default
     latent_in = {"data": fp.reads(train_key), "code": fp.code("viclab.ablate.latent")}
-
-    def trained(c: Config) -> Callable[[Path], dict[str, Any]]:
-        return _train_stage(c, progress, echo)
-
     return [
-        Stage("vicreg", "train VICReg (S1-S3)", {"config": conf(recipe), **training}, trained(recipe), "runs/vicreg",
-              collective=True),
-        Stage("no_variance", "train VICReg with mu = 0 (S4)", {"config": conf(novar), **training}, trained(novar),
-              "runs/no_variance", collective=True),
+        Stage("vicreg", "train VICReg (S1-S3)", {"config": conf(recipe), **training}, _train_stage(recipe, ctx),
+              "runs/vicreg", collective=True),
+        Stage("no_variance", "train VICReg with mu = 0 (S4)", {"config": conf(novar), **training},
+              _train_stage(novar, ctx), "runs/no_variance", collective=True),
         Stage("neighbours", f"train on {cfg.neighbour_k}-NN pairs of the VICReg model (S6)",
-              {"config": views, **neighbour_training}, trained(nbrs), "runs/neighbours", after=("vicreg",),
+              {"config": views, **neighbour_training}, _train_stage(nbrs, ctx), "runs/neighbours", after=("vicreg",),
               collective=True),
         Stage("latent_naive", "latent optimisation, naive pairs (S5)", {"config": conf(naive), **latent_in},
-              _latent_stage(naive, progress, echo), "runs/latent_naive"),
+              _latent_stage(naive, ctx), "runs/latent_naive"),
         Stage("latent_graph", "latent optimisation, graph pairs (S5)", {"config": conf(graph), **latent_in},
-              _latent_stage(graph, progress, echo), "runs/latent_graph"),
+              _latent_stage(graph, ctx), "runs/latent_graph"),
         Stage("eigenmaps", "Laplacian Eigenmaps on all images (S7)",
               {"config": conf(cfg.eigenmaps), "data": fp.reads(train_key, test_key),
                "code": fp.code("viclab.ablate.eigenmaps")},
-              lambda folder: run_eigenmaps(cfg.eigenmaps, folder, progress=progress, echo=echo), "runs/eigenmaps"),
+              lambda folder: run_eigenmaps(cfg.eigenmaps, folder, ctx), "runs/eigenmaps"),
     ]
 
 
@@ -201,21 +196,20 @@ EVALUATIONS = {"vicreg": ("probe", "plot", "retrieve", "cluster"), "no_variance"
                "latent_graph": ("probe",), "eigenmaps": ("probe", "plot")}
 
 
-def _evaluation_stages(cfg: StudyConfig, runs: dict[str, Path], fp: _Inputs, progress: bool,
-                       echo: Callable[[str], None]) -> list[Stage]:
+def _evaluation_stages(cfg: StudyConfig, runs: dict[str, Path], fp: _Inputs, ctx: Context) -> list[Stage]:
     """Each method's evaluations (spec §3), then kNN anomaly detection (A1-A3)."""
     recipe = cfg.recipe
     train_key, test_key = f"{recipe.data.dataset}/train", f"{recipe.data.dataset}/test"
     ev = {"eval": fp.conf(cfg.eval), "data": fp.reads(train_key, test_key), "code": fp.code("viclab.eval.tasks"),
           "runtime": eval_runtime(cfg.eval).key}
     stages = [Stage(f"eval_{name}", f"evaluate {METHODS[name]}: {', '.join(tasks)}", {**ev, "tasks": list(tasks)},
-                    _evaluate(name, tasks, cfg, runs[name], progress, echo), f"eval/{name}", after=(name,))
+                    _evaluate(name, tasks, cfg, runs[name], ctx), f"eval/{name}", after=(name,))
               for name, tasks in EVALUATIONS.items()]
 
     def anomaly(folder: Path) -> dict[str, Any]:
         names = [METHODS["vicreg"], METHODS["neighbours"]]
         return run_anomaly([runs["vicreg"], runs["neighbours"]], out=folder, data_dir=recipe.data.data_dir,
-                           anomalies=cfg.anomalies, names=names, cfg=cfg.eval, progress=progress, echo=echo)
+                           anomalies=cfg.anomalies, names=names, cfg=cfg.eval, ctx=ctx)
 
     stages.append(Stage("anomaly", f"kNN anomaly detection vs {cfg.anomalies} (A1-A3)",
                         {**ev, "anomalies": cfg.anomalies,
@@ -225,7 +219,7 @@ def _evaluation_stages(cfg: StudyConfig, runs: dict[str, Path], fp: _Inputs, pro
     return stages
 
 
-def _detection_stages(cfg: StudyConfig, fp: _Inputs, progress: bool, echo: Callable[[str], None]) -> list[Stage]:
+def _detection_stages(cfg: StudyConfig, fp: _Inputs, ctx: Context) -> list[Stage]:
     """One-class detection with every detector (§4), and the sound part when asked."""
     recipe = cfg.recipe
     train_key, test_key = f"{recipe.data.dataset}/train", f"{recipe.data.dataset}/test"
@@ -236,37 +230,35 @@ def _detection_stages(cfg: StudyConfig, fp: _Inputs, progress: bool, echo: Calla
                      "runtime": {"train": select_runtime(cfg.detect.recipe.train.device,
                                                          cfg.detect.recipe.train.precision).key,
                                  "score": scoring_runtime(cfg.detect).key},
-                     "code": code_fingerprint(["viclab.detect", "viclab.study.detection"], own=OWN)},
-                    detection_stage(cfg, progress, echo), "detect")]
+                     "code": fp.code("viclab.detect", "viclab.study.detection")},
+                    detection_stage(cfg, ctx), "detect")]
     if not cfg.sound:
         return stages
     sound_fields = {k: v for k, v in fp.conf(cfg).items() if k.startswith("sound")} | {
         "min_steps": cfg.recipe.train.min_steps}  # the sound trainings take the study's step floor
-    sound_code = code_fingerprint(["viclab.detect.protocols", "viclab.detect.resynth", "viclab.study.sound"], own=OWN)
+    sound_code = fp.code("viclab.detect.protocols", "viclab.detect.resynth", "viclab.study.sound")
     runtimes = sound_runtimes(cfg, recipe.data.data_dir)
     return [*stages,
             Stage("sound_machines", f"machine sounds, every detector: {', '.join(cfg.sound_machines)} (§4)",
                   {"config": sound_fields, "data": fp.reads("mimii/files"), "code": sound_code,
                    "runtime": runtimes["sound_machines"]},
-                  machines_stage(cfg, recipe.data.data_dir, progress, echo), "sound/machines"),
+                  machines_stage(cfg, recipe.data.data_dir, ctx), "sound/machines"),
             Stage("sound_fsdd", "spoken digits: VICReg probed on held-out speakers, Griffin-Lim (§4)",
                   {"config": sound_fields, "data": fp.reads("fsdd/files"), "code": sound_code,
                    "runtime": runtimes["sound_fsdd"]},
-                  fsdd_stage(cfg, recipe.data.data_dir, progress, echo), "sound/fsdd")]
+                  fsdd_stage(cfg, recipe.data.data_dir, ctx), "sound/fsdd")]
 
 
-def build_stages(cfg: StudyConfig, study_dir: Path, progress: bool, echo: Callable[[str], None],
-                 data: dict[str, Any]) -> list[Stage]:
+def build_stages(cfg: StudyConfig, study_dir: Path, ctx: Context, data: dict[str, Any]) -> list[Stage]:
     """The study's stages in order (trainings first, then evaluations, then detection); ``data`` is
     :func:`data_fingerprints` of ``cfg``."""
     fp = _Inputs(data)
     runs = {name: study_dir / "runs" / name for name in METHODS}
-    return [*_training_stages(cfg, runs, fp, progress, echo), *_evaluation_stages(cfg, runs, fp, progress, echo),
-            *_detection_stages(cfg, fp, progress, echo)]
+    return [*_training_stages(cfg, runs, fp, ctx), *_evaluation_stages(cfg, runs, fp, ctx),
+            *_detection_stages(cfg, fp, ctx)]
 
 
-def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True,
-              echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run_study(cfg: StudyConfig, out: str | Path, ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
     """Run (or continue) the whole study in ``out``; write ``results.json`` and ``report.html``.
 
     Every stage is cached in ``out``: running again skips finished stages whose
@@ -282,10 +274,9 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True,
     rt = select_runtime(cfg.recipe.train.device, cfg.recipe.train.precision)
     init_distributed(rt.device)  # under torchrun: the training stages run data-parallel
     main = is_main()
-    if not main:
-        progress, echo = False, (lambda _line: None)
-    elif progress and echo is print:
-        echo = tqdm.write  # lines go above the progress bars instead of through them
+    ctx = ctx.main_only(main)
+    if ctx.progress and ctx.echo is print:
+        ctx = replace(ctx, echo=tqdm.write)  # lines go above the progress bars instead of through them
     study_dir = Path(broadcast_object(str(out)))
     t0 = time.perf_counter()
     check_writable_dir(study_dir, "study folder")
@@ -298,8 +289,8 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True,
             atomic_write_text(study_dir / CONFIG, config_json(cfg) + "\n")  # written by write_run_files
         write_run_files(study_dir, cfg, rt.device, resumed=resumed)
     barrier()
-    stages = build_stages(cfg, study_dir, progress, echo, data)
-    records = run_stages(study_dir, stages, progress, echo)
+    stages = build_stages(cfg, study_dir, ctx, data)
+    records = run_stages(study_dir, stages, ctx)
     if not main:
         return {}
     results = {
@@ -316,9 +307,9 @@ def run_study(cfg: StudyConfig, out: str | Path, progress: bool = True,
     report = write_report(study_dir, results)
     results["seconds"]["this_invocation"] = time.perf_counter() - t0
     atomic_write_text(study_dir / RESULTS, json.dumps(results, indent=2) + "\n")
-    echo(f"study finished: {sum(r.seconds for r in records.values()):.0f}s of computation in all "
+    ctx.echo(f"study finished: {sum(r.seconds for r in records.values()):.0f}s of computation in all "
          f"({results['seconds']['this_invocation']:.0f}s in this run)")
-    echo(f"report: {report.resolve()}")
+    ctx.echo(f"report: {report.resolve()}")
     return results
 
 

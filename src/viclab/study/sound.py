@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from viclab.config import Config, DetectConfig, StudyConfig, get_preset, resolve
+from viclab.core.context import Context
 from viclab.core.runtime import select_runtime
-from viclab.data import load_sound, spectrograms
+from viclab.data import load_sound, resolve_data_dir, spectrograms
 from viclab.data.sounds import sound_root
 from viclab.detect.api import scoring_runtime
 from viclab.detect.protocols import machine_ids, machine_sounds, probe_digits
@@ -30,8 +31,8 @@ from viclab.represent.encode import eval_runtime
 ROC_DETECTORS = ("vicreg_terms:invariance", "knn", "mahalanobis", "autoencoder", "dcase_ae", "random-encoder knn")
 
 
-def _resynth(clip: Path, folder: Path, echo: Callable[[str], None], **kw: Any) -> dict[str, Any]:
-    result = resynthesise(clip, folder, echo=echo, **kw)
+def _resynth(clip: Path, folder: Path, ctx: Context, **kw: Any) -> dict[str, Any]:
+    result = resynthesise(clip, folder, ctx=ctx, **kw)
     return {"clip": clip.name, "folder": folder.name, **{k: result[k] for k in ("vs_original", "vs_given_magnitude",
                                                                                 "seconds", "rate")}}
 
@@ -64,8 +65,7 @@ def sound_runtimes(cfg: StudyConfig, data_dir: str | None) -> dict[str, dict[str
                            "encode": eval_runtime().key}}
 
 
-def machines_stage(cfg: StudyConfig, data_dir: str | None, progress: bool,
-                   echo: Callable[[str], None]) -> Callable[[Path], dict[str, Any]]:
+def machines_stage(cfg: StudyConfig, data_dir: str | None, ctx: Context) -> Callable[[Path], dict[str, Any]]:
     """The stage's ``run(folder)``: every detector per machine type, figures and resynthesis."""
     def run(folder: Path) -> dict[str, Any]:
         base = _machines_config(cfg, data_dir)
@@ -78,8 +78,7 @@ def machines_stage(cfg: StudyConfig, data_dir: str | None, progress: bool,
                                f"{machine}: {int((test.labels == 0).sum())} normal vs {int((test.labels == 1).sum())} "
                                "abnormal test clips, all machine IDs", folder / f"roc_{machine}.png")
 
-        result = machine_sounds(base, cfg.sound_machines, folder / "detectors", progress=progress, echo=echo,
-                                on_machine=draw)
+        result = machine_sounds(base, cfg.sound_machines, folder / "detectors", ctx=ctx, on_machine=draw)
         first = cfg.sound_machines[0]
         test = tests[first]
         ids = machine_ids(test)
@@ -93,9 +92,9 @@ def machines_stage(cfg: StudyConfig, data_dir: str | None, progress: bool,
                                      "machine ID (10 s, 128 mel bands)", folder / "spectrograms.png",
                                test.data.modality)
         odd = int(np.flatnonzero(test.labels == 1)[0])
-        clip = sound_root("mimii", base.data.data_dir or _default_root()) / test.origin[odd].split(":", 1)[1]
-        resynth = {"plain": _resynth(clip, folder / "resynth_plain", echo),
-                   "autoencoder": _resynth(clip, folder / "resynth_autoencoder", echo,
+        clip = sound_root("mimii", base.data.data_dir or resolve_data_dir(None)) / test.origin[odd].split(":", 1)[1]
+        resynth = {"plain": _resynth(clip, folder / "resynth_plain", ctx),
+                   "autoencoder": _resynth(clip, folder / "resynth_autoencoder", ctx,
                                            detector=folder / "detectors" / first / "autoencoder")}
         return {"machines": result, "first_machine": first, "resynth": resynth,
                 "recipe": {"epochs": cfg.sound_epochs, "views": cfg.sound_views,
@@ -105,20 +104,13 @@ def machines_stage(cfg: StudyConfig, data_dir: str | None, progress: bool,
     return run
 
 
-def _default_root() -> Path:
-    from viclab.data import resolve_data_dir
-
-    return resolve_data_dir(None)
-
-
-def fsdd_stage(cfg: StudyConfig, data_dir: str | None, progress: bool,
-               echo: Callable[[str], None]) -> Callable[[Path], dict[str, Any]]:
+def fsdd_stage(cfg: StudyConfig, data_dir: str | None, ctx: Context) -> Callable[[Path], dict[str, Any]]:
     """The stage's ``run(folder)``: VICReg on FSDD probed on held-out speakers, figures, resynthesis."""
     def run(folder: Path) -> dict[str, Any]:
         recipe = _fsdd_recipe(cfg, data_dir)
-        probe = probe_digits(recipe, cfg.sound_held_out, folder, progress=progress, echo=echo)
+        probe = probe_digits(recipe, cfg.sound_held_out, folder, ctx=ctx)
         sound = dataclasses.replace(recipe.sound, split="speaker", test_speakers=tuple(cfg.sound_held_out))
-        root = data_dir or _default_root()
+        root = data_dir or resolve_data_dir(None)
         clips = load_sound("fsdd", "test", root, sound)
         spec = spectrograms(clips, sound)
         picks = [int(np.flatnonzero(clips.labels.numpy() == d)[0]) for d in range(len(clips.classes))]
@@ -128,7 +120,7 @@ def fsdd_stage(cfg: StudyConfig, data_dir: str | None, progress: bool,
                                "bands)",
                                folder / "spectrograms.png", spec.modality)
         clip = sound_root("fsdd", root) / clips.origin[picks[len(picks) // 2]]
-        resynth = _resynth(clip, folder / "resynth", echo, sound=recipe.sound)
+        resynth = _resynth(clip, folder / "resynth", ctx, sound=recipe.sound)
         return {"probe": probe, "resynth": resynth, "epochs": cfg.sound_probe_epochs}
 
     return run

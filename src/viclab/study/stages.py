@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import viclab
+from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.hashing import digest
 from viclab.core.io import atomic_write_text
 from viclab.core.runtime import broadcast_object, is_main, local_process
@@ -139,11 +140,11 @@ class Progress:
     """One overall display: a bar over the stages (``stage k/n: title``); each stage's own
     bars (epochs, encoding) appear under it and vanish when they finish."""
 
-    def __init__(self, total: int, enabled: bool, echo: Callable[[str], None]) -> None:
+    def __init__(self, total: int, ctx: Context) -> None:
         from tqdm import tqdm
 
-        self.total, self.echo = total, echo
-        self.bar = tqdm(total=total, disable=not enabled, position=0, leave=True, dynamic_ncols=True,
+        self.total, self.echo = total, ctx.echo
+        self.bar = tqdm(total=total, disable=not ctx.progress, position=0, leave=True, dynamic_ncols=True,
                         bar_format="{desc} |{bar}| {n_fmt}/{total_fmt} stages [{elapsed}]")
 
     def start(self, k: int, title: str) -> None:
@@ -159,8 +160,7 @@ class Progress:
         self.bar.close()
 
 
-def run_stages(study_dir: Path, stages: list[Stage], progress: bool = True,
-               echo: Callable[[str], None] = print) -> dict[str, StageRecord]:
+def run_stages(study_dir: Path, stages: list[Stage], ctx: Context = DEFAULT_CONTEXT) -> dict[str, StageRecord]:
     """Run ``stages`` in order, skipping those already done with the same inputs.
 
     Under torchrun, rank 0 keeps the stage records and runs every stage; the other ranks
@@ -176,7 +176,7 @@ def run_stages(study_dir: Path, stages: list[Stage], progress: bool = True,
         return {}
     state_dir = study_dir / STATE_DIR
     state_dir.mkdir(parents=True, exist_ok=True)
-    bar = Progress(len(stages), progress, echo)
+    bar = Progress(len(stages), ctx)
     records: dict[str, StageRecord] = {}
     try:
         for k, stage in enumerate(stages, 1):

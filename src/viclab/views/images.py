@@ -40,10 +40,6 @@ class ViewParams:
     solarize: Tensor
 
 
-def _uniform(n: int, lo: float, hi: float, g: torch.Generator | None, device: torch.device) -> Tensor:
-    return lo + (hi - lo) * torch.rand(n, generator=g, device=device)
-
-
 def sample_params(cfg: AugmentConfig, n: int, height: int, width: int,
                   generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> ViewParams:
     """Draw independent parameters for ``n`` images of size ``height x width``."""
@@ -53,16 +49,16 @@ def sample_params(cfg: AugmentConfig, n: int, height: int, width: int,
     flip = coin(cfg.hflip_p)
     # torchvision's ColorJitter ranges: [max(0, 1-s), 1+s] for factors, [-h, h] for hue.
     jitter = [
-        _uniform(n, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness, generator, device),
-        _uniform(n, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast, generator, device),
-        _uniform(n, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation, generator, device),
-        _uniform(n, -cfg.hue, cfg.hue, generator, device),
+        ops.uniform(n, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness, generator, device),
+        ops.uniform(n, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast, generator, device),
+        ops.uniform(n, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation, generator, device),
+        ops.uniform(n, -cfg.hue, cfg.hue, generator, device),
     ]
     on = coin(cfg.jitter_p)  # elsewhere the identity values 1, 1, 1, 0
     jitter = torch.stack([torch.where(on, v, 1.0 if i < HUE else 0.0) for i, v in enumerate(jitter)], 1)
     order = torch.rand(n, 4, generator=generator, device=device).argsort(1)
     gray = coin(cfg.grayscale_p)
-    sigma = _uniform(n, cfg.blur_sigma[0], cfg.blur_sigma[1], generator, device)
+    sigma = ops.uniform(n, cfg.blur_sigma[0], cfg.blur_sigma[1], generator, device)
     sigma = torch.where(coin(cfg.blur_p), sigma, torch.zeros_like(sigma))
     solarize = coin(cfg.solarize_p)
     return ViewParams(boxes, flip, jitter, order, gray, sigma, solarize)

@@ -18,6 +18,11 @@ from torch import Tensor
 _LUMA = (0.299, 0.587, 0.114)
 
 
+def uniform(n: int, lo: float, hi: float, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """``(n,)`` independent draws from ``U[lo, hi)``."""
+    return lo + (hi - lo) * torch.rand(n, generator=generator, device=device)
+
+
 def grayscale(x: Tensor) -> Tensor:
     """``(B, 3, H, W)`` -> ``(B, 1, H, W)`` luma."""
     r, g, b = x.unbind(1)
@@ -33,22 +38,6 @@ def blend_towards(x: Tensor, factor: Tensor, target: Tensor | float) -> Tensor:
     """
     f = factor.view(-1, 1, 1, 1)
     return (f * x + (1 - f) * target).clamp_(0, 1)
-
-
-def adjust_brightness(x: Tensor, factor: Tensor) -> Tensor:
-    """Scale intensities by ``factor`` ``(B,)`` (>= 0)."""
-    return blend_towards(x, factor, 0.0)
-
-
-def adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
-    """Blend with each image's mean luma by ``factor`` ``(B,)``."""
-    mean = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
-    return blend_towards(x, factor, mean)
-
-
-def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
-    """Blend with the image's own grayscale version by ``factor`` ``(B,)``."""
-    return blend_towards(x, factor, grayscale(x))
 
 
 def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:

@@ -13,10 +13,7 @@ import torch
 from torch import Tensor
 
 from viclab.config import SpecViewsConfig
-
-
-def _uniform(n: int, lo: float, hi: float, gen: torch.Generator | None, device: torch.device) -> Tensor:
-    return torch.rand(n, generator=gen, device=device) * (hi - lo) + lo
+from viclab.views.ops import uniform
 
 
 def time_crop(x: Tensor, frames: int, gen: torch.Generator | None) -> Tensor:
@@ -100,12 +97,12 @@ class SpecViews:
             exponential = torch.rand(x.shape, generator=generator, device=dev).neg_().log1p_().neg_()
             noise = 10 * torch.log10(exponential.clamp_min_(1e-12))
             active = torch.rand(b, generator=generator, device=dev) < c.noise_p
-            x = mix_power(x, noise, _uniform(b, *c.noise_snr_db, generator, dev), active)
+            x = mix_power(x, noise, uniform(b, *c.noise_snr_db, generator, dev), active)
         if c.mix_p > 0 and b > 1:
             active = torch.rand(b, generator=generator, device=dev) < c.mix_p
-            x = mix_power(x, x.roll(1, 0), _uniform(b, *c.mix_snr_db, generator, dev), active)
+            x = mix_power(x, x.roll(1, 0), uniform(b, *c.mix_snr_db, generator, dev), active)
         if c.gain_db > 0:
-            x = x + _uniform(b, -c.gain_db, c.gain_db, generator, dev).view(-1, 1, 1, 1)
+            x = x + uniform(b, -c.gain_db, c.gain_db, generator, dev).view(-1, 1, 1, 1)
         x = band_masks(x, c.time_masks, int(c.time_mask * x.shape[3]), 3, generator)
         return band_masks(x, c.freq_masks, int(c.freq_mask * x.shape[2]), 2, generator)
 
