@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from viclab.cli import guarded
-from viclab.eval import run_anomaly
+from viclab.detect.anomaly import run_anomaly
 
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "vicreg_cpu_cifar10.safetensors"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -188,3 +189,32 @@ def test_every_subcommand_reads_its_overrides(argv, fragment, capsys, tmp_path, 
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     assert fragment in _one_error_line(capsys)
+
+
+def _readme_commands() -> list[str]:
+    """Every ``viclab ...`` command line in the code blocks of README.md and docs/ (comments cut, ``a; b`` split)."""
+    import re
+    import shlex
+
+    root = Path(__file__).resolve().parents[1]
+    lines = []
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        fenced = False
+        for line in doc.read_text().replace("\\\n", " ").splitlines():  # continued lines joined
+            fenced ^= line.lstrip().startswith("```")
+            for part in line.split("#")[0].split(";") if fenced else ():
+                part = part.strip().removeprefix(".venv/bin/")
+                if re.match(r"^viclab \w", part) and "..." not in part:
+                    lines.append(part.replace("$W", "weights/w.safetensors"))
+    return [shlex.join(shlex.split(c)) for c in dict.fromkeys(lines)]
+
+
+@pytest.mark.parametrize("command", _readme_commands())
+def test_every_documented_command_parses(command):
+    """Each command the README and docs show is accepted by the parser as written (aliases included)."""
+    import shlex
+
+    from viclab.cli import build_parser
+
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert callable(getattr(args, "func", None)) or getattr(args, "command", None)
