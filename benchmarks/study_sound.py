@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write_result  # noqa: E402
 
 from viclab.config import resolve  # noqa: E402
+from viclab.core.context import Context  # noqa: E402
 from viclab.study.sound import fsdd_stage, machines_stage  # noqa: E402
 
 
@@ -40,7 +41,7 @@ def main() -> None:
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        results[name] = stage(cfg, None, False, print)(folder)
+        results[name] = stage(cfg, Context(progress=False))(folder)
         seconds[name] = time.perf_counter() - t0
         print(f"{name}: {seconds[name]:.0f} s")
     write_result(args.name, {"seconds": seconds, **results})

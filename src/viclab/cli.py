@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from viclab import __version__
 from viclab.core.context import Context
 from viclab.core.errors import ViclabError, ViclabWarning
 
@@ -42,7 +43,7 @@ _HELP = {
     "projector": "projector widths, e.g. 512-512-512", "graph_features": "encoder source of the fixed data space",
     "graph_k": "neighbours per image in the fixed graph", "epochs": "passes over the codes",
     "batch_size": "codes per batch", "lr": "SparseAdam rate of the codes", "projector_lr": "Adam rate of the projector",
-    "probe_fraction": "share of codes the probe trains on (tested on the rest)", "seed": "seed",
+    "probe_fraction": "share of codes the probe trains on (tested on the rest)",
     "features": "encoder source of the graph's features", "eigenmaps.k": "neighbours per image in the kNN graph",
     "solver": "eigen-solver: arpack, lobpcg or sklearn",
     "views.k": "neighbours per image", "train.epochs": "epochs (default 1)",
@@ -73,13 +74,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(p: argparse.ArgumentParser, out: str | None, out_default: str | None = None, required: bool = False,
-            data_dir: str | None = "data_dir", data_help: str = DATA_DIR, progress: bool = True) -> None:
+            data_dest: str | None = "data_dir", data_help: str = DATA_DIR, progress: bool = True) -> None:
     """The arguments every subcommand shares: overrides, ``--config``, and where present ``--data-dir``
-    (into ``data_dir``, or a config field such as ``data.data_dir``), ``--out`` and ``--no-progress``."""
+    (into ``data_dir``: the context's, or a config field such as ``data.data_dir``), ``--out`` and ``--no-progress``."""
     p.add_argument("overrides", nargs="*", metavar="section.field=value", help="config overrides")
     p.add_argument("--config", metavar="FILE", help="TOML file of [section] tables, applied before the overrides")
-    if data_dir:
-        p.add_argument("--data-dir", dest=data_dir, help=data_help)
+    if data_dest:
+        p.add_argument("--data-dir", dest=data_dest, help=data_help)
     if out:
         p.add_argument("--out", default=out_default, required=required, help=out)
     if progress:
@@ -88,9 +89,8 @@ def _common(p: argparse.ArgumentParser, out: str | None, out_default: str | None
 
 def _fields(p: argparse.ArgumentParser, section: str, schema: type, flags: Iterable[tuple[str, str]],
             lists: tuple[str, ...] = (), **choices: Iterable[str]) -> None:
-    """One flag per ``(flag, field)`` of the frozen config ``schema``, its value landing in ``section.field``:
-    the field's type (a tuple's values comma-separated, or separate for a field in ``lists``), its choices,
-    and its default in the help."""
+    """One flag per ``(flag, field)`` of the frozen config ``schema``, into ``section.field``: the field's type (a
+    tuple's values comma-separated, or separate for a field in ``lists``), its choices, and its default in the help."""
     hints, defaults = typing.get_type_hints(schema), schema()
     for flag, name in flags:
         tp, nargs = hints[name], None
@@ -104,11 +104,11 @@ def _fields(p: argparse.ArgumentParser, section: str, schema: type, flags: Itera
                        metavar=None if name in choices else name.upper())
 
 
-def _named(schema: type, skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-    """``(--field-name, field)`` for every plain int, float or str field of ``schema``."""
+def _named(schema: type, *names: str) -> list[tuple[str, str]]:
+    """``(--field-name, field)`` for ``names``, else for every plain int, float or str field of ``schema``."""
     hints = typing.get_type_hints(schema)
-    plain = {int, float, str, str | None}
-    return [("--" + name.replace("_", "-"), name) for name in hints if hints[name] in plain and name not in skip]
+    names = names or tuple(name for name in hints if hints[name] in (int, float, str, str | None))
+    return [("--" + name.replace("_", "-"), name) for name in names]
 
 
 def _config(args: argparse.Namespace, preset: str | None = None, base: Any = None, last: Iterable[str] = ()) -> Any:
@@ -136,7 +136,7 @@ def _add_train(sub) -> None:
 
 
 def _train_flags(p: argparse.ArgumentParser, preset: bool = True) -> None:
-    _common(p, "parent folder of run folders (default: runs)", "runs", data_dir="data.data_dir")
+    _common(p, "parent folder of run folders (default: runs)", "runs", data_dest="data.data_dir")
     if preset:
         from viclab.config import PRESETS
 
@@ -146,16 +146,16 @@ def _train_flags(p: argparse.ArgumentParser, preset: bool = True) -> None:
     p.set_defaults(kind="train")
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _cmd_train(args: argparse.Namespace) -> None:
     from viclab.engine.rundir import read_config
 
     # Resuming without a preset or TOML: overrides apply to the run's own config (then must not change it).
     base = read_config(Path(args.resume)) if args.resume and not (args.preset or args.config) else None
     cfg = _config(args, args.preset, base, last=args.force)  # forced last: an ablation's defining change wins
-    return _train(args, cfg, args.name_kind or args.preset or "exercise")
+    _train(args, cfg, args.name_kind or args.preset or "exercise")
 
 
-def _train(args: argparse.Namespace, cfg: Any, kind: str) -> int:
+def _train(args: argparse.Namespace, cfg: Any, kind: str) -> None:
     import viclab.ablate  # noqa: F401  (registers the view source of views.kind=neighbours)
     from viclab.core.runtime import is_main
     from viclab.engine import train
@@ -163,7 +163,6 @@ def _train(args: argparse.Namespace, cfg: Any, kind: str) -> int:
     run_dir = Path(args.resume) if args.resume else _run_dir(args, kind)
     result = train(cfg, run_dir, resume=bool(args.resume), ctx=args.ctx)
     args.ctx.main_only(is_main()).echo(f"run folder: {result.run_dir}")  # under torchrun every process runs this
-    return 0
 
 
 # subcommand -> (help, description, [(flag, EvalConfig field)]); defaults come from EvalConfig.
@@ -217,29 +216,25 @@ def _add_eval(sub) -> None:
             p.add_argument("sources", nargs="+", metavar="SOURCE", help=SOURCE + "; several: one curve each")
         else:
             p.add_argument("source", metavar="SOURCE", help=SOURCE)
-        _fields(p, "eval", EvalConfig, [*flags, ("--seed", "seed"), ("--device", "device"),
-                                        ("--precision", "precision")])
+        _fields(p, "eval", EvalConfig, [*flags, *_named(EvalConfig, "seed", "device", "precision")])
         _eval_flags(p, name == "anomaly", "output folder (default: RUN/eval, or RUN/eval-DATASET with --dataset, for "
                                           "a run folder; else ./eval-NAME; a folder DATASET is its name and a hash of "
                                           "its path)")
         p.set_defaults(func=_cmd_eval, task=name)
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
+def _cmd_eval(args: argparse.Namespace) -> None:
     from viclab.detect.anomaly import run_anomaly
     from viclab.eval import tasks
-    from viclab.eval.compare import run_compare
+    from viclab.eval.tasks import run_compare
 
-    common = {"out": args.out, "data_dir": args.data_dir, "cfg": _config(args), "ctx": args.ctx,
+    common = {"out": args.out, "cfg": _config(args), "ctx": args.ctx,
               "use_cache": not args.no_cache, "dataset": args.dataset}
     if args.task in ("anomaly", "compare"):
         run = run_anomaly if args.task == "anomaly" else run_compare
         run(args.sources, anomalies=args.anomalies, names=args.names, **common)
-    else:
-        fn = {"probe": tasks.run_probe, "plot": tasks.run_plot, "retrieve": tasks.run_retrieve,
-              "cluster": tasks.run_cluster}[args.task]
-        fn(args.source, **common)
-    return 0
+    else:  # probe, plot, retrieve, cluster
+        getattr(tasks, f"run_{args.task}")(args.source, **common)
 
 
 def _add_compare(sub) -> None:
@@ -269,7 +264,7 @@ def _add_ablate(sub) -> None:
                                      "recipe.")
     p.add_argument("source", metavar="SOURCE", help="a run folder or encoder .safetensors file")
     _fields(p, "views", ViewsConfig, [("-k", "k")])
-    _fields(p, "train", TrainConfig, [("--epochs", "epochs")])
+    _fields(p, "train", TrainConfig, _named(TrainConfig, "epochs"))
     _train_flags(p, preset=False)
     p.set_defaults(func=_cmd_neighbours)
     for name, kind, cls, help in (
@@ -278,28 +273,27 @@ def _add_ablate(sub) -> None:
              "Laplacian Eigenmaps of random-CNN features, all images (spec S7)")):
         p = kinds.add_parser(name, help=help, description=(cls.__doc__ or "").split("\n\n")[0])
         _fields(p, kind, cls, _named(cls))
-        _common(p, "parent folder of run folders (default: runs)", "runs", data_dir=None)
+        _common(p, "parent folder of run folders (default: runs)", "runs", data_dest=None)
         p.add_argument("--name", help=f"run folder name (default: {name}-<timestamp>); an existing run of the "
                                       "same config is continued")
         p.set_defaults(func=_cmd_table_ablation, kind=kind, name_kind=name)
 
 
-def _cmd_neighbours(args: argparse.Namespace) -> int:
+def _cmd_neighbours(args: argparse.Namespace) -> None:
     from viclab.ablate.neighbours import neighbours_config
     from viclab.engine.rundir import read_config
 
     base = read_config(Path(args.resume)) if args.resume else neighbours_config(args.source)
-    return _train(args, _config(args, base=base), "neighbours")
+    _train(args, _config(args, base=base), "neighbours")
 
 
-def _cmd_table_ablation(args: argparse.Namespace) -> int:
-    from viclab.ablate.eigenmaps import run_eigenmaps
+def _cmd_table_ablation(args: argparse.Namespace) -> None:
+    from viclab.ablate.graph import run_eigenmaps
     from viclab.ablate.latent import run_latent
 
     run_dir = _run_dir(args, args.name_kind)
     (run_latent if args.kind == "latent" else run_eigenmaps)(_config(args), run_dir, args.ctx)
     print(f"run folder: {run_dir}")
-    return 0
 
 
 def _add_study(sub) -> None:
@@ -312,16 +306,15 @@ def _add_study(sub) -> None:
                                    "loss, optim, train) and for latent.*, eigenmaps.*, eval.*, detect.*, study.*.")
     p.add_argument("--preset",
                    help="cpu (2-core CPU, under 30 minutes; default) or exercise (spec §2 exactly: use a GPU)")
-    _common(p, "study folder (default: studies/PRESET); an existing one is continued", data_dir="data.data_dir")
+    _common(p, "study folder (default: studies/PRESET); an existing one is continued", data_dest="data.data_dir")
     p.set_defaults(func=_cmd_study, kind="study")
 
 
-def _cmd_study(args: argparse.Namespace) -> int:
+def _cmd_study(args: argparse.Namespace) -> None:
     from viclab.study import run_study
 
     cfg = _config(args, args.preset)
     run_study(cfg, args.out or Path("studies") / cfg.preset, ctx=args.ctx)
-    return 0
 
 
 def _add_detect(sub) -> None:
@@ -340,24 +333,22 @@ def _add_detect(sub) -> None:
                          description="Overrides: detect.*, data.*, autoencoder.*, dcase.* for the detector; "
                                      "augment.*, model.*, loss.*, optim.*, train.*, sound.*, spec_views.* for the "
                                      "network it trains on the normal data (VICReg when no --encoder is given).")
-    _fields(p, "detect", DetectConfig, [("--detector", "detector"), ("--encoder", "encoder"), ("--score", "score"),
-                                        ("-k", "k")], detector=tuple(DETECTORS), score=TERM_SCORES)
-    _fields(p, "data", DetectDataConfig, [("--dataset", "dataset"), *_named(DetectDataConfig, skip=(
-        "dataset", "data_dir", "test_share", "holdout", "size", "seed")), ("--normal-classes", "normal_classes"),
-        ("--anomaly-classes", "anomaly_classes")])
+    _fields(p, "detect", DetectConfig, [*_named(DetectConfig, "detector", "encoder", "score"), ("-k", "k")],
+            detector=tuple(DETECTORS), score=TERM_SCORES)
+    _fields(p, "data", DetectDataConfig, _named(DetectDataConfig, "dataset", "normal", "abnormal", "normal_test",
+                                                "anomalies", "normal_classes", "anomaly_classes"))
     p.add_argument("--preset", choices=tuple(PRESETS), help="the training recipe of its network (default: cpu for "
                                                              "images, fsdd for FSDD, sound for other sounds)")
     p.add_argument("--views", choices=tuple(VIEW_RECIPES), help="VICReg's views: the recipe's (default), crop "
                                                                 "(crop only) or crop_raw (crop only, no normalisation)")
-    _common(p, "the detector folder (continued if it holds this detector)", required=True, data_dir="data.data_dir")
+    _common(p, "the detector folder (continued if it holds this detector)", required=True, data_dest="data.data_dir")
     p.set_defaults(func=_cmd_detect_fit, kind="detect")
     p = kinds.add_parser("score", help="score the test images: CSV, ROC/PR curves, threshold, most anomalous images",
                          description="Scores the test set of the first detector (its normal test images and "
                                      "anomalies, or --abnormal/--anomalies) with every detector given.")
     p.add_argument("detectors", nargs="+", metavar="DETECTOR", help="detector folders (one curve each)")
-    _fields(p, "score", ScoreConfig, _named(ScoreConfig) + [("--fpr", "fpr")])
+    _fields(p, "score", ScoreConfig, _named(ScoreConfig, "top", "fpr"))
     _test_flags(p, "score")
-    p.set_defaults(func=_cmd_detect_score)
     p = kinds.add_parser("monitor", help="VICReg's three terms per batch over a stream of normal and anomalous batches",
                          description="Feeds batches of the test images to a vicreg_terms detector and plots "
                                      "invariance, variance and covariance per batch, anomalous stretches shaded "
@@ -365,7 +356,6 @@ def _add_detect(sub) -> None:
     p.add_argument("detector", metavar="DETECTOR", help="a vicreg_terms detector folder")
     _fields(p, "monitor", MonitorConfig, _named(MonitorConfig))
     _test_flags(p, "monitor")
-    p.set_defaults(func=_cmd_detect_monitor)
 
 
 def _test_flags(p: argparse.ArgumentParser, kind: str) -> None:
@@ -373,10 +363,10 @@ def _test_flags(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--abnormal", help="folder of anomalous images instead of the detector's")
     p.add_argument("--anomalies", help="dataset or folder of anomalies instead of the detector's")
     _common(p, "output folder", required=True, data_help="data root (default: the detector's, else $VICLAB_DATA)")
-    p.set_defaults(kind=kind)
+    p.set_defaults(func=_cmd_detect_test, kind=kind)
 
 
-def _cmd_detect_fit(args: argparse.Namespace) -> int:
+def _cmd_detect_fit(args: argparse.Namespace) -> None:
     from viclab.config import view_overrides
     from viclab.detect import fit_config, fit_detector
 
@@ -385,25 +375,16 @@ def _cmd_detect_fit(args: argparse.Namespace) -> int:
                           "run's own views are used: drop one of the two")
     cfg = fit_config(args.preset, args.config, [*view_overrides(args.views), *_flag_values(args), *args.overrides])
     fit_detector(cfg, args.out, ctx=args.ctx)
-    return 0
 
 
-def _cmd_detect_score(args: argparse.Namespace) -> int:
-    from viclab.detect import run_score
+def _cmd_detect_test(args: argparse.Namespace) -> None:
+    from viclab.detect import run_monitor, run_score
 
-    cfg = _config(args)
-    run_score(args.detectors, args.out, abnormal=args.abnormal, anomalies=args.anomalies, data_dir=args.data_dir,
-              top=cfg.top, fpr=cfg.fpr, ctx=args.ctx)
-    return 0
-
-
-def _cmd_detect_monitor(args: argparse.Namespace) -> int:
-    from viclab.detect import run_monitor
-
-    cfg = _config(args)
-    run_monitor(args.detector, args.out, stream=cfg.stream, batch_size=cfg.batch_size, abnormal=args.abnormal,
-                anomalies=args.anomalies, data_dir=args.data_dir, seed=cfg.seed, ctx=args.ctx)
-    return 0
+    cfg, test = _config(args), {"abnormal": args.abnormal, "anomalies": args.anomalies, "ctx": args.ctx}
+    if args.kind == "score":
+        run_score(args.detectors, args.out, top=cfg.top, fpr=cfg.fpr, **test)
+    else:
+        run_monitor(args.detector, args.out, stream=cfg.stream, batch_size=cfg.batch_size, seed=cfg.seed, **test)
 
 
 def _add_sound(sub) -> None:
@@ -422,13 +403,13 @@ def _add_sound(sub) -> None:
     p.add_argument("--detector", help="an autoencoder or dcase_ae detector folder: resynthesise its reconstruction")
     p.add_argument("--preset", help="the training preset whose sound.* settings are used (default "
                                                      "sound: 16 kHz, the DCASE features; fsdd: 8 kHz)")
-    _fields(p, "resynth", ResynthConfig, [("--iters", "n_iter"), ("--momentum", "momentum"), ("--seed", "seed"),
-                                          ("--max-seconds", "max_seconds")])
-    _common(p, "output folder", required=True, data_dir=None)
+    _fields(p, "resynth", ResynthConfig,
+            [("--iters", "n_iter"), *_named(ResynthConfig, "momentum", "seed", "max_seconds")])
+    _common(p, "output folder", required=True, data_dest=None)
     p.set_defaults(func=_cmd_sound_resynth, kind="resynth")
 
 
-def _cmd_sound_resynth(args: argparse.Namespace) -> int:
+def _cmd_sound_resynth(args: argparse.Namespace) -> None:
     from viclab.detect.resynth import resynthesise
 
     if args.detector and (any(o.startswith("sound.") for o in args.overrides) or args.preset not in (None, "sound")):
@@ -438,7 +419,6 @@ def _cmd_sound_resynth(args: argparse.Namespace) -> int:
         raise ViclabError(f"{args.clip} is not a file; give a WAV, FLAC or OGG file")
     resynthesise(args.clip, args.out, detector=args.detector, sound=None if args.detector else cfg.sound,
                  n_iter=cfg.n_iter, momentum=cfg.momentum, seed=cfg.seed, max_seconds=cfg.max_seconds)
-    return 0
 
 
 def _add_split(sub) -> None:
@@ -451,23 +431,20 @@ def _add_split(sub) -> None:
                                    "skipped and counted; an existing, non-empty DST is refused.")
     p.add_argument("src", metavar="SRC", help="folder of class sub-folders of images")
     p.add_argument("dst", metavar="DST", help="new folder to write (must not exist, or be empty)")
-    _fields(p, "split", SplitConfig, [("--ratios", "ratios"), *_named(SplitConfig)], lists=("ratios",))
-    _common(p, None, data_dir=None, progress=False)
+    _fields(p, "split", SplitConfig, _named(SplitConfig, "ratios", "seed", "mode"), lists=("ratios",))
+    _common(p, None, data_dest=None, progress=False)
     p.set_defaults(func=_cmd_split, kind="split")
 
 
-def _cmd_split(args: argparse.Namespace) -> int:
+def _cmd_split(args: argparse.Namespace) -> None:
     from viclab.data.split import split_folder
 
     cfg = _config(args)
     print(split_folder(args.src, args.dst, cfg.ratios, cfg.seed, cfg.mode).summary())
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="viclab", description="VICReg self-supervised learning toolkit")
-    from viclab import __version__
-
     parser.add_argument("--version", action="version", version=f"viclab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_add_train, _add_eval, _add_ablate, _add_compare, _add_study, _add_detect, _add_sound, _add_split):
@@ -518,11 +495,11 @@ def _gather_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 
 def main(argv: list[str] | None = None) -> int:
-    def run() -> int:
+    def run() -> None:
         parser = build_parser()
         args, rest = parser.parse_known_args(argv)
         _gather_overrides(parser, args, rest)
-        args.ctx = Context(progress=not getattr(args, "no_progress", False))  # split has no bars to switch off
-        return args.func(args)
+        args.ctx = Context(progress=not getattr(args, "no_progress", False), data_dir=getattr(args, "data_dir", None))
+        args.func(args)
 
     return guarded(run)

@@ -7,8 +7,7 @@ import json
 import numpy as np
 import scipy.sparse as sp
 
-from viclab.ablate.eigenmaps import run_eigenmaps
-from viclab.ablate.graph import knn_table, symmetric_knn_graph
+from viclab.ablate.graph import knn_table, run_eigenmaps, symmetric_knn_graph
 from viclab.cli import main
 from viclab.config import EigenmapsConfig
 from viclab.core.context import QUIET
@@ -28,7 +27,7 @@ def test_eigenmaps_run_covers_train_and_test_and_solves_the_eigen_equation(tiny_
     # Independent check: rebuild the graph over train + test features and test L y = lambda D y densely.
     cfg = EigenmapsConfig(**json.loads((run / "config.json").read_text()))
     enc = load_source(cfg.features, seed=cfg.seed)
-    x = np.concatenate([representations(enc, s, data_dir=str(root)).features for s in ("train", "test")])
+    x = np.concatenate([representations(enc, s, ctx=QUIET.reading(str(root))).features for s in ("train", "test")])
     w = symmetric_knn_graph(knn_table(x, cfg.k)).toarray()
     d = w.sum(1)
     y = np.concatenate([table.splits["train"].features, table.splits["test"].features]).astype(np.float64)

@@ -45,7 +45,7 @@ def test_graph_pairs_use_the_fixed_data_space_neighbours(tiny_run, tmp_path):
     run = tmp_path / "graph"
     cfg = _cfg(root, graph_k=4)
     summary = latent.run_latent(cfg, run, ctx=QUIET)
-    x = representations(load_source(cfg.graph_features, seed=cfg.seed), "train", data_dir=str(root)).features
+    x = representations(load_source(cfg.graph_features, seed=cfg.seed), "train", ctx=QUIET.reading(str(root))).features
     d = ((x[:, None].astype(np.float64) - x[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     np.testing.assert_array_equal(np.sort(np.load(run / latent.GRAPH), 1), np.sort(np.argsort(d, 1)[:, :4], 1))
@@ -141,7 +141,7 @@ def test_graph_is_rebuilt_when_its_feature_weights_change(tiny_run, tmp_path, mo
         torch.nn.init.normal_(p)
     save_encoder(weights, module, enc_cfg, dim)
     latent.run_latent(cfg, run, ctx=QUIET)
-    x = representations(load_source(weights), "train", data_dir=str(root)).features.astype(np.float64)
+    x = representations(load_source(weights), "train", ctx=QUIET.reading(str(root))).features.astype(np.float64)
     d = ((x[:, None] - x[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     np.testing.assert_array_equal(np.sort(np.load(run / latent.GRAPH), 1), np.sort(np.argsort(d, 1)[:, :4], 1))

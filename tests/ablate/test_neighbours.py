@@ -56,7 +56,7 @@ def test_neighbours_run_from_a_trained_run(tiny_run, tmp_path, capsys):
     assert cfg["views"] == {"kind": "neighbours", "source": str(src), "k": 3} and cfg["train"]["epochs"] == 1
     assert cfg["optim"] == json.loads((src / "config.json").read_text())["optim"]  # the source's recipe
     # The saved table is the brute-force 3-NN (without itself) of the source's training representations.
-    x = representations(load_source(src), "train", data_dir=str(root)).features.astype(np.float64)
+    x = representations(load_source(src), "train", ctx=QUIET.reading(str(root))).features.astype(np.float64)
     d = ((x[:, None] - x[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     np.testing.assert_array_equal(np.sort(np.load(run / NEIGHBOURS), 1), np.sort(np.argsort(d, 1)[:, :3], 1))
@@ -100,7 +100,7 @@ def test_neighbour_table_follows_the_source_weights(tiny_run, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     first = neighbour_table(run, cfg, data, QUIET)
-    rep_a = representations(load_source(weights), "train", data_dir=str(root)).features
+    rep_a = representations(load_source(weights), "train", ctx=QUIET.reading(str(root))).features
     np.testing.assert_array_equal(np.sort(first, 1), _knn3(rep_a))
     # other weights under the same file name
     module, dim, enc_cfg = load_encoder(weights)
@@ -108,7 +108,7 @@ def test_neighbour_table_follows_the_source_weights(tiny_run, tmp_path):
     for p in module.parameters():
         torch.nn.init.normal_(p)
     save_encoder(weights, module, enc_cfg, dim)
-    rep_b = representations(load_source(weights), "train", data_dir=str(root)).features
+    rep_b = representations(load_source(weights), "train", ctx=QUIET.reading(str(root))).features
     assert not np.array_equal(_knn3(rep_a), _knn3(rep_b))
     np.testing.assert_array_equal(np.sort(neighbour_table(run, cfg, data, QUIET), 1), _knn3(rep_b))
     shutil.copy(src / "encoder.safetensors", weights)  # back to A, with a run that trained on B's pairs

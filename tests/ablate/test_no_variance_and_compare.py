@@ -83,7 +83,8 @@ def test_compare_rows_for_an_encoder_and_latent_codes(tiny_run, tmp_path, capsys
 
     # the encoder: every number from its representations, by brute force and sklearn
     enc = load_source(src)
-    tr, te = representations(enc, "train", data_dir=str(root)), representations(enc, "test", data_dir=str(root))
+    here = QUIET.reading(str(root))
+    tr, te = representations(enc, "train", ctx=here), representations(enc, "test", ctx=here)
     odd = representations(enc, "test", str(odd_dir), str(root))
     v = rows["vicreg"]
     assert (v["n_train"], v["n_test"]) == (100, 20)

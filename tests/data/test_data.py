@@ -258,9 +258,9 @@ def test_real_cifar_and_mnist(real_data, recwarn):
     assert mnist.images.shape == (10000, 3, 32, 32) and mnist.labels.max() == 9
     # MNIST's official files are present there byte-identical: their md5 is the published one
     raw = real_data / "MNIST" / "raw"
-    from viclab.data.mnist import SOURCES
+    from viclab.data.published import IDX_SOURCES
 
-    for name, md5 in SOURCES["mnist"]["md5"].items():
+    for name, md5 in IDX_SOURCES["mnist"]["md5"].items():
         assert file_digest(raw / name, "md5", None) == md5
     fashion = load_dataset("fashion_mnist", "test", real_data)
     assert torch.bincount(fashion.labels).tolist() == [1000] * 10
@@ -276,14 +276,14 @@ def test_partial_cifar_file_warns(tmp_path):
 
 
 def test_file_with_the_published_md5_skips_content_validation(tmp_path, monkeypatch):
-    from viclab.data import cifar
+    from viclab.data import published
 
     folder = write_fake_cifar(tmp_path)
     meta = pickle.loads((folder / "batches.meta").read_bytes())
     meta[b"num_cases_per_batch"] = 30
     (folder / "batches.meta").write_bytes(pickle.dumps(meta))
     # pretend this test_batch is the publisher's: it is accepted as it is, without the partial warning
-    monkeypatch.setitem(cifar.FILE_MD5, "test_batch", file_digest(folder / "test_batch", "md5", None))
+    monkeypatch.setitem(published.CIFAR_FILE_MD5, "test_batch", file_digest(folder / "test_batch", "md5", None))
     import warnings
 
     with warnings.catch_warnings():

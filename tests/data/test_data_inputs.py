@@ -12,7 +12,7 @@ import pytest
 from viclab.config import SoundConfig
 from viclab.core.errors import ViclabError, ViclabWarning
 from viclab.data import load_images, load_sound
-from viclab.data.wav import decode
+from viclab.data.sounds import decode
 
 sf = pytest.importorskip("soundfile")
 

@@ -15,7 +15,7 @@ from tests.conftest import serve
 from viclab.config import SoundConfig, resolve
 from viclab.core.errors import ViclabError
 from viclab.data import dataset_modality, load_inputs, load_sound, spectrograms
-from viclab.data.wav import cut, decode
+from viclab.data.sounds import cut, decode
 
 sf = pytest.importorskip("soundfile")
 

@@ -148,7 +148,7 @@ def test_windowed_rows_name_file_and_window(windowed):
 
 def _one_window(path: Path, cfg) -> torch.Tensor:
     """The first window of one file alone: a reference spectrogram of that file."""
-    from viclab.data.wav import cut, decode
+    from viclab.data.sounds import cut, decode
     from viclab.signal import logmel_batches
 
     clip = cut(decode(path, RATE), cfg.recipe.sound.clip_samples)

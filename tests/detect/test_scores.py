@@ -8,7 +8,7 @@ import torch
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
 from viclab.core.errors import ViclabError
-from viclab.detect.scores import (
+from viclab.detect.detectors import (
     NormalStats,
     fit_gaussian,
     knn_scores,

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from viclab.core.context import QUIET
 from viclab.core.errors import ViclabError
 from viclab.models import get_backbone
 from viclab.represent import encode as feat_mod
@@ -48,7 +49,7 @@ def test_unfinished_run_folder(tiny_run, tmp_path):
 def test_representations_are_the_normalised_forward_pass_and_cached(tiny_run, monkeypatch):
     run, root = tiny_run
     enc = load_source(run)
-    reps = representations(enc, "test", data_dir=str(root))
+    reps = representations(enc, "test", ctx=QUIET.reading(str(root)))
     # independent: normalise by hand in NumPy, then the encoder in eval mode
     x = reps.data.images.numpy().astype(np.float32) / 255
     facts = get_backbone(enc.config.model.backbone)  # the normalisation its registry entry names
@@ -60,15 +61,15 @@ def test_representations_are_the_normalised_forward_pass_and_cached(tiny_run, mo
     calls = []
     real_encode = feat_mod.encode
     monkeypatch.setattr(feat_mod, "encode", lambda *a, **k: calls.append(1) or real_encode(*a, **k))
-    again = representations(enc, "test", data_dir=str(root))
+    again = representations(enc, "test", ctx=QUIET.reading(str(root)))
     assert calls == [] and np.array_equal(again.features, reps.features)
-    representations(enc, "test", dataset="mnist", data_dir=str(root))  # other data: computed
-    representations(enc, "test", data_dir=str(root), use_cache=False)  # asked not to use the cache
+    representations(enc, "test", dataset="mnist", ctx=QUIET.reading(str(root)))  # other data: computed
+    representations(enc, "test", ctx=QUIET.reading(str(root)), use_cache=False)  # asked not to use the cache
     assert len(calls) == 2
     other = load_source("random:small_cnn")  # cached under its initial parameters' hash
-    first = representations(other, "test", data_dir=str(root))
+    first = representations(other, "test", ctx=QUIET.reading(str(root)))
     assert len(calls) == 3
-    again = representations(load_source("random:small_cnn"), "test", data_dir=str(root))
+    again = representations(load_source("random:small_cnn"), "test", ctx=QUIET.reading(str(root)))
     assert len(calls) == 3 and np.array_equal(first.features, again.features)
 
 
@@ -80,12 +81,12 @@ def test_cache_keeps_precisions_apart(tiny_run):
 
     run, root = tiny_run
     enc = load_source(run)
-    fp32 = representations(enc, "test", data_dir=str(root), use_cache=False).features
-    bf16 = representations(enc, "test", data_dir=str(root),
-                           ctx=Context(False, runtime=select_runtime("cpu", "bf16"))).features
+    fp32 = representations(enc, "test", ctx=QUIET.reading(str(root)), use_cache=False).features
+    bf16 = representations(enc, "test",
+                           ctx=Context(False, runtime=select_runtime("cpu", "bf16"), data_dir=str(root))).features
     assert not np.array_equal(bf16, fp32)  # so the check below can tell them apart
-    again = representations(enc, "test", data_dir=str(root),
-                            ctx=Context(False, runtime=select_runtime("cpu", "fp32"))).features
+    again = representations(enc, "test",
+                            ctx=Context(False, runtime=select_runtime("cpu", "fp32"), data_dir=str(root))).features
     np.testing.assert_array_equal(again, fp32)
 
 
@@ -106,26 +107,26 @@ def test_cache_is_keyed_by_the_code_version(tiny_run, monkeypatch):
 
     run, root = tiny_run
     enc = load_source(run)
-    representations(enc, "test", data_dir=str(root))
+    representations(enc, "test", ctx=QUIET.reading(str(root)))
     calls = []
     real_encode = feat_mod.encode
     monkeypatch.setattr(feat_mod, "encode", lambda *a, **k: calls.append(1) or real_encode(*a, **k))
-    representations(enc, "test", data_dir=str(root))
+    representations(enc, "test", ctx=QUIET.reading(str(root)))
     assert calls == []
     monkeypatch.setattr(viclab, "__version__", "999.0")
-    representations(enc, "test", data_dir=str(root))
+    representations(enc, "test", ctx=QUIET.reading(str(root)))
     assert calls == [1]
 
 
 def test_damaged_cache_file_is_reported_and_recomputed(tiny_run, tmp_path):
     run, root = tiny_run
     enc = load_source(run)
-    expect = representations(enc, "test", data_dir=str(root)).features
+    expect = representations(enc, "test", ctx=QUIET.reading(str(root))).features
     cached = list((tmp_path / "cache").glob("*.npy"))
     assert len(cached) == 1
     cached[0].write_bytes(b"\x93NUMPY garbage")
     with pytest.warns(UserWarning, match="are damaged"):
-        again = representations(enc, "test", data_dir=str(root)).features
+        again = representations(enc, "test", ctx=QUIET.reading(str(root))).features
     np.testing.assert_array_equal(again, expect)
     np.testing.assert_array_equal(np.load(cached[0]), expect)  # and the cache is repaired
 

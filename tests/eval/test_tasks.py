@@ -66,7 +66,8 @@ def test_probe_numbers_match_references(tiny_run, tmp_path, source, cfg):
     run_probe(enc, tmp_path / "p", str(root), cfg=cfg, ctx=QUIET)
     saved = json.loads((tmp_path / "p" / "probe.json").read_text())
     assert (saved["n_train"], saved["n_test"]) == (100, 20)  # the fixture: 5 x 20 fake training images, 20 test
-    tr, te = representations(enc, "train", data_dir=str(root)), representations(enc, "test", data_dir=str(root))
+    here = QUIET.reading(str(root))
+    tr, te = representations(enc, "train", ctx=here), representations(enc, "test", ctx=here)
     # weighted kNN, exactly
     votes = weighted_knn_votes(tr.features, tr.labels, te.features, cfg.knn_k, cfg.knn_temperature)
     for k, key in ((1, "top1"), (5, "top5")):
@@ -101,7 +102,7 @@ def test_default_out_is_the_run_folder(tiny_run):
 def test_retrieval_matches_brute_force(tiny_run, tmp_path):
     run, root = tiny_run
     out = run_retrieve(run, tmp_path, str(root), cfg=EvalConfig(retrieval_k=3), ctx=QUIET)
-    x = representations(load_source(run), "train", data_dir=str(root)).features
+    x = representations(load_source(run), "train", ctx=QUIET.reading(str(root))).features
     d = _dist(x, x)
     for q in out["queries"]:
         row = d[q["index"]].copy()
@@ -116,8 +117,8 @@ def test_anomaly_compares_runs(tiny_run, tmp_path):
     out = run_anomaly([run, "random:small_cnn"], tmp_path, str(root), cfg=EvalConfig(anomaly_k=2), ctx=QUIET)
     assert [r["name"] for r in out["runs"]] == ["tiny", "random small_cnn"]
     enc = load_source(run)
-    train = representations(enc, "train", data_dir=str(root)).features
-    test = np.concatenate([representations(enc, "test", data_dir=str(root)).features,
+    train = representations(enc, "train", ctx=QUIET.reading(str(root))).features
+    test = np.concatenate([representations(enc, "test", ctx=QUIET.reading(str(root))).features,
                            representations(enc, "test", "mnist", str(root)).features])
     expect = np.sort(_dist(test, train), 1)[:, :2].mean(1)
     scores = np.load(tmp_path / "scores-tiny.npy")
@@ -137,7 +138,7 @@ def test_anomaly_compares_runs(tiny_run, tmp_path):
 def test_cluster_silhouette_vs_sklearn(tiny_run, tmp_path):
     run, root = tiny_run
     out = run_cluster(run, tmp_path, str(root), cfg=EvalConfig(clusters=4), ctx=QUIET)
-    x = representations(load_source(run), "train", data_dir=str(root)).features
+    x = representations(load_source(run), "train", ctx=QUIET.reading(str(root))).features
     from viclab.eval.cluster import kmeans
 
     assign, _ = kmeans(x, 4, 0)

@@ -8,12 +8,8 @@
 Every one writes a run folder the evaluation commands read like a trained encoder's.
 """
 
-from viclab.ablate.eigenmaps import run_eigenmaps
-from viclab.ablate.graph import DisconnectedGraphError, Eigenmaps, knn_table, laplacian_eigenmaps, symmetric_knn_graph
+from viclab.ablate.graph import run_eigenmaps
 from viclab.ablate.latent import run_latent
-from viclab.ablate.neighbours import NeighbourPairs, neighbour_views, neighbours_config, sample_neighbours
+from viclab.ablate.neighbours import neighbours_config  # importing it registers views.kind=neighbours
 
-__all__ = [
-    "DisconnectedGraphError", "Eigenmaps", "NeighbourPairs", "knn_table", "laplacian_eigenmaps",
-    "neighbour_views", "neighbours_config", "run_eigenmaps", "run_latent", "sample_neighbours", "symmetric_knn_graph",
-]
+__all__ = ["neighbours_config", "run_eigenmaps", "run_latent"]

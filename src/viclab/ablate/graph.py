@@ -1,25 +1,37 @@
 """Neighbour graphs and Laplacian Eigenmaps (spec S5, S6, S7).
 
-A graph is a symmetric ``scipy.sparse.csr_matrix`` of edge weights ``W (N, N)``.
-Laplacian Eigenmaps (Belkin & Niyogi, 2003) solve ``L y = lambda D y`` with
-``L = D - W``; equivalently ``y = D^{-1/2} v`` for the eigenvectors ``v`` of the
-normalised Laplacian ``L_sym = I - D^{-1/2} W D^{-1/2}``, which is what we
-decompose because it is symmetric and its spectrum lies in ``[0, 2]``.
+A graph is a symmetric ``scipy.sparse.csr_matrix`` of edge weights ``W (N, N)``. Laplacian Eigenmaps (Belkin & Niyogi,
+2003) solve ``L y = lambda D y`` with ``L = D - W``; equivalently ``y = D^{-1/2} v`` for the eigenvectors ``v`` of the
+normalised Laplacian ``L_sym = I - D^{-1/2} W D^{-1/2}``, which is what we decompose because it is symmetric and its
+spectrum lies in ``[0, 2]``.
+
+:func:`run_eigenmaps` (S7) embeds all training and test images at once, from the features of a seeded untrained CNN;
+images outside the graph (e.g. MNIST as anomalies) are placed by the Nyström extension (:mod:`viclab.represent.table`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from viclab.config import EigenmapsConfig
+from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.errors import ViclabError
+from viclab.core.runtime import require_one_process
+from viclab.data import load_images
+from viclab.engine.rundir import RunFolder
+from viclab.represent.encode import load_source, representations
 from viclab.represent.neighbors import nearest
+from viclab.represent.table import TABLE, TableSplit, save_table
 
 SOLVERS = ("arpack", "lobpcg", "sklearn")
+SUMMARY = "eigenmaps.json"
 
 
 def knn_table(x, k: int) -> np.ndarray:
@@ -35,8 +47,7 @@ def knn_table(x, k: int) -> np.ndarray:
     n = len(x)
     if not 1 <= k < n:
         raise ViclabError(f"cannot take {k} nearest neighbours among {n} points; use 1 <= k < {n}")
-    _, idx = nearest(x, x, k, exclude=np.arange(n))
-    return idx.astype(np.int64)
+    return nearest(x, x, k, exclude=np.arange(n))[1].astype(np.int64)
 
 
 def saved_key(path: Path, info_path: Path) -> dict | None:
@@ -59,8 +70,7 @@ def symmetric_knn_graph(neighbours: np.ndarray) -> sp.csr_matrix:
         ``(N, N)`` float64 CSR with a zero diagonal.
     """
     n, k = neighbours.shape
-    rows = np.repeat(np.arange(n), k)
-    a = sp.csr_matrix((np.ones(n * k), (rows, neighbours.ravel())), shape=(n, n))
+    a = sp.csr_matrix((np.ones(n * k), (np.repeat(np.arange(n), k), neighbours.ravel())), shape=(n, n))
     w = a.maximum(a.T).tocsr()
     w.setdiag(0)
     w.eliminate_zeros()
@@ -74,23 +84,20 @@ def components(w: sp.spmatrix) -> tuple[int, np.ndarray]:
     return connected_components(w, directed=False)
 
 
-def _lanczos_top(s: sp.spmatrix, k: int, rng: np.random.Generator, tol: float,
-                 max_passes: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def _lanczos_top(s: sp.spmatrix, k: int, rng: np.random.Generator, tol: float) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest eigenpairs of symmetric ``s``, repeated eigenvalues included.
 
-    Single-vector Lanczos (ARPACK) finds one vector per distinct eigenvalue: the
-    Krylov space of one start vector holds one direction of each eigenspace, so the
-    second copy of a repeated eigenvalue (a ring's cos/sin pair) is silently
-    replaced by the next eigenvalue. Each further pass runs Lanczos again with the
-    pairs found so far moved below the spectrum, which exposes the missing copies;
-    it stops once a pass changes nothing among the ``k`` largest (one extra pass on a
-    graph without repeated eigenvalues).
+    Single-vector Lanczos (ARPACK) finds one vector per distinct eigenvalue: the Krylov space of one start vector holds
+    one direction of each eigenspace, so the second copy of a repeated eigenvalue (a ring's cos/sin pair) is silently
+    replaced by the next eigenvalue. Each further pass runs Lanczos again with the pairs found so far moved below the
+    spectrum, which exposes the missing copies; it stops once a pass changes nothing among the ``k`` largest (one extra
+    pass on a graph without repeated eigenvalues).
     """
     from scipy.sparse.linalg import LinearOperator, eigsh
 
     n = s.shape[0]
     mu, v = eigsh(s, k=k, which="LA", v0=rng.standard_normal(n), tol=tol)
-    for _ in range(max_passes - 1):
+    for _ in range(3):  # at most four passes in all
         shift = mu + 2.0  # found pairs go to -2, below the spectrum of s (within [-1, 1])
         op = LinearOperator((n, n), matvec=lambda x, v=v, shift=shift: s @ x - v @ (shift * (v.T @ x)),
                             dtype=np.float64)
@@ -134,9 +141,8 @@ def laplacian_eigenmaps(w: sp.spmatrix, dim: int, solver: str = "arpack", seed: 
     Args:
         w: ``(N, N)`` symmetric non-negative weights (zero diagonal).
         dim: embedding dimension (eigenvectors kept after dropping the trivial one).
-        solver: ``arpack`` (Lanczos on ``D^{-1/2} W D^{-1/2}``, largest end, with
-            deflated passes that recover repeated eigenvalues; the fastest),
-            ``lobpcg`` (scipy, smallest end of ``L_sym``) or ``sklearn``
+        solver: ``arpack`` (Lanczos on ``D^{-1/2} W D^{-1/2}``, largest end, with deflated passes that recover repeated
+            eigenvalues; the fastest), ``lobpcg`` (scipy, smallest end of ``L_sym``) or ``sklearn``
             (``sklearn.manifold.spectral_embedding``: ARPACK shift-invert).
         seed: start vector / block seed, for reproducible signs and iterations.
         tol: eigen-solver tolerance.
@@ -169,15 +175,14 @@ def laplacian_eigenmaps(w: sp.spmatrix, dim: int, solver: str = "arpack", seed: 
         mu, v = _lanczos_top(s, dim + 1, rng, tol)
         lam = 1.0 - mu
     elif solver == "lobpcg":
-        lap = sp.identity(n, format="csr") - s
         x0 = rng.standard_normal((n, dim + 1))
         x0[:, 0] = np.sqrt(degrees)  # the known null vector speeds convergence
-        lam, v = lobpcg(lap, x0, largest=False, tol=tol, maxiter=2000)
+        lam, v = lobpcg(sp.identity(n, format="csr") - s, x0, largest=False, tol=tol, maxiter=2000)
     else:
         from sklearn.manifold import spectral_embedding
 
-        # sklearn returns D^{-1/2}-scaled eigenvectors of L_sym, trivial one first; its
-        # eigenvalues are not returned, so take the Rayleigh quotients of L_sym.
+        # sklearn returns D^{-1/2}-scaled eigenvectors of L_sym, trivial one first; its eigenvalues are not returned,
+        # so take the Rayleigh quotients of L_sym.
         y = spectral_embedding(w, n_components=dim + 1, eigen_solver="arpack", random_state=seed,
                                eigen_tol=tol, norm_laplacian=True, drop_first=False)
         v = y * np.sqrt(degrees)[:, None]
@@ -187,6 +192,50 @@ def laplacian_eigenmaps(w: sp.spmatrix, dim: int, solver: str = "arpack", seed: 
     lam, v = lam[order], v[:, order]
     y = v[:, 1:] * d_isqrt[:, None]  # y^T D y = v^T v = 1
     # Eigenvectors have no sign: fix it so the largest-magnitude entry is positive.
-    big = np.abs(y).argmax(axis=0)
-    y *= np.sign(y[big, np.arange(y.shape[1])])
+    y *= np.sign(y[np.abs(y).argmax(axis=0), np.arange(y.shape[1])])
     return Eigenmaps(y.astype(np.float32), lam[1:].astype(np.float64), float(lam[0]), degrees)
+
+
+def run_eigenmaps(cfg: EigenmapsConfig, run_dir: str | Path, ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
+    """Fit Laplacian Eigenmaps on a dataset's training and test images; write a run folder.
+
+    Writes ``config.json``, ``meta.json``, ``representations.safetensors`` (``train`` and ``test`` splits, the
+    eigenvalues) and ``eigenmaps.json`` (sizes, timings, spectrum). A finished run folder is not recomputed.
+
+    Raises:
+        DisconnectedGraphError: the kNN graph is disconnected (the message gives the component sizes); raise ``cfg.k``.
+    """
+    require_one_process("Laplacian Eigenmaps")
+    run = RunFolder.open(run_dir, cfg, "auto", done=(TABLE, SUMMARY))
+    for split in ("train", "test"):  # checked before the run folder is made: a wrong dataset leaves nothing
+        load_images(cfg.dataset, split, cfg.data_dir)
+    if run.finished is not None:
+        ctx.echo(f"{run.path}: already fitted")
+        return run.finished
+    run.begin("cpu")
+    t0 = time.perf_counter()
+    parts = [representations(load_source(cfg.features, seed=cfg.seed), s, cfg.dataset,
+                             ctx=replace(ctx, data_dir=cfg.data_dir)) for s in ("train", "test")]
+    x = np.concatenate([p.features for p in parts])
+    t1 = time.perf_counter()
+    graph = symmetric_knn_graph(knn_table(x, cfg.k))
+    t2 = time.perf_counter()
+    maps = laplacian_eigenmaps(graph, cfg.dim, cfg.solver, cfg.seed)
+    t3 = time.perf_counter()
+    n_train = len(parts[0].features)
+    splits = {"train": TableSplit(maps.embedding[:n_train], np.arange(n_train), "train"),
+              "test": TableSplit(maps.embedding[n_train:], np.arange(len(x) - n_train), "test")}
+    save_table(run.path / TABLE, "eigenmaps", cfg.dataset, splits, asdict(cfg),
+               extra={"eigenvalues": maps.eigenvalues, "degrees": maps.degrees.astype(np.float32)})
+    summary = {"nodes": len(x), "train_nodes": n_train, "test_nodes": len(x) - n_train, "feature_dim": x.shape[1],
+               "edges": graph.nnz // 2, "components": 1,  # laplacian_eigenmaps refuses a disconnected graph
+               "mean_degree": float(maps.degrees.mean()), "eigenvalues": maps.eigenvalues.tolist(),
+               "trivial_eigenvalue": maps.trivial_eigenvalue,
+               "seconds": {"features": t1 - t0, "graph": t2 - t1, "eigen": t3 - t2, "total": t3 - t0}}
+    run.finish(SUMMARY, summary)
+    ctx.echo(f"Laplacian Eigenmaps: {len(x)} {cfg.dataset} images ({n_train} train + {len(x) - n_train} test), "
+             f"{cfg.k}-NN graph with {graph.nnz // 2} edges, 1 component; {cfg.dim} eigenvectors, eigenvalues "
+             f"{maps.eigenvalues[0]:.2e}..{maps.eigenvalues[-1]:.3f} ({cfg.solver}); features {t1 - t0:.1f}s, graph "
+             f"{t2 - t1:.1f}s, eigen {t3 - t2:.1f}s -> {run.path}")
+    return summary
+

@@ -1,11 +1,10 @@
 """Latent optimisation (spec S5): VICReg on a free code per training image, no encoder.
 
-``naive`` pairs every code with itself, the analogue of two generated views of one
-image: both views share the code, so invariance is identically 0 and nothing links
-a code to its pixels. ``graph`` (the correction) pairs each code with the code of one
-of its ``graph_k`` nearest images in a fixed data space, which turns the objective
-into a Laplacian-Eigenmaps-like one. The codes are evaluated by a linear probe
-trained on ``probe_fraction`` of them and tested on the rest.
+``naive`` pairs every code with itself, the analogue of two generated views of one image: both views share the code, so
+invariance is identically 0 and nothing links a code to its pixels. ``graph`` (the correction) pairs each code with the
+code of one of its ``graph_k`` nearest images in a fixed data space, which turns the objective into a
+Laplacian-Eigenmaps-like one. The codes are evaluated by a linear probe trained on ``probe_fraction`` of them and tested
+on the rest.
 """
 
 from __future__ import annotations
@@ -40,8 +39,7 @@ CHECKPOINT_SECONDS = 30.0  # an epoch takes seconds: checkpoint at most this oft
 BUSY_CORES = 0.5  # other processes' load from which the optimisation loop runs on one thread
 
 
-def graph_neighbours(cfg: LatentConfig, data: ImageData, run_dir: Path, ctx: Context = DEFAULT_CONTEXT,
-                     started: bool = False) -> np.ndarray:
+def graph_neighbours(cfg: LatentConfig, data: ImageData, run_dir: Path, ctx: Context, started: bool) -> np.ndarray:
     """``(n, graph_k)`` fixed data-space neighbours, saved in the run folder and reused on resume: keyed
     (``graph.json``) by the feature encoder's weights, the images and ``graph_k``; another key rebuilds
     it, or refuses a run that has already trained on it (``started``)."""
@@ -53,8 +51,8 @@ def graph_neighbours(cfg: LatentConfig, data: ImageData, run_dir: Path, ctx: Con
     if started:
         raise ViclabError(f"the neighbour graph of {run_dir} came from other features or images than "
                           f"{cfg.graph_features} gives now, and the run has already trained on it; start a new run")
-    feats = representations(source, "train", cfg.dataset, cfg.data_dir, ctx=ctx).features[:len(data)]
-    table = knn_table(feats, cfg.graph_k)
+    reps = representations(source, "train", cfg.dataset, ctx=dataclasses.replace(ctx, data_dir=cfg.data_dir))
+    table = knn_table(reps.features[:len(data)], cfg.graph_k)
     atomic_save_npy(path, table)
     atomic_write_text(info_path, json.dumps(key, indent=2) + "\n")
     return table
@@ -63,13 +61,6 @@ def graph_neighbours(cfg: LatentConfig, data: ImageData, run_dir: Path, ctx: Con
 def partners(idx: torch.Tensor, neighbours: torch.Tensor | None, gen: torch.Generator) -> torch.Tensor:
     """The second "view" of each anchor: itself (naive) or a random graph neighbour."""
     return idx if neighbours is None else sample_neighbours(neighbours, idx, gen)
-
-
-def probe_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded disjoint ``(train, test)`` index sets covering ``range(n)``, sorted."""
-    perm = np.random.default_rng(seed).permutation(n)
-    cut = int(round(fraction * n))
-    return np.sort(perm[:cut]), np.sort(perm[cut:])
 
 
 def run_latent(cfg: LatentConfig, run_dir: str | Path, ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
@@ -105,10 +96,9 @@ def run_latent(cfg: LatentConfig, run_dir: str | Path, ctx: Context = DEFAULT_CO
             neighbours = torch.from_numpy(graph_neighbours(cfg, data, run.path, ctx, started))
         return lambda idx, gen: (idx, partners(idx, neighbours, gen))
 
-    # A step is ~100 ops of well under a millisecond each. Alone on the machine, two threads run
-    # them 1.65x faster than one; beside a busy process every op waits at its OpenMP barrier for a
-    # descheduled thread, and two threads took 3.9x their quiet time where one took 1.4x
-    # (benchmarks/latent_load.py). So: one thread when other processes keep a core busy.
+    # A step is ~100 ops of well under a millisecond each. Alone on the machine, two threads run them 1.65x faster
+    # than one; beside a busy process every op waits at its OpenMP barrier for a descheduled thread, and two threads
+    # took 3.9x their quiet time where one took 1.4x (benchmarks/latent_load.py). So: one thread beside a busy core.
     busy = others_busy_cores()
     threads = 1 if busy >= BUSY_CORES else torch.get_num_threads()
     if threads < torch.get_num_threads():
@@ -119,7 +109,9 @@ def run_latent(cfg: LatentConfig, run_dir: str | Path, ctx: Context = DEFAULT_CO
                      ctx=ctx, epoch_lines=False)
     means = result.train
     codes = model.codes.weight.detach().numpy()
-    fit_idx, held = probe_split(n, cfg.probe_fraction, cfg.seed)
+    perm = np.random.default_rng(cfg.seed).permutation(n)  # the probe's seeded share of the codes, and the rest
+    cut = int(round(cfg.probe_fraction * n))
+    fit_idx, held = np.sort(perm[:cut]), np.sort(perm[cut:])
     save_table(run.path / TABLE, "latent", cfg.dataset,
                {"train": TableSplit(codes[fit_idx], fit_idx, "train"), "test": TableSplit(codes[held], held, "train")},
                dataclasses.asdict(cfg))
@@ -131,5 +123,6 @@ def run_latent(cfg: LatentConfig, run_dir: str | Path, ctx: Context = DEFAULT_CO
         summary["graph_same_class"] = float((labels[neighbours.numpy()] == labels[:, None]).mean())
     run.finish(SUMMARY, summary)
     ctx.echo(f"latent optimisation ({cfg.pairs} pairs): {n} codes of {cfg.dim}, {cfg.epochs} epochs in "
-         f"{result.seconds:.1f}s; last epoch {' '.join(f'{t[:3]} {means[t]:.4g}' for t in TERMS[1:])} -> {run.path}")
+             f"{result.seconds:.1f}s; last epoch {' '.join(f'{t[:3]} {means[t]:.4g}' for t in TERMS[1:])} "
+             f"-> {run.path}")
     return summary

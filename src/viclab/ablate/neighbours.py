@@ -1,9 +1,8 @@
 """Neighbours as views (spec S6): pair each image with one of its k nearest training images.
 
-The neighbours come from a trained encoder's training-set representations, are
-computed once (faiss, excluding the image itself) and saved in the run folder, so
-a resumed run pairs images exactly as before. Training is :func:`viclab.engine.train`
-with ``views.kind = "neighbours"``, whose source :func:`neighbour_views` is registered here.
+The neighbours come from a trained encoder's training-set representations, are computed once (faiss, excluding the image
+itself) and saved in the run folder, so a resumed run pairs images exactly as before. Training is
+:func:`viclab.engine.train` with ``views.kind = "neighbours"``, whose source :func:`neighbour_views` is registered here.
 """
 
 from __future__ import annotations
@@ -86,12 +85,11 @@ def neighbour_table(run_dir: Path, cfg: Config, train_data: ImageData, ctx: Cont
     if source.config.data.dataset != cfg.data.dataset:
         raise ViclabError(f"{cfg.views.source} was trained on {source.config.data.dataset}, this run uses "
                           f"{cfg.data.dataset}; neighbours must come from the same images")
-    # The source encodes on its own runtime (eval_runtime), not the one the run trains on.
-    reps = representations(source, "train", cfg.data.dataset, cfg.data.data_dir, ctx=replace(ctx, runtime=None))
+    # The source encodes on its own runtime (eval_runtime), not the one the run trains on (its dataset: checked above).
+    reps = representations(source, "train", ctx=replace(ctx, runtime=None, data_dir=cfg.data.data_dir))
     del source
     gc.collect()  # free the source model before training (spec S6)
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    torch.cuda.empty_cache()  # a no-op where CUDA was never initialised
     n = len(train_data)
     if len(reps.features) < n or not torch.equal(reps.data.images[:n], train_data.images):
         raise ViclabError(f"the training images of {cfg.views.source} differ from this run's; "
@@ -99,18 +97,16 @@ def neighbour_table(run_dir: Path, cfg: Config, train_data: ImageData, ctx: Cont
     table = knn_table(reps.features[:n], cfg.views.k)
     labels = train_data.labels.numpy()
     atomic_save_npy(path, table)
-    atomic_write_text(info_path, json.dumps({
-        "source": str(cfg.views.source), "source_name": name, "weights_sha256": sha, "k": cfg.views.k,
-        "images": n, "same_class": float((labels[table] == labels[:, None]).mean()),
-    }, indent=2) + "\n")
+    info = {"source": str(cfg.views.source), "source_name": name, "weights_sha256": sha, "k": cfg.views.k, "images": n,
+            "same_class": float((labels[table] == labels[:, None]).mean())}
+    atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
     return table
 
 
 def neighbours_config(source: str, base: Config | None = None, k: int = ViewsConfig.k, epochs: int = 1) -> Config:
     """A run config for spec S6: the source's own recipe (model, optimiser, loss, batch),
     ``views.kind = "neighbours"`` and ``epochs`` epochs."""
-    if base is None:
-        base = load_source(source).config
+    base = base if base is not None else load_source(source).config
     return replace(base, views=ViewsConfig(kind="neighbours", source=str(source), k=k),
                    train=replace(base.train, epochs=epochs))
 

@@ -16,18 +16,14 @@ from viclab.config.detect import (
     view_overrides,
 )
 from viclab.config.eval import ANOMALIES, EVAL_DEFAULTS, EigenmapsConfig, EvalConfig, LatentConfig
-from viclab.config.override import PRECISIONS, load_toml, override, parse_overrides
-from viclab.config.recipes import PRESETS, STUDY_PRESETS, get_preset, recipe_names, resolve
-from viclab.config.study import StudyConfig
+from viclab.config.override import load_toml
+from viclab.config.recipes import PRESETS, STUDY_PRESETS, StudyConfig, get_preset, resolve
 from viclab.config.train import (
-    LR_SCALING,
-    SOUND_SPLITS,
     AugmentConfig,
     Config,
     DataConfig,
     LossConfig,
     ModelConfig,
-    OptimConfig,
     ResynthConfig,
     SoundConfig,
     SpecViewsConfig,
@@ -37,11 +33,9 @@ from viclab.config.train import (
 )
 
 __all__ = [
-    "ANOMALIES", "EVAL_DEFAULTS", "LR_SCALING", "PRECISIONS", "PRESETS", "SOUND_SPLITS", "STUDY_PRESETS",
-    "VIEW_RECIPES", "AugmentConfig", "AutoencoderConfig", "Config", "DataConfig", "DcaseConfig", "DetectConfig",
-    "DetectDataConfig", "EigenmapsConfig", "EvalConfig", "LatentConfig", "LossConfig", "ModelConfig", "MonitorConfig",
-    "OptimConfig", "ResynthConfig", "ScoreConfig", "SoundConfig", "SpecViewsConfig",
-    "SplitConfig", "StudyConfig", "TrainConfig", "ViewsConfig",
-    "check_detector", "get_preset", "load_toml", "override", "parse_overrides", "recipe_names",
-    "resolve", "view_overrides",
+    "ANOMALIES", "EVAL_DEFAULTS", "PRESETS", "STUDY_PRESETS", "VIEW_RECIPES", "AugmentConfig", "AutoencoderConfig",
+    "Config", "DataConfig", "DcaseConfig", "DetectConfig", "DetectDataConfig", "EigenmapsConfig", "EvalConfig",
+    "LatentConfig", "LossConfig", "ModelConfig", "MonitorConfig", "ResynthConfig", "ScoreConfig", "SoundConfig",
+    "SpecViewsConfig", "SplitConfig", "StudyConfig", "TrainConfig", "ViewsConfig", "check_detector", "get_preset",
+    "load_toml", "resolve", "view_overrides",
 ]

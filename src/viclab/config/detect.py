@@ -6,7 +6,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from viclab.config.override import PRECISIONS, at_least, check, finite, override
+from viclab.config.override import PRECISIONS, at_least, check, finite, known, override
 from viclab.config.train import Config
 from viclab.core.errors import ViclabError
 
@@ -15,24 +15,22 @@ from viclab.core.errors import ViclabError
 class DetectDataConfig:
     """Which images are normal and which are tested (spec §4; §5's folder convention).
 
-    Either a registered ``dataset`` whose ``normal_classes`` are normal (the others' test images
-    are anomalies), or anomalib's ``Folder`` convention: a ``normal`` folder, an ``abnormal``
-    folder and an optional ``normal_test`` folder; without it a seeded ``test_share`` of the
-    normal images is held out as normal test data. ``anomalies``: another dataset or folder
-    whose test images are all anomalous (e.g. ``mnist``) is added to the test set.
+    Either a registered ``dataset`` whose ``normal_classes`` (names or indices, e.g. ("3", "5") or ("cat", "dog");
+    () = all) are normal and whose ``anomaly_classes`` (() = every class that is not normal) give the anomalous test
+    images, or anomalib's ``Folder`` convention: a ``normal`` folder, an ``abnormal`` folder and an optional
+    ``normal_test`` folder; without it a seeded ``test_share`` of the normal images is held out as normal test
+    data. ``anomalies``: another dataset or folder whose test images are all anomalous (e.g. ``mnist``) is added
+    to the test set.
     """
 
     dataset: str = "cifar10"
-    # Class names or indices of ``dataset`` that are normal, e.g. ("3", "5") or ("cat", "dog"); () = all.
     normal_classes: tuple[str, ...] = ()
-    # The classes of ``dataset`` whose test images are the anomalies; () = every class that is not normal.
     anomaly_classes: tuple[str, ...] = ()
     normal: str | None = None
     abnormal: str | None = None
     normal_test: str | None = None
     test_share: float = 0.2
-    # Normal training images kept out of fitting: the threshold at detect.fpr is calibrated on them.
-    holdout: float = 0.1
+    holdout: float = 0.1  # normal training images kept out of fitting: the threshold at detect.fpr is set on them
     anomalies: str | None = None
     data_dir: str | None = None
     size: int = 32  # images of any size are resized to size x size
@@ -69,8 +67,8 @@ class AutoencoderConfig:
 
 @dataclass(frozen=True)
 class DcaseConfig:
-    """The DCASE 2020 Task 2 baseline (spec §5), for sound: a dense autoencoder over ``context`` consecutive
-    log-mel frames, ``depth`` hidden layers of ``hidden`` units each side of a ``bottleneck`` code."""
+    """The DCASE 2020 Task 2 baseline (spec §5), for sound: a dense autoencoder over ``context`` consecutive log-mel
+    frames, ``depth`` hidden layers of ``hidden`` units each side of a ``bottleneck`` code."""
 
     context: int = 5
     hidden: int = 128
@@ -91,14 +89,10 @@ class DcaseConfig:
 # rank by: a term, or their weighted sum.
 TERMS = ("invariance", "variance", "covariance")
 TERM_SCORES = (*TERMS, "loss")
-# Views of vicreg_terms (training and scoring): the recipe's own, or the journal's crop-only views,
-# normalised or not (spec §4), as overrides applied to the recipe before the user's own.
+# Views of vicreg_terms (training and scoring): the recipe's own, or the journal's crop-only views, normalised or
+# not (spec §4), as overrides applied to the recipe before the user's own.
 _CROP = tuple(f"augment.{p}=0" for p in ("hflip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"))
-VIEW_RECIPES: dict[str, tuple[str, ...]] = {
-    "default": (),
-    "crop": _CROP,
-    "crop_raw": (*_CROP, "augment.mean=0,0,0", "augment.std=1,1,1"),
-}
+VIEW_RECIPES = {"default": (), "crop": _CROP, "crop_raw": (*_CROP, "augment.mean=0,0,0", "augment.std=1,1,1")}
 
 
 def view_overrides(views: str | None) -> list[str]:
@@ -110,8 +104,8 @@ def view_overrides(views: str | None) -> list[str]:
 
 @dataclass(frozen=True)
 class MonitorConfig:
-    """VICReg's terms over a stream of batches (``viclab detect monitor``): ``stream`` is ``kind:batches, ...``
-    of normal and anomalous test images, ``batch_size`` images each; ``seed`` draws the images and views."""
+    """VICReg's terms over a stream of batches (``viclab detect monitor``): ``stream`` is ``kind:batches, ...`` of
+    normal and anomalous test images, ``batch_size`` images each; ``seed`` draws the images and views."""
 
     stream: str = "normal:20,anomalous:5,normal:10,anomalous:5"
     batch_size: int = 64
@@ -139,7 +133,8 @@ class DetectConfig:
     """An anomaly detector (``viclab detect``; each of :data:`viclab.detect.DETECTORS` reads the fields it needs).
 
     ``knn``, ``mahalanobis`` and ``vicreg_terms`` read an ``encoder`` (a training run folder, a ``.safetensors``
-    encoder or ``random:BACKBONE``); without one, VICReg is trained on the normal images with ``recipe``.
+    encoder or ``random:BACKBONE``); without one, VICReg is trained on the normal images with ``recipe`` (the schema
+    default here; ``resolve("detect")`` fills it from recipes/detect.toml).
     """
 
     detector: str = "knn"
@@ -152,10 +147,8 @@ class DetectConfig:
     fpr: float = 0.05  # the threshold's false-positive rate on held-out normal images
     batch_size: int = 500  # images per scoring pass
     seed: int = 0  # the scoring views
-    # Scoring precision: auto = bf16 where the CPU or GPU computes it natively (measured: docs/recipes.md).
-    precision: str = "auto"
+    precision: str = "auto"  # scoring: bf16 where the CPU or GPU computes it natively (measured: docs/recipes.md)
     data: DetectDataConfig = field(default_factory=DetectDataConfig)
-    # The network's training recipe: the schema default here; resolve("detect") fills it from recipes/detect.toml.
     recipe: Config = field(default_factory=Config)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     dcase: DcaseConfig = field(default_factory=DcaseConfig)
@@ -166,12 +159,11 @@ class DetectConfig:
         check(self.shrinkage is None or 0 <= self.shrinkage <= 1,
                f"detect.shrinkage={self.shrinkage} must be in [0, 1] (or none: Ledoit-Wolf)")
         check(self.views >= 2, f"detect.views={self.views} must be >= 2 (invariance compares views)")
-        check(self.score in TERM_SCORES, f"detect.score={self.score!r} is unknown; use {', '.join(TERM_SCORES)}")
+        known(self, "detect.", "score", TERM_SCORES)
         check(0 <= self.fpr < 1, f"detect.fpr={self.fpr} must be in [0, 1)")
         at_least(self, "detect.", 2, "batch_size")
         at_least(self, "detect.", 0, "seed")
-        check(self.precision in PRECISIONS,
-               f"detect.precision={self.precision!r} is unknown; use {', '.join(PRECISIONS)}")
+        known(self, "detect.", "precision", PRECISIONS)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], origin: str, detectors: Collection[str]) -> DetectConfig:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from viclab.config.override import at_least, check, finite
+from viclab.config.override import at_least, check, finite, known
 from viclab.config.train import LossConfig
 
 # The anomalies of every kNN-anomaly evaluation (``viclab anomaly``, ``compare``, the study): a dataset's test split.
@@ -13,10 +13,8 @@ ANOMALIES = "mnist"
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """What evaluating a frozen encoder computes (spec §3); the CLI's flags map onto it.
-
-    Not part of :class:`Config`: evaluation never changes a training run's numbers.
-    """
+    """What evaluating a frozen encoder computes (spec §3); the CLI's flags map onto it. Not part of
+    :class:`Config`: evaluation never changes a training run's numbers."""
 
     seed: int = 0  # queries, held-out split, K-means, t-SNE
     probe_weight_decays: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)  # chosen on held-out 10%
@@ -29,14 +27,11 @@ class EvalConfig:
     clusters: int = 10
     tsne_points: int = 10_000  # points t-SNE embeds in the cluster figure (a seeded sample)
     device: str = "auto"  # where encoders run: auto (CUDA if present) | cpu | cuda[:N]
-    # Representations are computed in fp32 on every device unless asked otherwise (bf16/fp16 change
-    # the numbers; the feature cache keys them apart).
-    precision: str = "fp32"
+    precision: str = "fp32"  # on every device unless asked (bf16/fp16 change the numbers; the cache keys them apart)
 
     def __post_init__(self) -> None:
         finite(self)
-        check(self.precision in ("fp32", "bf16", "fp16"),
-               f"precision={self.precision!r} is unknown; use fp32, bf16 or fp16")
+        known(self, "", "precision", ("fp32", "bf16", "fp16"), "fp32, bf16 or fp16")
         at_least(self, "", 1, "knn_k", "retrieval_k", "precision_queries", "anomaly_k", "anomaly_top", "tsne_points")
         at_least(self, "", 2, "clusters")
         check(self.knn_temperature > 0, f"knn_temperature={self.knn_temperature} must be > 0")
@@ -52,10 +47,9 @@ EVAL_DEFAULTS = EvalConfig()
 class LatentConfig:
     """Latent optimisation (spec S5): a free code per training image, no encoder.
 
-    ``pairs="naive"`` pairs each code with itself (the two "views" of an image share
-    its code, so invariance is identically 0); ``pairs="graph"`` pairs it with one of
-    its ``graph_k`` nearest images in a fixed data space (the representations of
-    ``graph_features``), which makes the objective Laplacian-Eigenmaps-like.
+    ``pairs="naive"`` pairs each code with itself (the two "views" of an image share its code, so invariance is
+    identically 0); ``pairs="graph"`` pairs it with one of its ``graph_k`` nearest images in a fixed data space
+    (the representations of ``graph_features``), which makes the objective Laplacian-Eigenmaps-like.
     """
 
     pairs: str = "graph"
@@ -78,7 +72,7 @@ class LatentConfig:
 
     def __post_init__(self) -> None:
         finite(self)
-        check(self.pairs in ("graph", "naive"), f"pairs={self.pairs!r} is unknown; use 'graph' or 'naive'")
+        known(self, "", "pairs", ("graph", "naive"), "'graph' or 'naive'")
         at_least(self, "", 1, "dim", "graph_k", "epochs")
         check(self.batch_size >= 2, f"batch_size={self.batch_size} must be >= 2 (variance needs 2 samples)")
         check(self.lr > 0 and self.projector_lr > 0, "lr and projector_lr must be > 0")
@@ -90,9 +84,8 @@ class LatentConfig:
 class EigenmapsConfig:
     """Laplacian Eigenmaps (spec S7) on the training and test images together.
 
-    Features: an encoder source, by default the seeded untrained ``conv4`` CNN; graph:
-    symmetric binary ``k``-NN (exact L2); representation: the ``dim`` smallest
-    non-trivial generalised eigenvectors of the graph Laplacian.
+    Features: an encoder source, by default the seeded untrained ``conv4`` CNN; graph: symmetric binary ``k``-NN
+    (exact L2); representation: the ``dim`` smallest non-trivial generalised eigenvectors of the graph Laplacian.
     """
 
     dataset: str = "cifar10"
@@ -105,5 +98,4 @@ class EigenmapsConfig:
 
     def __post_init__(self) -> None:
         at_least(self, "", 1, "k", "dim")
-        check(self.solver in ("arpack", "lobpcg", "sklearn"),
-               f"solver={self.solver!r} is unknown; use arpack, lobpcg or sklearn")
+        known(self, "", "solver", ("arpack", "lobpcg", "sklearn"), "arpack, lobpcg or sklearn")

@@ -14,17 +14,7 @@ from typing import Any
 
 from viclab.core.errors import ViclabError
 
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-def _to_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in _TRUE:
-        return True
-    if str(value).lower() in _FALSE:
-        return False
-    raise ValueError
+_BOOLS = {**dict.fromkeys(("1", "true", "yes", "on"), True), **dict.fromkeys(("0", "false", "no", "off"), False)}
 
 
 def _to_int(value: Any) -> int:
@@ -33,7 +23,8 @@ def _to_int(value: Any) -> int:
     return int(value)
 
 
-_SCALARS: dict[Any, typing.Callable[[Any], Any]] = {bool: _to_bool, int: _to_int, float: float, str: str}
+# A bool reads back through _BOOLS too: str(True) is "True".
+_SCALARS = {bool: lambda v: _BOOLS[str(v).lower()], int: _to_int, float: float, str: str}
 
 
 def _coerce_tuple(value: Any, args: tuple[Any, ...], key: str) -> tuple[Any, ...]:
@@ -58,13 +49,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ViclabError(f"{key}: unsupported type {tp}")
     try:
         return _SCALARS[tp](value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, KeyError):
         raise ViclabError(f"{key}={value!r} is not a valid {getattr(tp, '__name__', tp)}") from None
-
-
-def _section_prefix(tp: type, name: str) -> str:
-    """A nested dataclass's keys are named ``name.field``; a training :class:`Config`'s by its own sections."""
-    return "" if tp.__name__ == "Config" else f"{name}."
 
 
 def _unknown(obj: Any, key: str, origin: str, prefix: str) -> ViclabError:
@@ -100,7 +86,8 @@ def override(obj: Any, mapping: dict[str, Any], origin: str = "the command line"
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ViclabError(f"config section {key!r} in {origin} must be a table of fields")
-            changes[key] = override(getattr(obj, key), value, origin, _section_prefix(tp, key))
+            # A nested dataclass's keys are named ``key.field``; a training Config's by its own sections.
+            changes[key] = override(getattr(obj, key), value, origin, "" if tp.__name__ == "Config" else f"{key}.")
         else:
             changes[key] = _coerce(value, tp, f"{prefix}{key}")
     return dataclasses.replace(obj, **changes)
@@ -172,8 +159,13 @@ def finite(obj: Any, prefix: str = "") -> None:
 
 
 def interval(name: str, lo_hi: tuple[float, float], lo: float, hi: float) -> None:
-    a, b = lo_hi
-    check(lo <= a <= b <= hi, f"{name}={lo_hi} must satisfy {lo} <= min <= max <= {hi}")
+    check(lo <= lo_hi[0] <= lo_hi[1] <= hi, f"{name}={lo_hi} must satisfy {lo} <= min <= max <= {hi}")
+
+
+def known(obj: Any, prefix: str, name: str, choices: typing.Collection[str], use: str = "") -> None:
+    """Field ``name`` is one of ``choices``, else ``{prefix}{name}={value!r} is unknown; use {use or choices}``."""
+    value = getattr(obj, name)
+    check(value in choices, f"{prefix}{name}={value!r} is unknown; use {use or ', '.join(choices)}")
 
 
 def at_least(obj: Any, prefix: str, bound: float, *names: str) -> None:

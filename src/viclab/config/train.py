@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from viclab.config.override import PRECISIONS, at_least, check, finite, interval, override, prob
+from viclab.config.override import PRECISIONS, at_least, check, finite, interval, known, override, prob
 
 
 @dataclass(frozen=True)
@@ -16,10 +16,8 @@ class DataConfig:
     """Which images to train on and where they live."""
 
     dataset: str = "cifar10"
-    # None: $VICLAB_DATA, else the user cache dir (see viclab.data.paths).
-    data_dir: str | None = None
-    # Use only the first N training images (0 = all): for smoke runs and tests.
-    subset: int = 0
+    data_dir: str | None = None  # None: $VICLAB_DATA, else the user cache dir (see viclab.data.paths)
+    subset: int = 0  # only the first N training images (0 = all): for smoke runs and tests
 
     def __post_init__(self) -> None:
         check(self.subset >= 0, f"data.subset={self.subset} must be >= 0 (0 = all images)")
@@ -36,10 +34,7 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """The view distribution T. Defaults are the exercise's (spec §2).
-
-    Probabilities are per image; ``jitter_p = 1`` means colour jitter always applies.
-    """
+    """The view distribution T, by default the exercise's (spec §2); probabilities are per image."""
 
     size: int = 32
     crop_scale: tuple[float, float] = (0.2, 1.0)
@@ -85,15 +80,12 @@ class ModelConfig:
     """Encoder f (a registered backbone) and projector h."""
 
     backbone: str = "exercise_resnet18"
-    # Hidden and output widths of the projector MLP, e.g. "512-512-512" (spec §2).
-    projector: str = "512-512-512"
+    projector: str = "512-512-512"  # the projector MLP's hidden and output widths (spec §2)
     channels_last: bool = True
-    # torch.compile the training step's forward passes and loss as one graph (worth it on a GPU;
-    # on the CPU the compile takes minutes).
+    # torch.compile the training step's forward passes and loss as one graph (worth it on a GPU; on the CPU the
+    # compile takes minutes).
     compile: bool = False
-    # Under torchrun: BatchNorm statistics over the global batch of all processes rather than each
-    # process's own (no effect in one process).
-    sync_bn: bool = False
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch, not each process's
 
 
 @dataclass(frozen=True)
@@ -106,23 +98,19 @@ class LossConfig:
     gamma: float = 1.0
     eps: float = 1e-4
     variant: str = "spec"
-    # Under torchrun: variance and covariance on the global batch gathered from all processes, so
-    # N processes of batch b compute the loss of one process of batch N*b (no effect in one process).
+    # Under torchrun: variance and covariance on the global batch gathered from all processes, so N processes of
+    # batch b compute the loss of one process of batch N*b.
     gather_distributed: bool = True
 
     def __post_init__(self) -> None:
         finite(self, "loss.")
-        check(self.variant in ("spec", "official"),
-               f"loss.variant={self.variant!r} is unknown; use 'spec' or 'official'")
+        known(self, "loss.", "variant", ("spec", "official"), "'spec' or 'official'")
         check(self.eps > 0, f"loss.eps={self.eps} must be > 0")
         # gamma <= 0 makes the variance hinge max(0, gamma - sigma) identically 0: no variance term at all.
         check(self.gamma > 0, f"loss.gamma={self.gamma} must be > 0 (the target standard deviation); "
                                "to switch the variance term off use loss.var_weight=0")
         for name in ("inv_weight", "var_weight", "cov_weight"):
             check(getattr(self, name) >= 0, f"loss.{name} must be >= 0")
-
-
-LR_SCALING = ("none", "linear", "sqrt")
 
 
 @dataclass(frozen=True)
@@ -135,30 +123,25 @@ class OptimConfig:
     weight_decay: float = 1e-6
     schedule: str = "constant"
     warmup_epochs: float = 0.0
-    # A warm-up (warmup_epochs > 0) lasts at least this many steps: on a small folder one epoch is a
-    # step or two, and the loss explodes. 5 leaves every CIFAR-10 recipe (a 0.2-epoch warm-up is 7 steps
-    # of one class's 4,500 images at batch 128) as it was.
+    # A warm-up (warmup_epochs > 0) lasts at least this many steps: on a small folder one epoch is a step or two,
+    # and the loss explodes. 5 leaves every CIFAR-10 recipe (7 or more warm-up steps) as it was.
     warmup_min_steps: int = 5
-    # How optim.lr follows the global batch (train.batch_size per process x processes) under torchrun:
-    # none (the same rate whatever the world size), linear (x processes) or sqrt (x sqrt(processes)).
+    # How optim.lr follows the global batch (train.batch_size x processes) under torchrun: none (the same rate
+    # whatever the world size), linear (x processes) or sqrt (x sqrt(processes)).
     lr_scaling: str = "none"
-    # false: no weight decay on biases and normalisation weights (every parameter of at most one
-    # dimension), as DINO trains vision transformers.
+    # false: no weight decay on biases and normalisation weights (parameters of at most one dimension), as DINO.
     decay_norm_bias: bool = True
 
     def __post_init__(self) -> None:
         finite(self, "optim.")
-        check(self.lr_scaling in LR_SCALING,
-               f"optim.lr_scaling={self.lr_scaling!r} is unknown; use {', '.join(LR_SCALING)}")
-        check(self.name in ("adam", "adamw"), f"optim.name={self.name!r} is unknown; use 'adam' or 'adamw'")
-        check(self.schedule in ("constant", "cosine"),
-               f"optim.schedule={self.schedule!r} is unknown; use 'constant' or 'cosine'")
+        known(self, "optim.", "lr_scaling", ("none", "linear", "sqrt"))
+        known(self, "optim.", "name", ("adam", "adamw"), "'adam' or 'adamw'")
+        known(self, "optim.", "schedule", ("constant", "cosine"), "'constant' or 'cosine'")
         check(self.lr > 0, f"optim.lr={self.lr} must be > 0")
         check(self.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0")
-        at_least(self, "optim.", 0, "warmup_min_steps")
+        at_least(self, "optim.", 0, "warmup_min_steps", "weight_decay")
         check(all(0.0 <= b < 1.0 for b in self.betas),
                f"optim.betas={self.betas} must both lie in [0, 1); the usual values are 0.9,0.999")
-        at_least(self, "optim.", 0, "weight_decay")
 
 
 @dataclass(frozen=True)
@@ -173,58 +156,49 @@ class TrainConfig:
     # gradient scaler; on the CPU bf16 where it has avx512_bf16 or AMX, else fp32 (viclab.core.runtime.select_runtime)
     precision: str = "auto"
     eval_test: bool = True  # the three terms on the test set once per epoch
-    # Training runs whole epochs until it has taken at least this many steps: 5 epochs of 100 images
-    # are 5 steps at batch 64. 50 leaves every CIFAR-10 recipe (105 or more steps) as it was.
+    # Training runs whole epochs until it has taken at least this many steps (5 epochs of 100 images are 5 steps
+    # at batch 64); 50 leaves every CIFAR-10 recipe (105 or more steps) as it was.
     min_steps: int = 50
 
     def __post_init__(self) -> None:
         at_least(self, "train.", 1, "epochs")
         at_least(self, "train.", 0, "min_steps")
         check(self.batch_size >= 2, f"train.batch_size={self.batch_size} must be >= 2 (variance needs 2 samples)")
-        check(self.precision in PRECISIONS,
-               f"train.precision={self.precision!r} is unknown; use {', '.join(PRECISIONS)}")
+        known(self, "train.", "precision", PRECISIONS)
 
 
 @dataclass(frozen=True)
 class ViewsConfig:
-    """Where each step's pair comes from.
-
-    ``augment``: two independent draws of T (VICReg). ``neighbours`` (spec S6): an image
-    and one of its ``k`` nearest training images in the representation space of the
-    encoder ``source``, chosen at random each step, without augmentation (normalise only).
-    """
+    """Where each step's pair comes from: ``augment``, two independent draws of T (VICReg); ``neighbours`` (spec
+    S6), an image and one of its ``k`` nearest training images in the representation space of the encoder
+    ``source``, chosen at random each step, without augmentation (normalise only)."""
 
     kind: str = "augment"
     source: str | None = None  # neighbours: a run folder or .safetensors encoder
     k: int = 3
 
     def __post_init__(self) -> None:
-        check(self.kind in ("augment", "neighbours"),
-               f"views.kind={self.kind!r} is unknown; use 'augment' or 'neighbours'")
+        known(self, "views.", "kind", ("augment", "neighbours"), "'augment' or 'neighbours'")
         at_least(self, "views.", 1, "k")
         check(self.kind != "neighbours" or bool(self.source),
                "views.kind=neighbours needs views.source, the encoder whose neighbours pair the images")
-
-
-SOUND_SPLITS = ("index", "speaker")
 
 
 @dataclass(frozen=True)
 class SoundConfig:
     """Sound clips and their log-mel spectrograms (spec §4).
 
-    Decoding: any WAV/FLAC/OGG file is mixed to mono (the mean of its channels, or ``channel``),
-    resampled to ``rate`` and cut into clips of ``clip_seconds``: one per file (cropped, or
-    zero-padded at the end), or with ``window_hop_seconds > 0`` sliding windows every hop (the
-    last one padded). Features: ``(20 / power) * log10(mel + log_offset)`` of the ``power``
-    spectrogram (Hann window, centred frames) through a Slaney mel filterbank. The defaults are
-    the DCASE 2020 Task 2 baseline's: 16 kHz, n_fft 1024, hop 512, 128 mels, 10 log10.
+    Decoding: any WAV/FLAC/OGG file is mixed to mono (the mean of its channels, or ``channel``), resampled to
+    ``rate`` and cut into clips of ``clip_seconds``: one per file (cropped, or zero-padded at the end), or with
+    ``window_hop_seconds > 0`` sliding windows every hop (the last one padded). Features: ``(20 / power) *
+    log10(mel + log_offset)`` of the ``power`` spectrogram (Hann window, centred frames) through a Slaney mel
+    filterbank. The defaults are the DCASE 2020 Task 2 baseline's: 16 kHz, n_fft 1024, hop 512, 128 mels, 10 log10.
     """
 
     rate: int = 16_000
-    channel: int = -1  # -1: the mean of all channels; k >= 0: channel k
+    channel: int = -1
     clip_seconds: float = 10.0
-    window_hop_seconds: float = 0.0  # > 0: sliding windows of clip_seconds every hop seconds
+    window_hop_seconds: float = 0.0
     n_fft: int = 1024
     hop_length: int = 512
     n_mels: int = 128
@@ -232,18 +206,18 @@ class SoundConfig:
     fmax: float = 0.0  # 0: rate / 2
     power: float = 2.0
     log_offset: float = 2.220446049250313e-16  # the DCASE baseline's sys.float_info.epsilon
-    # FSDD's test clips: "index" (its own split: recordings 0-4 of each speaker and digit) or "speaker"
-    # (the test_speakers' clips).
+    # FSDD's test clips: "index" (its own split: recordings 0-4 of each speaker and digit) or "speaker" (the
+    # test_speakers' clips).
     split: str = "index"
     test_speakers: tuple[str, ...] = ("theo",)
-    # MIMII's test clips (it has no split): a seeded test_share of each machine ID's normal files, and
-    # every abnormal file.
+    # MIMII's test clips (it has no split): a seeded test_share of each machine ID's normal files, and every
+    # abnormal file.
     test_share: float = 0.5
     label: str = "class"  # FSDD: "class" (the digit) or "speaker"
     machines: tuple[str, ...] = ()  # MIMII/DCASE: machine types kept (() = all)
     machine_ids: tuple[str, ...] = ()  # MIMII/DCASE: machine IDs kept, e.g. id_00 (() = all)
-    # MIMII/DCASE: at most this many files per machine ID and condition (a seeded choice; 0 = all), to keep
-    # a budget whatever the size of the download.
+    # MIMII/DCASE: at most this many files per machine ID and condition (a seeded choice; 0 = all), to keep a
+    # budget whatever the size of the download.
     max_files: int = 0
     seed: int = 0  # MIMII's split and the max_files choice
 
@@ -261,11 +235,11 @@ class SoundConfig:
                f"{nyquist:g} (fmax 0 means rate / 2)")
         check(self.power > 0, f"sound.power={self.power} must be > 0 (2: power, 1: magnitude)")
         check(self.log_offset > 0, f"sound.log_offset={self.log_offset} must be > 0")
-        check(self.split in SOUND_SPLITS, f"sound.split={self.split!r} is unknown; use {', '.join(SOUND_SPLITS)}")
+        known(self, "sound.", "split", ("index", "speaker"))
         check(0 < self.test_share < 1, f"sound.test_share={self.test_share} must be in (0, 1)")
-        check(self.label in ("class", "speaker"), f"sound.label={self.label!r} is unknown; use class or speaker")
+        known(self, "sound.", "label", ("class", "speaker"), "class or speaker")
         check(self.max_files >= 0, f"sound.max_files={self.max_files} must be >= 0 (0 = all)")
-        check(round(self.clip_seconds * self.rate) >= 1,
+        check(self.clip_samples >= 1,
                f"sound.clip_seconds={self.clip_seconds} holds no sample at {self.rate} Hz; use a longer clip")
 
     @property
@@ -282,12 +256,12 @@ class SoundConfig:
 class SpecViewsConfig:
     """The views of a log-mel spectrogram for VICReg on sound (spec §4), per clip and independent.
 
-    A random time crop of ``crop`` of the frames (every view of a batch has the same length), a shift
-    of up to ``freq_shift`` mel bands up or down, a gain of up to ``gain_db`` either way, mixed with
-    probability ``noise_p`` with noise of flat mel spectrum, or with ``mix_p`` with another clip of the
-    batch, at an SNR drawn in the range given (mixing adds powers: the mel spectra are summed, not their
-    logarithms), then ``time_masks`` and ``freq_masks`` masks of up to ``time_mask`` of the frames and
-    ``freq_mask`` of the mel bands, filled with the view's mean.
+    A random time crop of ``crop`` of the frames (every view of a batch has the same length), a shift of up to
+    ``freq_shift`` mel bands up or down, a gain of up to ``gain_db`` either way, mixed with probability ``noise_p``
+    with noise of flat mel spectrum, or with ``mix_p`` with another clip of the batch, at an SNR drawn in the range
+    given (mixing adds powers: the mel spectra are summed, not their logarithms), then ``time_masks`` and
+    ``freq_masks`` masks of up to ``time_mask`` of the frames and ``freq_mask`` of the mel bands, filled with the
+    view's mean.
     """
 
     crop: float = 0.5
@@ -346,7 +320,7 @@ class ResynthConfig:
     n_iter: int = 32  # Griffin-Lim iterations
     momentum: float = 0.99  # fast Griffin-Lim momentum
     seed: int = 0  # the random initial phase
-    # Longer clips are refused: the mel inversion and Griffin-Lim take about a second of a 2-core CPU per
-    # second of 16 kHz audio (a minute: 67 s and 0.5 GB), with no progress to show.
+    # Longer clips are refused: the mel inversion and Griffin-Lim take about a second of a 2-core CPU per second
+    # of 16 kHz audio (a minute: 67 s and 0.5 GB), with no progress to show.
     max_seconds: float = 60.0
     sound: SoundConfig = field(default_factory=SoundConfig)

@@ -37,13 +37,8 @@ def cache_root() -> Path:
 
 @dataclass(frozen=True)
 class CacheStore:
-    """One namespace of the cache: ``.npy`` entries named by a content key.
-
-    Attributes:
-        namespace: a key of :data:`CACHE_VERSIONS` (``images``, ``sound``, ``features``).
-        folder: where the entries live (default :meth:`default_folder`).
-        warn: report an unusable entry (a :class:`ViclabWarning`) before recomputing it.
-    """
+    """One ``namespace`` of the cache (``images``, ``sound``, ``features``): ``.npy`` entries named by a content key
+    in ``folder`` (default :meth:`default_folder`); ``warn``: report an unusable entry (a :class:`ViclabWarning`)."""
 
     namespace: str
     folder: Path | None = None
@@ -64,14 +59,8 @@ class CacheStore:
 
     def read(self, path: Path, shape: tuple[int, ...] | None = None, dtype: np.dtype | type | None = None,
              valid: Callable[[np.ndarray], bool] | None = None) -> np.ndarray | None:
-        """An entry, or ``None`` when it is absent, unreadable or not ``shape``/``dtype``/``valid``: recompute it.
-
-        Args:
-            path: from :meth:`path`.
-            shape: the array's expected shape (``None``: any).
-            dtype: its expected dtype (``None``: any).
-            valid: a further check of the array (e.g. all finite).
-        """
+        """The entry at ``path`` (from :meth:`path`), or ``None`` when it is absent, unreadable, or not of ``shape``
+        and ``dtype`` (``None``: any) or not ``valid`` (a further check, e.g. all finite): recompute it then."""
         if not path.exists():
             return None
         try:
@@ -93,21 +82,15 @@ class CacheStore:
             return None
 
     def read_or_compute(self, path: Path, compute: Callable[[], np.ndarray], shape: tuple[int, ...] | None = None,
-                        dtype: np.dtype | type | None = None, valid: Callable[[np.ndarray], bool] | None = None,
-                        unwritable: Callable[[Exception], None] | None = None) -> np.ndarray:
-        """The entry at ``path`` if it is usable (:meth:`read`), else ``compute()`` written there.
-
-        Args:
-            unwritable: called with the error when the entry cannot be written (``None``: raise it).
-        """
-        array = self.read(path, shape, dtype, valid)
+                        dtype: np.dtype | type | None = None, *, unwritable: Callable[[Exception], None]) -> np.ndarray:
+        """The entry at ``path`` if it is usable (:meth:`read`), else ``compute()`` written there; ``unwritable`` is
+        called with the error when it cannot be written."""
+        array = self.read(path, shape, dtype)
         if array is None:
             array = compute()
             try:
                 self.write(path, array)
             except (OSError, ViclabError) as e:
-                if unwritable is None:
-                    raise
                 unwritable(e)
         return array
 

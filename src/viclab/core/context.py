@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from viclab.core.runtime import Runtime
@@ -16,23 +16,22 @@ class Context:
     Attributes:
         progress: show progress bars.
         echo: where one-line status messages go (e.g. the per-epoch summaries).
-        runtime: the device and precision, or ``None``: chosen from the config (``train.device``,
-            ``train.precision``).
+        runtime: the device and precision, or ``None``: chosen from the config (``train.device``, ``train.precision``).
         data_dir: the data root, or ``None``: the config's.
-        cache: the cache root, or ``None``: ``$VICLAB_CACHE`` or the per-user default.
     """
 
     progress: bool = True
     echo: Callable[[str], None] = print
     runtime: Runtime | None = None
-    data_dir: Path | None = None
-    cache: Path | None = None
+    data_dir: str | Path | None = None
 
     def main_only(self, main: bool) -> Context:
         """This context, silenced on a process other than rank 0 (``main`` false): only rank 0 speaks."""
-        if main:
-            return self
-        return Context(False, _silent, self.runtime, self.data_dir, self.cache)
+        return self if main else replace(self, progress=False, echo=_silent)
+
+    def reading(self, data_dir: str | Path | None) -> Context:
+        """This context with ``data_dir`` as its data root when one is given (a library caller's keyword)."""
+        return replace(self, data_dir=data_dir) if data_dir else self
 
 
 def _silent(_line: str) -> None:

@@ -1,10 +1,8 @@
 """The content hashes: one for files (streamed), one for sequences of strings, bytes and tensors.
 
-Every hash viclab records or keys a cache by goes through these two functions, so how something is
-hashed is decided here. The algorithm is a parameter only because recorded values must stay what
-they were: BLAKE2b-128 for data (image and sound files, split fingerprints), SHA-256 for weights,
-code and cache keys. Downloads are checked with the publishers' own checksums (md5 or sha256), also
-through :func:`file_digest`.
+Every hash viclab records or keys a cache by goes through these two functions. The algorithm is a parameter only
+because recorded values must stay what they were: BLAKE2b-128 for data (image and sound files, split fingerprints),
+SHA-256 for weights, code and cache keys; downloads are checked with their publishers' md5 or sha256.
 """
 
 from __future__ import annotations
@@ -26,8 +24,7 @@ def file_digest(path: str | os.PathLike, algorithm: str = "blake2b", digest_size
 
     Args:
         path: the file.
-        algorithm: a :func:`hashlib.new` name; the default (BLAKE2b, 128 bits) is what the data caches
-            and fingerprints are keyed by.
+        algorithm: a :func:`hashlib.new` name; the default (BLAKE2b, 128 bits) keys the data caches and fingerprints.
         digest_size: bytes of a BLAKE2 digest; ``None`` for the others (md5, sha256).
 
     Raises:
@@ -56,15 +53,10 @@ def _bytes(part: Any):
 
 
 def digest(parts: Iterable[Any], algorithm: str = "sha256", digest_size: int | None = None) -> str:
-    """The hex digest of ``parts`` fed in order: strings (UTF-8), bytes, tensors ``(...)`` or arrays (raw bytes).
+    """The hex digest of ``parts`` fed in order (a generator is consumed once): strings (UTF-8), bytes, tensors
+    ``(...)`` or arrays (raw bytes), e.g. a state dict's names, shapes and dtypes interleaved with its tensors.
 
-    A state dict is hashed as its names, shapes and dtypes (as strings) interleaved with its tensors;
-    a split of images as its shape and its ``(N, C, H, W)`` tensor.
-
-    Args:
-        parts: what to hash, in order (a generator is consumed once).
-        algorithm: a :func:`hashlib.new` name.
-        digest_size: bytes of a BLAKE2 digest (e.g. 16); ``None`` for the algorithm's own.
+    ``algorithm`` is a :func:`hashlib.new` name; ``digest_size`` the bytes of a BLAKE2 digest (``None``: its own).
     """
     h = _new(algorithm, digest_size)
     for part in parts:

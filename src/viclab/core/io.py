@@ -1,8 +1,7 @@
 """Atomic file writes: a crash mid-write never leaves a half-written file behind.
 
-Every temporary file is named ``.<target name>.<random>.tmp`` beside its target, so
-the debris of a killed process is recognisable and :func:`remove_stale_temp` can
-clear it when a run or study is continued.
+Every temporary file is named ``.<target name>.<random>.tmp`` beside its target, so the debris of a killed process
+is recognisable and :func:`remove_stale_temp` can clear it when a run or study is continued.
 """
 
 from __future__ import annotations
@@ -21,12 +20,10 @@ TEMP_SUFFIX = ".tmp"
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)``, fsync, then rename ``tmp_path`` onto ``path``.
+    """Call ``write(tmp_path)``, fsync, then rename ``tmp_path`` onto ``path`` (in the same folder: atomic).
 
-    The temporary file sits in the destination folder so the rename is atomic
-    (same file system). If anything fails, the previous ``path`` is untouched and
-    the temporary file is removed; a full disk or an unwritable folder becomes one
-    :class:`ViclabError` line.
+    If anything fails, the previous ``path`` is untouched and the temporary file is removed; a full disk or an
+    unwritable folder becomes one :class:`ViclabError` line.
     """
     path = Path(path)
     try:
@@ -69,28 +66,22 @@ def atomic_save_npy(path: str | os.PathLike, array) -> Path:
     return atomic_write(path, write)
 
 
-def remove_stale_temp(folder: str | os.PathLike, recursive: bool = False) -> int:
-    """Delete the temporary files that killed writers left in ``folder``; returns how many.
+def remove_stale_temp(folder: str | os.PathLike, recursive: bool = False) -> None:
+    """Delete the temporary files that killed writers left in ``folder`` (and below it if ``recursive``).
 
     Call it only where no other process writes (a run or study folder being continued).
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return 0
-    pattern = "**/.*" + TEMP_SUFFIX if recursive else ".*" + TEMP_SUFFIX
-    removed = 0
-    for p in folder.glob(pattern):
+    if not Path(folder).is_dir():
+        return
+    for p in Path(folder).glob(("**/.*" if recursive else ".*") + TEMP_SUFFIX):
         if p.is_file() and p.name.count(".") >= 3:  # .<name>.<random>.tmp
             p.unlink(missing_ok=True)
-            removed += 1
-    return removed
 
 
 def check_writable_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
-    """Fail now, before any work, if ``path`` cannot become a folder this process can write.
+    """Fail now, before any work, if ``path`` cannot become a folder this process can write; nothing is created.
 
-    Nothing is created. ``path`` may exist (then it must be a writable folder) or not
-    (then its nearest existing ancestor must be a writable folder).
+    ``path`` may exist (then it must be a writable folder) or not (then its nearest existing ancestor must be).
 
     Raises:
         ViclabError: ``path`` is a file, lies below a file, or is not writable.
@@ -99,9 +90,7 @@ def check_writable_dir(path: str | os.PathLike, what: str = "output folder") -> 
     if path.exists() and not path.is_dir():
         raise ViclabError(f"{what} {path} is an existing file; give a folder path")
     probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
+    while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise ViclabError(f"{what} {path} lies below the file {probe}; give a folder path")
@@ -116,12 +105,8 @@ def check_writable_dir(path: str | os.PathLike, what: str = "output folder") -> 
 
 
 def tensor_file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a ``.safetensors`` file's content: every tensor (sorted by name: dtype, shape,
-    bytes) and the metadata (sorted keys).
-
-    Not the file's bytes: safetensors writes its metadata in an unspecified key order, so two
-    saves of the same weights can differ byte-wise while holding the same content.
-    """
+    """SHA-256 of a ``.safetensors`` file's content: every tensor (sorted by name: dtype, shape, bytes) and the
+    metadata (sorted keys); not its bytes, as safetensors writes metadata keys in no fixed order."""
     from safetensors import safe_open
 
     def parts(f):

@@ -1,8 +1,8 @@
-"""The one home of detection and accuracy statistics: ROC, AUROC and its bootstrap interval, AUPR,
-partial AUC, thresholds calibrated on normal data, and the binomial intervals of accuracies.
+"""The one home of detection and accuracy statistics: ROC, AUROC and its bootstrap interval, AUPR, partial AUC,
+thresholds calibrated on normal data, and the binomial intervals of accuracies.
 
-Convention throughout: ``labels`` are 0 (normal) / 1 (anomaly), ``scores`` are higher for
-more anomalous points, and the decision rule is ``score > threshold`` means anomalous.
+Convention throughout: ``labels`` ``(M,)`` are 0 (normal) / 1 (anomaly), ``scores`` ``(M,)`` are higher for more
+anomalous points, and the decision rule is ``score > threshold`` means anomalous.
 """
 
 from __future__ import annotations
@@ -21,14 +21,9 @@ def sampling_error(p: float, n: int) -> float:
 
 
 def binomial_interval(p: float, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of an accuracy ``p`` measured on ``n`` independent test items.
-
-    Unlike ``p +/- z * sampling_error`` it stays inside ``[0, 1]`` and is not empty at
-    ``p = 0`` or ``1`` (the point where a tiny test set says least).
-
-    Returns:
-        ``(low, high)`` at ``level``; ``(0, 1)`` when ``n`` is 0.
-    """
+    """Wilson score interval ``(low, high)`` at ``level`` of an accuracy ``p`` measured on ``n`` independent test
+    items; ``(0, 1)`` when ``n`` is 0. Unlike ``p +/- z * sampling_error`` it stays inside ``[0, 1]`` and is not
+    empty at ``p = 0`` or ``1`` (where a tiny test set says least)."""
     if n <= 0:
         return 0.0, 1.0
     z = NormalDist().inv_cdf(0.5 + level / 2)
@@ -38,12 +33,8 @@ def binomial_interval(p: float, n: int, level: float = 0.95) -> tuple[float, flo
 
 
 def roc(labels, scores) -> tuple[np.ndarray, np.ndarray, float]:
-    """ROC curve and its area for binary ``labels`` (1 = anomaly) and ``scores`` (higher = more anomalous).
-
-    Returns:
-        ``(false positive rates, true positive rates, AUROC)`` (sklearn's ``roc_curve``
-        and ``roc_auc_score``).
-    """
+    """ROC curve and its area: ``(false positive rates, true positive rates, AUROC)`` (sklearn's ``roc_curve`` and
+    ``roc_auc_score``)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     labels, scores = np.asarray(labels), np.asarray(scores)
@@ -62,9 +53,8 @@ def checked_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
     if not np.isin(labels, (0, 1)).all():
         raise ViclabError("labels must be 0 (normal) or 1 (anomaly); map the test labels to 0/1 first")
     if not np.isfinite(scores).all():
-        bad = int((~np.isfinite(scores)).sum())
-        raise ViclabError(f"{bad} anomaly score(s) are NaN or infinite; check the representations "
-                          "(a diverged model) before scoring")
+        raise ViclabError(f"{int((~np.isfinite(scores)).sum())} anomaly score(s) are NaN or infinite; check the "
+                          "representations (a diverged model) before scoring")
     labels = labels.astype(np.int64)
     if labels.min(initial=1) == labels.max(initial=0):
         raise ViclabError("detection metrics need both normal (0) and anomalous (1) test points; "
@@ -73,14 +63,9 @@ def checked_scores(labels, scores) -> tuple[np.ndarray, np.ndarray]:
 
 
 def auroc_interval(labels, scores, level: float = 0.95, reps: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """A stratified bootstrap percentile interval of the AUROC: the normal and the anomalous points
-    are resampled separately (each with replacement, their counts kept), ``reps`` times.
-
-    For small test sets (a few clips per machine ID) this says how much the AUROC itself could move.
-
-    Returns:
-        ``(low, high)`` at ``level``.
-    """
+    """A stratified bootstrap percentile interval ``(low, high)`` of the AUROC at ``level``: the normal and the
+    anomalous points are resampled separately (with replacement, their counts kept), ``reps`` times. For small test
+    sets (a few clips per machine ID) this says how much the AUROC itself could move."""
     labels, scores = checked_scores(labels, scores)
     pos, neg = scores[labels == 1], scores[labels == 0]
     rng = np.random.default_rng(seed)
@@ -106,8 +91,7 @@ def _pairwise_aucs(pos: np.ndarray, neg: np.ndarray, reps: int, rng: np.random.G
 
 
 def _ranked_aucs(pos: np.ndarray, neg: np.ndarray, reps: int, rng: np.random.Generator) -> np.ndarray:
-    """``(reps,)`` bootstrap AUROCs by the Mann-Whitney rank sum, one resample at a time (large test
-    sets, where the pairwise table would not fit: 9,000 x 1,000 CIFAR-10 test images)."""
+    """``(reps,)`` bootstrap AUROCs by the Mann-Whitney rank sum, one resample at a time (large test sets)."""
     from scipy.stats import rankdata
 
     n_pos, n_neg = len(pos), len(neg)
@@ -120,18 +104,12 @@ def _ranked_aucs(pos: np.ndarray, neg: np.ndarray, reps: int, rng: np.random.Gen
 
 
 def detection_metrics(labels, scores, max_fpr: float = 0.1) -> dict[str, float]:
-    """AUROC, AUPR and the partial AUC up to ``max_fpr``.
-
-    Args:
-        labels: ``(M,)`` 0 normal / 1 anomaly.
-        scores: ``(M,)`` higher = more anomalous.
-        max_fpr: upper false-positive rate of the partial AUC, in ``(0, 1]``.
+    """AUROC, AUPR and the partial AUC up to the false-positive rate ``max_fpr`` (in ``(0, 1]``).
 
     Returns:
-        ``{"auroc", "aupr", "pauc", "n_normal", "n_anomalous", "max_fpr"}``. ``aupr`` is sklearn's
-        average precision (anomaly = positive class); ``pauc`` is the McClish-standardised partial
-        AUC (``roc_auc_score(..., max_fpr=max_fpr)``, the DCASE 2020 Task 2 convention): 0.5 for a
-        chance detector and 1 for a perfect one, whatever ``max_fpr``.
+        ``{"auroc", "aupr", "pauc", "n_normal", "n_anomalous", "max_fpr"}``. ``aupr`` is sklearn's average precision
+        (anomaly = positive class); ``pauc`` is the McClish-standardised partial AUC (``roc_auc_score(...,
+        max_fpr=max_fpr)``, the DCASE 2020 Task 2 convention): 0.5 for a chance detector and 1 for a perfect one.
     """
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -139,21 +117,15 @@ def detection_metrics(labels, scores, max_fpr: float = 0.1) -> dict[str, float]:
     if not 0 < max_fpr <= 1:
         raise ViclabError(f"max_fpr = {max_fpr} must lie in (0, 1]; the DCASE convention is 0.1")
     n_anomalous = int(labels.sum())
-    return {"auroc": float(roc_auc_score(labels, scores)),
-            "aupr": float(average_precision_score(labels, scores)),
-            "pauc": float(roc_auc_score(labels, scores, max_fpr=max_fpr)),
-            "n_normal": float(len(labels) - n_anomalous),
-            "n_anomalous": float(n_anomalous),
-            "max_fpr": float(max_fpr)}
+    return {"auroc": float(roc_auc_score(labels, scores)), "aupr": float(average_precision_score(labels, scores)),
+            "pauc": float(roc_auc_score(labels, scores, max_fpr=max_fpr)), "n_normal": float(len(labels) - n_anomalous),
+            "n_anomalous": float(n_anomalous), "max_fpr": float(max_fpr)}
 
 
 def curves(labels, scores) -> dict[str, np.ndarray]:
-    """The ROC and precision-recall curves (sklearn's ``roc_curve`` and ``precision_recall_curve``).
-
-    Returns:
-        ``{"fpr", "tpr"}`` (ROC, from ``(0, 0)`` to ``(1, 1)``) and ``{"recall", "precision"}``
-        (decreasing recall, ending at ``(0, 1)``), each a 1-D float array.
-    """
+    """The ROC and precision-recall curves (sklearn's ``roc_curve`` and ``precision_recall_curve``): ``{"fpr",
+    "tpr"}`` (from ``(0, 0)`` to ``(1, 1)``) and ``{"recall", "precision"}`` (decreasing recall, ending at ``(0, 1)``),
+    each a 1-D float array."""
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     labels, scores = checked_scores(labels, scores)
@@ -163,15 +135,11 @@ def curves(labels, scores) -> dict[str, np.ndarray]:
 
 
 def threshold_at_fpr(normal_scores, fpr: float) -> float:
-    """The smallest threshold whose false-positive rate on held-out normal data is at most ``fpr``.
+    """The smallest threshold whose false-positive rate ``fpr`` (in ``[0, 1)``) on held-out normal data
+    ``normal_scores`` ``(N,)`` (not used for training) is at most ``fpr``.
 
-    With ``n`` normal scores, at most ``k = floor(fpr * n)`` of them may lie strictly above the
-    threshold; the smallest such threshold is the ``(k + 1)``-th largest score (with ``fpr = 0``
-    the maximum). Scores tied with it are not flagged, since the rule is ``score > t``.
-
-    Args:
-        normal_scores: ``(N,)`` scores of normal data not used for training.
-        fpr: target false-positive rate in ``[0, 1)``.
+    At most ``k = floor(fpr * N)`` scores may lie strictly above it, so it is the ``(k + 1)``-th largest score (with
+    ``fpr = 0`` the maximum). Scores tied with it are not flagged, since the rule is ``score > t``.
     """
     s = np.sort(np.asarray(normal_scores, dtype=np.float64).ravel())
     if not 0 <= fpr < 1:
@@ -188,17 +156,11 @@ def threshold_at_fpr(normal_scores, fpr: float) -> float:
 
 
 def rates_at(labels, scores, threshold: float) -> dict[str, float]:
-    """Confusion counts and rates of the rule ``score > threshold`` (anomaly = positive).
-
-    Returns:
-        ``{"tpr", "fpr", "precision", "tp", "fp", "tn", "fn"}``; ``precision`` is 0 when
-        nothing is flagged (sklearn's ``zero_division`` default).
-    """
+    """Confusion counts and rates of the rule ``score > threshold`` (anomaly = positive): ``{"tpr", "fpr",
+    "precision", "tp", "fp", "tn", "fn"}``; ``precision`` is 0 when nothing is flagged (sklearn's default)."""
     labels, scores = checked_scores(labels, scores)
-    flagged = scores > threshold
-    tp = int((flagged & (labels == 1)).sum())
-    fp = int((flagged & (labels == 0)).sum())
-    fn = int((~flagged & (labels == 1)).sum())
-    tn = int((~flagged & (labels == 0)).sum())
+    flagged, anomalous = scores > threshold, labels == 1
+    tp, fp = int((flagged & anomalous).sum()), int((flagged & ~anomalous).sum())
+    fn, tn = int((~flagged & anomalous).sum()), int((~flagged & ~anomalous).sum())
     return {"tpr": tp / (tp + fn), "fpr": fp / (fp + tn), "precision": tp / (tp + fp) if tp + fp else 0.0,
             "tp": tp, "fp": fp, "tn": tn, "fn": fn}

@@ -1,7 +1,6 @@
 """Device, precision and process-group facts, decided in one place.
 
-Everything runs single-process; the distributed helpers answer rank 0 / world 1
-when no process group is initialised, so callers never branch on it.
+The distributed helpers answer rank 0 / world 1 when no process group is initialised, so callers never branch on it.
 """
 
 from __future__ import annotations
@@ -26,16 +25,11 @@ _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where tensors live and which dtype autocast computes in.
-
-    Attributes:
-        device: the torch device.
-        autocast_dtype: ``None`` for full fp32, else bf16 or fp16 autocast.
-        reason: why this precision was chosen (logged by the training loop).
-    """
+    """Where tensors live (``device``) and which dtype autocast computes in (``autocast_dtype``: ``None`` for full
+    fp32, else bf16 or fp16), and the ``reason`` for this precision (logged by the training loop)."""
 
     device: torch.device
-    autocast_dtype: torch.dtype | None  # None: full fp32
+    autocast_dtype: torch.dtype | None
     reason: str = ""
 
     @property
@@ -44,8 +38,7 @@ class Runtime:
 
     @property
     def key(self) -> dict[str, str]:
-        """What of the runtime changes a computation's numbers, for fingerprints: the device type and
-        the precision (``auto`` resolved)."""
+        """What of the runtime changes a computation's numbers (for fingerprints): device type and precision."""
         return {"device": self.device.type, "precision": self.precision}
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -69,12 +62,8 @@ class Runtime:
 
 
 def cpu_bf16() -> str:
-    """The CPU's native bf16 instructions as torch's own CPU detection reports them
-    (``"AMX"``, ``"avx512_bf16"``, both joined by ``" and "``), or ``""`` where it has none.
-
-    Without them oneDNN emulates bf16 with fp32 arithmetic plus conversions, which is
-    slower than plain fp32, so ``auto`` must not guess from the CPU's name.
-    """
+    """The CPU's native bf16 instructions as torch's CPU detection reports them (``"AMX"``, ``"avx512_bf16"``, both
+    joined by ``" and "``), or ``""``. Without them oneDNN emulates bf16 in fp32 plus conversions, slower than fp32."""
     probes = (("AMX", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported"))
     return " and ".join(name for name, fn in probes if getattr(torch.cpu, fn, lambda: False)())
 
@@ -99,7 +88,7 @@ def _select_device(device: str) -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     asked = device
     if device == "cuda" and launched_world_size() > 1:
-        device = f"cuda:{local_rank()}"  # torchrun: one process per GPU of this node
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # torchrun: this node's GPU of this process
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -126,31 +115,25 @@ def _auto_precision(dev: torch.device) -> tuple[str, str]:
             return "bf16", f"auto: the GPU computes bf16 natively, compute capability {major}.{minor} >= 8.0"
         return "fp16", (f"auto: compute capability {major}.{minor} < 8.0 has no native bf16, so fp16 autocast with a "
                         "gradient scaler")
-    native = cpu_bf16()
-    if native:
+    if native := cpu_bf16():
         return "bf16", f"auto: the CPU computes bf16 natively ({native})"
     return "fp32", "auto: this CPU has no native bf16 (avx512_bf16 or AMX), so fp32"
 
 
 def available_memory(device: torch.device | str = "cpu") -> int:
-    """Bytes that can still be allocated on ``device``: free GPU memory, or the system's
-    ``MemAvailable`` (physical memory where /proc is absent)."""
+    """Bytes that can still be allocated on ``device``: free GPU memory, or ``MemAvailable`` (else physical memory)."""
     device = torch.device(device)
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def check_fits(needed: int, device: torch.device | str, what: str, fix: str) -> None:
-    """Refuse now, with the numbers, what could not fit in memory later (an allocation failure
-    deep in torch is a traceback, or the kernel's OOM killer)."""
+    """Refuse now, with the numbers, what would not fit in memory later (a traceback deep in torch, or OOM kill)."""
     free = available_memory(device)
     if needed > 0.9 * free:  # what is left must also hold the interpreter, libraries and buffers
         raise ViclabError(f"{what} needs at least {needed / 2**30:.1f} GiB but {torch.device(device).type} has "
@@ -197,9 +180,8 @@ def others_busy_cores(seconds: float = 0.3) -> float:
 def intra_op_threads(n: int):
     """Within, torch runs each op on at most ``n`` threads (restored after).
 
-    For loops of many small ops: every op parallelised over OpenMP threads ends at a barrier
-    that waits for all of them, and on a machine other processes keep busy one descheduled
-    thread stalls that op for a scheduler time slice, far longer than the op itself.
+    For loops of many small ops: every op parallelised over OpenMP threads ends at a barrier that waits for all of
+    them, and on a busy machine one descheduled thread stalls that op for a time slice, far longer than the op.
     """
     before = torch.get_num_threads()
     torch.set_num_threads(max(1, min(n, before)))
@@ -249,21 +231,14 @@ def launched_world_size() -> int:
         raise ViclabError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number; launch with torchrun") from None
 
 
-def local_rank() -> int:
-    """This process's index on its node (torchrun's ``LOCAL_RANK``); 0 otherwise."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
 LAUNCHER_POLL_SECONDS = 1.0  # how often a rank checks that its launcher is still there
 
 
 def _exit_without_launcher(launcher: int) -> None:
-    """A watchdog thread's loop: end this process once its launcher (parent) is gone.
+    """A watchdog thread's loop: end this process once its launcher is gone (an orphan's parent id changes).
 
-    torchrun ends every rank when one of them fails, but nothing does when torchrun itself is
-    killed (SIGKILL, a lost terminal): the ranks would wait on each other, or on rank 0's
-    evaluation, for the whole process-group timeout. An orphan is adopted by another process,
-    so its parent id changes.
+    torchrun ends its ranks when one fails, but nothing ends them when torchrun itself is killed (SIGKILL, a lost
+    terminal): they would wait on each other, or on rank 0's evaluation, for the whole process-group timeout.
     """
     while os.getppid() == launcher:
         time.sleep(LAUNCHER_POLL_SECONDS)
@@ -273,12 +248,11 @@ def _exit_without_launcher(launcher: int) -> None:
 
 
 def init_distributed(device: torch.device) -> bool:
-    """Join torchrun's process group if this process was launched by torchrun with more than
-    one process: NCCL between GPUs, gloo between CPUs. Returns whether a group is up.
+    """Join torchrun's process group if torchrun launched more than one process (NCCL between GPUs, gloo between
+    CPUs); returns whether a group is up.
 
-    The timeout (``VICLAB_DIST_TIMEOUT_MIN``, default 60 minutes) bounds how long ranks wait
-    for each other, e.g. while rank 0 alone evaluates (so it cannot be short). A rank whose
-    launcher dies exits within :data:`LAUNCHER_POLL_SECONDS` (:func:`_exit_without_launcher`).
+    The timeout (``VICLAB_DIST_TIMEOUT_MIN``, default 60 minutes) bounds how long ranks wait for each other, e.g.
+    while rank 0 alone evaluates. A rank whose launcher dies exits within :data:`LAUNCHER_POLL_SECONDS`.
     """
     if dist.is_available() and dist.is_initialized():
         return is_distributed()  # up already; inside local_process() this process works alone
@@ -328,9 +302,8 @@ def broadcast_(t: torch.Tensor) -> torch.Tensor:
 
 
 def _differentiable_collectives() -> Any:
-    """torch's functional collectives where their ops are differentiable (the generation that has
-    ``all_gather_single``, as torch 2.13), which deprecates torch.distributed.nn's autograd ones
-    (a warning on every call); ``None`` on an older torch, whose torch.distributed.nn ones are current."""
+    """torch's functional collectives where they are differentiable (those with ``all_gather_single``, which
+    deprecate torch.distributed.nn's with a warning per call); ``None`` on an older torch."""
     try:
         from torch.distributed import _functional_collectives as fc
     except ImportError:
@@ -343,15 +316,11 @@ def _waited(t: torch.Tensor) -> torch.Tensor:
 
 
 def cat_over_ranks(t: torch.Tensor) -> torch.Tensor:
-    """Every rank's ``t`` concatenated along dim 0 in rank order, differentiable: each rank's part
-    gets the sum of the gradients every rank computes for it (``t`` itself in one process).
-
-    All ranks' ``t`` must have the same shape.
-    """
+    """Every rank's ``t`` (all of one shape) concatenated along dim 0 in rank order, differentiable: each rank's part
+    gets the sum of the gradients every rank computes for it (``t`` itself in one process)."""
     if not is_distributed():
         return t
-    fc = _differentiable_collectives()
-    if fc is None:
+    if (fc := _differentiable_collectives()) is None:
         from torch.distributed.nn.functional import all_gather
 
         return torch.cat(all_gather(t), dim=0)
@@ -363,8 +332,7 @@ def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
     sum of every rank's gradient of the result; ``t`` itself in one process)."""
     if not is_distributed():
         return t
-    fc = _differentiable_collectives()
-    if fc is None:
+    if (fc := _differentiable_collectives()) is None:
         from torch.distributed.nn.functional import all_reduce
 
         return all_reduce(t)

@@ -19,14 +19,12 @@ import torch
 from viclab.config import Config
 from viclab.core.context import QUIET, Context
 from viclab.core.errors import ViclabError
-from viclab.data.cifar import load_cifar10
 from viclab.data.download import resolve_data_dir
 from viclab.data.folder import EXTENSIONS, load_image_folder, load_split_folder
-from viclab.data.mnist import load_idx_dataset
+from viclab.data.published import load_cifar10, load_idx_dataset
 from viclab.data.sounds import SOUND_DATASETS, SoundData, load_sound, sound_files, spectrograms
 from viclab.data.types import MODALITIES, ImageData
 
-# name -> loader(root, split, size) -> ImageData
 DATASETS: dict[str, Callable[[Path, str, int], ImageData]] = {
     "cifar10": lambda root, split, size: load_cifar10(root, split),
     "mnist": lambda root, split, size: load_idx_dataset(root, split, "mnist"),
@@ -42,8 +40,8 @@ def load_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
     """Load a split of a registered dataset as 3-channel ``size x size`` uint8 images.
 
     Args:
-        name: a key of :data:`DATASETS`; ``folder`` reads ``data_dir`` itself as an
-            image-folder dataset (``train/`` and ``test/`` of class sub-folders).
+        name: a key of :data:`DATASETS`; ``folder`` reads ``data_dir`` itself as an image-folder dataset
+            (``train/`` and ``test/`` of class sub-folders).
         split: ``"train"`` or ``"test"``.
         data_dir: data root; ``None`` uses ``$VICLAB_DATA`` or the user cache dir.
         size: output side length.
@@ -67,10 +65,9 @@ def unknown_dataset(name: str) -> ViclabError:
 def load_images(dataset: str, split: str, data_dir: str | os.PathLike | None = None, size: int = 32) -> ImageData:
     """A registered dataset's split, or an image folder given by its path.
 
-    A folder with ``train/`` (and ``val/`` or ``test/``) sub-folders is a dataset like ``folder``. A plain
-    folder (class sub-folders, or images directly in it) has no split: it serves whole as a
-    test split (anomalies, say); asking it for training images is an error, since a probe
-    trained and tested on the same images would score 100%.
+    A folder with ``train/`` (and ``val/`` or ``test/``) sub-folders is a dataset like ``folder``. A plain folder
+    (class sub-folders, or images directly in it) has no split: it serves whole as a test split (anomalies, say);
+    asking it for training images is an error, since a probe trained and tested on the same images would score 100%.
     """
     if dataset in DATASETS:
         return load_dataset(dataset, split, data_dir, size)
@@ -112,8 +109,8 @@ def folder_modality(path: Path) -> str:
 
 def load_inputs(dataset: str, split: str, data_dir: str | os.PathLike | None, cfg: Config,
                 device: torch.device | str = "cpu", ctx: Context = QUIET) -> ImageData:
-    """A split as a network's inputs: images at ``cfg.augment.size`` (:func:`load_images`), or for
-    sound the log-mel spectrograms of its clips (``cfg.sound``; computed in batches on ``device``).
+    """A split as a network's inputs: images at ``cfg.augment.size`` (:func:`load_images`), or for sound the
+    log-mel spectrograms of its clips (``cfg.sound``; computed in batches on ``device``).
 
     Args:
         dataset: a registered image or sound dataset, or an image or sound folder.

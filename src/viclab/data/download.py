@@ -31,10 +31,9 @@ def allow_download(size: int, what: str, fix: str) -> None:
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """``data_dir`` if given, else ``$VICLAB_DATA``, else ``$XDG_CACHE_HOME/viclab`` (~/.cache/viclab)."""
-    if data_dir:
-        return Path(data_dir).expanduser()
-    if os.environ.get("VICLAB_DATA"):
-        return Path(os.environ["VICLAB_DATA"]).expanduser()
+    given = data_dir or os.environ.get("VICLAB_DATA")
+    if given:
+        return Path(given).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "viclab"
 
@@ -43,11 +42,8 @@ _MD5_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def matches_md5(path: Path, md5: str) -> bool:
-    """Whether ``path`` is byte-identical to the file the publisher's ``md5`` describes.
-
-    The digest is remembered per (path, size, modification time) for the life of the
-    process, so repeated loads of the same file hash it once.
-    """
+    """Whether ``path`` is byte-identical to the file the publisher's ``md5`` describes (hashed once per
+    path, size and modification time in a process)."""
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _MD5_CACHE:
@@ -56,16 +52,9 @@ def matches_md5(path: Path, md5: str) -> bool:
 
 
 def download(urls: list[str], dest: Path, md5: str, hint: str, algorithm: str = "md5") -> Path:
-    """Fetch ``dest`` from the first URL that works and verify its MD5 (or ``algorithm``'s digest).
-
-    The file is written to ``dest.part`` and renamed only once its checksum
-    matches, so an interrupted or corrupt download never looks complete.
-
-    Args:
-        urls: mirrors to try in order.
-        dest: final path.
-        md5: published checksum (of ``algorithm``).
-        hint: what to tell the user when no URL can be reached (where to put files).
+    """Fetch ``dest`` from the first of ``urls`` that works and verify its published ``md5`` (or ``algorithm``'s
+    digest). The file is written to ``dest.part`` and renamed only once its checksum matches, so an interrupted or
+    corrupt download never looks complete; ``hint`` tells the user where to put files when no URL can be reached.
     """
     from tqdm import tqdm
 
@@ -86,13 +75,11 @@ def download(urls: list[str], dest: Path, md5: str, hint: str, algorithm: str = 
                         bar.update(len(block))
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             errors.append(f"{url}: {getattr(e, 'reason', e)}")
-            part.unlink(missing_ok=True)
-            continue
-        got = file_digest(part, algorithm, None)
-        if got != md5:
-            part.unlink(missing_ok=True)
+        else:
+            got = file_digest(part, algorithm, None)
+            if got == md5:
+                shutil.move(part, dest)
+                return dest
             errors.append(f"{url}: {algorithm} {got} != published {md5}")
-            continue
-        shutil.move(part, dest)
-        return dest
+        part.unlink(missing_ok=True)
     raise ViclabError(f"cannot download {dest.name} ({'; '.join(errors)}); {hint}")

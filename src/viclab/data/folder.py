@@ -2,18 +2,17 @@
 
 Two layouts:
 
-- a *dataset* (ImageNet-style): ``root/train/<class>/<image>`` with ``root/val/...`` and/or
-  ``root/test/...`` beside it; one class -> index mapping for every split, taken from ``train/``
-  (sorted names). Tiny ImageNet's ``val/`` (``val/images/*`` labelled by ``val/val_annotations.txt``)
-  is read as labelled. The held-out split that evaluations call ``test`` is ``test/`` when it is
-  labelled (class sub-folders), else ``val/`` (Tiny ImageNet's ``test/`` has no labels);
-- a *plain folder* (e.g. anomalies): ``root/<class>/<image>``, or images directly in ``root``
-  (one class named after the folder).
+- a *dataset* (ImageNet-style): ``root/train/<class>/<image>`` with ``root/val/...`` and/or ``root/test/...``
+  beside it; one class -> index mapping for every split, taken from ``train/`` (sorted names). Tiny ImageNet's
+  ``val/`` (``val/images/*`` labelled by ``val/val_annotations.txt``) is read as labelled. The held-out split that
+  evaluations call ``test`` is ``test/`` when it is labelled (class sub-folders), else ``val/`` (Tiny ImageNet's
+  ``test/`` has no labels);
+- a *plain folder* (e.g. anomalies): ``root/<class>/<image>``, or images directly in ``root`` (one class named
+  after the folder).
 
-Hidden files and folders (``.ipynb_checkpoints``, ``.DS_Store``) are ignored. Decoded images are
-cached in the ``images`` namespace of :class:`~viclab.core.cache.CacheStore`, keyed by every file's path,
-label and content hash, the size and the decoding code's version, so a changed folder is decoded
-again, never read stale.
+Hidden files and folders (``.ipynb_checkpoints``, ``.DS_Store``) are ignored. Decoded images are cached in the
+``images`` namespace of :class:`~viclab.core.cache.CacheStore`, keyed by every file's path, label and content
+hash, the size and the decoding code's version, so a changed folder is decoded again, never read stale.
 """
 
 from __future__ import annotations
@@ -41,7 +40,8 @@ def visible(p: Path) -> bool:
     return not p.name.startswith(".")
 
 
-def _subfolders(root: Path) -> list[str]:
+def subfolders(root: Path) -> list[str]:
+    """The names of the visible folders in ``root``, sorted."""
     return sorted(p.name for p in root.iterdir() if p.is_dir() and visible(p))
 
 
@@ -80,16 +80,16 @@ def load_image_folder(root: Path, size: int, classes: tuple[str, ...] | None = N
     """Load every image of a plain folder as RGB ``size x size`` uint8.
 
     Args:
-        root: ``root/<class>/<image>`` (labels from the sorted sub-folder names), or a flat
-            folder of images (one class named after ``root``).
+        root: ``root/<class>/<image>`` (labels from the sorted sub-folder names), or a flat folder of images (one
+            class named after ``root``).
         size: output side length.
-        classes: a fixed class list (a dataset's mapping from its training split); then
-            ``root`` must hold class sub-folders, each one of ``classes``.
+        classes: a fixed class list (a dataset's mapping from its training split); then ``root`` must hold class
+            sub-folders, each one of ``classes``.
     """
     root = Path(root)
     if not root.is_dir():
         raise ViclabError(f"image folder {root} does not exist; pass a folder of images or of class sub-folders")
-    found = _subfolders(root)
+    found = subfolders(root)
     top = listed(root, EXTENSIONS, recursive=False)
     if found and top:
         raise ViclabError(f"{root} holds both {len(top)} images and sub-folders ({', '.join(found[:5])}); put the "
@@ -119,13 +119,13 @@ def _file_hash(path: Path) -> str:
         raise ViclabError(f"cannot read image {path} ({e.strerror or e}); remove or replace it") from None
 
 
-def _parallel(fn, items: list, desc: str, threads: int | None = None) -> list:
-    """``[fn(x) for x in items]`` in ``threads`` threads (default: one per core, at most 16; Pillow's
-    decoders and resampling and hashlib release the GIL), with a progress bar on a terminal."""
+def parallel(fn, items: list, desc: str, threads: int | None = None, disable: bool | None = None) -> list:
+    """``[fn(x) for x in items]`` in ``threads`` threads (default: one per core, at most 16; Pillow's decoders and
+    resampling, hashlib, libsndfile and soxr release the GIL), with a progress bar (``disable=None``: on a terminal)."""
     from tqdm import tqdm
 
     with ThreadPoolExecutor(max_workers=threads or min(16, os.cpu_count() or 1)) as pool:
-        return list(tqdm(pool.map(fn, items), total=len(items), desc=desc, disable=None, leave=False,
+        return list(tqdm(pool.map(fn, items), total=len(items), desc=desc, disable=disable, leave=False,
                          dynamic_ncols=True, mininterval=1.0))
 
 
@@ -145,27 +145,29 @@ def decode_files(files: list[tuple[Path, int]], root: Path, size: int, classes: 
         :class:`ImageData` with ``(N, 3, size, size)`` uint8 images and each one's absolute path (``files``).
 
     Raises:
-        ViclabError: the decoded images would not fit in memory (with the memory they need), or a
-            file cannot be read or decoded.
+        ViclabError: the decoded images would not fit in memory (with the memory they need), or a file cannot be
+            read or decoded.
     """
     n = len(files)
     # the decoded array and its channels-first copy
     check_fits(2 * n * size * size * 3, "cpu", f"decoding the {n} images of {root} at {size}x{size}",
                "use a smaller augment.size, or split the folder (viclab split) and use fewer images")
-    labels = torch.tensor([c for _, c in files], dtype=torch.int64)
-    if not use_cache:
-        return _image_data(_decode(files, root, size, threads), labels, classes, files)
-    hashes = _parallel(lambda fc: _file_hash(fc[0]), files, f"hashing {root.name}", threads)
-    store = CacheStore("images")
-    # Pillow's version too: another release (or its libjpeg) may decode or resample differently.
-    # The header ends with a newline, then one line per file (the key of entries already cached).
-    lines = [f"{f.relative_to(root) if f.is_relative_to(root) else f}|{c}|{digest}\n"
-             for (f, c), digest in zip(files, hashes)]
-    path = store.path([PIL.__version__, str(size), "|".join(classes)], ["\n", *lines])
-    # an unwritable cache only costs the decoding again next time
-    images = store.read_or_compute(path, lambda: _decode(files, root, size, threads), (n, size, size, 3), np.uint8,
-                                   unwritable=lambda e: None)
-    return _image_data(images, labels, classes, files)
+    if use_cache:
+        hashes = parallel(lambda fc: _file_hash(fc[0]), files, f"hashing {root.name}", threads)
+        store = CacheStore("images")
+        # Pillow's version too: another release (or its libjpeg) may decode or resample differently.
+        # The header ends with a newline, then one line per file (the key of entries already cached).
+        lines = [f"{f.relative_to(root) if f.is_relative_to(root) else f}|{c}|{digest}\n"
+                 for (f, c), digest in zip(files, hashes)]
+        path = store.path([PIL.__version__, str(size), "|".join(classes)], ["\n", *lines])
+        # an unwritable cache only costs the decoding again next time
+        images = store.read_or_compute(path, lambda: _decode(files, root, size, threads), (n, size, size, 3),
+                                       np.uint8, unwritable=lambda e: None)
+    else:
+        images = _decode(files, root, size, threads)
+    return ImageData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+                     torch.tensor([c for _, c in files], dtype=torch.int64), classes,
+                     files=np.array([os.path.abspath(f) for f, _ in files], dtype=str))
 
 
 def _decode(files: list[tuple[Path, int]], root: Path, size: int, threads: int | None) -> np.ndarray:
@@ -176,29 +178,22 @@ def _decode(files: list[tuple[Path, int]], root: Path, size: int, threads: int |
     def one(i: int) -> None:
         images[i] = _rgb(files[i][0], size)
 
-    _parallel(one, list(range(n)), f"decoding {n} images of {root.name} at {size}px", threads)
+    parallel(one, list(range(n)), f"decoding {n} images of {root.name} at {size}px", threads)
     return images
 
 
-def _image_data(images: np.ndarray, labels: torch.Tensor, classes: tuple[str, ...],
-                files: list[tuple[Path, int]]) -> ImageData:
-    return ImageData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, classes,
-                     files=np.array([os.path.abspath(f) for f, _ in files], dtype=str))
-
-
 def _labelled(folder: Path, classes: tuple[str, ...]) -> bool:
-    """Whether a split folder holds labels: Tiny ImageNet's annotation file, or class sub-folders
-    other than Tiny ImageNet's unlabelled ``images/`` (a class ``train/`` lacks is then an error
-    when the split loads, never a silent switch to ``val/``)."""
+    """Whether a split folder holds labels: Tiny ImageNet's annotation file, or class sub-folders other than Tiny
+    ImageNet's unlabelled ``images/`` (a class ``train/`` lacks then fails the load, never switches to ``val/``)."""
     if (folder / ANNOTATIONS).is_file():
         return True
-    found = _subfolders(folder)
+    found = subfolders(folder)
     return bool(found) and (found != ["images"] or "images" in classes)
 
 
 def held_out_split(root: Path) -> str:
     """The split a dataset folder's evaluations test on: ``test`` when ``test/`` is labelled, else ``val``."""
-    classes = tuple(_subfolders(root / "train")) if (root / "train").is_dir() else ()
+    classes = tuple(subfolders(root / "train")) if (root / "train").is_dir() else ()
     if (root / "test").is_dir() and (_labelled(root / "test", classes) or not (root / "val").is_dir()):
         return "test"
     return "val" if (root / "val").is_dir() else "test"
@@ -230,15 +225,12 @@ def _annotated(folder: Path, classes: tuple[str, ...]) -> list[tuple[Path, int]]
 
 
 def load_split_folder(root: Path, split: str, size: int) -> ImageData:
-    """One split of an ImageNet-style dataset ``root/{train,val,test}/<class>/<image>``.
-
-    The class -> index mapping comes from ``root/train`` (sorted names) for every split,
-    so a class missing from ``test/`` keeps its index. ``split="test"`` reads
-    :func:`held_out_split` (``val/`` when ``test/`` has no labels or is absent).
+    """One split of an ImageNet-style dataset ``root/{train,val,test}/<class>/<image>``, classes indexed as in
+    ``root/train`` (so a class missing from ``test/`` keeps its index); ``split="test"`` reads :func:`held_out_split`.
 
     Raises:
-        ViclabError: ``root/train`` or the split's folder is missing (never a silent fall-back to
-            ``root`` itself), or the split has a class that ``train/`` lacks.
+        ViclabError: ``root/train`` or the split's folder is missing (never a silent fall-back to ``root`` itself),
+            or the split has a class that ``train/`` lacks.
     """
     root = Path(root)
     layout = f"{root}/{{train,val,test}}/<class>/<image>"
@@ -251,7 +243,7 @@ def load_split_folder(root: Path, split: str, size: int) -> ImageData:
             what = f"{needed}/" if needed == "train" else "test/ or val/"
             raise ViclabError(f"image folder {root} has no {what} sub-folder; an image-folder dataset has the "
                               f"layout {layout}")
-    classes = tuple(_subfolders(root / "train"))
+    classes = tuple(subfolders(root / "train"))
     if not classes:
         raise ViclabError(f"{root / 'train'} has no class sub-folders; an image-folder dataset has the layout {layout}")
     if (root / split / ANNOTATIONS).is_file():

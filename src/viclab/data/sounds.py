@@ -1,28 +1,33 @@
-"""Sound datasets: a registry of layouts, decoded clips cached on disk, log-mel spectrograms.
+"""Sound datasets: sound files decoded to clips, a registry of layouts, clips cached on disk, log-mel spectrograms.
 
 Layouts (each read from the files themselves; labels come from the layout):
 
-- ``sounds``: class sub-folders, ``root/train/<class>/*`` and ``root/test/<class>/*``, or a plain
-  ``root/<class>/*`` (a test split only, like a plain image folder);
-- ``fsdd``: ``{digit}_{speaker}_{index}.wav`` (the Free Spoken Digit Dataset); classes are the
-  digits (or the speakers, ``sound.label=speaker``); test clips are recordings 0-4 (FSDD's own
-  split, ``sound.split=index``) or the ``sound.test_speakers``' (``sound.split=speaker``);
-- ``mimii``: ``<machine>/id_XX/{normal,abnormal}/*.wav`` (MIMII); classes ``normal``,
-  ``abnormal``; the test split is a seeded ``sound.test_share`` of each machine ID's normal files
-  and every abnormal file, the training split the other normal files;
+- ``sounds``: class sub-folders, ``root/train/<class>/*`` and ``root/test/<class>/*``, or a plain ``root/<class>/*``
+  (a test split only, like a plain image folder);
+- ``fsdd``: ``{digit}_{speaker}_{index}.wav`` (the Free Spoken Digit Dataset); classes are the digits (or the
+  speakers, ``sound.label=speaker``); test clips are recordings 0-4 (FSDD's own split, ``sound.split=index``) or
+  the ``sound.test_speakers``' (``sound.split=speaker``);
+- ``mimii``: ``<machine>/id_XX/{normal,abnormal}/*.wav`` (MIMII); classes ``normal``, ``abnormal``; the test split
+  is a seeded ``sound.test_share`` of each machine ID's normal files and every abnormal file, the training split
+  the other normal files;
 - ``dcase``: ``<machine>/train/normal_id_XX_*.wav`` and ``<machine>/test/{normal,anomaly}_id_XX_*.wav``
   (DCASE 2020 Task 2); classes ``normal``, ``abnormal``.
 
 MIMII and DCASE keep the ``sound.machines`` and ``sound.machine_ids`` asked for (all by default).
+
+Files: any file libsndfile reads (WAV of 8-, 16-, 24- or 32-bit integers or floats, FLAC, OGG/Vorbis), of any rate,
+channel count and length: mixed to mono (the mean of the channels, or one channel), resampled with soxr (high
+quality), then cut into clips (one per file, cropped or zero-padded at the end, or sliding windows every hop, the
+last one padded).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,13 +40,76 @@ from viclab.core.context import DEFAULT_CONTEXT, QUIET, Context
 from viclab.core.errors import ViclabError, ViclabWarning
 from viclab.core.hashing import digest, file_digest
 from viclab.core.io import atomic_write
-from viclab.data.folder import listed
+from viclab.data.folder import listed, parallel
 from viclab.data.types import ImageData
-from viclab.data.wav import EXTENSIONS, cut, decode
 from viclab.signal import logmel_batches
 
+EXTENSIONS = {".wav", ".flac", ".ogg"}
 COUNTS = ".counts"  # beside a cached clip array: how many clips each file gave
 NORMAL_CLASSES = ("normal", "abnormal")
+
+
+def decode(path: str | Path, rate: int, channel: int = -1) -> np.ndarray:
+    """One file as a mono float32 waveform at ``rate`` Hz.
+
+    Args:
+        path: a WAV, FLAC or OGG file.
+        rate: the output sample rate.
+        channel: ``-1`` mixes the channels (their mean); ``k >= 0`` keeps channel ``k``.
+
+    Returns:
+        ``(samples,)`` float32 in ``[-1, 1]`` (integer formats scaled by their full range).
+
+    Raises:
+        ViclabError: the file is not a sound libsndfile reads, holds no samples or non-finite ones (NaN,
+            infinity), or lacks ``channel``.
+    """
+    import soundfile as sf
+    import soxr
+
+    try:
+        data, source_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise ViclabError(f"cannot decode sound file {path} ({e}); remove or replace it") from None
+    if data.shape[0] == 0:
+        raise ViclabError(f"sound file {path} holds no samples; remove it")
+    if not np.isfinite(data).all():
+        # A float WAV can hold NaN or infinity; one such sample makes every statistic and score of it non-finite.
+        bad = int((~np.isfinite(data)).any(axis=1).sum())
+        raise ViclabError(f"sound file {path} holds {bad} non-finite sample(s) (NaN or infinity); remove or repair it")
+    if channel >= data.shape[1]:
+        raise ViclabError(f"sound file {path} has {data.shape[1]} channel(s), so it has no channel {channel}; use "
+                          f"sound.channel=-1 (the mean) or a channel below {data.shape[1]}")
+    mono = data.mean(axis=1) if channel < 0 else data[:, channel]
+    if source_rate != rate:
+        mono = soxr.resample(mono, source_rate, rate, quality="HQ")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def cut(wave: np.ndarray, clip: int, hop: int = 0) -> np.ndarray:
+    """Fixed-length clips ``(clips, clip)`` float32 of a waveform ``(samples,)``.
+
+    Args:
+        hop: ``0``: one clip, the first ``clip`` samples (zero-padded at the end if shorter); ``> 0``: windows
+            starting every ``hop`` samples until one reaches the end (the last zero-padded), at least one.
+    """
+    # With a hop, the last start is the first multiple of hop at or past len - clip: the end is never dropped.
+    starts = range(0, max(1, len(wave) - clip + hop), hop) if hop > 0 else [0]
+    out = np.zeros((len(starts), clip), dtype=np.float32)
+    for i, s in enumerate(starts):
+        piece = wave[s:s + clip]
+        out[i, :len(piece)] = piece
+    return out
+
+
+def write_wav(path: str | Path, wave: np.ndarray, rate: int) -> Path:
+    """Write ``wave``, ``(samples,)`` float in [-1, 1] (clipped to the range), as a 16-bit PCM WAV file, atomically."""
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(np.asarray(wave, dtype=np.float32), -1, 1), rate, subtype="PCM_16", format="WAV")
+    return atomic_write(path, lambda p: p.write_bytes(buf.getvalue()))
+
 
 
 @dataclass(frozen=True)
@@ -113,10 +181,7 @@ def _class_folders(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
                           f"use the layout {root}/{{train,test}}/<class>/<file>")
     if not base.is_dir():
         raise ViclabError(f"sound folder {root} has no {split}/ sub-folder; add it (layout root/{split}/<class>/*)")
-    out = []
-    for f in sound_files(base):
-        parts = f.relative_to(base).parts
-        out.append(SoundFile(f, parts[0] if len(parts) > 1 else base.name))
+    out = [SoundFile(f, f.relative_to(base).parts[0] if f.parent != base else base.name) for f in sound_files(base)]
     # beside train/ and test/, a sound file is in no split
     skipped = [] if base is root else [f for f in sound_files(root) if f.relative_to(root).parts[0] not in
                                        ("train", "test")]
@@ -134,8 +199,8 @@ def _fsdd(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
         if not m:
             skipped.append(f)
             continue
-        digit, speaker, index = m.group(1), m.group(2), int(m.group(3))
-        test = index <= 4 if cfg.split == "index" else speaker in cfg.test_speakers
+        digit, speaker, index = m.groups()
+        test = int(index) <= 4 if cfg.split == "index" else speaker in cfg.test_speakers
         if test == (split == "test"):
             out.append(SoundFile(f, digit if cfg.label == "class" else speaker, (("speaker", speaker),
                                                                                 ("digit", digit))))
@@ -178,8 +243,7 @@ def _mimii(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
             # Seeded per machine ID and independent of which others are kept: the same files are test files
             # whether one ID or all are loaded.
             perm = _seeded(cfg, machine, machine_id).permutation(len(files))
-            n_test = int(round(cfg.test_share * len(files)))
-            test = set(perm[:n_test].tolist())
+            test = set(perm[:round(cfg.test_share * len(files))].tolist())
             chosen = [f for i, f in enumerate(files) if (i in test) == (split == "test")]
         out += [SoundFile(f, condition, (("machine", machine), ("machine_id", machine_id))) for f in chosen]
     return _require(out, root, f"MIMII clips (<machine>/id_XX/{{normal,abnormal}}/*.wav) in its {split} split",
@@ -210,20 +274,19 @@ def _dcase(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
 
 @dataclass(frozen=True)
 class SoundLayout:
-    """A registered sound dataset: its folder name under the data root, how its files are found,
-    and its class list: fixed, or ``"train"`` (the training split's labels, as image folders) or
-    ``"all"`` (the labels of both splits: FSDD's held-out speakers are classes too)."""
+    """A registered sound dataset (in ``<data root>/<its name>``): how its files are found, and its class list:
+    fixed, or ``"train"`` (the training split's labels, as image folders) or ``"all"`` (the labels of both
+    splits: FSDD's held-out speakers are classes too)."""
 
-    folder: str
     files: Callable[[Path, str, SoundConfig], list[SoundFile]]
     classes: tuple[str, ...] | str = "train"
 
 
 SOUND_DATASETS: dict[str, SoundLayout] = {
-    "sounds": SoundLayout("sounds", _class_folders),
-    "fsdd": SoundLayout("fsdd", _fsdd, "all"),
-    "mimii": SoundLayout("mimii", _mimii, NORMAL_CLASSES),
-    "dcase": SoundLayout("dcase", _dcase, NORMAL_CLASSES),
+    "sounds": SoundLayout(_class_folders),
+    "fsdd": SoundLayout(_fsdd, "all"),
+    "mimii": SoundLayout(_mimii, NORMAL_CLASSES),
+    "dcase": SoundLayout(_dcase, NORMAL_CLASSES),
 }
 
 
@@ -254,52 +317,48 @@ DOWNLOADS: dict[str, list[Archive]] = {
 
 
 def fetch_sound(name: str, data_dir: Path, ctx: Context = DEFAULT_CONTEXT) -> Path:
-    """Download a sound set's archives (checksummed) into ``data_dir/<its folder>`` and extract its sound
+    """Download a sound set's archives (checksummed) into ``data_dir/<name>`` and extract its sound
     files; the archives are removed once extracted. Returns the folder. Above 1 GB (MIMII) only with
     ``$VICLAB_DOWNLOAD=1`` (:func:`~viclab.data.download.allow_download`)."""
-    import re
     import zipfile
 
     from viclab.data.download import allow_download, download
 
-    folder = data_dir / SOUND_DATASETS[name].folder
+    folder = data_dir / name
     allow_download(sum(a.size for a in DOWNLOADS[name]), f"the {name} set is not in {data_dir} (no folder {folder})",
                    "give the folder that holds it (--data-dir or $VICLAB_DATA)")
     for a in DOWNLOADS[name]:
         ctx.echo(f"downloading {a.name} ({a.size / 1e9:.2f} GB) for the {name} set into {data_dir}")
         archive = download(list(a.urls), data_dir / a.name, a.digest, algorithm=a.algorithm,
                            hint=f"download {a.urls[0]} yourself and extract it into {folder}, or set VICLAB_DATA")
-        keep = re.compile(a.members)
         target = folder / Path(a.name).stem if name == "mimii" else folder
         with zipfile.ZipFile(archive) as z:
             for info in z.infolist():
-                if keep.search(info.filename) and not info.is_dir():
+                if re.search(a.members, info.filename) and not info.is_dir():
                     rel = Path(info.filename)
-                    rel = rel.relative_to(rel.parts[0]) if name == "fsdd" else rel
-                    out = target / rel
+                    out = target / (rel.relative_to(rel.parts[0]) if name == "fsdd" else rel)
                     out.parent.mkdir(parents=True, exist_ok=True)
-                    with z.open(info) as src:
-                        atomic_write(out, lambda p, src=src: p.write_bytes(src.read()))
+                    atomic_write(out, lambda p, info=info: p.write_bytes(z.read(info)))
         archive.unlink()
     return folder
 
 
-def sound_root(name: str, data_dir: str | os.PathLike, fetch: bool = True) -> Path:
+def sound_root(name: str, data_dir: str | os.PathLike) -> Path:
     """The folder of a sound dataset.
 
-    ``data_dir/<its folder>`` (e.g. ``fsdd/``) when it exists; else ``data_dir`` itself when it is
-    named so or holds sound files (the dataset's folder given directly); else, for a set with a public
-    archive (FSDD, MIMII) and ``fetch``, the archive downloaded (checksummed) into ``data_dir/<its folder>``.
+    ``data_dir/<name>`` (e.g. ``fsdd/``) when it exists; else ``data_dir`` itself when it is named so or
+    holds sound files (the dataset's folder given directly); else, for a set with a public archive (FSDD,
+    MIMII), the archive downloaded (checksummed) into ``data_dir/<name>``.
     """
     if name not in SOUND_DATASETS:
         raise ViclabError(f"unknown sound dataset {name!r}; choose one of: {', '.join(SOUND_DATASETS)}")
     data_dir = Path(data_dir).expanduser()
-    root = data_dir / SOUND_DATASETS[name].folder
+    root = data_dir / name
     if root.is_dir():
         return root
     if data_dir.is_dir() and (data_dir.name == root.name or sound_files(data_dir)):
         return data_dir
-    if name in DOWNLOADS and fetch:
+    if name in DOWNLOADS:
         return fetch_sound(name, data_dir)
     raise ViclabError(f"the {name} data folder {root} does not exist; give the folder that holds it (data.data_dir "
                       "or $VICLAB_DATA)")
@@ -315,31 +374,21 @@ def sound_fingerprint(name: str, data_dir: str | os.PathLike) -> dict[str, objec
     return {"files": len(files), "hash": digest(lines, "blake2b", 16)}
 
 
-def _decode_all(files: list[SoundFile], cfg: SoundConfig, ctx: Context) -> tuple[list[np.ndarray], list[int]]:
-    """Every file's clips (in parallel threads: libsndfile and soxr release the GIL)."""
-    from tqdm import tqdm
-
+def _decode_all(files: list[SoundFile], cfg: SoundConfig, ctx: Context) -> tuple[np.ndarray, list[int]]:
+    """Every file's clips, joined, and how many each gave (in threads: libsndfile and soxr release the GIL)."""
     clip, hop = cfg.clip_samples, round(cfg.window_hop_seconds * cfg.rate)
-
-    def one(f: SoundFile) -> np.ndarray:
-        return cut(decode(f.path, cfg.rate, cfg.channel), clip, hop)
-
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        pieces = list(tqdm(pool.map(one, files), total=len(files), desc="decoding sound", disable=not ctx.progress,
-                           leave=False, dynamic_ncols=True))
-    return pieces, [len(p) for p in pieces]
+    pieces = parallel(lambda f: cut(decode(f.path, cfg.rate, cfg.channel), clip, hop), files, "decoding sound",
+                      min(8, os.cpu_count() or 1), not ctx.progress)
+    return np.concatenate(pieces), [len(p) for p in pieces]
 
 
 def _clips(name: str, split: str, root: Path, files: list[SoundFile], classes: tuple[str, ...], cfg: SoundConfig,
            use_cache: bool, ctx: Context) -> tuple[np.ndarray, list[int]]:
     """Every file's clips ``(sum(counts), clip_samples)`` and how many each file gave, from the ``sound`` cache
-    (keyed by the files' paths, labels, attributes and content hashes and the decoding settings) or decoded.
-
-    A damaged entry, or one with non-finite clips (decoding refuses them), is decoded again, which names the file.
-    """
+    (keyed by the files' paths, labels, attributes and content hashes and the decoding settings) or decoded. A
+    damaged entry, or one with non-finite clips (decoding refuses them), is decoded again, which names the file."""
     if not use_cache:
-        pieces, counts = _decode_all(files, cfg, ctx)
-        return np.concatenate(pieces), counts
+        return _decode_all(files, cfg, ctx)
     store = CacheStore("sound")
     fields = [name, split, repr(cfg.rate), repr(cfg.channel), repr(cfg.clip_samples),
               repr(round(cfg.window_hop_seconds * cfg.rate)), "|".join(classes)]
@@ -354,8 +403,7 @@ def _clips(name: str, split: str, root: Path, files: list[SoundFile], classes: t
                            valid=lambda a: bool(np.isfinite(a.sum(dtype=np.float64))))
         if clips is not None:
             return clips, counts
-    pieces, counts = _decode_all(files, cfg, ctx)
-    clips = np.concatenate(pieces)
+    clips, counts = _decode_all(files, cfg, ctx)
     store.write(path, clips, {COUNTS: " ".join(map(str, counts)) + "\n"})
     return clips, counts
 
@@ -370,12 +418,8 @@ def load_sound(name: str, split: str, data_dir: str | os.PathLike, cfg: SoundCon
         data_dir: the data root (holding the dataset's folder, e.g. ``fsdd/``) or the dataset's folder.
         cfg: decoding, cutting and split settings.
         use_cache: read and write the decoded clips in the ``sound`` cache (:class:`~viclab.core.cache.CacheStore`),
-            keyed by the files' content hashes, their labels and the decoding settings (so a stale entry
-            cannot be read).
+            keyed by the files' content hashes, their labels and the decoding settings (never stale).
         ctx: ``progress``: a bar while files decode.
-
-    Returns:
-        :class:`SoundData`.
     """
     layout, root = SOUND_DATASETS.get(name), sound_root(name, data_dir)
     files = layout.files(root, split, cfg)
@@ -417,12 +461,9 @@ def _split_classes(layout: SoundLayout, root: Path, split: str, files: list[Soun
 
 
 def spectrograms(data: SoundData, cfg: SoundConfig, device: torch.device | str = "cpu") -> ImageData:
-    """The clips' log-mel spectrograms as a dataset of one-channel float "images".
-
-    Returns:
-        :class:`ImageData` of modality ``spectrogram``, ``images`` ``(N, 1, n_mels, frames)`` float32 (dB), with
-        the clips' labels, classes, files, windows and attributes (machine ID, speaker, ...).
-    """
+    """The clips' log-mel spectrograms as one-channel float "images": :class:`ImageData` of modality
+    ``spectrogram``, ``images`` ``(N, 1, n_mels, frames)`` float32 (dB), with the clips' labels, classes, files,
+    windows and attributes (machine ID, speaker, ...)."""
     if data.rate != cfg.rate:
         raise ValueError(f"clips at {data.rate} Hz, features configured for {cfg.rate} Hz")
     return ImageData(logmel_batches(data.clips, cfg, device), data.labels, data.classes, data.files, data.windows,

@@ -1,15 +1,8 @@
 """Split a folder of class sub-folders into train/val/test folders (``viclab split``).
 
-``SRC/<class>/<image>`` (images anywhere below each class folder) becomes
-``DST/train/<class>/...``, ``DST/val/<class>/...`` and ``DST/test/<class>/...`` (with two
-ratios: ``train`` and ``test`` only), the ImageNet-style layout that
-:func:`viclab.data.folder.load_split_folder` reads, plus ``DST/manifest.csv``.
-
-The assignment is stratified (every class is split by the ratios on its own) and depends only
-on the files' relative paths, the ratios and the seed: never on listing order or timestamps.
-Files with identical bytes are kept once, so no image lands in two splits. The whole plan is
-made, and every error raised, before anything is written; the result appears at ``DST`` only
-when complete (built in a hidden sibling folder, then renamed).
+``SRC/<class>/<image>`` (images anywhere below each class folder) becomes ``DST/{train,val,test}/<class>/...``
+(with two ratios ``train`` and ``test`` only), the layout :func:`viclab.data.folder.load_split_folder` reads, plus
+``DST/manifest.csv``: stratified, reproducible and written only when complete (:func:`split_folder`).
 """
 
 from __future__ import annotations
@@ -18,6 +11,7 @@ import csv
 import math
 import os
 import shutil
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -26,7 +20,7 @@ from pathlib import Path
 from viclab.core.errors import ViclabError
 from viclab.core.hashing import digest, file_digest
 from viclab.core.io import atomic_write, check_writable_dir
-from viclab.data.folder import EXTENSIONS, hidden, visible
+from viclab.data.folder import EXTENSIONS, hidden, subfolders, visible
 
 SPLIT_NAMES = {2: ("train", "test"), 3: ("train", "val", "test")}
 MODES = ("symlink", "copy", "hardlink")
@@ -45,8 +39,7 @@ class SplitReport:
         classes: class names (sorted).
         counts: ``counts[split][class]``, the images placed there.
         skipped: files that are not images by their extension (hidden files not counted).
-        duplicates: files dropped because an earlier file (by sorted relative path) of the same
-            class has the same bytes.
+        duplicates: files dropped because an earlier file (by sorted relative path) of their class has the same bytes.
         manifest: ``dst/manifest.csv``.
     """
 
@@ -78,17 +71,13 @@ class _File:
 
 
 def apportion(n: int, ratios: Sequence[float]) -> list[int]:
-    """Share ``n`` files among splits by ``ratios``: largest-remainder (Hamilton) apportionment.
+    """Share ``n`` files (0 or more) among splits by positive ``ratios``: largest-remainder (Hamilton) apportionment.
 
-    Each split first gets the whole part of its quota ``n * ratio / sum(ratios)``; the files left
-    over go one each to the splits with the largest fractional parts, ties to the earlier split.
-    Ratios count as the decimals they print as (``0.1`` is exactly 1/10), so float rounding never
-    moves a file. Examples: ``n=10, (0.8, 0.1, 0.1) -> [8, 1, 1]``; ``n=7, (0.5, 0.25, 0.25) ->
-    [3, 2, 2]``; ``n=2, (0.8, 0.1, 0.1) -> [2, 0, 0]``.
-
-    Args:
-        n: number of files (0 or more).
-        ratios: positive weights, one per split.
+    Each split first gets the whole part of its quota ``n * ratio / sum(ratios)``; the files left over go one
+    each to the splits with the largest fractional parts, ties to the earlier split. Ratios count as the
+    decimals they print as (``0.1`` is exactly 1/10), so float rounding never moves a file. Examples:
+    ``n=10, (0.8, 0.1, 0.1) -> [8, 1, 1]``; ``n=7, (0.5, 0.25, 0.25) -> [3, 2, 2]``; ``n=2, (0.8, 0.1, 0.1) ->
+    [2, 0, 0]``.
     """
     return _apportion(n, [_exact(r) for r in ratios])
 
@@ -110,9 +99,7 @@ def _apportion(n: int, weights: list[Fraction]) -> list[int]:
 
 def _minimum_size(weights: list[Fraction]) -> int:
     """The smallest class size from which on every split gets at least one file."""
-    # From this size on every quota is at least 1, so every split gets a file.
-    enough = math.ceil(sum(weights) / min(weights))
-    m = enough
+    enough = m = math.ceil(sum(weights) / min(weights))  # every quota is at least 1 from here on
     # Hamilton apportionment is not monotone in n (the Alabama paradox), so walk down only while
     # smaller sizes still fill every split; bounded, since this only words an error message.
     while m > 1 and enough - m < 100_000 and min(_apportion(m - 1, weights)) > 0:
@@ -160,12 +147,11 @@ def _check_names(names: Sequence[str] | None, n: int, shown: str) -> tuple[str, 
 
 
 def _check_folders(src: Path, dst: Path) -> None:
+    fix = "give a folder of class sub-folders (SRC/<class>/<image>)"
     if not src.exists():
-        raise ViclabError(f"source folder {src} does not exist; give a folder of class sub-folders "
-                          "(SRC/<class>/<image>)")
+        raise ViclabError(f"source folder {src} does not exist; {fix}")
     if not src.is_dir():
-        raise ViclabError(f"source {src} is a file, not a folder; give a folder of class sub-folders "
-                          "(SRC/<class>/<image>)")
+        raise ViclabError(f"source {src} is a file, not a folder; {fix}")
     if dst.exists() and not dst.is_dir():
         raise ViclabError(f"destination {dst} is a file; choose a new DST folder")
     if dst.is_dir() and any(dst.iterdir()):
@@ -182,7 +168,7 @@ def _is_image(path: Path) -> bool:
 
 def _scan(src: Path) -> tuple[dict[str, list[Path]], int]:
     """Each class's image files (sorted by relative path) and the number of non-image files."""
-    classes = sorted(p.name for p in src.iterdir() if p.is_dir() and visible(p))
+    classes = subfolders(src)
     top = [p for p in src.iterdir() if visible(p) and not p.is_dir()]
     top_images = [p for p in top if _is_image(p)]
     if not classes:
@@ -217,8 +203,7 @@ def _dedupe(src: Path, images: dict[str, list[Path]]) -> tuple[dict[str, list[_F
     first: dict[str, _File] = {}
     kept: dict[str, list[_File]] = {c: [] for c in images}
     dropped = []
-    everything = sorted(((p.relative_to(src).as_posix(), c) for c, paths in images.items() for p in paths))
-    for source, c in everything:
+    for source, c in sorted((p.relative_to(src).as_posix(), c) for c, paths in images.items() for p in paths):
         f = _File(source, c, _sha256(src / source))
         earlier = first.setdefault(f.sha256, f)
         if earlier is f:
@@ -231,15 +216,6 @@ def _dedupe(src: Path, images: dict[str, list[Path]]) -> tuple[dict[str, list[_F
     return kept, dropped
 
 
-def _order(files: list[_File], seed: int) -> list[_File]:
-    # A keyed hash of the relative path: a fixed shuffle per (seed, path), whatever the listing
-    # order, and one class's order never depends on the other classes' files.
-    def key(f: _File) -> str:
-        return digest([f"{seed}\0{f.source}"])  # hex: sorts as the bytes do
-
-    return sorted(files, key=key)
-
-
 def _plan(kept: dict[str, list[_File]], dropped: list[_File], names: tuple[str, ...], weights: list[Fraction],
           seed: int) -> list[tuple[_File, str]]:
     """``(file, split)`` for every file, dropped copies with split :data:`DUPLICATE`, sorted by source."""
@@ -250,11 +226,10 @@ def _plan(kept: dict[str, list[_File]], dropped: list[_File], names: tuple[str, 
         if min(sizes) == 0:
             too_small.append((c, len(files), sizes))
             continue
-        ordered = _order(files, seed)
-        start = 0
-        for name, size in zip(names, sizes):
-            plan += [(f, name) for f in ordered[start:start + size]]
-            start += size
+        # Dealt out in the order of a keyed hash of the relative path (hex: sorts as the bytes do): a fixed
+        # shuffle per (seed, path), whatever the listing order, and independent of the other classes' files.
+        ordered = iter(sorted(files, key=lambda f: digest([f"{seed}\0{f.source}"])))
+        plan += [(next(ordered), name) for name, size in zip(names, sizes) for _ in range(size)]
     if too_small:
         c, n, sizes = too_small[0]
         empty = names[sizes.index(0)]
@@ -297,44 +272,38 @@ def split_folder(src: str | os.PathLike, dst: str | os.PathLike, ratios: Sequenc
     """Split ``SRC/<class>/...`` into ``DST/<split>/<class>/...``, stratified and reproducible.
 
     Which files count: below each class folder, recursively, every file whose extension is in
-    :data:`viclab.data.folder.EXTENSIONS`; hidden files and folders (a name starting with ``.``)
-    are ignored, other files are skipped and counted. Images are not decoded here (that would read
-    every pixel of a large set): an unreadable image is placed like the others, and the loader
-    names it later.
+    :data:`viclab.data.folder.EXTENSIONS`; hidden files and folders are ignored, other files are skipped and
+    counted. Images are not decoded here: an unreadable image is placed like the others, and the loader names it.
 
-    Duplicates: files are hashed (SHA-256 of the bytes) in sorted order of their relative paths;
-    a later file with the bytes of an earlier one of the same class is dropped (it is in the
-    manifest with split ``duplicate``, and counted), so no image is in two splits. The same bytes
-    in two classes are an error (one image, two labels).
+    Duplicates: a file with the bytes (SHA-256) of an earlier one (by sorted relative path) of its class is
+    dropped (in the manifest with split ``duplicate``, and counted), so no image is in two splits; the same
+    bytes in two classes are an error (one image, two labels).
 
-    Rounding: every class's distinct files are shared by :func:`apportion`; a class that would leave
-    a split empty is an error naming the smallest class size that fills every split (7 at ``0.8 0.1 0.1``).
+    Assignment: every class's distinct files are shared by :func:`apportion` (a class that would leave a split
+    empty is an error naming the smallest class size that fills every split: 7 at ``0.8 0.1 0.1``), dealt out
+    (train, then val, then test) in the order of SHA-256 of ``"<seed>\\0<relative path>"``.
 
-    Assignment: within a class, files are ordered by SHA-256 of ``"<seed>\\0<relative path>"`` and dealt
-    out in that order (train, then val, then test), so no listing order or other class changes it.
-
-    Writing: everything is checked, hashed and planned first; the files are then placed in a
-    hidden sibling ``.DST.tmp-<pid>``, renamed to ``DST`` at the end (removed on failure; a killed
-    process can leave it behind). Destination names keep each file's path inside its class folder.
+    Writing: everything is checked, hashed and planned first; the files are then placed in a hidden sibling
+    ``.DST.tmp-<pid>``, renamed to ``DST`` at the end (removed on failure; a killed process can leave it
+    behind). Destination names keep each file's path inside its class folder.
 
     Args:
         src: the folder of class sub-folders.
         dst: the output folder; must not exist, or be empty (never overwritten).
-        ratios: one positive ratio per split, summing to 1 (within 1e-6): 3 ratios make
-            ``train``, ``val`` and ``test``; 2 make ``train`` and ``test``.
+        ratios: one positive ratio per split, summing to 1 (within 1e-6): 3 ratios make ``train``, ``val`` and
+            ``test``; 2 make ``train`` and ``test``.
         seed: 0 or more; another seed deals the files differently.
-        mode: ``symlink`` (absolute links to the sources), ``copy`` (:func:`shutil.copy2`, keeping
-            timestamps) or ``hardlink`` (same file system only).
-        names: split names instead of the defaults, one per ratio (the folder loader needs a
-            ``train`` split).
+        mode: ``symlink`` (absolute links to the sources), ``copy`` (:func:`shutil.copy2`, keeping timestamps) or
+            ``hardlink`` (same file system only).
+        names: split names instead of the defaults, one per ratio (the folder loader needs a ``train`` split).
 
     Returns:
         :class:`SplitReport`, counts per split and class.
 
     Raises:
-        ViclabError: a bad argument, ``SRC`` missing or without class folders, a class without
-            images or too small for the ratios, the same image in two classes, ``DST`` not empty or
-            inside ``SRC``, or a failed write (then nothing is left at ``DST``).
+        ViclabError: a bad argument, ``SRC`` missing or without class folders, a class without images or too
+            small for the ratios, the same image in two classes, ``DST`` not empty or inside ``SRC``, or a failed
+            write (then nothing is left at ``DST``).
     """
     names, weights = _check_args(ratios, seed, mode, names)
     src, dst = Path(src), Path(os.path.abspath(dst))  # abspath: DST "." or "x/.." still has a name
@@ -363,9 +332,7 @@ def split_folder(src: str | os.PathLike, dst: str | os.PathLike, ratios: Sequenc
                               "fix the cause and run the same command again") from None
         raise
 
-    counts = {s: {c: 0 for c in kept} for s in names}
-    for f, split in plan:
-        if split != DUPLICATE:
-            counts[split][f.cls] += 1
+    placed = Counter((split, f.cls) for f, split in plan)
+    counts = {s: {c: placed[s, c] for c in kept} for s in names}
     return SplitReport(dst=dst, splits=names, classes=tuple(kept), counts=counts, skipped=skipped,
                        duplicates=len(dropped), manifest=dst / MANIFEST)

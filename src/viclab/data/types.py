@@ -22,9 +22,8 @@ class ImageData:
     """A whole split in memory.
 
     Attributes:
-        images: ``(N, C, H, W)`` uint8 images (``modality="image"``), or ``(N, 1, n_mels, frames)`` float32
-            log-mel spectrograms in dB (``modality="spectrogram"``: a sound dataset's clips,
-            :func:`viclab.data.spectrograms`).
+        images: ``(N, C, H, W)`` uint8 images (``modality="image"``), or ``(N, 1, n_mels, frames)`` float32 log-mel
+            spectrograms in dB (``modality="spectrogram"``: a sound dataset's clips, :func:`viclab.data.spectrograms`).
         labels: ``(N,)`` int64 class indices.
         classes: class names, ``classes[label]``.
         files: ``(N,)`` str, each row's source: the absolute path of its image or sound file, or
@@ -91,26 +90,20 @@ class ImageData:
 
     def subset(self, n: int) -> ImageData:
         """The first ``n`` images (all if ``n`` is 0 or larger than the split)."""
-        if n <= 0 or n >= len(self):
-            return self
-        return self.rows(slice(0, n))
+        return self if n <= 0 or n >= len(self) else self.rows(slice(0, n))
 
     def to_rgb(self, size: int) -> ImageData:
-        """3-channel ``size x size`` images: grayscale is repeated to RGB and a smaller
-        image is zero-padded symmetrically (spec §2: MNIST 28x28 -> 32x32 by 2 px);
-        a larger one is resized (bilinear, antialiased).
-        """
+        """3-channel ``size x size`` images: grayscale is repeated to RGB and a smaller image is zero-padded
+        symmetrically (spec §2: MNIST 28x28 -> 32x32 by 2 px); a larger one is resized (bilinear, antialiased)."""
         x = self.images
         n, c, h, w = x.shape
+        if c == 1:
+            x = x.expand(-1, 3, -1, -1)
         if (h, w) != (size, size):
             # the output, plus the float copies interpolation makes of the input and the output
             resize = 4 * n * c * (h * w + size * size) if not (h <= size and w <= size) else 0
             check_fits(3 * n * size * size + resize, "cpu", f"holding {n} images at {size}x{size}",
                        "use a smaller augment.size")
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        h, w = x.shape[-2:]
-        if (h, w) != (size, size):
             if h <= size and w <= size and (size - h) % 2 == 0 and (size - w) % 2 == 0:
                 ph, pw = (size - h) // 2, (size - w) // 2
                 x = F.pad(x, (pw, pw, ph, ph))

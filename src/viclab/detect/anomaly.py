@@ -24,15 +24,6 @@ from viclab.plot import figures
 from viclab.represent.neighbors import check_k
 
 
-def _unique_names(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for n in names:
-        seen[n] = seen.get(n, 0) + 1
-        out.append(n if seen[n] == 1 else f"{n} ({seen[n]})")
-    return out
-
-
 def _tasks(sources: Sequence[SourceLike], names: Sequence[str] | None, anomalies: str, **task: Any) -> list[Task]:
     """One task per source; refused when a source's own data would serve as the anomalies."""
     if not sources:
@@ -54,8 +45,7 @@ def _csv(scores: np.ndarray, truth: np.ndarray, n0: int, normal: str, odd: str) 
 
 
 def _score(t: Task, label: str, anomalies: str, out_dir: Path) -> dict[str, Any]:
-    """The ``knn`` detector of one encoder: fitted on its training representations, scoring the normal
-    then the anomalous test split. Returns its curve, grid row, files and ``anomaly.json`` entry."""
+    """One encoder's ``knn`` detector on its normal then anomalous test split: curve, grid row, files, JSON entry."""
     cfg = t.cfg
     odd = t.reps("test", anomalies)  # first: a wrong --anomalies fails before any encoding
     train, normal = t.reps("train"), t.reps("test")
@@ -71,24 +61,19 @@ def _score(t: Task, label: str, anomalies: str, out_dir: Path) -> dict[str, Any]
     fpr, tpr, auc = roc(truth, scores)
     interval = auroc_interval(truth, scores)  # 95% stratified bootstrap: small folders move the AUROC a lot
     stem = "scores-" + "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in label)
-
-    def where(i: int) -> tuple[str, int]:
-        return (normal.dataset, int(i)) if i < n0 else (odd.dataset, int(i - n0))
-
     top = figures.most_anomalous(scores, cfg.anomaly_top)
     t.ctx.echo(f"{label}: AUROC {auc:.4f} [95% {interval[0]:.3f}, {interval[1]:.3f}] ({normal.dataset} test {n0} "
-         f"normal vs {odd.dataset} test {len(odd.labels)} anomalous, k={cfg.anomaly_k}, scoring {seconds:.2f}s)")
-    return {
-        "curve": (label, fpr, tpr, auc), "stem": stem, "scores": scores, "modality": normal.data.modality,
-        "csv": _csv(scores, truth, n0, normal.dataset, odd.dataset),
-        "row": (label, scores, lambda i: normal.data.images[i] if i < n0 else odd.data.images[i - n0],
-                lambda i, s: f"{odd.dataset if truth[i] else normal.dataset} {s:.2f}"),
-        "result": {"name": label, "source": t.encoder.name, "weights_sha256": t.encoder.weights_sha256,
-                   "auroc": auc, "auroc_interval": list(interval), "n_normal": n0, "n_anomalies": len(odd.labels),
-                   "seconds": seconds,
-                   "top": [{"dataset": where(i)[0], "index": where(i)[1], "score": float(scores[i])} for i in top],
-                   "scores": str(out_dir / f"{stem}.npy")},
-    }
+               f"normal vs {odd.dataset} test {len(odd.labels)} anomalous, k={cfg.anomaly_k}, scoring {seconds:.2f}s)")
+    return {"curve": (label, fpr, tpr, auc), "stem": stem, "scores": scores, "modality": normal.data.modality,
+            "csv": _csv(scores, truth, n0, normal.dataset, odd.dataset),
+            "row": (label, scores, lambda i: normal.data.images[i] if i < n0 else odd.data.images[i - n0],
+                    lambda i, s: f"{odd.dataset if truth[i] else normal.dataset} {s:.2f}"),
+            "result": {"name": label, "source": t.encoder.name, "weights_sha256": t.encoder.weights_sha256,
+                       "auroc": auc, "auroc_interval": list(interval), "n_normal": n0,
+                       "n_anomalies": len(odd.labels), "seconds": seconds,
+                       "top": [{"dataset": normal.dataset if i < n0 else odd.dataset,
+                                "index": int(i if i < n0 else i - n0), "score": float(scores[i])} for i in top],
+                       "scores": str(out_dir / f"{stem}.npy")}}
 
 
 def run_anomaly(sources: Sequence[SourceLike], out: str | Path | None = None, data_dir: str | None = None,
@@ -97,21 +82,20 @@ def run_anomaly(sources: Sequence[SourceLike], out: str | Path | None = None, da
     """kNN-density anomaly detection (spec A1-A3) for one or several encoders: each encoder's ``knn``
     detector (:class:`~viclab.detect.detectors.KnnDetector`).
 
-    Normal reference: the training split the encoder was trained on. Test set: that
-    dataset's test split (label 0) plus ``anomalies``' test split (label 1; a
-    registered dataset or an image-folder path). Score: mean L2 distance to the
-    ``cfg.anomaly_k`` nearest references.
+    Normal reference: the training split the encoder was trained on. Test set: that dataset's test split (label 0)
+    plus ``anomalies``' test split (label 1; a registered dataset or an image-folder path). Score: mean L2 distance
+    to the ``cfg.anomaly_k`` nearest references.
 
-    Writes ``roc.png`` (all encoders), ``top_anomalies.png`` (the ``cfg.anomaly_top``
-    highest-scoring test images, one row per encoder), per encoder
-    ``scores-<name>.npy`` and ``.csv``, and ``anomaly.json``.
+    Writes ``roc.png`` (all encoders), ``top_anomalies.png`` (the ``cfg.anomaly_top`` highest-scoring test images,
+    one row per encoder), per encoder ``scores-<name>.npy`` and ``.csv``, and ``anomaly.json``.
     """
-    tasks = _tasks(sources, names, anomalies, out=out, data_dir=data_dir, cfg=cfg,
-                   ctx=ctx, use_cache=use_cache, dataset=dataset)
+    tasks = _tasks(sources, names, anomalies, out=out, cfg=cfg, ctx=ctx.reading(data_dir), use_cache=use_cache,
+                   dataset=dataset)
     out_dir = tasks[0].out
     # Everything is computed before anything is written: a failure leaves no half-filled folder.
-    runs = [_score(t, label, anomalies, out_dir)
-            for t, label in zip(tasks, _unique_names([t.encoder.name for t in tasks]))]
+    names = [t.encoder.name for t in tasks]  # the k-th occurrence of a name (k >= 2) suffixed " (k)"
+    labels = [n if n not in names[:i] else f"{n} ({names[:i].count(n) + 1})" for i, n in enumerate(names)]
+    runs = [_score(t, label, anomalies, out_dir) for t, label in zip(tasks, labels)]
     for r in runs:
         atomic_save_npy(out_dir / f"{r['stem']}.npy", r["scores"])
         atomic_write_text(out_dir / f"{r['stem']}.csv", r["csv"])

@@ -47,9 +47,8 @@ from viclab.core.metrics import threshold_at_fpr
 from viclab.core.runtime import Runtime, require_one_process, select_runtime
 from viclab.data import ImageData, dataset_modality
 from viclab.data.types import data_fingerprint
-from viclab.detect.autoencoder import build_reconstructor, train_autoencoder, train_dcase
-from viclab.detect.data import load_normal, load_normal_test, load_test
-from viclab.detect.detectors import DETECTORS, Detector
+from viclab.detect.data import load_normal, load_test, normal_pool
+from viclab.detect.detectors import DETECTORS, Detector, build_reconstructor, train_autoencoder, train_dcase
 from viclab.engine import train
 from viclab.engine.checkpoint import load_checkpoint, load_state
 from viclab.engine.rundir import (
@@ -64,7 +63,7 @@ from viclab.engine.rundir import (
     run_kind,
     write_run_files,
 )
-from viclab.models import build_backbone, build_vicreg_model, check_inputs
+from viclab.models import build_backbone, build_vicreg_model, check_inputs, fit_standardizers
 from viclab.represent.encode import RANDOM_PREFIX, load_source, state_sha256
 
 FORMAT = "2"  # bump when a detector folder's content changes meaning (2: sound; the network's input shape)
@@ -106,23 +105,14 @@ def noun(data: ImageData) -> str:
     return "clips" if data.modality == "spectrogram" else "images"
 
 
-def _network_config(kind: str, cfg: DetectConfig, net_cfg: Config | None, shape: tuple[int, ...]) -> dict[str, Any]:
-    if kind in RECONSTRUCTORS:
-        return {"autoencoder": dataclasses.asdict(cfg.autoencoder), "dcase": dataclasses.asdict(cfg.dcase),
-                "input": list(shape)}
-    return json.loads(net_cfg.to_json())
-
-
 def build_network(kind: str, config: dict[str, Any], origin: str) -> tuple[nn.Module, Config | None]:
     """An untrained network of ``kind`` from its saved config (``model.safetensors`` metadata)."""
     if kind in RECONSTRUCTORS:
-        ae = AutoencoderConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in config["autoencoder"].items()})
+        ae = AutoencoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["autoencoder"].items()})
         return build_reconstructor(kind, config["input"], ae, DcaseConfig(**config["dcase"])), None
     net_cfg = Config.from_dict(config, origin=origin)
-    if kind == "vicreg":
-        return build_vicreg_model(net_cfg.model)[0], net_cfg
-    return build_backbone(net_cfg.model.backbone)[0], net_cfg
+    network, _ = build_vicreg_model(net_cfg.model) if kind == "vicreg" else build_backbone(net_cfg.model.backbone)
+    return network, net_cfg
 
 
 def _vicreg_from_run(run_dir: Path) -> tuple[nn.Module, Config]:
@@ -135,8 +125,7 @@ def _vicreg_from_run(run_dir: Path) -> tuple[nn.Module, Config]:
 
 
 def _given_network(cfg: DetectConfig, kind: str) -> tuple[nn.Module, Config]:
-    """The network ``cfg.encoder`` names: a training run folder's VICReg model or encoder, a
-    ``.safetensors`` encoder, or ``random:BACKBONE``."""
+    """``cfg.encoder``'s network: a run folder's VICReg model or encoder, a .safetensors encoder, random:BACKBONE."""
     path = Path(cfg.encoder)
     if kind == "vicreg":
         if not (path.is_dir() and (path / CONFIG).exists() and (path / CHECKPOINT).exists()):
@@ -164,25 +153,19 @@ def _train_network(cfg: DetectConfig, kind: str, fit: ImageData, holdout: ImageD
         if kind == "dcase":
             return train_dcase(cfg.dcase, fit.images, run_dir, rt, ctx), None
         return train_autoencoder(cfg.autoencoder, fit.images, run_dir, rt, ctx, modality=fit.modality), None
-    recipe = _recipe(cfg, holdout)
+    # VICReg at the detector's image size, with test terms on the held-out normal images when there are 2 or more.
+    r = cfg.recipe
+    size = cfg.data.size if holdout.modality == "image" else r.augment.size
+    recipe = dataclasses.replace(r, augment=dataclasses.replace(r.augment, size=size),
+                                 train=dataclasses.replace(r.train, eval_test=len(holdout) >= 2))
     test = holdout if recipe.train.eval_test else None
     train(recipe, run_dir, resume=(run_dir / CONFIG).exists(), ctx=ctx, data=(fit, test))
     model, recipe = _vicreg_from_run(run_dir)
     return (model if kind == "vicreg" else model.encoder), recipe
 
 
-def _recipe(cfg: DetectConfig, holdout: ImageData) -> Config:
-    """The VICReg recipe trained on the normal images: at the detector's image size, with test terms
-    on the held-out normal images when there are at least 2."""
-    r = cfg.recipe
-    size = cfg.data.size if holdout.modality == "image" else r.augment.size  # images only
-    return dataclasses.replace(r, augment=dataclasses.replace(r.augment, size=size),
-                               train=dataclasses.replace(r.train, eval_test=len(holdout) >= 2))
-
-
 def _check_inputs(cfg: DetectConfig, kind: str, fit: ImageData) -> tuple[nn.Module, Config] | None:
-    """Every check of the user's inputs that can fail, before anything is written; returns the given
-    network (``cfg.encoder``), read and checked, or ``None``."""
+    """Every input check that can fail, before anything is written; returns ``cfg.encoder``'s network or None."""
     if cfg.detector == "knn" and cfg.k > len(fit):
         raise ViclabError(f"detect.k={cfg.k} is larger than the {len(fit)} normal {noun(fit)} to fit on; use "
                           f"detect.k={len(fit)} or fewer")
@@ -210,30 +193,23 @@ def _check_inputs(cfg: DetectConfig, kind: str, fit: ImageData) -> tuple[nn.Modu
     return network, net_cfg
 
 
-def data_record(cfg: DetectDataConfig, sound: SoundConfig, fit: ImageData | None = None,
-                holdout: ImageData | None = None) -> dict[str, Any]:
-    """Fingerprints of the images a detector fits on, holds out, and (folder data) tests as normal:
-    a detector is scored only on the very split it was fitted with. ``fit``, ``holdout``: already loaded;
-    ``sound``: the detector's decoding and log-mel settings (sound data)."""
-    if fit is None or holdout is None:
-        fit, holdout = load_normal(cfg, sound)
+def data_record(cfg: DetectDataConfig, sound: SoundConfig, fit: ImageData, holdout: ImageData) -> dict[str, Any]:
+    """Fingerprints of the items a detector fits on, holds out, and (folder data) tests as normal: a detector is
+    scored only on the very split it was fitted with."""
     record = {"normal_images": data_fingerprint(fit), "holdout": data_fingerprint(holdout), "fit": len(fit),
               "held_out": len(holdout)}
     if cfg.normal is not None:
-        record["normal_test"] = data_fingerprint(load_normal_test(cfg, sound))
+        record["normal_test"] = data_fingerprint(normal_pool(cfg, sound)[1])
     return record
 
 
 def absolute_paths(cfg: DetectDataConfig) -> DetectDataConfig:
-    """``cfg`` with its folders (and ``anomalies`` when it names a folder) made absolute, so that a
-    detector scores from any working directory: its ``config.json`` never depends on where it was fitted."""
-    def absolute(p: str | None) -> str | None:
-        return None if p is None else str(Path(p).expanduser().resolve())
-
-    changes = {f: absolute(getattr(cfg, f)) for f in ("normal", "normal_test", "abnormal", "data_dir")}
+    """``cfg`` with its folders (and ``anomalies`` when it names a folder) made absolute: a detector scores from
+    any working directory."""
+    folders = [f for f in ("normal", "normal_test", "abnormal", "data_dir") if getattr(cfg, f) is not None]
     if cfg.anomalies is not None and Path(cfg.anomalies).expanduser().exists():
-        changes["anomalies"] = absolute(cfg.anomalies)
-    return dataclasses.replace(cfg, **changes)
+        folders.append("anomalies")
+    return dataclasses.replace(cfg, **{f: str(Path(getattr(cfg, f)).expanduser().resolve()) for f in folders})
 
 
 def check_data(folder: str | Path, cfg: DetectDataConfig, sound: SoundConfig) -> None:
@@ -250,32 +226,16 @@ def check_data(folder: str | Path, cfg: DetectDataConfig, sound: SoundConfig) ->
     except (OSError, json.JSONDecodeError) as e:
         raise ViclabError(f"cannot read {Path(folder) / DATA} ({e}); the detector folder is damaged, fit it again") \
             from None
-    now = data_record(cfg, sound)
-    changed = [k for k in now if k in saved and saved[k] != now[k]]
-    if changed:
+    now = data_record(cfg, sound, *load_normal(cfg, sound))
+    if changed := [k for k in now if k in saved and saved[k] != now[k]]:
         raise ViclabError(f"the normal data of {folder} changed since it was fitted ({', '.join(changed)} differ); "
                           "fit the detector again")
 
 
-STARTED = (f"{TRAIN}/{CHECKPOINT}", f"{TRAIN}/{METRICS}")  # its network's training computed something
-
-
-def _saved(folder: Path, cfg: DetectConfig) -> tuple[list[str], Any]:
-    """How a detector folder's saved config differs from ``cfg``, and its saved ``data.json`` record."""
-    try:
-        saved = json.loads((folder / CONFIG).read_text())
-        data = json.loads((folder / DATA).read_text()) if (folder / DATA).exists() else None
-        return (config_diff(saved, cfg) if isinstance(saved, dict) else ["config.json is not a config"]), data
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return ["unreadable config.json"], None
-
-
 def _check_folder(folder: Path, cfg: DetectConfig, record: dict[str, Any]) -> tuple[bool, bool]:
-    """``(already fitted, resumed)``: whether ``folder`` holds this fitted detector, and whether it holds this
-    detector half-fitted (its training continues). A folder of another config, other normal images or another
-    encoder is refused once anything was computed there (never mixed with this one); one that never got that
-    far is simply fitted again (:meth:`RunFolder.inspect`, the run folders' rule)."""
-    state = RunFolder.inspect(folder, STARTED, (SUMMARY,))
+    """``(already fitted, resumed)``: whether ``folder`` holds this detector fitted, or half-fitted. A folder of
+    another config, normal data or encoder is refused once anything was computed there (:meth:`RunFolder.inspect`)."""
+    state = RunFolder.inspect(folder, (f"{TRAIN}/{CHECKPOINT}", f"{TRAIN}/{METRICS}"), (SUMMARY,))  # started: trained
     if state.foreign:
         raise ViclabError(f"{folder} already exists and is not a detector folder; choose another --out")
     if not state.configured:
@@ -283,7 +243,12 @@ def _check_folder(folder: Path, cfg: DetectConfig, record: dict[str, Any]) -> tu
     kind = run_kind(folder)
     if kind != "detector":
         raise ViclabError(f"{folder} holds a {kind} run, not a detector; choose another --out")
-    diffs, data = _saved(folder, cfg)
+    try:
+        saved = json.loads((folder / CONFIG).read_text())
+        data = json.loads((folder / DATA).read_text()) if (folder / DATA).exists() else None
+        diffs = config_diff(saved, cfg) if isinstance(saved, dict) else ["config.json is not a config"]
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        diffs, data = ["unreadable config.json"], None
     same = not diffs and data == record
     if not same and (state.finished or state.started):
         what = "another config (" + "; ".join(diffs[:3]) + ")" if diffs else "other normal images or another encoder"
@@ -315,12 +280,10 @@ def fit_config(preset: str | None = None, toml: str | None = None,
 def fit_detector(cfg: DetectConfig, folder: str | Path, ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
     """Fit ``cfg.detector`` on the normal images of ``cfg.data`` and save it in ``folder``.
 
-    Continues a folder that holds this detector half-fitted (its training from the last
-    checkpoint); a finished one is returned as it is.
+    Continues a folder that holds this detector half-fitted (from its last checkpoint); a finished one is returned.
 
     Returns:
-        The summary (``detector.json``): sizes, times, and the threshold at ``cfg.fpr`` on the
-        held-out normal images.
+        The summary (``detector.json``): sizes, times, and the threshold at ``cfg.fpr`` on held-out normal items.
     """
     require_one_process("fitting a detector")
     check_detector(cfg.detector, DETECTORS)
@@ -361,37 +324,34 @@ def fit_detector(cfg: DetectConfig, folder: str | Path, ctx: Context = DEFAULT_C
 
 def _fit_reference(det: Detector, fit: ImageData, holdout: ImageData, ctx: Context) -> np.ndarray:
     """Fit ``det``'s normal statistics on ``fit``; returns the ``(H,)`` scores of the held-out normal items."""
-    det.prepare(fit.images)
+    # A given encoder that standardises spectrograms but never trained on them (random:spec_cnn) takes their stats.
+    fit_standardizers(det.network, fit.images.to(det.rt.device))
     det.fit_reference(fit.images, ctx)
-    _check_finite(det.reference, f"the normal {noun(fit)} give non-finite statistics",
-                  "check them, or use another encoder")
+    _check_finite(det.reference, f"the normal {noun(fit)} give non-finite statistics")
     held = det.score(holdout.images, ctx)["score"] if len(holdout) else np.empty(0)
-    _check_finite({"held-out scores": held}, f"the held-out normal {noun(fit)} get non-finite scores",
-                  "check them, or use another encoder")
+    _check_finite({"held-out scores": held}, f"the held-out normal {noun(fit)} get non-finite scores")
     return held
 
 
 def _save(folder: Path, det: Detector, fit: ImageData, held: np.ndarray, threshold: float | None, n_holdout: int,
           times: tuple[float, float]) -> dict[str, Any]:
-    """Write the network, the reference and, last, ``detector.json``; returns the summary.
-    ``times``: ``(start, seconds to get the network)``."""
+    """Write the network, the reference and, last, ``detector.json``; ``times``: ``(start, network seconds)``."""
     cfg, kind = det.cfg, det.network_kind
-    _save_tensors(folder / MODEL, det.network.state_dict(), {
-        "network": kind, "config": json.dumps(_network_config(kind, cfg, det.recipe, tuple(fit.images.shape[1:])))})
+    config = ({"autoencoder": dataclasses.asdict(cfg.autoencoder), "dcase": dataclasses.asdict(cfg.dcase),
+               "input": list(fit.images.shape[1:])} if kind in RECONSTRUCTORS else json.loads(det.recipe.to_json()))
+    _save_tensors(folder / MODEL, det.network.state_dict(), {"network": kind, "config": json.dumps(config)})
     _save_tensors(folder / REFERENCE, det.reference, {"detector": cfg.detector})
-    summary = {
-        "format": FORMAT, "viclab": viclab.__version__, "detector": cfg.detector, "network": kind,
-        "encoder": cfg.encoder, "normal_fit": len(fit), "normal_holdout": n_holdout,
-        "threshold": threshold, "threshold_fpr": cfg.fpr if threshold is not None else None,
-        "holdout_scores": {"mean": float(np.mean(held)), "std": float(np.std(held))} if len(held) else None,
-        "seconds": {"network": times[1], "total": time.perf_counter() - times[0]},
-        "model_sha256": tensor_file_sha256(folder / MODEL),
-    }
+    summary = {"format": FORMAT, "viclab": viclab.__version__, "detector": cfg.detector, "network": kind,
+               "encoder": cfg.encoder, "normal_fit": len(fit), "normal_holdout": n_holdout,
+               "threshold": threshold, "threshold_fpr": cfg.fpr if threshold is not None else None,
+               "holdout_scores": {"mean": float(np.mean(held)), "std": float(np.std(held))} if len(held) else None,
+               "seconds": {"network": times[1], "total": time.perf_counter() - times[0]},
+               "model_sha256": tensor_file_sha256(folder / MODEL)}
     atomic_write_text(folder / SUMMARY, json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _check_finite(tensors: dict[str, Any], problem: str, fix: str) -> None:
+def _check_finite(tensors: dict[str, Any], problem: str, fix: str = "check them, or use another encoder") -> None:
     """Refuse NaN or infinite statistics: every score and threshold made from them would be meaningless."""
     for name, t in tensors.items():
         finite = bool(torch.isfinite(t).all()) if isinstance(t, Tensor) else np.isfinite(np.asarray(t, float)).all()
@@ -439,10 +399,10 @@ def load_detector(folder: str | Path, rt: Runtime | None = None) -> tuple[Detect
         saved = json.loads((folder / CONFIG).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ViclabError(f"cannot read {folder} ({e}); the detector folder is damaged, fit it again") from None
-    if not isinstance(summary, dict) or not isinstance(saved, dict):
-        bad = folder / (SUMMARY if not isinstance(summary, dict) else CONFIG)
-        raise ViclabError(f"{bad} holds a {type(summary if bad.name == SUMMARY else saved).__name__}, not an object; "
-                          "the detector folder is damaged, fit it again")
+    for path, value in ((folder / SUMMARY, summary), (folder / CONFIG, saved)):
+        if not isinstance(value, dict):
+            raise ViclabError(f"{path} holds a {type(value).__name__}, not an object; the detector folder is damaged, "
+                              "fit it again")
     if summary.get("format") != FORMAT:
         raise ViclabError(f"{folder} was written by another version of viclab (detector format "
                           f"{summary.get('format')}, this version reads {FORMAT}); fit it again with this version")

@@ -22,28 +22,25 @@ from viclab.detect.data import TestSet, load_test
 RANDOM_FLOOR = "random-encoder knn"
 
 
-def fit_all(base: DetectConfig, folder: Path, random_backbone: str | None = None, ctx: Context = DEFAULT_CONTEXT,
+def fit_all(base: DetectConfig, folder: Path, ctx: Context = DEFAULT_CONTEXT,
             detectors: Sequence[str] | None = None) -> dict[str, Path]:
     """Fit every detector (or those named) of ``base``'s normal data into ``folder/<name>``; returns name -> folder.
 
     One VICReg is trained (by ``vicreg_terms``) and its encoder serves ``knn`` and ``mahalanobis``; the
-    floor is ``knn`` on ``random:<backbone>`` (default: the recipe's); sound adds ``dcase_ae``.
+    floor is ``knn`` on the recipe's ``random:<backbone>``; sound adds ``dcase_ae``.
     """
     sound = dataset_modality(base.data.normal or base.data.dataset) == "spectrogram"
     wanted = detectors or ("vicreg_terms", "knn", "mahalanobis", "autoencoder", *(("dcase_ae",) if sound else ()),
                            RANDOM_FLOOR)
-    cfg = lambda **kw: dataclasses.replace(base, **kw)  # noqa: E731
     folders = {"vicreg_terms": folder / "vicreg_terms"}
-    fit_detector(cfg(detector="vicreg_terms", encoder=None), folders["vicreg_terms"], ctx)
+    fit_detector(dataclasses.replace(base, detector="vicreg_terms", encoder=None), folders["vicreg_terms"], ctx)
     run = str(folders["vicreg_terms"] / "train")
-    plan = {"knn": cfg(detector="knn", encoder=run), "mahalanobis": cfg(detector="mahalanobis", encoder=run),
-            "autoencoder": cfg(detector="autoencoder", encoder=None),
-            "dcase_ae": cfg(detector="dcase_ae", encoder=None),
-            RANDOM_FLOOR: cfg(detector="knn", encoder=f"random:{random_backbone or base.recipe.model.backbone}")}
-    for name, c in plan.items():
+    plan = {"knn": ("knn", run), "mahalanobis": ("mahalanobis", run), "autoencoder": ("autoencoder", None),
+            "dcase_ae": ("dcase_ae", None), RANDOM_FLOOR: ("knn", f"random:{base.recipe.model.backbone}")}
+    for name, (detector, encoder) in plan.items():
         if name in wanted:
-            folders[name] = folder / name.replace(", ", "_").replace(" ", "_")
-            fit_detector(c, folders[name], ctx)
+            folders[name] = folder / name.replace(" ", "_")
+            fit_detector(dataclasses.replace(base, detector=detector, encoder=encoder), folders[name], ctx)
     return {k: v for k, v in folders.items() if k in wanted}
 
 
@@ -58,8 +55,7 @@ def evaluate(folders: dict[str, Path], test: TestSet | None = None, ctx: Context
         t0 = time.perf_counter()
         s = det.score(test.data.images, ctx)
         seconds = time.perf_counter() - t0
-        keys = TERM_SCORES if det.cfg.detector == "vicreg_terms" else ("score",)
-        for k in keys:
+        for k in TERM_SCORES if det.cfg.detector == "vicreg_terms" else ("score",):
             label = name if k == "score" else f"{name}:{k}"
             results[label] = {**detection_metrics(test.labels, s[k]), "score_seconds": seconds,
                               "fit_seconds": summary["seconds"]["total"]}
@@ -120,6 +116,5 @@ def one_class(base: DetectConfig, classes: Sequence[str], folder: Path, ctx: Con
         cases, lambda c, ev: {"class": c, "metrics": ev["metrics"]},
         lambda c, r: f"one-class {c}: " + "  ".join(f"{k} {v['auroc']:.3f}" for k, v in r["metrics"].items())
         + f"  ({r['seconds']:.0f}s)", ctx, on_class).values())
-    names = list(rows[0]["metrics"])
-    mean = {n: sum(r["metrics"][n]["auroc"] for r in rows) / len(rows) for n in names}
+    mean = {n: sum(r["metrics"][n]["auroc"] for r in rows) / len(rows) for n in rows[0]["metrics"]}
     return {"classes": [str(c) for c in classes], "per_class": rows, "mean_auroc": mean}

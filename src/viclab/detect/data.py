@@ -28,8 +28,8 @@ from viclab.data import (
     spectrograms,
 )
 from viclab.data.folder import EXTENSIONS, load_image_folder
+from viclab.data.sounds import EXTENSIONS as SOUND_EXTENSIONS
 from viclab.data.sounds import sound_files
-from viclab.data.wav import EXTENSIONS as SOUND_EXTENSIONS
 
 NORMAL, ANOMALOUS = 0, 1
 TEST_CLASSES = ("normal", "anomalous")
@@ -71,8 +71,7 @@ def _sound(sound: SoundConfig | None) -> SoundConfig:
 
 
 def _folder(path: str, role: str, size: int, sound: SoundConfig | None = None) -> ImageData:
-    """A plain image folder (flat, or class sub-folders), or a folder of sound files (their log-mel
-    spectrograms), with the role named in any error."""
+    """An image folder (flat, or class sub-folders) or a folder of sound files (log-mel spectrograms) for ``role``."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise ViclabError(f"the {role} folder {root} does not exist; give a folder of images or sound files")
@@ -90,23 +89,15 @@ def _folder(path: str, role: str, size: int, sound: SoundConfig | None = None) -
         raise ViclabError(f"the {role} folder: {e}") from None
 
 
-@dataclass(frozen=True)
-class _Part:
-    """Rows of a test set from one source: their data (with its per-row attributes) and origins."""
-
-    data: ImageData
-    origin: list[str]
-
-
-def _dataset(name: str, split: str, data_dir: str | None, size: int, sound: SoundConfig | None) -> _Part:
-    """A registered dataset's split (or, for ``anomalies``, an image or sound folder) with each row's
-    origin: ``dataset:class`` for images, ``dataset:file`` for sound clips."""
+def _dataset(name: str, split: str, cfg: DetectDataConfig, sound: SoundConfig | None) -> TestSet:
+    """A registered dataset's split (or, for ``anomalies``, an image or sound folder) from ``cfg.data_dir`` with
+    each row's origin (``dataset:class`` for images, ``dataset:file`` for sound clips), labelled by its classes."""
     if dataset_modality(name) == "image":
-        data = load_images(name, split, data_dir, size)
-        return _Part(data, [f"{name}:{data.classes[y]}" for y in data.labels.numpy()])
-    layout, root = (name, resolve_data_dir(data_dir)) if name in SOUND_DATASETS else ("sounds", Path(name))
+        data = load_images(name, split, cfg.data_dir, cfg.size)
+        return TestSet(data, np.array([f"{name}:{data.classes[y]}" for y in data.labels.numpy()]))
+    layout, root = (name, resolve_data_dir(cfg.data_dir)) if name in SOUND_DATASETS else ("sounds", Path(name))
     clips = load_sound(layout, split, root, _sound(sound))
-    return _Part(spectrograms(clips, _sound(sound)), [f"{name}:{f}" for f in clips.origin])
+    return TestSet(spectrograms(clips, _sound(sound)), np.array([f"{name}:{f}" for f in clips.origin]))
 
 
 def _split(n: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -124,11 +115,6 @@ def _split_files(data: ImageData, share: float, seed: int) -> tuple[np.ndarray, 
     sources, row_source = np.unique(data.sources(), return_inverse=True)
     kept, held = _split(len(sources), share, seed)
     return np.flatnonzero(np.isin(row_source, kept)), np.flatnonzero(np.isin(row_source, held))
-
-
-def _sources(data: ImageData) -> str:
-    """How many files ``data`` holds, for messages (the windows of one sound file count once)."""
-    return f"{len(data)} image(s)" if data.windows is None else f"{len(np.unique(data.files))} sound file(s)"
 
 
 def _relabel(data: ImageData, label: int) -> ImageData:
@@ -160,18 +146,16 @@ def _test_classes(cfg: DetectDataConfig, classes: tuple[str, ...]) -> tuple[set[
     if not cfg.anomaly_classes:
         return normal, set(range(len(classes))) - normal
     odd = set(class_indices(cfg.anomaly_classes, classes, "anomaly", cfg.dataset))
-    both = sorted(normal & odd)
-    if both:
-        names = ", ".join(repr(classes[i]) for i in both)
-        raise ViclabError(f"class {names} of {cfg.dataset} is both a normal and an anomaly class; drop it from "
-                          "--normal-classes or from --anomaly-classes")
+    if both := sorted(normal & odd):
+        raise ViclabError(f"class {', '.join(repr(classes[i]) for i in both)} of {cfg.dataset} is both a normal and an "
+                          "anomaly class; drop it from --normal-classes or from --anomaly-classes")
     return normal, odd
 
 
-def _normal_pool(cfg: DetectDataConfig, sound: SoundConfig | None = None) -> tuple[ImageData, ImageData | None]:
+def normal_pool(cfg: DetectDataConfig, sound: SoundConfig | None = None) -> tuple[ImageData, ImageData | None]:
     """``(normal training pool, normal test images or None)`` before the holdout split."""
     if cfg.normal is None:
-        data = _dataset(cfg.dataset, "train", cfg.data_dir, cfg.size, sound).data
+        data = _dataset(cfg.dataset, "train", cfg, sound).data
         normal, _ = _test_classes(cfg, data.classes)  # a bad class choice fails before a detector is fitted
         keep = np.flatnonzero(np.isin(data.labels.numpy(), sorted(normal)))
         return data.rows(keep), None
@@ -181,8 +165,9 @@ def _normal_pool(cfg: DetectDataConfig, sound: SoundConfig | None = None) -> tup
         _same_kind(normal, test, "normal-test")
         return normal, test
     pool, test = _split_files(normal, cfg.test_share, cfg.seed)
-    if len(test) == 0 or len(pool) == 0:
-        raise ViclabError(f"the normal folder {cfg.normal} holds {_sources(normal)}, too few to hold "
+    if len(test) == 0 or len(pool) == 0:  # the windows of one sound file count once
+        files = f"{len(normal)} image(s)" if normal.windows is None else f"{len(np.unique(normal.files))} sound file(s)"
+        raise ViclabError(f"the normal folder {cfg.normal} holds {files}, too few to hold "
                           f"{cfg.test_share:.0%} out as normal test data; add images or give --normal-test")
     return normal.rows(pool), normal.rows(test)
 
@@ -198,14 +183,6 @@ def _same_kind(normal: ImageData, other: ImageData, role: str) -> None:
                           "their clips must have the same length (sound.clip_seconds)")
 
 
-def load_normal_test(cfg: DetectDataConfig, sound: SoundConfig | None = None) -> ImageData:
-    """The normal test images of folder data (the ``normal_test`` folder, or the held-out share of whole
-    files), with their ``files``."""
-    if cfg.normal is None:
-        raise ValueError("only folder data has its own normal test images")
-    return _normal_pool(cfg, sound)[1]
-
-
 def load_normal(cfg: DetectDataConfig, sound: SoundConfig | None = None) -> tuple[ImageData, ImageData]:
     """``(fit, holdout)``: the normal images a detector fits on, and the seeded ``holdout`` share of them
     kept out of fitting (threshold calibration; empty when ``holdout = 0``), whole sound files to one side.
@@ -214,7 +191,7 @@ def load_normal(cfg: DetectDataConfig, sound: SoundConfig | None = None) -> tupl
         cfg: the detector's data config.
         sound: decoding and log-mel settings, for sound data (the detector's ``recipe.sound``).
     """
-    pool, _ = _normal_pool(cfg, sound)
+    pool, _ = normal_pool(cfg, sound)
     fit_idx, held = _split_files(pool, cfg.holdout, cfg.seed + 1)  # whole files, as the normal test share
     if len(fit_idx) < 2:
         raise ViclabError(f"{len(fit_idx)} normal image(s) remain to fit on; a detector needs at least 2")
@@ -231,35 +208,34 @@ def load_test(cfg: DetectDataConfig, abnormal: str | None = None, anomalies: str
         anomalies: a dataset or folder whose test images are all anomalous, instead of ``cfg.anomalies``.
         sound: decoding and log-mel settings, for sound data (the detector's ``recipe.sound``).
     """
-    abnormal = abnormal or cfg.abnormal
-    anomalies = anomalies or cfg.anomalies
+    abnormal, anomalies = abnormal or cfg.abnormal, anomalies or cfg.anomalies
     if cfg.normal is None:
-        whole = _dataset(cfg.dataset, "test", cfg.data_dir, cfg.size, sound)
+        whole = _dataset(cfg.dataset, "test", cfg, sound)
         normal, odd = _test_classes(cfg, whole.data.classes)
-        labels = whole.data.labels.numpy()
-        keep = np.flatnonzero(np.isin(labels, sorted(normal | odd)))
-        test_labels = torch.from_numpy(np.where(np.isin(labels[keep], sorted(normal)), NORMAL, ANOMALOUS))
+        keep = np.flatnonzero(np.isin(whole.labels, sorted(normal | odd)))
+        test_labels = torch.from_numpy(np.where(np.isin(whole.labels[keep], sorted(normal)), NORMAL, ANOMALOUS))
         rows = replace(whole.data.rows(keep), labels=test_labels, classes=TEST_CLASSES)
-        parts = [_Part(rows, [whole.origin[i] for i in keep])]
+        parts = [TestSet(rows, whole.origin[keep])]
     else:
-        _, normal_test = _normal_pool(cfg, sound)
-        parts = [_Part(_relabel(normal_test, NORMAL), ["normal"] * len(normal_test))]
+        _, normal_test = normal_pool(cfg, sound)
+        parts = [TestSet(_relabel(normal_test, NORMAL), np.full(len(normal_test), "normal"))]
     if abnormal is not None:
         bad = _folder(abnormal, "abnormal", cfg.size, sound)
         _same_kind(parts[0].data, bad, "abnormal")
-        parts.append(_Part(_relabel(bad, ANOMALOUS), [f"abnormal:{bad.classes[y]}" for y in bad.labels.numpy()]))
+        origin = np.array([f"abnormal:{bad.classes[y]}" for y in bad.labels.numpy()])
+        parts.append(TestSet(_relabel(bad, ANOMALOUS), origin))
     if anomalies is not None:
         if anomalies == cfg.dataset and cfg.normal is None:
             raise ViclabError(f"--anomalies {anomalies} is the normal dataset itself; its other classes are already "
                               "the anomalies, or give another dataset")
-        extra = _dataset(anomalies, "test", cfg.data_dir, cfg.size, sound)
+        extra = _dataset(anomalies, "test", cfg, sound)
         _same_kind(parts[0].data, extra.data, "anomalies")
-        parts.append(_Part(_relabel(extra.data, ANOMALOUS), extra.origin))
+        parts.append(TestSet(_relabel(extra.data, ANOMALOUS), extra.origin))
     return _test_set(parts)
 
 
-def _test_set(parts: list[_Part]) -> TestSet:
-    """The parts as one test set, refused unless it holds both normal and anomalous rows."""
+def _test_set(parts: list[TestSet]) -> TestSet:
+    """The parts (each from one source) as one test set, refused unless it holds both normal and anomalous rows."""
     data = ImageData.cat([p.data for p in parts], TEST_CLASSES)
     labels = data.labels.numpy()
     if not (labels == ANOMALOUS).any():

@@ -1,34 +1,143 @@
 """The detectors, registered by name: a frozen network (an encoder, a whole VICReg model, or an autoencoder)
 plus the normal reference statistics it scores against (higher = more anomalous). Inputs are
 ``(M, 3, S, S)`` uint8 images or ``(M, 1, n_mels, T)`` float log-mel spectrograms (``dcase_ae``: only those).
+Their scores as pure functions of representations, among them spec §1's VICReg terms per image (exact, float64).
+Also the reconstruction baselines' networks and their training on the one engine: the convolutional autoencoder
+(images or spectrograms) and the DCASE 2020 baseline's dense autoencoder over stacked log-mel frames.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from viclab.config import Config, DetectConfig
+from viclab.config import AutoencoderConfig, Config, DcaseConfig, DetectConfig
 from viclab.config.detect import TERM_SCORES
-from viclab.core.context import QUIET, Context
+from viclab.core.context import DEFAULT_CONTEXT, QUIET, Context
+from viclab.core.errors import ViclabError
 from viclab.core.runtime import Runtime
 from viclab.data.types import unit_float
-from viclab.detect.scores import (
-    NormalStats,
-    fit_gaussian,
-    knn_scores,
-    mahalanobis_scores,
-    term_contributions,
-    view_invariance,
-)
-from viclab.losses.reconstruction import reconstruction_errors
+from viclab.engine import Objective, RunFolder, fit
+from viclab.engine.loop import read_checkpoint
+from viclab.losses.reconstruction import reconstruction_errors, reconstruction_loss
 from viclab.models import DenseAutoencoder, SpecAutoencoder, fit_standardizers, input_modality, stack_frames
+from viclab.models.autoencoder import build_autoencoder
 from viclab.represent.encode import encode
+from viclab.represent.neighbors import knn_anomaly_scores
 from viclab.views import view_maker
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (a zero row stays zero): L2 between them ranks as cosine distance."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(norms > 0, norms, 1)).astype(np.float32)
+
+
+def knn_scores(reference: np.ndarray, queries: np.ndarray, k: int, cosine: bool = False) -> np.ndarray:
+    """``(M,)`` float32 mean distance of ``(M, D)`` ``queries`` to their ``k <= N`` nearest of the ``(N, D)`` normal
+    ``reference`` (spec A1); ``cosine``: between unit vectors (L2 between them is ``sqrt(2 - 2 cos)``)."""
+    if k > len(reference):
+        raise ViclabError(f"detect.k={k} is larger than the {len(reference)} normal images fitted on; use "
+                          f"detect.k={len(reference)} or fewer")
+    if cosine:
+        reference, queries = unit_rows(reference), unit_rows(queries)
+    return knn_anomaly_scores(reference, queries, k)
+
+
+def fit_gaussian(x: np.ndarray, shrinkage: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(mean (D,), precision (D, D), shrinkage used)``, float64, of ``(N, D)`` representations under a shrunk
+    covariance: Ledoit-Wolf's for ``shrinkage=None``, else sklearn's ``ShrunkCovariance``,
+    ``(1 - s) S + s * trace(S) / D * I`` with ``S`` the maximum-likelihood covariance."""
+    from sklearn.covariance import LedoitWolf, ShrunkCovariance
+
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < 2:
+        raise ViclabError(f"a Mahalanobis detector needs at least 2 normal images, got {len(x)}")
+    est = (LedoitWolf() if shrinkage is None else ShrunkCovariance(shrinkage=shrinkage)).fit(x)
+    used = float(est.shrinkage_ if shrinkage is None else shrinkage)
+    cov = est.covariance_
+    eig = np.linalg.eigvalsh(cov)
+    if eig[0] <= 1e-12 * max(eig[-1], 1e-300):
+        # inv() rarely raises on a numerically singular matrix: it returns entries near 1e15 instead.
+        raise ViclabError(f"the normal representations' covariance is singular ({len(x)} images in {x.shape[1]} "
+                          "dimensions); use a shrinkage above 0, e.g. detect.shrinkage=0.1, or more normal images")
+    try:
+        precision = np.linalg.inv(cov)
+    except np.linalg.LinAlgError:
+        raise ViclabError("the normal representations' covariance is singular; use a shrinkage above 0, e.g. "
+                          "detect.shrinkage=0.1") from None
+    return est.location_, precision, used
+
+
+def mahalanobis_scores(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """``sqrt((x - mean)^T P (x - mean))`` per row of ``(M, D)`` ``x``; ``(M,)`` float64."""
+    d = np.asarray(x, dtype=np.float64) - mean
+    return np.sqrt(np.maximum(np.einsum("md,de,me->m", d, precision, d), 0.0))
+
+
+def view_invariance(z: Tensor) -> Tensor:
+    """``(M,)`` invariance of ``(K, M, d)`` projections of ``K`` views of ``M`` images: the mean over the ``K(K-1)/2``
+    view pairs of ``||z_a - z_b||^2 / d`` (spec §1's term), as ``2K/(K-1) * mean_a ||z_a - z_mean||^2 / d``."""
+    k, _, d = z.shape
+    z = z.double()
+    return (z - z.mean(0)).pow(2).sum((0, 2)) / (k * d) * (2 * k / (k - 1))
+
+
+class NormalStats:
+    """The count, mean and scatter (float64) of ``(N >= 2, d)`` normal projections ``z``: what an image is added to."""
+
+    def __init__(self, z: Tensor | None = None, *, n: int = 0, mean: Tensor | None = None,
+                 scatter: Tensor | None = None) -> None:
+        if z is not None:
+            z = z.double()
+            n, mean = len(z), z.mean(0)
+            zc = z - mean
+            scatter = zc.T @ zc
+        self.n, self.mean, self.scatter = n, mean, scatter
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {"n": torch.tensor(self.n), "mean": self.mean, "scatter": self.scatter}
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, Tensor]) -> NormalStats:
+        return cls(n=int(t["n"]), mean=t["mean"].double(), scatter=t["scatter"].double())
+
+
+def _variance_term(var: Tensor, gamma: float, eps: float, variant: str) -> Tensor:
+    """spec §1's hinge on per-dimension variances ``var (..., d)``."""
+    sigma = var.add(eps).sqrt() if variant == "official" else var.clamp_min(0).sqrt().add(eps)
+    return torch.relu(gamma - sigma).mean(-1)
+
+
+def term_contributions(z: Tensor, stats: NormalStats, gamma: float = 1.0, eps: float = 1e-4,
+                       variant: str = "spec") -> tuple[Tensor, Tensor]:
+    """Each of ``(M, d)`` projections' contribution to the variance and the covariance term of the normal ones:
+    ``(variance (M,), covariance (M,))``, ``N * (T(normal + x) - T(normal))`` per image, float64.
+
+    Adding ``x`` to ``N`` points of mean ``m`` and scatter ``S`` gives ``N + 1`` points of scatter
+    ``S + N/(N+1) (x - m)(x - m)^T`` (unbiased covariance: divided by ``N``), so both terms of the
+    enlarged set have closed forms; ``||C + a u u^T||_F^2 = ||C||^2 + 2a u^T C u + a^2 ||u||^4``.
+    """
+    n, mean, scatter = stats.n, stats.mean, stats.scatter
+    d = scatter.shape[0]
+    u = z.double() - mean
+    a = n / (n + 1)
+    cov0 = scatter / (n - 1)
+    diag0 = scatter.diagonal()
+    var_before = _variance_term(diag0 / (n - 1), gamma, eps, variant)
+    var_after = _variance_term((diag0 + a * u.pow(2)) / n, gamma, eps, variant)
+    # Off-diagonal sum of squares of C' = (S + a u u^T) / n.
+    frob = (scatter.pow(2).sum() + 2 * a * ((u @ scatter) * u).sum(1) + a * a * u.pow(2).sum(1).pow(2)) / n ** 2
+    diag_sq = (diag0 + a * u.pow(2)).pow(2).sum(1) / n ** 2
+    cov_after = (frob - diag_sq) / d
+    cov_before = (cov0.pow(2).sum() - cov0.diagonal().pow(2).sum()) / d
+    return n * (var_after - var_before), n * (cov_after - cov_before)
 
 
 def _batches(images: Tensor, size: int, ctx: Context, desc: str):
@@ -39,7 +148,7 @@ def _batches(images: Tensor, size: int, ctx: Context, desc: str):
         yield images[start:start + size]
 
 
-def _channels_last(x: Tensor) -> Tensor:
+def channels_last(x: Tensor) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
@@ -49,9 +158,7 @@ class Detector:
     Attributes:
         cfg: the detector's config.
         network: the frozen network (eval mode).
-        recipe: the config the network was trained with: its views (``augment`` for images,
-            ``spec_views`` for spectrograms), normalisation and VICReg coefficients (``loss``, with
-            which the terms are scored).
+        recipe: the config the network was trained with: its views, normalisation and VICReg coefficients.
         reference: the normal statistics (name -> tensor), saved with the detector.
         rt: where and how precisely it scores.
     """
@@ -70,21 +177,14 @@ class Detector:
 
     @property
     def modality(self) -> str:
-        """What the network takes (:data:`viclab.data.MODALITIES`), a fact of the network: a reconstructor's
-        class (built for the normal data's shape), else the backbone of the recipe it was trained or built with.
-        Fitting checked it against the normal data (:func:`~viclab.models.check_inputs`)."""
+        """The network's input (:data:`viclab.data.MODALITIES`): a reconstructor's class, else its recipe's backbone."""
         if self.network_kind in ("autoencoder", "dcase"):
             return "spectrogram" if isinstance(self.network, (SpecAutoencoder, DenseAutoencoder)) else "image"
         return input_modality(self.recipe.model.backbone)
 
-    def prepare(self, normal: Tensor) -> None:
-        """Before the reference is computed: a given encoder that standardises spectrograms but was
-        never trained on them (``random:spec_cnn``) takes the normal clips' statistics."""
-        fit_standardizers(self.network, normal.to(self.rt.device))
-
     def features(self, images: Tensor, ctx: Context = QUIET) -> Tensor:
         """``(M, 3, S, S)`` uint8 (or spectrograms) -> ``(M, D)`` float32 encoder representations (normalise
-        only): :func:`~viclab.represent.encode.encode`, in ``cfg.batch_size`` batches on :attr:`rt`."""
+        only), in ``cfg.batch_size`` batches on :attr:`rt`."""
         encoder = self.network.encoder if self.network_kind == "vicreg" else self.network
         return encode(encoder, images, self.augment, self.cfg.batch_size, replace(ctx, runtime=self.rt),
                       f"{self.name}: encoding", modality=self.modality)
@@ -114,8 +214,7 @@ class KnnDetector(Detector):
 
     def score_features(self, features: np.ndarray) -> dict[str, np.ndarray]:
         """Scores of ``(M, D)`` representations already computed."""
-        ref = self.reference["features"].numpy()
-        return {"score": knn_scores(ref, features, self.cfg.k, self.cfg.cosine)}
+        return {"score": knn_scores(self.reference["features"].numpy(), features, self.cfg.k, self.cfg.cosine)}
 
 
 class MahalanobisDetector(Detector):
@@ -149,7 +248,7 @@ class VICRegTermsDetector(Detector):
     def view_projections(self, x: Tensor, gen: torch.Generator) -> Tensor:
         """``(K, B, d)`` projections of ``K = cfg.views`` augmented views of ``(B, 3, S, S)`` uint8 ``x``."""
         k = self.cfg.views
-        views = _channels_last(view_maker(self.modality, self.recipe)(x.repeat(k, 1, 1, 1), gen))
+        views = channels_last(view_maker(self.modality, self.recipe)(x.repeat(k, 1, 1, 1), gen))
         with self.rt.autocast():
             z = self.network(views).float()
         return z.view(k, len(x), -1)
@@ -158,13 +257,11 @@ class VICRegTermsDetector(Detector):
         self.reference = NormalStats(self.projections(normal, ctx)).tensors()
 
     def score(self, images: Tensor, ctx: Context = QUIET) -> dict[str, np.ndarray]:
-        loss = self.loss
+        loss, views = self.loss, self.cfg.views
         gen = torch.Generator(device=self.rt.device).manual_seed(self.cfg.seed)
-        inv = []
-        for x in _batches(images, max(1, self.cfg.batch_size // self.cfg.views), ctx,
-                          f"vicreg_terms: {self.cfg.views} views"):
-            inv.append(view_invariance(self.view_projections(x.to(self.rt.device), gen)).cpu())
-        invariance = torch.cat(inv)
+        batches = _batches(images, max(1, self.cfg.batch_size // views), ctx, f"vicreg_terms: {views} views")
+        invariance = torch.cat([view_invariance(self.view_projections(x.to(self.rt.device), gen)).cpu()
+                                for x in batches])
         var, cov = term_contributions(self.projections(images), NormalStats.from_tensors(self.reference),
                                       loss.gamma, loss.eps, loss.variant)
         # The image's share of the loss, its weighted terms on one set of projections (training sums the
@@ -183,15 +280,12 @@ class AutoencoderDetector(Detector):
 
     @torch.no_grad()
     def score(self, images: Tensor, ctx: Context = QUIET) -> dict[str, np.ndarray]:
-        out = []
-        for x in _batches(images, max(1, self.cfg.batch_size // self.batch_share), ctx,
-                          f"{self.name}: reconstructing"):
-            out.append(self.errors(x.to(self.rt.device)).cpu())
-        return {"score": torch.cat(out).numpy()}
+        batches = _batches(images, max(1, self.cfg.batch_size // self.batch_share), ctx, f"{self.name}: reconstructing")
+        return {"score": torch.cat([self.errors(x.to(self.rt.device)).cpu() for x in batches]).numpy()}
 
     def errors(self, x: Tensor) -> Tensor:
         """``(B,)`` reconstruction errors of a batch ``x`` on the device."""
-        x = _channels_last(unit_float(x, self.modality))
+        x = channels_last(unit_float(x, self.modality))
         with self.rt.autocast():
             return reconstruction_errors(x, self.network(x))
 
@@ -205,11 +299,83 @@ class DcaseDetector(AutoencoderDetector):
     def errors(self, x: Tensor) -> Tensor:
         v = stack_frames(x, self.cfg.dcase.context)  # (B, windows, context * n_mels)
         with self.rt.autocast():
-            err = (self.network(v).float() - v).pow(2).mean(-1)
-        return err.mean(-1)
+            return (self.network(v).float() - v).pow(2).mean(-1).mean(-1)
 
 
-DETECTORS: dict[str, type[Detector]] = {
-    cls.name: cls for cls in (KnnDetector, MahalanobisDetector, VICRegTermsDetector, AutoencoderDetector,
-                              DcaseDetector)
-}
+CHECKPOINT_SECONDS = 30.0  # the reconstructors' training checkpoints at most this often
+
+
+def build_reconstructor(kind: str, shape: Sequence[int], ae: AutoencoderConfig, dcase: DcaseConfig) -> nn.Module:
+    """An untrained reconstruction network for inputs of ``shape`` (one input's ``(C, H, W)``): ``kind``
+    ``"autoencoder"``, a convolutional autoencoder over ``(3, S, S)`` images or ``(1, n_mels, frames)`` spectrograms;
+    ``"dcase"``, the DCASE baseline over spectrograms."""
+    c, h, w = shape
+    if kind == "dcase":
+        if c != 1:
+            raise ViclabError("the dcase_ae detector reconstructs log-mel frames of sound; give sound clips, or use "
+                              "the autoencoder detector for images")
+        if w < dcase.context:
+            raise ViclabError(f"the clips' spectrograms have {w} frames, fewer than dcase.context={dcase.context}; use "
+                              "longer clips (sound.clip_seconds) or a smaller dcase.context")
+        return DenseAutoencoder(dcase.context * h, dcase.hidden, dcase.bottleneck, dcase.depth)
+    if c == 1:
+        factor = 2 ** len(ae.widths)
+        if h % factor:
+            raise ViclabError(f"the spectrograms have {h} mel bands, not a multiple of 2**len(autoencoder.widths) = "
+                              f"{factor}; use sound.n_mels={max(factor, h // factor * factor)} or fewer widths")
+        return SpecAutoencoder(h, w, ae.widths, ae.latent)
+    if h != w:
+        raise ValueError(f"images must be square, got {h}x{w}")
+    return build_autoencoder(h, ae.widths, ae.latent)[0]
+
+
+def _train(run_dir: Path, cfg: AutoencoderConfig | DcaseConfig, section: str, model: nn.Module, inputs: Tensor, loss,
+           opt, rt: Runtime, ctx: Context, modality: str) -> nn.Module:
+    """Train ``model`` to reconstruct ``inputs[idx]`` (of ``modality``) from itself, in the run folder ``run_dir``."""
+    run = RunFolder.open(run_dir, cfg, "auto")
+    ckpt = read_checkpoint(run, model)
+    model.to(rt.device)
+    data = inputs.to(rt.device)
+    if ckpt is None:
+        fit_standardizers(model, data)
+    if data.dim() == 4:
+        model.to(memory_format=torch.channels_last)
+    objective = Objective(module=model, loss=lambda out, b: (loss(b[0], out),), terms=("loss",), model=model,
+                          optimizers=[opt], fix=f"start again with a lower {section}.lr")
+
+    def batches(_started: bool):
+        return lambda idx, _gen: (channels_last(unit_float(data[idx], modality)) if data.dim() == 4 else data[idx],)
+
+    fit(run, objective, batches, n=len(data), batch_size=min(cfg.batch_size, len(data)), epochs=cfg.epochs,
+        seed=cfg.seed, rt=rt, ckpt=ckpt, checkpoint_seconds=CHECKPOINT_SECONDS, ctx=ctx, epoch_lines=False)
+    return model.eval()
+
+
+def train_autoencoder(cfg: AutoencoderConfig, inputs: Tensor, run_dir: Path, rt: Runtime,
+                      ctx: Context = DEFAULT_CONTEXT, *, modality: str) -> nn.Module:
+    """Train the convolutional autoencoder on normal inputs of ``modality`` in the run folder ``run_dir``,
+    continuing it if it holds this run: ``(N, 3, S, S)`` uint8 images (MSE on pixels in [0, 1]) or
+    ``(N, 1, n_mels, frames)`` spectrograms (MSE in dB, standardised inside the network).
+
+    The caller keys the run folder to the inputs (a detector folder records their fingerprint).
+    """
+    torch.manual_seed(cfg.seed)
+    model = build_reconstructor("autoencoder", inputs.shape[1:], cfg, DcaseConfig())
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return _train(run_dir, cfg, "autoencoder", model, inputs, reconstruction_loss, opt, rt, ctx, modality)
+
+
+def train_dcase(cfg: DcaseConfig, spectrograms: Tensor, run_dir: Path, rt: Runtime,
+                ctx: Context = DEFAULT_CONTEXT) -> nn.Module:
+    """Train the DCASE 2020 baseline on every window of ``cfg.context`` frames of the normal clips'
+    ``(N, 1, n_mels, frames)`` log-mel spectrograms (Adam, MSE), in the run folder ``run_dir``."""
+    torch.manual_seed(cfg.seed)
+    model = build_reconstructor("dcase", spectrograms.shape[1:], AutoencoderConfig(), cfg)
+    vectors = stack_frames(spectrograms, cfg.context).flatten(0, 1).contiguous()  # (N * windows, context * n_mels)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    mse = lambda x, x_hat: (x.float() - x_hat.float()).pow(2).mean()
+    return _train(run_dir, cfg, "dcase", model, vectors, mse, opt, rt, ctx, "spectrogram")
+
+
+DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
+    KnnDetector, MahalanobisDetector, VICRegTermsDetector, AutoencoderDetector, DcaseDetector)}

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from viclab.config import Config, DetectConfig
-from viclab.core.context import DEFAULT_CONTEXT, Context
+from viclab.core.context import DEFAULT_CONTEXT, QUIET, Context
 from viclab.core.metrics import auroc_interval
 from viclab.detect import compare
 from viclab.detect.data import TestSet
@@ -56,21 +56,16 @@ def machine_sounds(base: DetectConfig, machines: Sequence[str], folder: Path, ct
         test = ev["test"]
         ids = machine_ids(test)
         per_id = {n: compare.by_group(ids, test.labels, scores) for n, scores in ev["scores"].items()}
-        return {
-            "ids": sorted(set(ids)), "per_id": per_id, "all": _with_intervals(ev),
-            "mean_id_auroc": {n: float(np.mean([m["auroc"] for m in v.values()])) for n, v in per_id.items()},
-            "mean_id_pauc": {n: float(np.mean([m["pauc"] for m in v.values()])) for n, v in per_id.items()},
-            "test": compare.label_counts(test.labels),
-            "fit_seconds": {n: m["fit_seconds"] for n, m in ev["metrics"].items()},
-            "score_seconds": {n: m["score_seconds"] for n, m in ev["metrics"].items()},
-        }
+        return {"ids": sorted(set(ids)), "per_id": per_id, "all": _with_intervals(ev),
+                "mean_id_auroc": {n: float(np.mean([m["auroc"] for m in v.values()])) for n, v in per_id.items()},
+                "mean_id_pauc": {n: float(np.mean([m["pauc"] for m in v.values()])) for n, v in per_id.items()},
+                "test": compare.label_counts(test.labels),
+                "fit_seconds": {n: m["fit_seconds"] for n, m in ev["metrics"].items()},
+                "score_seconds": {n: m["score_seconds"] for n, m in ev["metrics"].items()}}
 
-    def config(machine: str) -> DetectConfig:
-        return _with_sound(dataclasses.replace(base, data=dataclasses.replace(base.data, normal_classes=("normal",))),
-                           machines=(machine,))
-
+    normal = dataclasses.replace(base, data=dataclasses.replace(base.data, normal_classes=("normal",)))
     return compare.fit_every_detector(
-        ((m, config(m), folder / m) for m in machines), summarise,
+        ((m, _with_sound(normal, machines=(m,)), folder / m) for m in machines), summarise,
         lambda m, r: f"{m}: " + "  ".join(f"{n} {v:.3f}" for n, v in r["mean_id_auroc"].items())
         + f"  ({r['seconds']:.0f}s)", ctx, on_machine)
 
@@ -101,48 +96,44 @@ def held_out_speaker(base: DetectConfig, speaker: str, speakers: Sequence[str], 
         [(speaker, cfg, folder)],
         lambda _, ev: {"speaker": speaker, "normal_speakers": list(normal), "metrics": _with_intervals(ev),
                        "test": compare.label_counts(ev["test"].labels)},
-        lambda _, r: f"held-out speaker {speaker}: " + "  ".join(f"{n} {m['auroc']:.3f}"
-                                                                 for n, m in r["metrics"].items()),
-        ctx)[speaker]
+        lambda _, r: f"held-out speaker {speaker}: "
+        + "  ".join(f"{n} {m['auroc']:.3f}" for n, m in r["metrics"].items()), ctx)[speaker]
 
 
-def _probe(source: Source, data_dir: str | None) -> tuple[dict[str, Any], Representations, Representations]:
+def _probe(source: Source) -> tuple[dict[str, Any], Representations, Representations]:
     """A linear probe on ``source``'s FSDD train -> test representations: ``({top1, top5, seconds}, train, test)``."""
     t0 = time.perf_counter()
-    train, test = (representations(source, split, "fsdd", data_dir) for split in ("train", "test"))
+    ctx = dataclasses.replace(QUIET, data_dir=source.config.data.data_dir)
+    train, test = (representations(source, split, "fsdd", ctx=ctx) for split in ("train", "test"))
     result = linear_probe(train.features, train.labels, test.features, test.labels)
     return {"top1": result.top1, "top5": result.top5, "seconds": time.perf_counter() - t0}, train, test
 
 
 def probe_digits(recipe: Config, held_out: Sequence[str], folder: Path,
                  ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
-    """Sound classification on FSDD digits, speakers held out: VICReg trained on the other speakers'
-    clips (``recipe``), then a linear probe trained on their representations and tested on the held-out
-    speakers' clips; the same probe on a random-init encoder (its input standardisation fitted on
-    the training clips) as the floor.
+    """Sound classification on FSDD digits, speakers held out: VICReg trained on the other speakers' clips
+    (``recipe``), then a linear probe trained on their representations and tested on the held-out speakers' clips;
+    the same probe on a random-init encoder (its input standardisation fitted on the training clips) as the floor.
 
     Returns:
         ``{"vicreg": {top1, top5}, "random": {top1, top5}, "train_clips", "test_clips", "seconds": {...}}``.
     """
-    cfg = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, dataset="fsdd"),
-                              sound=dataclasses.replace(recipe.sound, split="speaker", test_speakers=tuple(held_out),
-                                                        label="class"))
+    sound = dataclasses.replace(recipe.sound, split="speaker", test_speakers=tuple(held_out), label="class")
+    cfg = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, dataset="fsdd"), sound=sound)
     t0 = time.perf_counter()
     run = folder / "vicreg"
     if not (run / "encoder.safetensors").exists():
         train(cfg, run, resume=(run / "config.json").exists(), ctx=ctx)
     t_train = time.perf_counter() - t0
     out: dict[str, Any] = {"held_out_speakers": list(held_out)}
-    data_dir = cfg.data.data_dir
-    # Both encoders read the clips through this probe's sound settings (the held-out speakers).
-    out["vicreg"], train_reps, test_reps = _probe(dataclasses.replace(load_source(run), config=cfg), data_dir)
+    # Both encoders read the clips (from its data root) through this probe's sound settings (the held-out speakers).
+    out["vicreg"], train_reps, test_reps = _probe(dataclasses.replace(load_source(run), config=cfg))
     floor = load_source(f"random:{cfg.model.backbone}", seed=cfg.train.seed)
     fit_standardizers(floor.module, train_reps.data.images)  # the floor sees standardised spectrograms too
     # Keyed by its fitted state: the standardisation is part of what it computes.
-    out["random"], _, _ = _probe(dataclasses.replace(floor, config=cfg, weights_sha256=state_sha256(floor.module)),
-                                 data_dir)
+    out["random"], _, _ = _probe(dataclasses.replace(floor, config=cfg, weights_sha256=state_sha256(floor.module)))
     out["train_clips"], out["test_clips"] = len(train_reps.labels), len(test_reps.labels)
     out["train_seconds"] = t_train
     ctx.echo(f"FSDD digits, speakers {', '.join(held_out)} held out: linear probe top-1 VICReg "
-         f"{out['vicreg']['top1']:.1%} vs random init {out['random']['top1']:.1%}")
+             f"{out['vicreg']['top1']:.1%} vs random init {out['random']['top1']:.1%}")
     return out

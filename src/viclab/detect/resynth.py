@@ -15,8 +15,9 @@ from viclab.config import ResynthConfig, SoundConfig
 from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.errors import ViclabError
 from viclab.core.io import atomic_write_text, check_writable_dir
-from viclab.data.wav import cut, decode, write_wav
+from viclab.data.sounds import cut, decode, write_wav
 from viclab.detect import Detector, load_detector
+from viclab.detect.detectors import channels_last
 from viclab.models import ConvAutoencoder, stack_frames
 from viclab.plot.figures import spectrogram_panels_png
 from viclab.signal import (
@@ -45,16 +46,13 @@ def unstack_frames(vectors: Tensor, context: int, n_mels: int) -> Tensor:
 
 @torch.no_grad()
 def reconstruct(det: Detector, logmel: Tensor) -> Tensor:
-    """A reconstruction detector's output for ``(1, 1, n_mels, frames)`` log-mel (dB), same shape."""
+    """An autoencoder or dcase_ae detector's output for ``(1, 1, n_mels, frames)`` log-mel (dB), same shape."""
     x = logmel.to(det.rt.device)
     if det.network_kind == "autoencoder":
-        return det.network(x.contiguous(memory_format=torch.channels_last)).float().cpu().contiguous()
-    if det.network_kind == "dcase":
-        context = det.cfg.dcase.context
-        out = det.network(stack_frames(x, context)[0]).float().cpu()
-        return unstack_frames(out, context, x.shape[2])[None, None]
-    raise ViclabError(f"a {det.cfg.detector} detector does not reconstruct its input; give an autoencoder or "
-                      "dcase_ae detector folder, or none")
+        return det.network(channels_last(x)).float().cpu().contiguous()
+    context = det.cfg.dcase.context
+    out = det.network(stack_frames(x, context)[0]).float().cpu()
+    return unstack_frames(out, context, x.shape[2])[None, None]
 
 
 def _check_clip(wave: np.ndarray, clip: str | Path, cfg: SoundConfig, max_seconds: float) -> None:
@@ -69,16 +67,6 @@ def _check_clip(wave: np.ndarray, clip: str | Path, cfg: SoundConfig, max_second
                           "second of work per second of audio); cut the clip, or raise --max-seconds")
     if not wave.any():  # spectral convergence divides by the original's magnitude
         raise ViclabError(f"{clip} is silent (every sample is 0); give a clip with sound in it")
-
-
-def _json(result: dict[str, Any], clip: str | Path) -> str:
-    """``result`` as strict JSON (no bare NaN or Infinity), refused before anything is written."""
-    try:
-        return json.dumps(result, indent=2, allow_nan=False) + "\n"
-    except ValueError:
-        raise ViclabError(f"resynthesising {clip} gave a measure that is not a finite number "
-                          f"({result['vs_original']}, {result['vs_given_magnitude']}): the magnitude Griffin-Lim "
-                          "was given is silent; give another clip or detector") from None
 
 
 def _detector(folder: str | Path) -> Detector:
@@ -109,14 +97,13 @@ def resynthesise(clip: str | Path, out: str | Path, detector: str | Path | None 
                  max_seconds: float = ResynthConfig.max_seconds, ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
     """Turn a clip's log-mel spectrogram (or a detector's reconstruction of it) back into sound.
 
-    Without ``detector``, the clip at ``sound``'s rate and features (default: the DCASE settings);
-    with one, the clip as the detector sees it (its ``sound`` settings, its clip length) and its
-    reconstruction. Writes into ``out``: ``original.wav`` (the analysed clip at the analysis rate),
-    ``resynth.wav``, ``spectrograms.png`` (original, reconstruction if any, and the resynthesised
-    audio's log-mel side by side) and ``resynth.json`` (:func:`_measures`). They measure Griffin-Lim's
-    output itself: a wave louder than full scale is scaled down (``scaled_by``) only in ``resynth.wav``.
-    Clips shorter than one analysis window (``n_fft`` samples), silent, or longer than
-    ``max_seconds`` are refused before anything is written.
+    Without ``detector``, the clip at ``sound``'s rate and features (default: the DCASE settings); with one, the
+    clip as the detector sees it (its ``sound`` settings, its clip length) and its reconstruction. Writes into
+    ``out``: ``original.wav`` (the analysed clip at the analysis rate), ``resynth.wav``, ``spectrograms.png``
+    (original, reconstruction if any, and the resynthesised audio's log-mel side by side) and ``resynth.json``
+    (:func:`_measures` of Griffin-Lim's output itself: a wave louder than full scale is scaled down, ``scaled_by``,
+    only in ``resynth.wav``). Clips shorter than ``n_fft`` samples, silent, or longer than ``max_seconds`` are
+    refused before anything is written.
 
     Returns:
         The contents of ``resynth.json``.
@@ -144,7 +131,12 @@ def resynthesise(clip: str | Path, out: str | Path, detector: str | Path | None 
     result = {"clip": str(clip), "detector": str(detector) if detector else None, "rate": cfg.rate,
               "seconds": len(wave) / cfg.rate, "iterations": n_iter, "momentum": momentum, "seed": seed,
               "scaled_by": gain, **_measures(wave, y, target, frontend, cfg)}
-    text = _json(result, clip)
+    try:  # strict JSON (no bare NaN or Infinity), refused before anything is written
+        text = json.dumps(result, indent=2, allow_nan=False) + "\n"
+    except ValueError:
+        raise ViclabError(f"resynthesising {clip} gave a measure that is not a finite number "
+                          f"({result['vs_original']}, {result['vs_given_magnitude']}): the magnitude Griffin-Lim "
+                          "was given is silent; give another clip or detector") from None
     write_wav(out / "original.wav", wave, cfg.rate)
     write_wav(out / "resynth.wav", y * gain, cfg.rate)
     panels = [("original", logmel[0])] + ([(f"{det.cfg.detector} reconstruction", target[0])] if det else [])

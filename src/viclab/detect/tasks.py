@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import shutil
 import time
@@ -13,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from viclab.config import DetectDataConfig, MonitorConfig
+from viclab.config import MonitorConfig
 from viclab.config.detect import TERMS
 from viclab.core.context import DEFAULT_CONTEXT, QUIET, Context
 from viclab.core.errors import ViclabError
@@ -22,27 +24,23 @@ from viclab.core.metrics import auroc_interval, detection_metrics, rates_at
 from viclab.detect.api import calibrated_threshold, check_data, load_detector, noun
 from viclab.detect.compare import by_group
 from viclab.detect.data import ANOMALOUS, NORMAL, TestSet, load_test
-from viclab.detect.detectors import Detector
+from viclab.detect.detectors import Detector, channels_last
 from viclab.losses import VICRegLoss
 from viclab.plot import figures
 from viclab.views import view_maker
 
 
-def _same_data(folders: Sequence[Path], detectors: Sequence[Detector]) -> None:
-    """Several detectors are compared on one test set only if they were fitted on the same normal images."""
-    def key(d: Detector) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(d.cfg.data).items() if k != "data_dir"}
-
+def _test_sets(folders: Sequence[str | Path], detectors: Sequence[Detector], abnormal: str | None,
+               anomalies: str | None, ctx: Context) -> list[TestSet]:
+    """Each detector's test set: the first detector's files (from ``ctx.data_dir`` if given), decoded (once per
+    distinct setting) with that detector's own ``sound`` settings: a detector scores only the features it was fitted
+    on (32 mel bands are not 64). Detectors are compared only if they were fitted on the same normal data."""
+    data_cfg = detectors[0].cfg.data
     for f, d in zip(folders[1:], detectors[1:]):
-        if key(d) != key(detectors[0]):
-            raise ViclabError(f"{f} was fitted on other normal data than {folders[0]}; score them separately")
-
-
-def _test_sets(folders: Sequence[str | Path], detectors: Sequence[Detector], data_cfg: DetectDataConfig,
-               abnormal: str | None, anomalies: str | None) -> list[TestSet]:
-    """Each detector's test set: the same files, decoded with that detector's own ``sound`` settings
-    (a detector scores only the features it was fitted on: 32 mel bands are not 64). Loaded once per
-    distinct setting."""
+        if dataclasses.replace(d.cfg.data, data_dir=None) != dataclasses.replace(data_cfg, data_dir=None):
+            raise ViclabError(f"{Path(f)} was fitted on other normal data than {Path(folders[0])}; score them "
+                              "separately")
+    data_cfg = dataclasses.replace(data_cfg, data_dir=ctx.data_dir) if ctx.data_dir else data_cfg
     loaded: dict[str, TestSet] = {}
     out = []
     for f, det in zip(folders, detectors):
@@ -52,9 +50,8 @@ def _test_sets(folders: Sequence[str | Path], detectors: Sequence[Detector], dat
         if key not in loaded:
             loaded[key] = load_test(data_cfg, abnormal, anomalies, sound)
         out.append(loaded[key])
-    first = out[0]
     for f, test in zip(folders[1:], out[1:]):
-        if list(test.files) != list(first.files) or not np.array_equal(test.labels, first.labels):
+        if list(test.files) != list(out[0].files) or not np.array_equal(test.labels, out[0].labels):
             raise ViclabError(f"{f} decodes the test data into other items than {folders[0]} (different clip "
                               "length or windows); score them separately")
     return out
@@ -62,22 +59,17 @@ def _test_sets(folders: Sequence[str | Path], detectors: Sequence[Detector], dat
 
 def _csv(test: TestSet, names: list[str], scores: list[dict[str, np.ndarray]], flags: list[np.ndarray | None]) -> str:
     """One row per test item, with the file it came from; quoted where a path or name holds a comma."""
-    import csv
-    import io
-
     groups = test.groups
     cols = ["index", "file", "origin", "label"] + (["group"] if groups is not None else [])
     for name, s in zip(names, scores):
-        cols += [f"{name}:{k}" for k in s]
-        cols.append(f"{name}:flagged")
+        cols += [f"{name}:{k}" for k in s] + [f"{name}:flagged"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
     for i in range(len(test.labels)):
         row = [str(i), test.files[i], test.origin[i], str(test.labels[i])] + ([groups[i]] if groups is not None else [])
         for s, f in zip(scores, flags):
-            row += [f"{v[i]:.7g}" for v in s.values()]
-            row.append("" if f is None else str(int(f[i])))
+            row += [f"{v[i]:.7g}" for v in s.values()] + ["" if f is None else str(int(f[i]))]
         w.writerow(row)
     return buf.getvalue()
 
@@ -101,14 +93,6 @@ def _per_group(test: TestSet, s: np.ndarray) -> dict[str, Any] | None:
             "mean_pauc": float(np.mean([m["pauc"] for m in groups.values()]))}
 
 
-def _line(name: str, det: Detector, m: dict[str, Any], at: dict[str, Any] | None, threshold: float | None,
-          seconds: float) -> str:
-    lo, hi = m["auroc_interval"]
-    return (f"{name} ({det.cfg.detector}): AUROC {m['auroc']:.4f} [95% {lo:.3f}, {hi:.3f}]  AUPR {m['aupr']:.4f}  "
-            f"pAUC {m['pauc']:.4f}" + (f"  | at threshold {threshold:.4g}: TPR {at['tpr']:.3f} FPR {at['fpr']:.3f}"
-                                       if at else "") + f"  ({seconds:.1f}s)")
-
-
 def _caption(test: TestSet, i: int, score: float) -> str:
     """A short caption: the file's name (not its path, which would overprint its neighbours) and the score."""
     name = Path(test.files[i]).name
@@ -124,37 +108,39 @@ def _score_one(name: str, det: Detector, summary: dict[str, Any], test: TestSet,
     scores = det.score(test.data.images, ctx)
     seconds = time.perf_counter() - t0
     s, labels = scores["score"], test.labels
-    metrics = _with_interval(labels, s)
+    m = _with_interval(labels, s)
     threshold = summary.get("threshold")
     at = rates_at(labels, s, threshold) if threshold is not None else None
+    per_group = _per_group(test, s)
     result = {"detector": det.cfg.detector, "score": det.cfg.score if det.cfg.detector == "vicreg_terms"
-              else det.cfg.detector, **metrics, "threshold": threshold,
+              else det.cfg.detector, **m, "threshold": threshold,
               "threshold_fpr": summary.get("threshold_fpr"), "at_threshold": at, "seconds": seconds,
               "per_quantity": {k: detection_metrics(labels, v) for k, v in scores.items() if k != "score"},
-              "per_group": _per_group(test, s)}
-    ctx.echo(_line(name, det, metrics, at, threshold, seconds))
-    if result["per_group"]:
-        ctx.echo("  per group: " + "; ".join(f"{g} AUROC {m['auroc']:.3f} [{m['auroc_interval'][0]:.2f}, "
-                                             f"{m['auroc_interval'][1]:.2f}] pAUC {m['pauc']:.3f}"
-                                             for g, m in result["per_group"]["groups"].items())
-                 + f"; mean AUROC {result['per_group']['mean_auroc']:.3f}")
+              "per_group": per_group}
+    at_line = f"  | at threshold {threshold:.4g}: TPR {at['tpr']:.3f} FPR {at['fpr']:.3f}" if at else ""
+    ctx.echo(f"{name} ({det.cfg.detector}): AUROC {m['auroc']:.4f} [95% {m['auroc_interval'][0]:.3f}, "
+             f"{m['auroc_interval'][1]:.3f}]  AUPR {m['aupr']:.4f}  pAUC {m['pauc']:.4f}{at_line}  ({seconds:.1f}s)")
+    if per_group:
+        ctx.echo("  per group: " + "; ".join(f"{g} AUROC {v['auroc']:.3f} [{v['auroc_interval'][0]:.2f}, "
+                                             f"{v['auroc_interval'][1]:.2f}] pAUC {v['pauc']:.3f}"
+                                             for g, v in per_group["groups"].items())
+                 + f"; mean AUROC {per_group['mean_auroc']:.3f}")
     return result, scores, (s > threshold if threshold is not None else None)
 
 
 def run_score(folders: Sequence[str | Path], out: str | Path, abnormal: str | None = None,
-              anomalies: str | None = None, data_dir: str | None = None, top: int = 16, fpr: float | None = None,
+              anomalies: str | None = None, top: int = 16, fpr: float | None = None,
               ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
     """Score the test set of one or several fitted detectors and write the evaluation.
 
-    The test set is the first detector's (its normal test items and anomalies), with ``abnormal``
-    (a folder) or ``anomalies`` (a dataset) replacing its own; each detector decodes it with its own
-    sound settings. Writes into ``out``: ``scores.csv`` (every item: its file, origin, label, group
-    (machine ID) when the items carry one, each detector's quantities and its flag at its
-    threshold), ``metrics.json`` (AUROC with its 95% bootstrap interval, AUPR, pAUC at FPR <= 0.1,
-    the same per group, and the rates at the threshold calibrated on held-out normal items),
-    ``roc_pr.png``, ``hist-<name>.png`` and ``top_anomalies.png`` (the ``top`` highest-scoring test
-    items per detector). ``fpr``: calibrate each threshold at this false-positive rate on its
-    held-out normal items instead of the one chosen at fit time (``detect.fpr``).
+    The test set is the first detector's (its normal test items and anomalies), with ``abnormal`` (a folder) or
+    ``anomalies`` (a dataset) replacing its own; each detector decodes it with its own sound settings. Writes into
+    ``out``: ``scores.csv`` (every item: its file, origin, label, group (machine ID) when the items carry one, each
+    detector's quantities and its flag at its threshold), ``metrics.json`` (AUROC with its 95% bootstrap interval,
+    AUPR, pAUC at FPR <= 0.1, the same per group, and the rates at the threshold calibrated on held-out normal
+    items), ``roc_pr.png``, ``hist-<name>.png`` and ``top_anomalies.png`` (the ``top`` highest-scoring test items per
+    detector). ``fpr``: calibrate each threshold at this false-positive rate on its held-out normal items instead of
+    the one chosen at fit time (``detect.fpr``). ``ctx.data_dir``: the data root, instead of the first detector's.
     """
     if not folders:
         raise ViclabError("detect score needs at least one detector folder")
@@ -164,11 +150,7 @@ def run_score(folders: Sequence[str | Path], out: str | Path, abnormal: str | No
         loaded = [(d, {**summary, "threshold": calibrated_threshold(f, fpr), "threshold_fpr": fpr})
                   for f, (d, summary) in zip(folders, loaded)]
     detectors = [d for d, _ in loaded]
-    _same_data([Path(f) for f in folders], detectors)
-    data_cfg = detectors[0].cfg.data
-    if data_dir:
-        data_cfg = dataclasses.replace(data_cfg, data_dir=data_dir)
-    tests = _test_sets(folders, detectors, data_cfg, abnormal, anomalies)
+    tests = _test_sets(folders, detectors, abnormal, anomalies, ctx)
     test, labels = tests[0], tests[0].labels
     unit = noun(test.data)
     names = [Path(f).name or str(f) for f in folders]
@@ -188,8 +170,8 @@ def run_score(folders: Sequence[str | Path], out: str | Path, abnormal: str | No
     figures.top_anomalies_png(rows, top, f"the {min(top, len(labels))} most anomalous test {unit} per detector "
                               "(file, score)", out / "top_anomalies.png", test.data.modality)
     atomic_write_text(out / "scores.csv", _csv(test, names, all_scores, flags))
-    payload = {"test": {"normal": n0, "anomalous": n1, "abnormal": abnormal or data_cfg.abnormal,
-                        "anomalies": anomalies or data_cfg.anomalies}, "detectors": results}
+    payload = {"test": {"normal": n0, "anomalous": n1, "abnormal": abnormal or detectors[0].cfg.data.abnormal,
+                        "anomalies": anomalies or detectors[0].cfg.data.anomalies}, "detectors": results}
     atomic_write_text(out / "metrics.json", json.dumps(payload, indent=2) + "\n")
     ctx.echo(f"-> {out / 'scores.csv'}, {out / 'metrics.json'}, {out / 'roc_pr.png'}, {out / 'top_anomalies.png'}")
     return payload
@@ -214,8 +196,7 @@ def batch_terms(det: Detector, batches: Sequence[torch.Tensor], seed: int = 0,
 
     Args:
         det: a ``vicreg_terms`` detector.
-        batches: ``(B, 3, S, S)`` uint8 images (or ``(B, 1, n_mels, T)`` spectrograms) each; two
-            augmented views per image.
+        batches: ``(B, 3, S, S)`` uint8 images (or ``(B, 1, n_mels, T)`` spectrograms) each; two views per image.
 
     Returns:
         ``{"invariance", "variance", "covariance"}`` -> ``(T,)`` per batch.
@@ -228,8 +209,7 @@ def batch_terms(det: Detector, batches: Sequence[torch.Tensor], seed: int = 0,
     for x in tqdm(batches, desc="monitor", disable=not ctx.progress, leave=False, dynamic_ncols=True):
         v1, v2 = view_maker(det.modality, det.recipe).pair(x.to(det.rt.device), gen)
         with det.rt.autocast():
-            z1, z2 = det.network(v1.contiguous(memory_format=torch.channels_last)), \
-                det.network(v2.contiguous(memory_format=torch.channels_last))
+            z1, z2 = det.network(channels_last(v1)), det.network(channels_last(v2))
         terms = loss(z1, z2)
         for k in TERMS:
             out[k].append(float(getattr(terms, k)))
@@ -250,8 +230,7 @@ def _stream(test: TestSet, flags: list[bool], batch_size: int, seed: int) -> lis
     for anomalous in flags:
         q = queues[anomalous]
         if len(q) < batch_size:  # refill with the images not left over, so no batch holds one image twice
-            rest = np.setdiff1d(pools[anomalous], q)
-            q = np.concatenate([q, rng.permutation(rest)])
+            q = np.concatenate([q, rng.permutation(np.setdiff1d(pools[anomalous], q))])
         batches.append(test.data.images[torch.from_numpy(q[:batch_size])])
         queues[anomalous] = q[batch_size:]
     return batches
@@ -274,15 +253,14 @@ def _write_monitor(out: Path, terms: dict[str, np.ndarray], mask: np.ndarray, ti
 
 def run_monitor(folder: str | Path, out: str | Path, stream: str = MonitorConfig.stream,
                 batch_size: int = MonitorConfig.batch_size, abnormal: str | None = None, anomalies: str | None = None,
-                data_dir: str | None = None, seed: int = MonitorConfig.seed,
-                ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
+                seed: int = MonitorConfig.seed, ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
     """Feed a stream of batches to a ``vicreg_terms`` detector and record the three terms per batch.
 
     Each batch holds ``batch_size`` test images, all normal or all anomalous as ``stream`` says,
     drawn without replacement (seeded) from the detector's test set (cycling when a kind runs
     out). Writes ``monitor.csv``, ``monitor.json`` (the terms, and each term's mean on normal and
     on anomalous batches), ``monitor.png`` with the anomalous stretches shaded, and the terms to
-    TensorBoard (``tb/``).
+    TensorBoard (``tb/``). ``ctx.data_dir``: the data root, instead of the detector's.
     """
     flags = parse_stream(stream)
     if batch_size < 2:
@@ -294,9 +272,7 @@ def run_monitor(folder: str | Path, out: str | Path, stream: str = MonitorConfig
         raise ViclabError(f"{folder} is a {det.cfg.detector} detector; the monitor plots VICReg's terms, so give a "
                           "vicreg_terms detector folder")
     out = check_writable_dir(Path(out), "output folder")
-    data_cfg = dataclasses.replace(det.cfg.data, data_dir=data_dir) if data_dir else det.cfg.data
-    check_data(folder, data_cfg, det.cfg.recipe.sound)
-    test = load_test(data_cfg, abnormal, anomalies, det.cfg.recipe.sound)
+    test = _test_sets([folder], [det], abnormal, anomalies, ctx)[0]
     terms = batch_terms(det, _stream(test, flags, batch_size, seed), seed, ctx)
     mask = np.array(flags)
 

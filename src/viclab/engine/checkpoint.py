@@ -18,21 +18,14 @@ from viclab.core.io import atomic_write
 FOREIGN_CHECKPOINT = "it was written by a run of another config; delete it to restart the run from its beginning"
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomically write ``state`` (model, optimiser, scheduler, RNG states, epoch, step, config)."""
-    atomic_write(path, lambda p: torch.save(state, p))
-
-
-def load_checkpoint(path: Path, map_location: torch.device | str = "cpu",
-                    keys: tuple[str, ...] = ("config", "epoch", "step", "model")) -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` (no code in it can run).
+def load_checkpoint(path: Path, keys: tuple[str, ...] = ("config", "epoch", "step", "model")) -> dict[str, Any]:
+    """Read a checkpoint onto the CPU with ``weights_only=True`` (no code in it can run).
 
     Raises:
-        ViclabError: the file is absent, unreadable, or lacks ``keys`` (never with torch's advice to
-            load with ``weights_only=False``: a damaged or foreign file is not trusted with code).
+        ViclabError: the file is absent, unreadable, or lacks ``keys`` (never advising ``weights_only=False``).
     """
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ViclabError(f"no checkpoint at {path}: the run never finished an epoch; start it again") from None
     except Exception as e:  # damaged bytes raise anything from UnpicklingError to RuntimeError
@@ -66,8 +59,7 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, int, Config]:
     """Rebuild an encoder from ``encoder.safetensors``; returns ``(module, feature_dim, config)``.
 
     Raises:
-        ViclabError: the file is unreadable, has no viclab config, holds tensors that do
-            not fit the configured backbone, or holds non-finite weights.
+        ViclabError: the file is unreadable, has no viclab config, or holds non-finite weights or ones that do not fit.
     """
     from safetensors.torch import load_file, safe_open
 
@@ -101,8 +93,7 @@ def load_encoder(path: str | Path) -> tuple[nn.Module, int, Config]:
 
 
 def _unreadable_reason(e: BaseException) -> str:
-    """Why torch or safetensors could not read a file, in our words (never torch's ``weights_only=False``
-    advice, never its terminal colour codes)."""
+    """Why torch or safetensors could not read a file, without torch's ``weights_only=False`` advice or colours."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
     refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if refused:
@@ -120,15 +111,12 @@ _NESTED = ("state_dict", "model", "teacher", "student")
 
 
 def load_pretrained(backbone: str, path: str | Path) -> tuple[nn.Module, int, int]:
-    """A published backbone checkpoint (``.pth``/``.pt`` state dict or ``.safetensors``) as an encoder.
-
-    For example facebookresearch/vicreg's ``resnet50.pth`` as ``resnet50``, or DINO's
-    ``dino_deitsmall16_pretrain.pth`` as ``vit_small`` (a ViT is rebuilt with the checkpoint's patch
-    size, image size and depth). Read with ``weights_only=True``: no code in the file can run.
+    """A published backbone checkpoint (``.pth``/``.pt`` state dict or ``.safetensors``) as an encoder, e.g.
+    VICReg's ``resnet50.pth`` as ``resnet50``, or DINO's ``dino_deitsmall16_pretrain.pth`` as ``vit_small`` (a ViT
+    is rebuilt with the checkpoint's patch size, image size and depth). Read with ``weights_only=True``.
 
     Returns:
-        ``(module, feature_dim, image_size)``: the image side the weights were trained at (224 for a
-        ResNet-50; a ViT's patch grid times its patch size).
+        ``(module, feature_dim, image_size)``: the side it was trained at (224, or a ViT's grid x patch size).
 
     Raises:
         ViclabError: the file is absent or unreadable, or its tensors do not fit ``backbone``.

@@ -1,17 +1,13 @@
 """The one training loop: every objective and every batch source plugs into :func:`fit`.
 
-An :class:`Objective` says what is optimised (VICReg on two views, VICReg on free latent
-codes, an autoencoder's reconstruction); a :data:`BatchSource` says what each step sees
-(augmented views, neighbour pairs, graph pairs). The engine alone owns the rest: device
-and precision, optimisers and schedule, per-batch and per-epoch logging (JSONL and
-TensorBoard), progress, checkpoints, exact resume, the non-finite guard, and data
-parallelism under torchrun.
+An :class:`Objective` says what is optimised (VICReg on two views or free latent codes, an autoencoder's
+reconstruction), a :data:`BatchSource` what each step sees (augmented views, neighbour pairs). The engine owns
+the rest: device, precision, schedule, logs (JSONL, TensorBoard), progress, checkpoints, exact resume, the
+non-finite guard, data parallelism.
 
-Data parallelism: a global batch is ``batch_size x world`` images. Rank 0 draws one
-permutation per epoch and every rank is dealt its ``batch_size`` slice of each global
-batch, from which it makes its inputs with its own generator stream; DDP averages the
-gradients. In one process this is exactly a plain loop (rank 0's stream is the run's).
-"""
+Under torchrun a global batch is ``batch_size x world`` images: rank 0 draws one permutation per epoch,
+every rank makes the inputs of its slice with its own generator stream and DDP averages the gradients.
+In one process this is exactly a plain loop (rank 0's stream is the run's)."""
 
 from __future__ import annotations
 
@@ -29,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.errors import ViclabError
+from viclab.core.io import atomic_write
 from viclab.core.runtime import (
     Runtime,
     broadcast_,
@@ -40,7 +37,7 @@ from viclab.core.runtime import (
     mean_over_ranks,
 )
 from viclab.engine import rundir
-from viclab.engine.checkpoint import FOREIGN_CHECKPOINT, load_checkpoint, load_state, save_checkpoint
+from viclab.engine.checkpoint import FOREIGN_CHECKPOINT, load_checkpoint, load_state
 from viclab.engine.rundir import RunFolder
 from viclab.losses import VICRegTerms
 
@@ -105,8 +102,7 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 def forward_loss(module: nn.Module, objective: Objective, batch: Sequence[Any], rt: Runtime) -> Sequence[Tensor]:
-    """A step's forward passes under the run's autocast, then the loss terms (which compute
-    their statistics in fp32 themselves)."""
+    """A step's forward passes under the run's autocast, then the loss terms (their statistics in fp32)."""
     with rt.autocast():
         out = module(*batch)
     return objective.loss(out, batch)
@@ -132,11 +128,11 @@ def train_step(module: nn.Module, objective: Objective, batch: Sequence[Any], rt
 
 
 def read_checkpoint(run: RunFolder, model: nn.Module) -> dict[str, Any] | None:
-    """The run's checkpoint (``None``: none), its weights loaded into ``model``. Called before anything
-    is written, so a damaged or foreign checkpoint stops the run with the folder untouched."""
+    """The run's checkpoint (``None``: none), its weights loaded into ``model``; called before anything is
+    written, so a damaged or foreign checkpoint stops the run with the folder untouched."""
     if not (run.resumed and run.checkpoint.exists()):
         return None
-    ckpt = load_checkpoint(run.checkpoint, keys=("config", "epoch", "step", "model"))
+    ckpt = load_checkpoint(run.checkpoint)
     load_state(model, ckpt["model"], run.checkpoint, FOREIGN_CHECKPOINT)
     return ckpt
 
@@ -147,8 +143,8 @@ KERNEL_FLAGS = ("fused", "foreach", "capturable")
 
 
 def own_kernel_flags(opt: torch.optim.Optimizer, state: Any) -> Any:
-    """An optimiser state dict with each param group's :data:`KERNEL_FLAGS` replaced by ``opt``'s own,
-    so that loading it keeps them. A state that does not fit is returned as it is (the load explains)."""
+    """An optimiser state dict with each param group's :data:`KERNEL_FLAGS` replaced by ``opt``'s own, so that
+    loading it keeps them; a state that does not fit is returned as it is (the load explains)."""
     groups = state.get("param_groups") if isinstance(state, dict) else None
     if not isinstance(groups, list) or len(groups) != len(opt.param_groups):
         return state
@@ -196,14 +192,12 @@ def fit(run: RunFolder, objective: Objective, make_batches: Callable[[bool], Bat
 
     Args:
         run: the validated run folder (:meth:`RunFolder.open`); begun here, after the checkpoint is checked.
-        objective: module, loss, optimisers and schedule, on ``rt.device``.
+        objective: module, loss, optimisers and schedule, on ``rt.device`` (device and precision).
         make_batches: ``started -> source``, called once the run folder exists (``started``: the run has
             already trained, so a table it built then must not change).
-        n: training examples; a batch source is dealt indices in ``[0, n)``.
-        batch_size: examples per process and step.
+        n, batch_size: training examples (a batch source is dealt indices in ``[0, n)``), and per process and step.
         epochs: the run's total epochs (a resumed run continues to it).
         seed: seeds the permutations and rank 0's generator stream.
-        rt: device and precision.
         ckpt: the run's checkpoint from :func:`read_checkpoint` (its model weights loaded).
         evaluate: rank 0's per-epoch held-out terms (``split = "test"``, also before the first epoch), or ``None``.
         checkpoint_seconds: checkpoint at an epoch's end once this long has passed since the last (0: every
@@ -273,7 +267,6 @@ class _Loop:
                  counters: tuple[int, int, float]) -> None:
         self.run, self.objective, self.rt, self.ctx, self.gen = run, objective, rt, ctx, gen
         self.scaler, self.batches = scaler, batches
-        # n examples dealt in batch_size per process, steps per epoch, to epochs in all
         self.n, self.batch_size, self.epochs, self.steps = plan
         self.epoch, self.step, self.before = counters
         self.main, self.rank, world = is_main(), get_rank(), get_world_size()
@@ -364,11 +357,8 @@ class _Loop:
             bar.set_postfix({_SHORT.get(k, k): f"{last[k]:.3g}" for k in self.objective.terms})
 
     def _flush(self) -> dict[str, float]:
-        """Write the pending batch records; returns the last one. Stops on a non-finite term.
-
-        Under torchrun the records are averaged over ranks first (one collective per flush), so
-        the log holds the global batch's terms; every rank checks them, so all stop together.
-        """
+        """Write the pending batch records, averaged over ranks (the global batch's terms); returns the last.
+        Stops on a non-finite term (every rank checks, so all stop together)."""
         names = self.objective.terms
         values = mean_over_ranks(torch.stack([v for *_, v in self.rows])).tolist()
         records = [{"split": "train", "epoch": e, "step": s, "lr": lr, **dict(zip(names, v))}
@@ -405,19 +395,17 @@ class _Loop:
         streams = gather_objects((self.gen.get_state(), torch.get_rng_state()))  # every rank's: exact resume in any
         if self.main:
             o = self.objective
-            save_checkpoint(self.run.checkpoint, {
-                "config": dataclasses.asdict(self.run.config), "epoch": self.epoch, "step": self.step,
-                "model": o.model.state_dict(), "optimizers": [opt.state_dict() for opt in o.optimizers],
-                "scheduler": o.scheduler.state_dict() if o.scheduler is not None else None,
-                "scaler": self.scaler.state_dict(),
-                "generator": streams[0][0], "generators": [g for g, _ in streams],
-                "torch_rng": streams[0][1], "torch_rngs": [r for _, r in streams],
-                "device_type": self.rt.device.type, "world_size": get_world_size(), "seconds": seconds,
-            })
+            state = {"config": dataclasses.asdict(self.run.config), "epoch": self.epoch, "step": self.step,
+                     "model": o.model.state_dict(), "optimizers": [opt.state_dict() for opt in o.optimizers],
+                     "scheduler": o.scheduler.state_dict() if o.scheduler is not None else None,
+                     "scaler": self.scaler.state_dict(), "generator": streams[0][0],
+                     "generators": [g for g, _ in streams], "torch_rng": streams[0][1],
+                     "torch_rngs": [r for _, r in streams], "device_type": self.rt.device.type,
+                     "world_size": get_world_size(), "seconds": seconds}
+            atomic_write(self.run.checkpoint, lambda p: torch.save(state, p))
         self.last_save = time.perf_counter()
 
     def _seconds(self) -> float:
-        """Training time over every session of the run."""
         return self.before + time.perf_counter() - self.t_start
 
     def result(self) -> FitResult:

@@ -12,6 +12,7 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import platform
@@ -78,27 +79,17 @@ _CONTINUE = {
 
 
 def write_run_files(run_dir: Path, cfg: Any, runtime: Runtime | torch.device | str, resumed: bool = False) -> None:
-    """Rank 0 creates the run folder and writes ``config.json`` (any config dataclass), then ``meta.json``.
-
-    ``config.json`` comes first (atomically), so a folder killed at any later moment is one a resumed
-    run accepts. A resumed run keeps its config and provenance, appends this session's to
-    ``meta["resumes"]`` and removes the temporary files a killed writer left.
-    """
+    """Rank 0 creates the run folder and writes ``config.json`` (any config dataclass, atomically: a folder
+    killed at any later moment is one a resumed run accepts), then ``meta.json``. A resumed run keeps both,
+    appends this session's provenance to ``meta["resumes"]`` and removes a killed writer's temporary files."""
     if not is_main():
         return
     rt = runtime if isinstance(runtime, Runtime) else None
     device = rt.device if rt else torch.device(runtime)
-    session = {
-        "kind": KINDS.get(type(cfg).__name__, type(cfg).__name__),
-        "git_commit": git_commit(),
-        "versions": library_versions(),
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-        else platform.processor() or platform.machine(),
-        "command": sys.argv,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "world_size": get_world_size(),
-    }
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    session = {"kind": KINDS.get(type(cfg).__name__, type(cfg).__name__), "git_commit": git_commit(),
+               "versions": library_versions(), "device": str(device), "device_name": name, "command": sys.argv,
+               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "world_size": get_world_size()}
     if rt is not None:
         session["precision"] = {"name": rt.precision, "why": rt.reason}
     meta_path = run_dir / META
@@ -118,12 +109,10 @@ def write_run_files(run_dir: Path, cfg: Any, runtime: Runtime | torch.device | s
 
 def run_kind(run_dir: Path, config: dict[str, Any] | None = None) -> str:
     """``train``, ``latent``, ``eigenmaps`` or ``study``: from meta.json, else from the config's keys."""
-    try:
+    with contextlib.suppress(OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         kind = json.loads((Path(run_dir) / META).read_text()).get("kind")
         if kind:
             return kind
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        pass
     keys = set(config or {})
     return "latent" if "pairs" in keys else "eigenmaps" if "solver" in keys else "study" if "recipe" in keys \
         else "train"
@@ -146,8 +135,7 @@ def read_config(run_dir: Path) -> Config:
     """The resolved config a training run folder was trained with.
 
     Raises:
-        ViclabError: the folder is not a run folder, its config is damaged, or it holds
-            another kind of run (latent optimisation, Laplacian Eigenmaps, a study).
+        ViclabError: not a run folder, a damaged config, or another kind of run (latent, eigenmaps, study).
     """
     data = _read_json_config(run_dir)
     kind = run_kind(run_dir, data)
@@ -171,9 +159,6 @@ def config_diff(saved: dict[str, Any], wanted: Any) -> list[str]:
             if a.get(k) != b.get(k) and not k.endswith("data_dir")]
 
 
-MODES = ("new", "resume", "auto")
-
-
 @dataclasses.dataclass(frozen=True)
 class FolderState:
     """What an existing folder holds (:meth:`RunFolder.inspect`)."""
@@ -186,9 +171,8 @@ class FolderState:
 
 @dataclasses.dataclass(frozen=True)
 class RunFolder:
-    """A run folder and its protocol: every training and ablation writes through one. :meth:`open`
-    validates and writes nothing; :meth:`begin`, after every check of the caller's inputs, writes
-    ``config.json`` and ``meta.json``, so a killed run is always a folder that continues.
+    """A run folder and its protocol, for every training and ablation: :meth:`open` validates and writes nothing;
+    :meth:`begin`, after every check of the caller's inputs, writes ``config.json`` and ``meta.json``.
 
     Attributes:
         path: the folder.
@@ -212,15 +196,13 @@ class RunFolder:
 
     @classmethod
     def open(cls, path: str | Path, cfg: Any, mode: str = "new", done: tuple[str, ...] = ()) -> RunFolder:
-        """Validate ``path`` for a run of ``cfg``.
+        """Validate the run folder ``path`` for a run of ``cfg`` (``None`` with ``resume``: the saved one).
 
         Args:
-            path: the run folder.
-            cfg: the config (``None`` with ``resume``: the saved one).
-            mode: ``new`` (an absent or empty folder), ``resume`` (the folder holds this run:
-                a different config, other than the data location, is an error) or ``auto``
-                (ablations and study stages: continue a run of the same config, replace one of
-                another config that never computed anything, refuse to overwrite one that did).
+            mode: ``new`` (an absent or empty folder), ``resume`` (the folder holds this run: a different config,
+                other than the data location, is an error) or ``auto`` (ablations and study stages: continue a run
+                of the same config, replace one of another config that never computed anything, refuse to
+                overwrite one that did).
             done: the files whose presence marks an ``auto`` run finished, the summary JSON last.
         """
         path = Path(path)
@@ -242,7 +224,7 @@ class RunFolder:
                                   "or choose another --name")
             return cls(path, cfg, False)
         if mode != "auto":
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+            raise ValueError(f"mode must be one of ('new', 'resume', 'auto'), got {mode!r}")
         state = cls.inspect(path, (*done, CHECKPOINT, METRICS), done)
         if state.foreign:
             raise ViclabError(f"{path} already exists and is not a run of this kind; choose another --name")
@@ -259,8 +241,8 @@ class RunFolder:
 
     @staticmethod
     def inspect(path: Path, started: Iterable[str], done: tuple[str, ...]) -> FolderState:
-        """What ``path`` holds, by the files present (``started``, ``done``: paths inside it): the one rule
-        for every ``auto`` folder (ablations, study stages, detector folders)."""
+        """What ``path`` holds, by the files present (``started``, ``done``: paths inside it): the rule of every
+        ``auto`` folder (ablations, study stages, detector folders)."""
         path = Path(path)
         if not (path / CONFIG).exists():
             return FolderState(path.exists() and any(path.iterdir()), False, False, False)
@@ -295,8 +277,7 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of ``metrics.jsonl``. A half-written last line (what a killed process leaves)
-    is dropped; a damaged line elsewhere is an error."""
+    """The records of ``metrics.jsonl``; a half-written last line is dropped, a damaged line elsewhere raises."""
     if not path.exists():
         return []
     lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]

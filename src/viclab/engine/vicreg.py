@@ -1,8 +1,5 @@
-"""VICReg training: the whole dataset on the device (uint8 images, or float log-mel spectrograms), views made there.
-
-The objective (two views through one network, the VICReg loss) and the registry of view sources
-(:data:`VIEW_SOURCES`, ``views.kind`` -> pairs); the loop is :func:`viclab.engine.loop.fit`.
-"""
+"""VICReg training, the whole dataset (uint8 images or float log-mel spectrograms) on the device, views made there:
+the objective and each ``views.kind``'s view source (:data:`VIEW_SOURCES`); the loop: :func:`viclab.engine.loop.fit`."""
 
 from __future__ import annotations
 
@@ -85,11 +82,6 @@ class Schedule:
     def steps(self) -> int:
         return self.epochs * self.steps_per_epoch
 
-    def describe(self) -> str:
-        """``training 10 epochs = 50 steps, warm-up 5 steps (floor train.min_steps=50, ...)``."""
-        floors = f" (floor {', '.join(self.floors)})" if self.floors else ""
-        return f"training {self.epochs} epochs = {self.steps} steps, warm-up {self.warmup:g} steps{floors}"
-
 
 def schedule(cfg: Config, steps_per_epoch: int) -> Schedule:
     """The run's :class:`Schedule` at ``steps_per_epoch`` (>= 1) steps per epoch."""
@@ -129,7 +121,7 @@ def make_views(x: Tensor, augment: Augment | SpecViews, gen: torch.Generator,
     ``(B, 3, H, W)`` uint8 images, or of ``(B, 1, n_mels, T)`` log-mel spectrograms."""
     v1, v2 = augment.pair(x, gen)
     if channels_last:
-        v1, v2 = v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
+        return v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
     return v1, v2
 
 
@@ -151,12 +143,11 @@ class HeldOutViews:
                 yield make_views(x, self.augment, gen, self.channels_last)
 
     def __iter__(self):
-        if self._kept is not None:
-            return iter(self._kept)
-        views_bytes = 2 * len(self.images) * self.augment.view_numel(tuple(self.images.shape[1:])) * 4
-        if views_bytes > available_memory(self.images.device) // 4:
-            return self._make()
-        self._kept = list(self._make())
+        if self._kept is None:
+            views_bytes = 2 * len(self.images) * self.augment.view_numel(tuple(self.images.shape[1:])) * 4
+            if views_bytes > available_memory(self.images.device) // 4:
+                return self._make()
+            self._kept = list(self._make())
         return iter(self._kept)
 
 
@@ -181,10 +172,7 @@ def training_bytes(model: nn.Module, cfg: Config, data: ImageData) -> int:
     """A lower bound of a training step's device memory: weights, gradients, Adam's moments, both views
     of a batch and their gradients, and the inputs."""
     params = sum(p.numel() for p in model.parameters())
-    if data.modality == "spectrogram":  # spectrograms: views are crops of them
-        view = data.images[0].numel()
-    else:
-        view = 3 * cfg.augment.size ** 2
+    view = data.images[0].numel() if data.modality == "spectrogram" else 3 * cfg.augment.size ** 2  # crops of clips
     return 16 * params + 2 * 2 * cfg.train.batch_size * view * 4 + data.images.numel() * data.images.element_size()
 
 
@@ -205,8 +193,7 @@ ViewSource = Callable[[ViewContext], BatchSource]
 
 
 def augmented_views(ctx: ViewContext) -> BatchSource:
-    """``views.kind = "augment"``: two independent draws of T of each image (VICReg), or of the
-    spectrogram views of each clip."""
+    """``views.kind = "augment"``: two independent draws of T of each image (VICReg) or spectrogram."""
     augment = view_maker(ctx.data.modality, ctx.cfg)
     return lambda idx, gen: make_views(ctx.images[idx], augment, gen, ctx.cfg.model.channels_last)
 
@@ -229,11 +216,8 @@ PREVIEW_IMAGES = 8  # fixed training images whose two views TensorBoard shows ea
 
 
 def displayable(views: Tensor, cfg: Config) -> Tensor:
-    """Network inputs as images in ``[0, 1]``: RGB views un-normalised, a spectrogram scaled by its own range.
-
-    Args:
-        views: ``(N, C, H, W)`` float, as the network sees them.
-    """
+    """``(N, C, H, W)`` network inputs as images in ``[0, 1]``: RGB views un-normalised, a spectrogram scaled by
+    its own range."""
     x = views.detach().float()
     if x.shape[1] == 3:
         mean, std = (t.view(1, 3, 1, 1) for t in mean_std(cfg.augment, x.device))
@@ -271,19 +255,18 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, ctx: Co
         cfg: resolved config (``None`` when resuming: the run's saved config is used).
         run_dir: the run folder (created if needed).
         resume: continue from ``run_dir/checkpoint.pt``.
-        ctx: progress bars (one per epoch), where the one-line summaries go, and the runtime
-            (``None``: chosen from ``train.device`` and ``train.precision``).
-        data: ``(train, test)`` images to use instead of ``cfg.data``'s splits (e.g. the normal
-            images of an anomaly detector; ``test`` ``None``: no test terms). The caller keys a
-            resumed run to these images: the run folder records only the config.
-
-    Returns:
-        :class:`TrainResult`.
+        ctx: progress bars, where the epoch lines go, the runtime (``None``: ``train.device``, ``train.precision``).
+        data: ``(train, test)`` images instead of ``cfg.data``'s splits (e.g. a detector's normal images; ``test``
+            ``None``: no test terms); the caller keys a resumed run to them (the folder records only the config).
     """
     run, rt = _open_run(cfg, run_dir, resume, ctx)
     cfg = run.config
     tc = cfg.train
-    views = _view_source(cfg.views.kind)
+    kind = cfg.views.kind
+    if kind not in VIEW_SOURCES:
+        raise ViclabError(f"views.kind={kind} has no registered view source (registered: {', '.join(VIEW_SOURCES)}); "
+                          "import the module that defines it (viclab.ablate for neighbours)")
+    views = VIEW_SOURCES[kind]
     torch.manual_seed(tc.seed)
 
     # The model first: a bad backbone/projector should fail before any data loads.
@@ -312,7 +295,7 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, ctx: Co
 
 
 def _open_run(cfg: Config | None, run_dir: str | Path, resume: bool, ctx: Context) -> tuple[RunFolder, Runtime]:
-    """The runtime (``ctx``'s, or the config's choice; the process group joined) and the checked run folder."""
+    """The checked run folder and the runtime (``ctx``'s, or the config's choice; the process group joined)."""
     if cfg is None and not resume:
         raise ValueError("a new run needs a config")
     tc = (cfg or rundir.read_config(Path(run_dir))).train
@@ -322,18 +305,9 @@ def _open_run(cfg: Config | None, run_dir: str | Path, resume: bool, ctx: Contex
     return RunFolder.open(run_dir, cfg, "resume" if resume else "new"), rt
 
 
-def _view_source(kind: str) -> ViewSource:
-    """The registered source of ``views.kind`` pairs."""
-    if kind not in VIEW_SOURCES:
-        raise ViclabError(f"views.kind={kind} has no registered view source (registered: {', '.join(VIEW_SOURCES)}); "
-                          "import the module that defines it (viclab.ablate for neighbours)")
-    return VIEW_SOURCES[kind]
-
-
 def _training_data(cfg: Config, model: nn.Module, data: tuple[ImageData, ImageData | None] | None,
                    rt: Runtime) -> tuple[ImageData, ImageData | None]:
-    """The training and (with ``train.eval_test``) test data, checked against the model, the batch
-    size and the device's memory."""
+    """The training and (with ``train.eval_test``) test data, checked against the model, batch size and memory."""
     tc, world = cfg.train, get_world_size()
     train_data = data[0] if data is not None else load_split(cfg, "train", rt.device)
     check_inputs(cfg.model.backbone, train_data)
@@ -348,9 +322,8 @@ def _training_data(cfg: Config, model: nn.Module, data: tuple[ImageData, ImageDa
         warnings.warn(f"the test split holds {len(test_data)} image(s); the test terms need at least 2, so none are "
                       "logged (train.eval_test=false silences this)", ViclabWarning, stacklevel=3)
         test_data = None
-    check_fits(training_bytes(model, cfg, train_data) + (training_bytes(nn.Identity(), cfg, test_data) if test_data
-                                                         else 0), rt.device,
-               f"training {cfg.model.backbone} with projector {cfg.model.projector} on "
+    need = training_bytes(model, cfg, train_data) + (training_bytes(nn.Identity(), cfg, test_data) if test_data else 0)
+    check_fits(need, rt.device, f"training {cfg.model.backbone} with projector {cfg.model.projector} on "
                f"{tuple(train_data.images.shape[1:])} inputs in batches of {tc.batch_size}",
                "use a smaller model.projector, augment.size or train.batch_size")
     return train_data, test_data
@@ -367,8 +340,7 @@ def _place_model(model: nn.Module, cfg: Config, images: Tensor, new: bool, rt: R
     if cfg.model.sync_bn and get_world_size() > 1:
         model = convert_sync_batchnorm(model, rt.device)
     if rt.device.type == "cuda":
-        # Every step has the same shapes (partial batches are dropped), so cuDNN's autotuner picks
-        # each convolution's fastest kernel once, on the first step.
+        # Every step has the same shapes (partial batches are dropped): cuDNN picks each conv's kernel once.
         torch.backends.cudnn.benchmark = True
     return model
 
@@ -386,15 +358,15 @@ def _optimisation(cfg: Config, model: nn.Module, n: int,
     opt = make_optimizer(cfg, model, lr)
     plan = schedule(cfg, max(1, steps_per_epoch(n, tc.batch_size)))
     sched = make_scheduler(cfg, opt, plan)
-    ctx.echo(f"{plan.describe()} ({plan.steps_per_epoch} per epoch of {n} examples at batch "
-             f"{tc.batch_size * world})")
+    floors = f" (floor {', '.join(plan.floors)})" if plan.floors else ""
+    ctx.echo(f"training {plan.epochs} epochs = {plan.steps} steps, warm-up {plan.warmup:g} steps{floors} "
+             f"({plan.steps_per_epoch} per epoch of {n} examples at batch {tc.batch_size * world})")
     return opt, sched, plan
 
 
 def _evaluator(model: nn.Module, cfg: Config, test_images: Tensor | None, modality: str,
                rt: Runtime) -> Callable[[], dict[str, float]] | None:
-    """Rank 0's per-epoch test terms on fixed views of ``test_images`` (``None``: no test terms) of ``modality``
-    (the training data's)."""
+    """Rank 0's per-epoch test terms on fixed views of ``test_images`` (``None``: none) of ``modality``."""
     if test_images is None:
         return None
     test_views = HeldOutViews(test_images, view_maker(modality, cfg), cfg.train.batch_size, cfg.train.seed + 1,

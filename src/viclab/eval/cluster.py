@@ -1,5 +1,4 @@
-"""K-means on representations, the exact silhouette score (computed in chunks), and 2-D maps: PCA and t-SNE
-(openTSNE, FFT-accelerated)."""
+"""K-means on representations, the exact silhouette score (in chunks), and 2-D maps: PCA and t-SNE (openTSNE)."""
 
 from __future__ import annotations
 
@@ -10,14 +9,8 @@ from viclab.config import EVAL_DEFAULTS as _DEFAULT
 
 
 def kmeans(features, k: int = _DEFAULT.clusters, seed: int = _DEFAULT.seed) -> tuple[np.ndarray, np.ndarray]:
-    """K-means (sklearn, k-means++ initialisation, best of 3 starts).
-
-    Args:
-        features: ``(N, D)``.
-
-    Returns:
-        ``(assignments (N,) int64, centres (k, D) float32)``.
-    """
+    """K-means of ``features`` ``(N, D)`` (sklearn, k-means++ initialisation, best of 3 starts) -> ``(assignments
+    (N,) int64, centres (k, D) float32)``."""
     from sklearn.cluster import KMeans
 
     km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(np.asarray(features, dtype=np.float32))
@@ -25,17 +18,11 @@ def kmeans(features, k: int = _DEFAULT.clusters, seed: int = _DEFAULT.seed) -> t
 
 
 def silhouette(features, assignments, chunk: int = 1024) -> float:
-    """Mean silhouette coefficient over all points, in the features' own dimension.
+    """Mean silhouette coefficient of ``features`` ``(N, D)`` (in their D dimensions) in clusters ``assignments``.
 
-    For each point, ``a`` is its mean L2 distance to the other members of its cluster
-    and ``b`` the smallest mean distance to another cluster's members;
-    ``s = (b - a) / max(a, b)``, and 0 for a point alone in its cluster (sklearn's
-    definition). Exact: all N^2 distances, a chunk of rows at a time, so 50,000
-    points take seconds and need no sampling.
-
-    Args:
-        features: ``(N, D)``.
-        assignments: ``(N,)`` cluster ids.
+    For each point, ``a`` is its mean L2 distance to the other members of its cluster and ``b`` the smallest mean
+    distance to another cluster's members; ``s = (b - a) / max(a, b)``, and 0 for a point alone in its cluster
+    (sklearn's definition). Exact: all N^2 distances, a chunk of rows at a time, so 50,000 points take seconds.
     """
     x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
     x = x - x.mean(0)  # distances are unchanged; centring shrinks the cancellation error below
@@ -69,12 +56,8 @@ def pca_2d(features) -> np.ndarray:
 
 
 def tsne(features, seed: int = _DEFAULT.seed, n_jobs: int = -1):
-    """t-SNE embedding of ``(N, D)`` features (openTSNE: perplexity 30, PCA initialisation).
-
-    Returns:
-        an ``openTSNE.TSNEEmbedding`` (``np.asarray`` of it is ``(N, 2)``), which can
-        place further points with ``.transform(points)``.
-    """
+    """t-SNE embedding of ``(N, D)`` features (openTSNE: perplexity 30, PCA initialisation): an
+    ``openTSNE.TSNEEmbedding`` (``np.asarray`` of it is ``(N, 2)``) that places further points with ``.transform``."""
     from openTSNE import TSNE
 
     x = np.asarray(features, dtype=np.float32)

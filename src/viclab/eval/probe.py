@@ -1,7 +1,6 @@
-"""Classifiers on frozen representations: the linear probe and the weighted kNN, and the
-sampling error of an accuracy measured on a finite test set.
+"""Classifiers on frozen representations: the linear probe and the weighted kNN.
 
-Both classifiers take NumPy or torch arrays ``(N, D)`` and integer labels ``(N,)``.
+Both take NumPy or torch arrays ``(N, D)`` and integer labels ``(N,)``.
 """
 
 from __future__ import annotations
@@ -25,15 +24,8 @@ def _tensor(a, dtype=torch.float32) -> Tensor:
 
 
 def topk_accuracy(scores: Tensor, labels: Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
-    """Share of rows whose label is among the ``k`` highest scores, for each ``k``.
-
-    Args:
-        scores: ``(M, C)`` class scores (logits, votes).
-        labels: ``(M,)`` int64.
-
-    Returns:
-        ``{k: accuracy in [0, 1]}``; ``k`` larger than ``C`` counts every row as a hit.
-    """
+    """Share of rows whose label ``(M,)`` int64 is among the ``k`` highest ``scores`` ``(M, C)`` (logits, votes):
+    ``{k: accuracy in [0, 1]}`` for each ``k``; ``k`` larger than ``C`` counts every row as a hit."""
     top = scores.topk(min(max(ks), scores.shape[1]), dim=1).indices
     hit = top == labels.view(-1, 1)
     return {k: hit[:, :k].any(1).float().mean().item() for k in ks}
@@ -47,20 +39,11 @@ def standardize(train: Tensor, *others: Tensor) -> tuple[Tensor, ...]:
 
 def fit_softmax(x: Tensor, y: Tensor, num_classes: int, weight_decay: float, max_iter: int = 300,
                 init: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-    """Multinomial logistic regression by full-batch L-BFGS.
-
-    Minimises ``mean cross-entropy(x W + b, y) + weight_decay / 2 * ||W||^2``.
-
-    Args:
-        x: ``(N, D)`` float32 features.
-        y: ``(N,)`` int64 labels in ``[0, num_classes)``.
-        init: optional ``(W, b)`` warm start.
-
-    Returns:
-        ``W`` ``(D, C)`` and ``b`` ``(C,)``.
+    """Multinomial logistic regression by full-batch L-BFGS: minimises ``mean cross-entropy(x W + b, y) +
+    weight_decay / 2 * ||W||^2`` over features ``x`` ``(N, D)`` float32 and labels ``y`` ``(N,)`` int64 in
+    ``[0, num_classes)``, from ``init`` ``(W, b)`` if given (a warm start). Returns ``W`` ``(D, C)`` and ``b`` ``(C,)``.
     """
-    w = torch.zeros(x.shape[1], num_classes) if init is None else init[0].clone()
-    b = torch.zeros(num_classes) if init is None else init[1].clone()
+    w, b = (t.clone() for t in init) if init else (torch.zeros(x.shape[1], num_classes), torch.zeros(num_classes))
     opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=1e-7,
                             tolerance_change=1e-10, line_search_fn="strong_wolfe")
     rows = torch.arange(len(y))
@@ -88,8 +71,7 @@ class ProbeResult:
     Attributes:
         top1, top5: test accuracy; ``top5`` is ``None`` with at most five classes (every row a hit).
         train_top1: accuracy on the training set (the fit's quality).
-        weight_decay: the L2 strength picked on the validation images (``val_x``) when given,
-            else on a held-out tenth of the training set.
+        weight_decay: the L2 strength picked on the validation images (``val_x``) if given, else on a held-out tenth.
         val_top1: validation accuracy for each candidate weight decay.
         seconds: wall time of selection and fit.
     """
@@ -105,9 +87,8 @@ class ProbeResult:
 def _select_weight_decay(x_fit: Tensor, y_fit: Tensor, x_val: Tensor, y_val: Tensor, num_classes: int,
                          weight_decays: tuple[float, ...], max_iter: int
                          ) -> tuple[float, dict[float, float], tuple[Tensor, Tensor]]:
-    """The weight decay of the best validation accuracy (ties: cross-entropy), fitting from the
-    strongest to the weakest (each fit warm-starts the next); returns it, every candidate's
-    accuracy and the chosen fit."""
+    """The weight decay of the best validation accuracy, every candidate's accuracy and the chosen fit; fits from the
+    strongest to the weakest (each warm-starts the next)."""
     params, val_top1, val_loss, fits = None, {}, {}, {}
     for wd in sorted(weight_decays, reverse=True):
         params = fits[wd] = fit_softmax(x_fit, y_fit, num_classes, wd, max_iter, init=params)
@@ -123,10 +104,9 @@ def linear_probe(train_x, train_y, test_x, test_y, weight_decays: tuple[float, .
                  val_x=None, val_y=None) -> ProbeResult:
     """Train one linear layer on frozen features; report test top-1 (and top-5 above five classes).
 
-    Features are standardised with the training statistics (still a linear probe).
-    The weight decay is chosen by accuracy (ties: cross-entropy) on the validation set
-    ``val_x``/``val_y`` when given (a dataset's own ``val/``), else on a seeded held-out
-    tenth of the training set; then the probe is refit on the whole training set.
+    Features are standardised with the training statistics (still a linear probe). The weight decay is chosen by
+    accuracy (ties: cross-entropy) on the validation set ``val_x``/``val_y`` when given (a dataset's own ``val/``),
+    else on a seeded held-out tenth of the training set; then the probe is refit on the whole training set.
 
     Args:
         train_x: ``(N, D)`` training representations; ``train_y``: ``(N,)`` labels.
@@ -140,7 +120,6 @@ def linear_probe(train_x, train_y, test_x, test_y, weight_decays: tuple[float, .
     ytr, yte = _tensor(train_y, torch.int64), _tensor(test_y, torch.int64)
     yva = _tensor(val_y, torch.int64) if val else ytr[:0]
     num_classes = int(max(ytr.max(), yte.max() if len(yte) else 0, yva.max() if len(yva) else 0)) + 1
-    val_top1: dict[float, float] = {}
     if len(weight_decays) > 1 and val:
         best, val_top1, init = _select_weight_decay(xtr, ytr, xva[0], yva, num_classes, weight_decays, max_iter)
     elif len(weight_decays) > 1:
@@ -150,7 +129,7 @@ def linear_probe(train_x, train_y, test_x, test_y, weight_decays: tuple[float, .
         best, val_top1, init = _select_weight_decay(xtr[kept], ytr[kept], xtr[held], ytr[held], num_classes,
                                                     weight_decays, max_iter)
     else:
-        best, init = weight_decays[0], None
+        best, val_top1, init = weight_decays[0], {}, None
     w, b = fit_softmax(xtr, ytr, num_classes, best, max_iter, init=init)  # warm start: a few more iterations
     test_acc = topk_accuracy(xte @ w + b, yte, (1, 5))
     train_acc = topk_accuracy(xtr @ w + b, ytr, (1,))
@@ -160,14 +139,8 @@ def linear_probe(train_x, train_y, test_x, test_y, weight_decays: tuple[float, .
 
 def knn_scores(train_x, train_y, test_x, k: int = _DEFAULT.knn_k, temperature: float = _DEFAULT.knn_temperature,
                num_classes: int | None = None, chunk: int = 1024) -> Tensor:
-    """Weighted kNN class votes on cosine similarity (as solo-learn and lightly report it).
-
-    Each of a test point's ``k`` most similar training points votes for its class
-    with weight ``exp(cos / temperature)``.
-
-    Returns:
-        ``(M, C)`` summed votes.
-    """
+    """Weighted kNN class votes ``(M, C)`` on cosine similarity (as solo-learn and lightly report it): each of a test
+    point's ``k`` most similar training points votes for its class with weight ``exp(cos / temperature)``."""
     tr = F.normalize(_tensor(train_x), dim=1)
     te = F.normalize(_tensor(test_x), dim=1)
     ytr = _tensor(train_y, torch.int64)

@@ -1,8 +1,8 @@
-"""What a user asks of a trained encoder (spec §3), one function each; the CLI calls these.
+"""What a user asks of a trained encoder (spec §3), one function each, and one table comparing several encoders
+(:func:`run_compare`); the CLI calls these.
 
-Each task loads an encoder (run folder, ``.safetensors`` or ``random:BACKBONE``),
-computes (or reuses cached) representations, writes its figures and a JSON
-summary into an output folder, and returns the summary.
+Each task loads an encoder (run folder, ``.safetensors`` or ``random:BACKBONE``), computes (or reuses cached)
+representations, writes its figures and a JSON summary into an output folder, and returns the summary.
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from viclab.config import EVAL_DEFAULTS, EvalConfig
-from viclab.core.context import DEFAULT_CONTEXT, Context
+from viclab.config import ANOMALIES, EVAL_DEFAULTS, EvalConfig
+from viclab.core.context import DEFAULT_CONTEXT, QUIET, Context
 from viclab.core.errors import ViclabError, ViclabWarning
 from viclab.core.hashing import digest
 from viclab.core.io import atomic_write_text, check_writable_dir
-from viclab.core.metrics import binomial_interval
+from viclab.core.metrics import binomial_interval, roc
 from viclab.core.runtime import require_one_process
 from viclab.data import DATASETS, SOUND_DATASETS, dataset_modality
 from viclab.data.folder import held_out_split
@@ -30,14 +30,8 @@ from viclab.engine.rundir import CONFIG
 from viclab.eval.cluster import kmeans, pca_2d, silhouette, tsne, tsne_2d
 from viclab.eval.probe import knn_accuracy, linear_probe
 from viclab.plot import figures
-from viclab.represent.encode import (
-    PRETRAINED_DATASET,
-    Representations,
-    Source,
-    eval_runtime,
-    load_source,
-    representations,
-)
+from viclab.represent import neighbors
+from viclab.represent.encode import PRETRAINED_DATASET, Representations, Source, eval_runtime, load_source
 from viclab.represent.neighbors import check_k, farthest, nearest, one_query_per_class, precision_at_k
 
 SourceLike = str | Path | Source
@@ -45,6 +39,7 @@ MAX_RETRIEVAL_K = 50  # the retrieval figure draws one column per image
 # Below this many test items an accuracy's 95% interval is wider than about +/-10 points: say so.
 TINY_TEST_SET = 100
 INTERVAL = "95% Wilson binomial interval"  # what the *_interval fields of the JSON summaries are
+COMPARE_COLUMNS = ("linear top-1", "kNN top-1", "AUROC vs {anomalies}", "silhouette")
 
 
 def _slug(text: str) -> str:
@@ -52,9 +47,8 @@ def _slug(text: str) -> str:
 
 
 def dataset_label(dataset: str) -> str:
-    """A dataset's part of an output folder's name: a registered name as it is; an image or sound
-    folder by its name and a short hash of its absolute path, so two folders of one name (``a/photos``,
-    ``b/photos``) never share (and overwrite) one output folder."""
+    """A dataset's part of an output folder's name: a registered name as it is; an image or sound folder by its name
+    and a short hash of its absolute path, so two folders of one name (``a/photos``, ``b/photos``) never share one."""
     if dataset in DATASETS or dataset in SOUND_DATASETS:
         return _slug(dataset)
     path = Path(dataset).expanduser().resolve()
@@ -62,26 +56,19 @@ def dataset_label(dataset: str) -> str:
 
 
 def default_out_dir(encoder: Source, source: SourceLike, dataset: str | None = None) -> Path:
-    """A run folder's own ``eval/`` (``eval-<dataset>/`` for another dataset than its training one,
-    :func:`dataset_label`); otherwise ``./eval-<name>`` (``./eval-<name>-<dataset>``)."""
+    """A run folder's own ``eval/`` (``eval-<dataset>/`` for another dataset than its training one), otherwise
+    ``./eval-<name>`` (``./eval-<name>-<dataset>``)."""
     other = f"-{dataset_label(dataset)}" if dataset else ""
     if not isinstance(source, Source) and Path(source).is_dir():
         return Path(source) / f"eval{other}"
     return Path(f"eval-{_slug(encoder.name.replace(' ', '-').replace(':', '-'))}{other}")
 
 
-def _run_folder(source: SourceLike) -> Path | None:
-    """The training run folder a source names (its ``tb/`` receives the evaluation figures), else ``None``."""
-    if isinstance(source, Source) or not Path(source).is_dir():
-        return None
-    return Path(source) if (Path(source) / CONFIG).exists() else None
-
-
 class Task:
     """Shared set-up of a task: the encoder, its output folder, cached representations."""
 
-    def __init__(self, source: SourceLike, out: str | Path | None, data_dir: str | None, cfg: EvalConfig,
-                 ctx: Context, use_cache: bool, name: str | None = None, dataset: str | None = None) -> None:
+    def __init__(self, source: SourceLike, out: str | Path | None, cfg: EvalConfig, ctx: Context, use_cache: bool,
+                 name: str | None = None, dataset: str | None = None) -> None:
         require_one_process("an evaluation")
         self.encoder = source if isinstance(source, Source) else load_source(source, name=name, seed=cfg.seed)
         # Transfer: another dataset than the encoder's own, its images resized to the encoder's input size.
@@ -89,20 +76,19 @@ class Task:
         if not dataset and self.encoder.config.data.dataset == PRETRAINED_DATASET:
             raise ViclabError(f"{self.encoder.name} is a published checkpoint trained on ImageNet, which viclab does "
                               "not load; evaluate it on a dataset or image folder with --dataset NAME_OR_FOLDER")
-        # Checked now, created by the first write: a failed task leaves no empty folder, and an
-        # unwritable one fails before the work, not after it.
+        # Checked now, created by the first write: a failed task leaves no empty folder; an unwritable one fails first.
         self.out = check_writable_dir(Path(out) if out else default_out_dir(self.encoder, source, self.dataset))
-        self.data_dir, self.cfg, self.use_cache = data_dir, cfg, use_cache
+        self.cfg, self.use_cache = cfg, use_cache
         self.ctx = replace(ctx, runtime=eval_runtime(cfg))
-        self.run_dir = _run_folder(source)
+        # The training run folder a source names: its tb/ receives the evaluation figures.
+        self.run_dir = Path(source) if not isinstance(source, Source) and (Path(source) / CONFIG).exists() else None
 
     @property
     def dataset_name(self) -> str:
         return self.dataset or self.encoder.config.data.dataset
 
     def reps(self, split: str, dataset: str | None = None) -> Representations:
-        return representations(self.encoder, split, dataset or self.dataset, self.data_dir,
-                               use_cache=self.use_cache, ctx=self.ctx)
+        return self.encoder.represent(split, dataset or self.dataset, use_cache=self.use_cache, ctx=self.ctx)
 
     def write_json(self, name: str, payload: dict[str, Any]) -> dict[str, Any]:
         payload = {"source": self.encoder.name, "weights_sha256": self.encoder.weights_sha256,
@@ -112,8 +98,7 @@ class Task:
         return payload
 
     def to_tensorboard(self, files: Sequence[Path]) -> None:
-        """The figures (PNG) also as images in the run folder's TensorBoard log, when the source is a
-        run folder; tagged ``eval/<dataset>/<figure>`` at the run's last epoch."""
+        """The PNG figures also in a run folder's TensorBoard log, as ``eval/<dataset>/<figure>`` at its last epoch."""
         if self.run_dir is not None:
             figures.pngs_to_tensorboard(self.run_dir / "tb", [(f"eval/{_slug(self.dataset_name)}/{Path(f).stem}", f)
                                                               for f in files if str(f).endswith(".png")],
@@ -163,12 +148,11 @@ def run_probe(source: SourceLike, out: str | Path | None = None, data_dir: str |
               dataset: str | None = None) -> dict[str, Any]:
     """Linear probe (spec S3) and weighted kNN classifier on train -> test representations.
 
-    The probe's weight decay is chosen on the dataset's own ``val/`` when an image folder has
-    one beside its ``test/``, else on a held-out tenth of the training images. Accuracies come
-    with their 95% binomial interval; top-5 only above five classes. Writes ``probe.json``.
-    Returns the summary (accuracies as fractions).
+    The probe's weight decay is chosen on the dataset's own ``val/`` when an image folder has one beside its
+    ``test/``, else on a held-out tenth of the training images. Accuracies come with their 95% binomial interval;
+    top-5 only above five classes. Writes ``probe.json``; returns the summary (accuracies as fractions).
     """
-    t = Task(source, out, data_dir, cfg, ctx, use_cache, dataset=dataset)
+    t = Task(source, out, cfg, ctx.reading(data_dir), use_cache, dataset=dataset)
     train, test = t.reps("train"), t.reps("test")
     _require_classes(train, "a linear probe")
     check_k("knn_k (--knn-k)", cfg.knn_k, len(train.labels), "training representations")
@@ -202,22 +186,18 @@ def run_probe(source: SourceLike, out: str | Path | None = None, data_dir: str |
 def run_plot(source: SourceLike, out: str | Path | None = None, data_dir: str | None = None,
              cfg: EvalConfig = EVAL_DEFAULTS, ctx: Context = DEFAULT_CONTEXT, use_cache: bool = True,
              dataset: str | None = None) -> dict[str, Any]:
-    """Test-set representations mapped to 2-D by PCA and t-SNE, coloured by class (spec S2).
-
-    Writes ``pca.png``, ``pca.html``, ``tsne.png``, ``tsne.html`` and ``plot.json``.
-    """
-    t = Task(source, out, data_dir, cfg, ctx, use_cache, dataset=dataset)
+    """Test-set representations mapped to 2-D by PCA and t-SNE, coloured by class (spec S2); writes ``pca.png``,
+    ``pca.html``, ``tsne.png``, ``tsne.html`` and ``plot.json``."""
+    t = Task(source, out, cfg, ctx.reading(data_dir), use_cache, dataset=dataset)
     test = t.reps("test")
     classes = test.data.classes
-    # Latent codes exist only for training images: their test split is a held-out share of those.
-    what = t.encoder.test_split
     files, seconds = [], {}
-    for method, fn in (("pca", pca_2d), ("tsne", lambda x: tsne_2d(x, cfg.seed))):
+    for method, label, fn in (("pca", "PCA", pca_2d), ("tsne", "t-SNE", lambda x: tsne_2d(x, cfg.seed))):
         t0 = time.perf_counter()
         points = fn(test.features)
         seconds[method] = time.perf_counter() - t0
-        title = f"{t.encoder.name}: {'PCA' if method == 'pca' else 't-SNE'} of {len(points)} {test.dataset} " \
-                f"{what} representations"
+        # test_split: latent codes exist only for training images, so their test split is a held-out share of those
+        title = f"{t.encoder.name}: {label} of {len(points)} {test.dataset} {t.encoder.test_split} representations"
         files += [figures.scatter_png(points, test.labels, classes, title, t.out / f"{method}.png"),
                   figures.scatter_html(points, test.labels, classes, title, t.out / f"{method}.html")]
     t.to_tensorboard(files)
@@ -230,15 +210,13 @@ def run_plot(source: SourceLike, out: str | Path | None = None, data_dir: str | 
 def run_retrieve(source: SourceLike, out: str | Path | None = None, data_dir: str | None = None,
                  cfg: EvalConfig = EVAL_DEFAULTS, ctx: Context = DEFAULT_CONTEXT, use_cache: bool = True,
                  dataset: str | None = None) -> dict[str, Any]:
-    """Nearest and most distant training images of one seeded query per class (spec S8).
-
-    Writes ``retrieval_nearest.png``, ``retrieval_farthest.png`` and ``retrieval.json``
-    (with precision@k averaged over ``cfg.precision_queries`` queries).
-    """
+    """Nearest and most distant training images of one seeded query per class (spec S8). Writes
+    ``retrieval_nearest.png``, ``retrieval_farthest.png`` and ``retrieval.json`` (with precision@k averaged over
+    ``cfg.precision_queries`` queries)."""
     if cfg.retrieval_k > MAX_RETRIEVAL_K:
         raise ViclabError(f"retrieval_k (-k) = {cfg.retrieval_k}: the figure draws one column per image; use at most "
                           f"{MAX_RETRIEVAL_K}")
-    t = Task(source, out, data_dir, cfg, ctx, use_cache, dataset=dataset)
+    t = Task(source, out, cfg, ctx.reading(data_dir), use_cache, dataset=dataset)
     train = t.reps("train")
     x, y, images, classes = train.features, train.labels, train.data.images, train.data.classes
     k = cfg.retrieval_k
@@ -247,13 +225,12 @@ def run_retrieve(source: SourceLike, out: str | Path | None = None, data_dir: st
     queries = one_query_per_class(y, cfg.seed)
     near_d, near_i = nearest(x, x[queries], k, exclude=queries)
     far_d, far_i = farthest(x, x[queries], k)
-    for kind, dist, idx in (("nearest", near_d, near_i), ("farthest", far_d, far_i)):
+    for kind, word, dist, idx in (("nearest", "nearest", near_d, near_i), ("farthest", "most distant", far_d, far_i)):
         rows = [(f"query: {classes[y[q]]}", [images[q], *images[idx[r]]],
                  [f"query #{q}", *(f"{classes[y[j]]} d={d:.2f}" for j, d in zip(idx[r], dist[r]))])
                 for r, q in enumerate(queries)]
-        word = "nearest" if kind == "nearest" else "most distant"
-        figures.image_grid_png(rows, f"{t.encoder.name}: the {k} {word} training images (L2 in representation "
-                                     "space)", t.out / f"retrieval_{kind}.png", train.data.modality)
+        figures.image_grid_png(rows, f"{t.encoder.name}: the {k} {word} training images (L2 in representation space)",
+                               t.out / f"retrieval_{kind}.png", train.data.modality)
     t.to_tensorboard([t.out / "retrieval_nearest.png", t.out / "retrieval_farthest.png"])
     t0 = time.perf_counter()
     p_at_k = precision_at_k(x, y, k, cfg.precision_queries, cfg.seed)
@@ -278,14 +255,13 @@ def run_cluster(source: SourceLike, out: str | Path | None = None, data_dir: str
                 dataset: str | None = None) -> dict[str, Any]:
     """K-means on training representations, silhouette in their dimension (spec C1-C3).
 
-    The silhouette is exact over all training points. The figure is a t-SNE of a
-    seeded sample of ``cfg.tsne_points`` training points (the title says so), coloured
-    by cluster and by class, with the K-means centres placed by openTSNE in black.
-    Writes ``clusters.png`` and ``cluster.json``.
+    The silhouette is exact over all training points. The figure is a t-SNE of a seeded sample of ``cfg.tsne_points``
+    training points (the title says so), coloured by cluster and by class, with the K-means centres placed by
+    openTSNE in black. Writes ``clusters.png`` and ``cluster.json``.
     """
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-    t = Task(source, out, data_dir, cfg, ctx, use_cache, dataset=dataset)
+    t = Task(source, out, cfg, ctx.reading(data_dir), use_cache, dataset=dataset)
     train = t.reps("train")
     x, y = train.features, train.labels
     if cfg.clusters >= len(y):
@@ -316,3 +292,91 @@ def run_cluster(source: SourceLike, out: str | Path | None = None, data_dir: str
         "cluster_sizes": np.bincount(assign, minlength=cfg.clusters).tolist(), "tsne_points": len(sample),
         "seconds": {"kmeans": t1 - t0, "silhouette": t2 - t1, "tsne": t3 - t2},
     })
+
+
+def compare_one(source: str | Path, name: str | None = None, anomalies: str = ANOMALIES,
+                cfg: EvalConfig = EVAL_DEFAULTS, ctx: Context = QUIET, use_cache: bool = True,
+                dataset: str | None = None) -> dict[str, Any]:
+    """Linear-probe and kNN top-1, kNN-anomaly AUROC and K-means silhouette of one source, on ``dataset`` (default:
+    the one it was trained on). The AUROC is ``None`` (with the reason) for a method that cannot represent the
+    anomaly images (latent codes exist only for the training images)."""
+    enc = load_source(source, name=name, seed=cfg.seed)
+    if not dataset and enc.config.data.dataset == PRETRAINED_DATASET:
+        raise ViclabError(f"{enc.name} is a published checkpoint trained on ImageNet, which viclab does not load; "
+                          "compare it on a dataset or image folder with --dataset NAME_OR_FOLDER")
+    if (dataset or enc.config.data.dataset) == anomalies:
+        raise ViclabError(f"{enc.name} is evaluated on {anomalies}, so it cannot serve as the anomalies too; choose "
+                          "another --anomalies dataset or image folder")
+    options = {"use_cache": use_cache, "ctx": replace(ctx, runtime=eval_runtime(cfg))}
+    t0 = time.perf_counter()
+    train, test = enc.represent("train", dataset, **options), enc.represent("test", dataset, **options)
+    for name, k in (("knn_k", cfg.knn_k), ("anomaly_k", cfg.anomaly_k)):
+        check_k(name, k, len(train.labels), f"training representations of {enc.name}")
+    if cfg.clusters >= len(train.labels):
+        raise ViclabError(f"clusters = {cfg.clusters} needs more training images than {enc.name} has "
+                          f"({len(train.labels)}); use at most {len(train.labels) - 1}")
+    probe = linear_probe(train.features, train.labels, test.features, test.labels, cfg.probe_weight_decays,
+                         seed=cfg.seed)
+    knn = knn_accuracy(train.features, train.labels, test.features, test.labels, cfg.knn_k, cfg.knn_temperature)
+    auroc, why = None, None
+    try:
+        odd = enc.represent("test", anomalies, **options)
+        truth = np.r_[np.zeros(len(test.labels)), np.ones(len(odd.labels))]
+        scores = neighbors.knn_anomaly_scores(train.features, np.r_[test.features, odd.features], cfg.anomaly_k)
+        auroc = roc(truth, scores)[2]
+    except ViclabError as e:
+        why = str(e)
+    assign, _ = kmeans(train.features, cfg.clusters, cfg.seed)
+    held_out = "test" if enc.test_split == "test" else f"{enc.test_split} images"
+    return {"name": enc.name, "source": str(source), "weights_sha256": enc.weights_sha256, "kind": enc.kind,
+            "dim": enc.dim, "dataset": dataset or enc.config.data.dataset, "n_train": len(train.labels),
+            "n_test": len(test.labels), "test_split": held_out, "linear_top1": probe.top1, "linear_top5": probe.top5,
+            "knn_top1": knn[1], "auroc": auroc, "auroc_unavailable": why,
+            "silhouette": silhouette(train.features, assign), "seconds": time.perf_counter() - t0}
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], anomalies: str) -> str:
+    """The comparison as a Markdown table (accuracies in %, n/a where undefined)."""
+    head = ["run", "probe data (train / test)", *(c.format(anomalies=anomalies) for c in COMPARE_COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        data = f"{r['n_train']} / {r['n_test']}" + (" held-out codes" if r["test_split"] != "test" else "")
+        auroc = "n/a" if r["auroc"] is None else f"{r['auroc']:.3f}"
+        lines.append(f"| {r['name']} | {data} | {_pct(r['linear_top1'])} | {_pct(r['knn_top1'])} | {auroc} | "
+                     f"{r['silhouette']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_compare(sources: Sequence[str | Path], names: Sequence[str] | None = None, out: str | Path | None = None,
+                anomalies: str = ANOMALIES, cfg: EvalConfig = EVAL_DEFAULTS, ctx: Context = DEFAULT_CONTEXT,
+                use_cache: bool = True, dataset: str | None = None) -> dict[str, Any]:
+    """Compare runs (spec S3/S4/S5/S6/S7 side by side); writes ``compare.json`` and ``compare.md``.
+
+    Args:
+        sources: run folders, ``.safetensors`` files or ``random:BACKBONE``.
+        names: one label per source (default: folder or file names).
+        out: output folder (default ``./compare``).
+        anomalies: dataset whose test split serves as anomalies for the AUROC column.
+        dataset: probe, cluster and take the normal images from this dataset (a registered name or an image folder)
+            instead of each source's training dataset.
+    """
+    require_one_process("viclab compare")
+    if not sources:
+        raise ViclabError("compare needs at least one run folder or weights file")
+    if names is not None and len(names) != len(sources):
+        raise ViclabError(f"{len(names)} names for {len(sources)} sources; give one name per source")
+    out_dir = check_writable_dir(Path(out or "compare"))
+    rows = []
+    for i, s in enumerate(sources):
+        rows.append(compare_one(s, names[i] if names else None, anomalies, cfg, ctx, use_cache, dataset))
+        ctx.echo(f"{rows[-1]['name']}: done in {rows[-1]['seconds']:.1f}s")
+    table = markdown_table(rows, anomalies)
+    payload = {"anomalies": anomalies, "eval_config": asdict(cfg), "runs": rows}
+    atomic_write_text(out_dir / "compare.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out_dir / "compare.md", table)
+    ctx.echo(table + f"-> {out_dir / 'compare.md'}, {out_dir / 'compare.json'}")
+    return payload

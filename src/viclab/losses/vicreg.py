@@ -1,7 +1,4 @@
-"""The VICReg objective (spec §1) as pure term functions plus a thin module.
-
-Shapes: ``z`` and ``z_prime`` are ``(B, d)`` projector outputs of two views.
-"""
+"""The VICReg objective (spec §1) on ``(B, d)`` projections ``z``, ``z_prime`` of two views: pure terms, a module."""
 
 from __future__ import annotations
 
@@ -14,44 +11,23 @@ from viclab.core.runtime import cat_over_ranks, is_distributed
 
 
 def invariance(z: Tensor, z_prime: Tensor) -> Tensor:
-    """Mean squared error over all ``B*d`` entries: ``(1/B) sum_i MSE(z_i, z'_i)``.
-
-    Args:
-        z: ``(B, d)`` projections of the first view.
-        z_prime: ``(B, d)`` projections of the second view.
-
-    Returns:
-        Scalar tensor.
-    """
+    """Mean squared error over all ``B*d`` entries of the ``(B, d)`` projections of two views:
+    ``(1/B) sum_i MSE(z_i, z'_i)``, a scalar tensor."""
     return (z - z_prime).pow(2).mean()
 
 
 def variance(z: Tensor, gamma: float = 1.0, eps: float = 1e-4, variant: str = "spec") -> Tensor:
-    """Hinge on the per-dimension standard deviation: ``(1/d) sum_j max(0, gamma - sigma_j)``.
-
-    ``variant="spec"`` uses ``sigma_j = sqrt(Var_j) + eps``; ``"official"`` (the
-    facebookresearch/vicreg code) uses ``sqrt(Var_j + eps)``. Var uses 1/(B-1).
-
-    Args:
-        z: ``(B, d)`` projections, ``B >= 2``.
-
-    Returns:
-        Scalar tensor.
-    """
+    """Hinge on the per-dimension standard deviation of ``(B, d)`` projections (``B >= 2``), a scalar tensor:
+    ``(1/d) sum_j max(0, gamma - sigma_j)``, Var with 1/(B-1). ``variant="spec"`` uses ``sigma_j = sqrt(Var_j) + eps``;
+    ``"official"`` (the facebookresearch/vicreg code) uses ``sqrt(Var_j + eps)``."""
     var = z.var(dim=0, unbiased=True)
     sigma = var.add(eps).sqrt() if variant == "official" else var.sqrt().add(eps)
     return torch.relu(gamma - sigma).mean()
 
 
 def covariance(z: Tensor) -> Tensor:
-    """Sum of squared off-diagonal covariances over d: ``(1/d) sum_{i!=j} C(Z)_ij^2``.
-
-    Args:
-        z: ``(B, d)`` projections, ``B >= 2``.
-
-    Returns:
-        Scalar tensor.
-    """
+    """Sum of squared off-diagonal covariances of ``(B, d)`` projections (``B >= 2``) over d:
+    ``(1/d) sum_{i!=j} C(Z)_ij^2``, a scalar tensor."""
     b, d = z.shape
     zc = z - z.mean(dim=0)
     cov = (zc.T @ zc) / (b - 1)
@@ -59,7 +35,8 @@ def covariance(z: Tensor) -> Tensor:
     return (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / d
 
 
-def _at_least_fp32(z: Tensor) -> Tensor:
+def at_least_fp32(z: Tensor) -> Tensor:
+    """fp16 and bf16 as fp32; other dtypes as they are."""
     return z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
 
 
@@ -75,25 +52,20 @@ class VICRegTerms(NamedTuple):
 class VICRegLoss(nn.Module):
     """``L = lambda*inv + mu*[var(Z)+var(Z')] + nu*[cov(Z)+cov(Z')]`` (spec §1).
 
-    In the ``official`` variant the variance part is halved; the reported
-    ``variance`` term is then ``[var(Z)+var(Z')]/2`` so that ``loss`` is always
-    ``inv_weight*invariance + var_weight*variance + cov_weight*covariance``.
+    In the ``official`` variant the variance part, and so the reported ``variance`` term, is halved: ``loss`` is
+    always ``inv_weight*invariance + var_weight*variance + cov_weight*covariance``.
 
     Args:
-        inv_weight: lambda.
-        var_weight: mu.
-        cov_weight: nu.
+        inv_weight, var_weight, cov_weight: lambda, mu, nu.
         gamma: target standard deviation.
         eps: numerical stabiliser in sigma.
         variant: ``"spec"`` or ``"official"``.
-        gather_distributed: compute variance and covariance on the batch gathered
-            from all processes (gradients flow back to each process's slice), so N
-            processes of batch b match one process of batch N*b. Off: local batch.
+        gather_distributed: variance and covariance on the batch gathered from all processes (gradients flow
+            back to each slice), so N processes of batch b match one of batch N*b. Off: the local batch.
     """
 
-    def __init__(self, inv_weight: float = 25.0, var_weight: float = 25.0, cov_weight: float = 1.0,
-                 gamma: float = 1.0, eps: float = 1e-4, variant: str = "spec",
-                 gather_distributed: bool = False) -> None:
+    def __init__(self, inv_weight: float = 25.0, var_weight: float = 25.0, cov_weight: float = 1.0, gamma: float = 1.0,
+                 eps: float = 1e-4, variant: str = "spec", gather_distributed: bool = False) -> None:
         super().__init__()
         if variant not in ("spec", "official"):
             raise ValueError(f"variant must be 'spec' or 'official', got {variant!r}")
@@ -103,9 +75,8 @@ class VICRegLoss(nn.Module):
 
     def forward(self, z: Tensor, z_prime: Tensor) -> VICRegTerms:
         """Args: ``z``, ``z_prime``: ``(B, d)``. Returns :class:`VICRegTerms` of scalars."""
-        # Loss statistics in fp32 even under autocast: variance/covariance of bf16
-        # activations lose too many digits.
-        z, z_prime = _at_least_fp32(z), _at_least_fp32(z_prime)
+        # Statistics in fp32 even under autocast: variance/covariance of bf16 activations lose too many digits.
+        z, z_prime = at_least_fp32(z), at_least_fp32(z_prime)
         inv = invariance(z, z_prime)
         if self.gather_distributed and is_distributed():
             z, z_prime = cat_over_ranks(z), cat_over_ranks(z_prime)  # the global batch, with gradients

@@ -1,24 +1,12 @@
-"""A small convolutional autoencoder: the reconstruction baseline for anomaly detection.
-
-The model only reconstructs; the error is computed in :mod:`viclab.losses.reconstruction`.
-"""
+"""A small convolutional autoencoder: the reconstruction baseline for anomaly detection (the error:
+:mod:`viclab.losses.reconstruction`)."""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
 from viclab.core.errors import ViclabError
-
-
-def _down(cin: int, cout: int) -> list[nn.Module]:
-    """``3x3`` stride-2 conv -> BN -> ReLU: halves each side."""
-    return [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-
-
-def _up(cin: int, cout: int) -> list[nn.Module]:
-    """``4x4`` stride-2 transposed conv -> BN -> ReLU: doubles each side exactly."""
-    return [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
-            nn.ReLU(inplace=True)]
+from viclab.models.small import init_convs
 
 
 class ConvAutoencoder(nn.Module):
@@ -54,24 +42,20 @@ class ConvAutoencoder(nn.Module):
         self.side = (height // factor, width // factor)
         flat = widths[-1] * self.side[0] * self.side[1]
 
-        down: list[nn.Module] = []
-        for cin, cout in zip((channels, *widths[:-1]), widths):
-            down += _down(cin, cout)
+        # Each 3x3 stride-2 conv halves each side; each 4x4 stride-2 transposed conv doubles it exactly.
+        down = [m for cin, cout in zip((channels, *widths[:-1]), widths) for m in
+                (nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))]
         self.encoder = nn.Sequential(*down, nn.Flatten(1), nn.Linear(flat, latent))
-
         up: list[nn.Module] = [nn.Linear(latent, flat), nn.ReLU(inplace=True),
                                nn.Unflatten(1, (widths[-1], *self.side))]
         rev = widths[::-1]
-        for cin, cout in zip(rev[:-1], rev[1:]):
-            up += _up(cin, cout)
+        up += [m for cin, cout in zip(rev[:-1], rev[1:]) for m in
+               (nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True))]
         up += [nn.ConvTranspose2d(widths[0], channels, 4, stride=2, padding=1)]
-        up += [nn.Sigmoid()] if output == "sigmoid" else []
-        self.decoder = nn.Sequential(*up)
+        self.decoder = nn.Sequential(*up, *([nn.Sigmoid()] if output == "sigmoid" else []))
         self.feature_dim = latent
-
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        init_convs(self)
 
     def encode(self, x: Tensor) -> Tensor:
         """``(B, 3, S, S)`` images -> ``(B, latent)`` bottleneck codes."""
@@ -92,5 +76,4 @@ class ConvAutoencoder(nn.Module):
 def build_autoencoder(size: int = 32, widths: tuple[int, ...] = (32, 64, 128),
                       latent: int = 64) -> tuple[ConvAutoencoder, int]:
     """Build a :class:`ConvAutoencoder`; returns ``(module, latent)``."""
-    net = ConvAutoencoder(size=size, widths=widths, latent=latent)
-    return net, net.latent
+    return ConvAutoencoder(size=size, widths=widths, latent=latent), latent

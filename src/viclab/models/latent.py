@@ -8,13 +8,8 @@ from viclab.models.projector import build_projector
 
 
 class LatentCodes(nn.Module):
-    """``index -> h(code[index])``: an embedding table in place of the encoder f.
-
-    Attributes:
-        codes: ``nn.Embedding(N, dim)``, initialised N(0, 1); sparse gradients (a
-            batch touches B of N rows), for ``torch.optim.SparseAdam``.
-        projector: the MLP h on top of the codes.
-    """
+    """``index -> h(code[index])``: ``codes``, an ``nn.Embedding(N, dim)`` table (N(0, 1), sparse gradients for
+    ``torch.optim.SparseAdam``) in place of the encoder f, then the MLP h, ``projector``."""
 
     def __init__(self, n: int, dim: int, projector: str) -> None:
         super().__init__()

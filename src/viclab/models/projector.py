@@ -8,16 +8,15 @@ from viclab.core.errors import ViclabError
 from viclab.core.runtime import check_fits
 
 
+def dense_layers(widths: list[int]) -> list[nn.Module]:
+    """``Linear -> BatchNorm1d -> ReLU`` from each width to the next."""
+    return [m for cin, cout in zip(widths[:-1], widths[1:])
+            for m in (nn.Linear(cin, cout), nn.BatchNorm1d(cout), nn.ReLU(inplace=True))]
+
+
 def build_projector(in_dim: int, spec: str) -> tuple[nn.Module, int]:
-    """``Linear -> BN -> ReLU`` for every width but the last, then a plain ``Linear``.
-
-    Args:
-        in_dim: representation width (the backbone's ``feature_dim``).
-        spec: dash-separated widths, e.g. ``"512-512-512"`` (spec §2's projector).
-
-    Returns:
-        ``(module, out_dim)``; the module maps ``(B, in_dim) -> (B, out_dim)``.
-    """
+    """``(module, out_dim)``: :func:`dense_layers` to every width of ``spec`` (dash-separated, e.g. spec §2's
+    ``"512-512-512"``) but the last, then a plain ``Linear``; ``(B, in_dim) -> (B, out_dim)``."""
     try:
         widths = [int(w) for w in spec.split("-")]
     except ValueError:
@@ -29,9 +28,4 @@ def build_projector(in_dim: int, spec: str) -> tuple[nn.Module, int]:
     params = sum(a * b + 3 * b for a, b in zip(dims[:-1], dims[1:]))
     check_fits(4 * params, "cpu", f"model.projector={spec} ({params / 1e6:.0f} M parameters on {in_dim}-d features)",
                "use narrower widths, e.g. model.projector=2048-2048")
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(widths) - 1:
-            layers += [nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers), widths[-1]
+    return nn.Sequential(*dense_layers(dims[:-1]), nn.Linear(dims[-2], dims[-1])), widths[-1]

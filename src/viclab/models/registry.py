@@ -1,10 +1,7 @@
 """The backbone registry: each backbone registered where it is defined, with its facts (timm's ``pretrained_cfg``).
 
-Facts: the input channels (3: RGB images; 1: log-mel spectrograms), the native input side, and the
-normalisation its inputs get. The CIFAR-trained backbones see CIFAR-10's channel statistics (the
-schema's :class:`~viclab.config.AugmentConfig` default); ``resnet50``, like the published ImageNet
-checkpoints, ImageNet's; ``spec_cnn`` none (it standardises its own inputs).
-"""
+The CIFAR-trained backbones see CIFAR-10's channel statistics (:class:`~viclab.config.AugmentConfig`'s default);
+``resnet50``, like the published ImageNet checkpoints, ImageNet's; ``spec_cnn`` none (it standardises its inputs)."""
 
 from __future__ import annotations
 
@@ -34,8 +31,7 @@ class Backbone:
         build: ``() -> (module, feature_dim)``; the module maps ``(B, channels, H, W)`` to ``(B, feature_dim)``.
         channels: input channels (3: RGB images; 1: log-mel spectrograms).
         size: the native input side in pixels (``None``: any, e.g. a spectrogram's mel bands x frames).
-        mean: per-channel normalisation mean of its inputs (``None``: none, the network standardises them).
-        std: per-channel normalisation std (``None`` with ``mean``).
+        mean, std: per-channel normalisation of its inputs (``None``: none, the network standardises them).
     """
 
     name: str
@@ -67,14 +63,15 @@ def register(channels: int = 3, size: int | None = 32, mean: tuple[float, ...] |
 
 
 def get_backbone(name: str) -> Backbone:
-    """A registered backbone's facts.
-
-    Raises:
-        ViclabError: ``name`` is not registered (the message lists those that are).
-    """
+    """A registered backbone's facts; a ViclabError lists the registered names if ``name`` is not one."""
     if name not in BACKBONES:
         raise ViclabError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
     return BACKBONES[name]
 
 
-__all__ = ["BACKBONES", "Backbone", "IMAGENET_MEAN", "IMAGENET_STD", "get_backbone", "register"]
+def build_backbone(name: str) -> tuple[nn.Module, int]:
+    """Instantiate a registered backbone; returns ``(module, feature_dim)``."""
+    return get_backbone(name).build()
+
+
+__all__ = ["BACKBONES", "Backbone", "IMAGENET_MEAN", "IMAGENET_STD", "build_backbone", "get_backbone", "register"]

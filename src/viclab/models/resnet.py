@@ -1,9 +1,6 @@
-"""ResNet-18 variants and ResNet-50 with torchvision's parameter names (so its weights load).
-
-Layout mirrors ``torchvision.models.resnet18``: ``conv1, bn1, relu, maxpool,
-layer1..layer4 (BasicBlock: conv1, bn1, conv2, bn2, downsample.0/1), avgpool, fc``;
-``resnet50`` the same with Bottleneck blocks (``conv1..3, bn1..3, downsample.0/1``).
-"""
+"""ResNet-18 variants and ResNet-50 with torchvision's parameter names (so its weights load): ``conv1, bn1, relu,
+maxpool, layer1..layer4 (BasicBlock: conv1, bn1, conv2, bn2, downsample.0/1), avgpool, fc``; ResNet-50 the same
+with Bottleneck blocks (``conv1..3, bn1..3, downsample.0/1``)."""
 
 from __future__ import annotations
 
@@ -20,6 +17,13 @@ def _trunk(net: nn.Module, x: Tensor) -> Tensor:
     return net.avgpool(x).flatten(1)
 
 
+def _shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Module | None:
+    """The 1x1-projected shortcut of a block that changes the shape (``None``: the identity)."""
+    if stride == 1 and in_planes == out_planes:
+        return None
+    return nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False), nn.BatchNorm2d(out_planes))
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with an identity (or 1x1-projected) shortcut."""
 
@@ -30,10 +34,7 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_planes != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+        self.downsample = _shortcut(in_planes, planes, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -42,46 +43,39 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
+# The first convolution of each stem: (kernel, stride, padding, bias).
+_STEMS = {"exercise": (3, 1, 0, True), "cifar": (3, 1, 1, False), "imagenet": (7, 2, 3, False)}
+
+
 class ResNet18(nn.Module):
     """ResNet-18 trunk with a configurable stem, ``fc`` and optional ``head``.
 
     Args:
-        stem: ``"exercise"``: Conv2d(3, 64, 3, stride 1, padding 0, bias) and no
-            max-pool (spec §2); ``"cifar"``: Conv2d(3, 64, 3, padding 1, no bias),
-            no max-pool; ``"imagenet"``: torchvision's 7x7/2 conv and 3x3/2 max-pool.
+        stem: ``"exercise"``: a 3x3 conv without padding, with bias (spec §2); ``"cifar"``: 3x3, padding 1,
+            no bias; ``"imagenet"``: torchvision's 7x7/2 conv and 3x3/2 max-pool (the others have none).
         fc_dim: output width of ``fc``; ``None`` makes ``fc`` the identity.
         head_dim: if set, ``head = BatchNorm1d -> ReLU -> Linear(fc_dim, head_dim)``.
     """
 
     def __init__(self, stem: str = "cifar", fc_dim: int | None = None, head_dim: int | None = None) -> None:
         super().__init__()
-        if stem == "exercise":
-            self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=0, bias=True)
-        elif stem == "cifar":
-            self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
-        elif stem == "imagenet":
-            self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        else:
+        if stem not in _STEMS:
             raise ValueError(f"unknown stem {stem!r}")
+        kernel, stride, padding, bias = _STEMS[stem]
+        self.conv1 = nn.Conv2d(3, 64, kernel, stride=stride, padding=padding, bias=bias)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
-        widths, blocks = (64, 128, 256, 512), []
-        in_planes = 64
-        for i, w in enumerate(widths):
-            stride = 1 if i == 0 else 2
-            blocks.append(nn.Sequential(BasicBlock(in_planes, w, stride), BasicBlock(w, w, 1)))
-            in_planes = w
-        self.layer1, self.layer2, self.layer3, self.layer4 = blocks
+        cins, widths = (64, 64, 128, 256), (64, 128, 256, 512)  # stride 2 where the width doubles
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            nn.Sequential(BasicBlock(cin, w, 1 if cin == w else 2), BasicBlock(w, w)) for cin, w in zip(cins, widths))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512, fc_dim) if fc_dim else nn.Identity()
         self.head = (nn.Sequential(nn.BatchNorm1d(fc_dim), nn.ReLU(inplace=True), nn.Linear(fc_dim, head_dim))
                      if head_dim else nn.Identity())
         init_convs(self)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """``(B, 3, H, W)`` images -> ``(B, 512)`` pooled trunk features."""
-        return _trunk(self, x)
+    forward_features = _trunk  # (B, 3, H, W) images -> (B, 512) pooled trunk features
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, 3, H, W)`` images -> ``(B, D)`` representation."""
@@ -101,11 +95,8 @@ def resnet18_cifar() -> tuple[nn.Module, int]:
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3, 1x1 expand (x4), with an identity (or 1x1-projected) shortcut.
-
-    The stride sits on the 3x3 convolution (torchvision's "ResNet v1.5", which VICReg's
-    ResNet-50 also uses), not on the first 1x1 as in the original paper.
-    """
+    """1x1 reduce, 3x3, 1x1 expand (x4), with an identity (or 1x1-projected) shortcut; the stride on the 3x3
+    (torchvision's and VICReg's "ResNet v1.5"), not on the first 1x1 as in the original paper."""
 
     expansion = 4
 
@@ -119,10 +110,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, out_planes, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_planes)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_planes != out_planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False), nn.BatchNorm2d(out_planes))
+        self.downsample = _shortcut(in_planes, out_planes, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -133,12 +121,9 @@ class Bottleneck(nn.Module):
 
 
 class ResNet50(nn.Module):
-    """torchvision's ResNet-50 trunk (ImageNet stem, Bottleneck layers [3, 4, 6, 3]), ``fc`` the identity.
-
-    Its state dict is that of ``torchvision.models.resnet50`` without ``fc.*``, which is exactly
-    the layout of facebookresearch/vicreg's ``resnet50.pth`` (whose extra zero-padding layer has
-    no parameters and, with its 7x7 conv's padding 2, pads as torchvision's padding 3 does).
-    """
+    """torchvision's ResNet-50 trunk (ImageNet stem, Bottleneck layers [3, 4, 6, 3]), ``fc`` the identity: the
+    state dict of ``torchvision.models.resnet50`` without ``fc.*``, exactly that of VICReg's ``resnet50.pth`` (whose
+    extra zero-padding layer has no parameters and, with its 7x7 conv's padding 2, pads as padding 3 does)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -158,9 +143,7 @@ class ResNet50(nn.Module):
         self.feature_dim = in_planes  # 2048
         init_convs(self)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """``(B, 3, H, W)`` images -> ``(B, 2048)`` pooled trunk features."""
-        return _trunk(self, x)
+    forward_features = _trunk  # (B, 3, H, W) images -> (B, 2048) pooled trunk features
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, 3, H, W)`` images -> ``(B, 2048)`` representation."""

@@ -8,9 +8,9 @@ from viclab.models.registry import register
 
 
 def init_convs(net: nn.Module) -> None:
-    """He initialisation of every convolution, as torchvision's ResNets."""
+    """He initialisation of every (transposed) convolution, as torchvision's ResNets."""
     for m in net.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
 
@@ -19,15 +19,12 @@ def _conv_bn(cin: int, cout: int) -> list[nn.Module]:
 
 
 class SmallCNN(nn.Module):
-    """Stem conv, then per stage ``conv -> 2x2 max-pool -> conv`` (VGG/airbench-like).
-
-    Max-pooling right after each stage's first conv puts most of the compute at
-    low resolution, which is what makes this fast on a CPU.
+    """Stem conv, then per stage ``conv -> 2x2 max-pool -> conv`` (VGG/airbench-like): pooling right after each
+    stage's first conv puts most of the compute at low resolution, which makes it fast on a CPU.
 
     Args:
         widths: stem width followed by one width per stage; the last is the feature dim.
-        pool_first: pool before each stage's first conv instead of after it, so that conv
-            runs at a quarter of the pixels (about half the multiply-adds in all).
+        pool_first: pool before each stage's first conv instead, running it at a quarter of the pixels.
         in_channels: input channels (3 for RGB, 1 for spectrograms).
     """
 
@@ -50,8 +47,7 @@ class SmallCNN(nn.Module):
         """``(B, in_channels, H, W)`` -> ``(B, widths[-1])``."""
         return self.pool(self.features(x)).flatten(1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_features(x)
+    forward = forward_features
 
 
 @register()
@@ -62,11 +58,8 @@ def small_cnn() -> tuple[nn.Module, int]:
 
 
 class Conv4(nn.Module):
-    """Four ``conv 3x3 -> ReLU -> 2x2 max-pool`` blocks, then a linear layer (spec S7).
-
-    Used untrained, as a seeded random feature map for Laplacian Eigenmaps: on a
-    32x32 input the last block leaves ``256 x 2 x 2 = 1024`` values, mapped to ``out_dim``.
-    """
+    """Four ``conv 3x3 -> ReLU -> 2x2 max-pool`` blocks, then a linear layer to ``out_dim`` (spec S7): untrained,
+    the seeded random feature map of Laplacian Eigenmaps."""
 
     def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256), out_dim: int = 1024, size: int = 32) -> None:
         super().__init__()
@@ -82,8 +75,7 @@ class Conv4(nn.Module):
         """``(B, 3, 32, 32)`` -> ``(B, out_dim)``."""
         return self.fc(self.features(x).flatten(1))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_features(x)
+    forward = forward_features
 
 
 @register()  # untrained: the feature map of Laplacian Eigenmaps (spec S7)

@@ -1,10 +1,7 @@
-"""Networks over log-mel spectrograms (spec §4): a CNN encoder and the DCASE 2020 baseline autoencoder.
+"""Networks over ``(B, 1, n_mels, frames)`` log-mel spectrograms in dB (spec §4): a CNN encoder and autoencoders.
 
-Spectrograms come in as ``(B, 1, n_mels, frames)`` in dB. Networks that need them standardised
-carry a :class:`Standardize` layer whose mean and standard deviation are those of their training
-set, as buffers: they travel with the weights, so a saved encoder scores new clips exactly as it
-was trained.
-"""
+Those that need them standardised carry a :class:`Standardize` layer whose training-set mean and std are
+buffers: they travel with the weights, so a saved encoder scores new clips exactly as it was trained."""
 
 from __future__ import annotations
 
@@ -12,15 +9,13 @@ import torch
 from torch import Tensor, nn
 
 from viclab.models.autoencoder import ConvAutoencoder
+from viclab.models.projector import dense_layers
 from viclab.models.registry import register
 from viclab.models.small import SmallCNN
 
 
 class Standardize(nn.Module):
-    """``(x - mean) / std`` with one mean and one standard deviation: the training set's.
-
-    Unfitted it is the identity (mean 0, std 1); :func:`fit_standardizers` sets it once.
-    """
+    """``(x - mean) / std`` with the training set's mean and std; unfitted (mean 0, std 1) the identity."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -54,12 +49,8 @@ def fit_standardizers(module: nn.Module, inputs: Tensor) -> int:
 
 
 class SpecCNN(nn.Module):
-    """Standardise, then :class:`~viclab.models.small.SmallCNN` on one input channel (its global average
-    pooling takes any number of mel bands and frames).
-
-    Args:
-        widths: stem width followed by one width per stage; the last is the feature dim.
-    """
+    """Standardise, then :class:`~viclab.models.small.SmallCNN` of ``widths`` on one input channel (its global
+    average pooling takes any number of mel bands and frames)."""
 
     def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
         super().__init__()
@@ -71,8 +62,7 @@ class SpecCNN(nn.Module):
         """``(B, 1, n_mels, frames)`` dB -> ``(B, widths[-1])``."""
         return self.body(self.standardize(x))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_features(x)
+    forward = forward_features
 
 
 @register(channels=1, size=None, mean=None, std=None)  # log-mel spectrograms (spec §4), standardised inside
@@ -83,16 +73,9 @@ def spec_cnn() -> tuple[nn.Module, int]:
 
 
 def stack_frames(logmel: Tensor, context: int = 5) -> Tensor:
-    """Consecutive frames side by side, as the DCASE 2020 baseline feeds its autoencoder.
-
-    Args:
-        logmel: ``(B, 1, n_mels, T)`` or ``(B, n_mels, T)``.
-        context: frames per vector.
-
-    Returns:
-        ``(B, T - context + 1, context * n_mels)``: vector ``t`` is frames ``t .. t + context - 1``,
-        frame-major (``n_mels`` values of frame ``t``, then of ``t + 1``, ...), the baseline's order.
-    """
+    """``context`` consecutive frames of ``(B, 1, n_mels, T)`` or ``(B, n_mels, T)`` spectrograms side by side, as
+    the DCASE 2020 baseline feeds its autoencoder: ``(B, T - context + 1, context * n_mels)``, vector ``t`` the
+    frames ``t .. t + context - 1``, frame-major (``n_mels`` values of frame ``t``, then of ``t + 1``, ...)."""
     x = logmel.squeeze(1) if logmel.dim() == 4 else logmel
     if x.shape[-1] < context:
         raise ValueError(f"a spectrogram of {x.shape[-1]} frames has no window of {context} frames")
@@ -100,32 +83,15 @@ def stack_frames(logmel: Tensor, context: int = 5) -> Tensor:
     return windows.permute(0, 2, 3, 1).reshape(x.shape[0], -1, context * x.shape[1])
 
 
-def _dense(cin: int, cout: int) -> list[nn.Module]:
-    return [nn.Linear(cin, cout), nn.BatchNorm1d(cout), nn.ReLU(inplace=True)]
-
-
 class DenseAutoencoder(nn.Module):
-    """The DCASE 2020 Task 2 baseline: ``640 -> 128 x4 -> 8 -> 128 x4 -> 640``, every hidden layer
-    Dense + BatchNorm + ReLU, the output linear (spec §5).
-
-    Args:
-        inputs: vector width (``context * n_mels``, 5 x 128 = 640 in the baseline).
-        hidden: hidden width (128).
-        bottleneck: code width (8).
-        depth: hidden layers on each side of the code (4).
-    """
+    """The DCASE 2020 Task 2 baseline (spec §5): ``inputs -> hidden x depth -> bottleneck -> hidden x depth ->
+    inputs`` (``640 -> 128 x4 -> 8 -> 128 x4 -> 640``; 640 = 5 frames x 128 mels), every hidden layer Dense +
+    BatchNorm + ReLU, the output linear."""
 
     def __init__(self, inputs: int = 640, hidden: int = 128, bottleneck: int = 8, depth: int = 4) -> None:
         super().__init__()
-        widths = [inputs] + [hidden] * depth
-        enc: list[nn.Module] = []
-        for cin, cout in zip(widths[:-1], widths[1:]):
-            enc += _dense(cin, cout)
-        self.encoder = nn.Sequential(*enc, *_dense(hidden, bottleneck))
-        dec: list[nn.Module] = _dense(bottleneck, hidden)
-        for _ in range(depth - 1):
-            dec += _dense(hidden, hidden)
-        self.decoder = nn.Sequential(*dec, nn.Linear(hidden, inputs))
+        self.encoder = nn.Sequential(*dense_layers([inputs, *[hidden] * depth, bottleneck]))
+        self.decoder = nn.Sequential(*dense_layers([bottleneck, *[hidden] * depth]), nn.Linear(hidden, inputs))
         self.inputs, self.feature_dim = inputs, bottleneck
 
     def forward(self, x: Tensor) -> Tensor:
@@ -135,17 +101,9 @@ class DenseAutoencoder(nn.Module):
 
 
 class SpecAutoencoder(nn.Module):
-    """A :class:`~viclab.models.autoencoder.ConvAutoencoder` over log-mel spectrograms.
-
-    Standardises its input (the training set's mean and std), pads the frames at the end (edge
-    values) to a multiple of ``2 ** len(widths)``, reconstructs with a linear output, crops and
-    undoes the standardisation: input and reconstruction are both in dB.
-
-    Args:
-        n_mels: mel bands, a multiple of ``2 ** len(widths)``.
-        frames: frames of every spectrogram it sees.
-        widths, latent: of the convolutional autoencoder.
-    """
+    """A :class:`~viclab.models.autoencoder.ConvAutoencoder` over spectrograms of ``n_mels`` (a multiple of
+    ``2 ** len(widths)``) x ``frames``: standardise, pad the frames at the end (edge values) to a multiple of
+    ``2 ** len(widths)``, reconstruct with a linear output, crop and undo the standardisation (all in dB)."""
 
     def __init__(self, n_mels: int, frames: int, widths: tuple[int, ...] = (32, 64, 128), latent: int = 64) -> None:
         super().__init__()

@@ -1,10 +1,5 @@
-"""BatchNorm with statistics over the global batch of all processes (``model.sync_bn``).
-
-``torch.nn.SyncBatchNorm`` runs only on GPUs, so data-parallel training between CPU
-processes (gloo) uses :class:`GlobalBatchNorm`: the same module, its mean and variance
-all-reduced across ranks with gradients flowing back through the reduction. On GPUs
-torch's fused implementation is used.
-"""
+"""BatchNorm over the global batch of all processes (``model.sync_bn``): ``torch.nn.SyncBatchNorm`` runs only on
+GPUs, so between CPU processes (gloo) :class:`GlobalBatchNorm` all-reduces the statistics, gradients flowing back."""
 
 from __future__ import annotations
 
@@ -15,12 +10,8 @@ from viclab.core.runtime import get_world_size, sum_over_ranks
 
 
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """BatchNorm1d/2d whose training statistics span the batches of every rank.
-
-    Same parameters and buffers (and so the same ``state_dict``) as the BatchNorm it
-    replaces. In one process, in eval mode, or without a process group it is plain
-    BatchNorm. Every rank must call it with the same number of channels.
-    """
+    """BatchNorm1d/2d whose training statistics span the batches of every rank (each with the same channels); the
+    ``state_dict`` of the BatchNorm it replaces, and that BatchNorm itself in one process or in eval mode."""
 
     def _check_input_dim(self, x: Tensor) -> None:
         if x.dim() not in (2, 3, 4, 5):
@@ -57,9 +48,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
 def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     """Every BatchNorm of ``module`` synchronised across ranks: torch's SyncBatchNorm on CUDA,
     :class:`GlobalBatchNorm` elsewhere. Parameters and buffers are kept (moved, not copied)."""
-    if device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    return _convert(module)
+    return nn.SyncBatchNorm.convert_sync_batchnorm(module) if device.type == "cuda" else _convert(module)
 
 
 def _convert(module: nn.Module) -> nn.Module:

@@ -5,17 +5,13 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from viclab.config import ModelConfig
-from viclab.models import build_backbone, build_projector
+from viclab.models.projector import build_projector
+from viclab.models.registry import build_backbone
 
 
 class VICRegModel(nn.Module):
-    """``x -> h(f(x))``. The encoder alone is what evaluation keeps.
-
-    Attributes:
-        encoder: backbone mapping ``(B, 3, H, W) -> (B, feature_dim)``.
-        projector: MLP mapping ``(B, feature_dim) -> (B, d)``.
-        feature_dim: representation width.
-    """
+    """``x -> h(f(x))``: the ``encoder`` (``(B, 3, H, W) -> (B, feature_dim)``, what evaluation keeps), then the
+    ``projector`` (``(B, feature_dim) -> (B, d)``)."""
 
     def __init__(self, encoder: nn.Module, projector: nn.Module, feature_dim: int) -> None:
         super().__init__()

@@ -1,11 +1,7 @@
-"""Vision Transformers with timm's parameter names (so timm and DINO weights load strictly).
-
-The state dict matches ``timm.models.vision_transformer.VisionTransformer`` with ``num_classes=0``
-(and DINO's ``vision_transformer.py``, which has the same names): ``cls_token``, ``pos_embed``,
-``patch_embed.proj``, ``blocks.{i}.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``norm``.
-Learned position embeddings are resampled bicubically over the patch grid when the image size
-differs from the one the model was built for, both in ``forward`` and when loading a state dict.
-"""
+"""Vision Transformers with the parameter names of timm's (``num_classes=0``) and DINO's, so their weights load
+strictly: ``cls_token``, ``pos_embed``, ``patch_embed.proj``, ``blocks.{i}.{norm1, attn.qkv, attn.proj, norm2,
+mlp.fc1, mlp.fc2}``, ``norm``. Position embeddings are resampled bicubically to another image size's patch grid,
+both in ``forward`` and when loading a state dict."""
 
 from __future__ import annotations
 
@@ -21,10 +17,8 @@ from viclab.models.registry import register
 
 
 def resample_pos_embed(pos_embed: Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int]) -> Tensor:
-    """Bicubically resample the patch part of a position embedding; the class token's row is kept.
-
-    Follows timm's ``resample_abs_pos_embed`` (bicubic, antialiased so that shrinking a grid
-    averages rather than skips positions; antialiasing does nothing when enlarging).
+    """Bicubically resample the patch part of a position embedding, the class token's row kept, as timm's
+    ``resample_abs_pos_embed`` (antialiased: shrinking a grid averages rather than skips positions).
 
     Args:
         pos_embed: ``(1, 1 + old_h * old_w, D)``, class token first, patches in row-major order.
@@ -88,7 +82,7 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """``fc1 -> GELU -> fc2``."""
+    """``fc1 -> GELU -> fc2``: ``(B, N, D) -> (B, N, D)``."""
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
@@ -97,23 +91,20 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, N, D)`` -> ``(B, N, D)``."""
         return self.fc2(self.act(self.fc1(x)))
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
+    """Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``; ``(B, N, D) -> (B, N, D)``."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 eps: float = 1e-6) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, N, D)`` -> ``(B, N, D)``."""
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
@@ -121,9 +112,8 @@ class Block(nn.Module):
 class VisionTransformer(nn.Module):
     """ViT with a class token and learned position embeddings, without a classification head.
 
-    The representation is the final LayerNorm's output at the class token (DINO's and timm's
-    ``global_pool="token"``). Images whose size differs from ``img_size`` are accepted as long as
-    both sides are multiples of ``patch_size``: the position embeddings are resampled to their grid.
+    The representation is the final LayerNorm's output at the class token (timm's ``global_pool="token"``).
+    Images of another size than ``img_size`` are accepted if both sides are multiples of ``patch_size``.
 
     Args:
         img_size: side of the square images the position embeddings are built for.
@@ -149,7 +139,7 @@ class VisionTransformer(nn.Module):
         self.blocks = nn.Sequential(*(Block(embed_dim, num_heads, mlp_ratio, qkv_bias) for _ in range(depth)))
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         # DINO's initialisation (timm's differs only in cls_token ~ N(0, 1e-6)); the patch
-        # convolution keeps PyTorch's default, as in both.
+        # convolution and the LayerNorms (ones, zeros) keep PyTorch's default, as in both.
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         for m in self.modules():
@@ -157,9 +147,6 @@ class VisionTransformer(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     def forward_tokens(self, x: Tensor) -> Tensor:
         """``(B, C, H, W)`` images -> ``(B, 1 + (H / p) * (W / p), D)`` final-norm tokens, class token first."""
@@ -177,14 +164,11 @@ class VisionTransformer(nn.Module):
         """``(B, C, H, W)`` images -> ``(B, D)`` class-token representation."""
         return self.forward_tokens(x)[:, 0]
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, C, H, W)`` images -> ``(B, D)`` representation (no head: the same as ``forward_features``)."""
-        return self.forward_features(x)
+    forward = forward_features  # no head
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # A checkpoint trained at another resolution (DINO: 224 px / patch 16 = a 14x14 grid) carries
-        # a position embedding for its own grid: resample it to ours before the usual shape checks.
-        # (Module.load_state_dict hands us its own copy of the dict, so the caller's is untouched.)
+        # A checkpoint trained at another resolution (DINO: 224 px / patch 16 = 14x14) has its own grid's position
+        # embedding: resample it before the shape checks (in load_state_dict's own copy of the dict).
         key = prefix + "pos_embed"
         if key in state_dict and state_dict[key].shape != self.pos_embed.shape:
             grid = _square_grid(state_dict[key], self.embed_dim)
@@ -193,8 +177,7 @@ class VisionTransformer(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-# Wrappers that checkpoints commonly put around a backbone's own names: DistributedDataParallel,
-# the backbone attribute of a training model (VICReg, DINO), torch.compile.
+# Wrappers of a backbone's names in checkpoints: DDP, a training model's backbone (VICReg, DINO), torch.compile.
 _PREFIXES = ("module.", "backbone.", "_orig_mod.")
 # Classifier heads that published checkpoints carry and a backbone has no use for (timm: head, torchvision: fc).
 _HEADS = ("head.", "fc.")
@@ -226,25 +209,18 @@ def vit_like(model: VisionTransformer, state_dict: Mapping[str, Tensor]) -> Visi
                           f"pos_embed of width {model.embed_dim}")
     patch = proj.shape[-1]
     depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
-    if (patch, grid[0] * patch, depth) == (model.patch_embed.patch_size, model.grid_size[0] * patch,
-                                           len(model.blocks)):
+    if (patch, grid[0], depth) == (model.patch_embed.patch_size, model.grid_size[0], len(model.blocks)):
         return model
     return VisionTransformer(img_size=grid[0] * patch, patch_size=patch, embed_dim=model.embed_dim, depth=depth,
                              num_heads=model.blocks[0].attn.num_heads)
 
 
 def load_backbone_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
-    """Load a published backbone checkpoint strictly, after removing wrappers and the classifier head.
+    """Load a published backbone checkpoint ``{name: tensor}`` into ``model`` strictly, after removing wrappers.
 
-    Works for any backbone here: a timm / DINO ViT state dict into :class:`VisionTransformer`
-    (a position embedding for another square grid is resampled), a torchvision / VICReg
-    ``resnet50.pth`` into ``ResNet50``. Prefixes ``module.``, ``backbone.`` and ``_orig_mod.`` are
-    stripped (repeatedly); ``head.*`` and ``fc.*`` keys are dropped unless the model has them.
-    Every check runs before any tensor is copied, so a refused checkpoint leaves the model as it was.
-
-    Args:
-        model: the backbone to fill.
-        state_dict: ``{name: tensor}`` as saved.
+    E.g. a timm / DINO ViT state dict into :class:`VisionTransformer` (a position embedding for another square
+    grid is resampled), VICReg's ``resnet50.pth`` into ``ResNet50``; ``head.*`` and ``fc.*`` keys are dropped
+    unless the model has them. Every check runs before any tensor is copied: a refused checkpoint changes nothing.
 
     Raises:
         ViclabError: keys missing or unexpected, or a tensor of the wrong shape (one line, with examples).

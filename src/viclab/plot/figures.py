@@ -1,5 +1,5 @@
-"""Every figure viclab draws: scatter maps, image grids (the most anomalous items), ROC and
-precision-recall curves, training curves, the VICReg-term monitor, score histograms, spectrograms.
+"""Every figure viclab draws: scatter maps, image grids (the most anomalous items), ROC and precision-recall curves,
+training curves, the VICReg-term monitor, score histograms, spectrograms.
 
 Matplotlib's object API (no pyplot, no global backend); every file is written atomically.
 """
@@ -45,8 +45,7 @@ def _scatter(ax, points: np.ndarray, labels: np.ndarray, names: Sequence[str], s
         m = labels == c
         if m.any():
             ax.scatter(points[m, 0], points[m, 1], s=size, color=colors[c], label=name, linewidths=0, alpha=0.8)
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
 
 
 def _marker_size(n: int) -> float:
@@ -60,8 +59,7 @@ def _legend(ax, fontsize: int = 8) -> None:
         handle.set_sizes([30])
 
 
-def scatter_png(points: np.ndarray, labels: np.ndarray, classes: Sequence[str], title: str,
-                path: str | Path) -> Path:
+def scatter_png(points: np.ndarray, labels: np.ndarray, classes: Sequence[str], title: str, path: str | Path) -> Path:
     """2-D map ``(N, 2)`` coloured by ``labels`` ``(N,)`` (indices into ``classes``)."""
     fig = _figure(7, 6)
     ax = fig.add_subplot()
@@ -71,8 +69,7 @@ def scatter_png(points: np.ndarray, labels: np.ndarray, classes: Sequence[str], 
     return save_png(fig, path)
 
 
-def scatter_html(points: np.ndarray, labels: np.ndarray, classes: Sequence[str], title: str,
-                 path: str | Path) -> Path:
+def scatter_html(points: np.ndarray, labels: np.ndarray, classes: Sequence[str], title: str, path: str | Path) -> Path:
     """The same map as an interactive, self-contained plotly page (hover shows class and index)."""
     import plotly.graph_objects as go
 
@@ -83,8 +80,7 @@ def scatter_html(points: np.ndarray, labels: np.ndarray, classes: Sequence[str],
             fig.add_trace(go.Scattergl(x=points[idx, 0], y=points[idx, 1], mode="markers", name=name,
                                        marker={"size": 4}, customdata=idx,
                                        hovertemplate=f"{name}<br>index %{{customdata}}<extra></extra>"))
-    fig.update_layout(title=title, template="plotly_white", legend={"itemsizing": "constant"},
-                      width=900, height=750)
+    fig.update_layout(title=title, template="plotly_white", legend={"itemsizing": "constant"}, width=900, height=750)
     html = fig.to_html(include_plotlyjs=True, full_html=True)
     return atomic_write(path, lambda p: p.write_text(html, encoding="utf-8"))
 
@@ -111,29 +107,22 @@ def _show(ax, image: Tensor, modality: str) -> None:
         ax.imshow(image[0].numpy(), origin="lower", aspect="auto", cmap="magma", interpolation="nearest")
     else:
         ax.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    ax.set(xticks=[], yticks=[])
 
 
-def image_grid_png(rows: Sequence[tuple[str, Sequence[Tensor], Sequence[str]]], title: str,
-                   path: str | Path, modality: str) -> Path:
-    """A grid of images, one row per entry.
-
-    Args:
-        rows: ``(row label, images (3, H, W) uint8 or spectrograms (1, n_mels, frames) float, one caption per image)``.
-        modality: what the items are (:attr:`viclab.data.ImageData.modality`).
-    """
+def image_grid_png(rows: Sequence[tuple[str, Sequence[Tensor], Sequence[str]]], title: str, path: str | Path,
+                   modality: str) -> Path:
+    """A grid of ``modality`` items (:attr:`viclab.data.ImageData.modality`), one row per entry of ``rows``: ``(row
+    label, images (3, H, W) uint8 or spectrograms (1, n_mels, frames) float, one caption per image)``."""
     ncol = max(len(images) for _, images, _ in rows)
     fig = _figure(1.25 * ncol + 1.2, 1.35 * len(rows) + 0.5)
     axes = fig.subplots(len(rows), ncol, squeeze=False)
     for r, (label, images, captions) in enumerate(rows):
-        for c in range(ncol):
-            ax = axes[r][c]
-            if c < len(images):
-                _show(ax, images[c], modality)
-                ax.set_title(captions[c], fontsize=7)
-            else:
-                ax.axis("off")
+        for ax, image, caption in zip(axes[r], images, captions):
+            _show(ax, image, modality)
+            ax.set_title(caption, fontsize=7)
+        for ax in axes[r][len(images):]:
+            ax.axis("off")
         axes[r][0].set_ylabel(label, fontsize=8)
     fig.suptitle(title)
     return save_png(fig, path)
@@ -146,13 +135,8 @@ def most_anomalous(scores: np.ndarray, top: int) -> np.ndarray:
 
 def top_anomalies_png(rows: Sequence[tuple[str, np.ndarray, Callable[[int], Tensor], Callable[[int, float], str]]],
                       top: int, title: str, path: str | Path, modality: str) -> Path:
-    """The ``top`` most anomalous items of each detector or encoder, one row each (:func:`image_grid_png`).
-
-    Args:
-        rows: ``(row label, scores (M,), item(i) -> image, caption(i, score) -> str)``; higher score = more
-            anomalous.
-        modality: what the items are (:attr:`viclab.data.ImageData.modality`).
-    """
+    """The ``top`` most anomalous items of each detector or encoder, one row each (:func:`image_grid_png`): ``rows``
+    of ``(row label, scores (M,), item(i) -> image, caption(i, score) -> str)``; higher score = more anomalous."""
     grid = []
     for label, scores, item, caption in rows:
         order = most_anomalous(scores, top)
@@ -167,10 +151,7 @@ def roc_png(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]], title: 
     for name, fpr, tpr, auc in curves:
         ax.plot(fpr, tpr, lw=1.8, label=f"{name} (AUC = {auc:.3f})")
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="chance (AUC = 0.5)")
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
     ax.set_title(title, fontsize=9, wrap=True)
     ax.legend(loc="lower right", fontsize=8)
     return save_png(fig, path)
@@ -178,18 +159,15 @@ def roc_png(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]], title: 
 
 def curves_png(series: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], ylabel: str,
                title: str, path: str | Path) -> Path:
-    """Training curves of one quantity, one colour per run.
+    """Training curves of one quantity ``ylabel`` (e.g. ``"invariance"``), one colour per run.
 
     Args:
-        series: ``(name, train_step (N,), train_value (N,), test_step (M,), test_value (M,))``;
-            each training batch is drawn faintly with its running mean on top, the test
-            evaluations as connected markers.
-        ylabel: the quantity (e.g. ``"invariance"``).
+        series: ``(name, train_step (N,), train_value (N,), test_step (M,), test_value (M,))``; each training batch
+            is drawn faintly with its running mean on top, the test evaluations as connected markers.
     """
     fig = _figure(6.4, 4.2)
     ax = fig.add_subplot()
     colors = _palette(max(len(series), 1))
-    values = []
     for (name, ts, tv, es, ev), color in zip(series, colors):
         if len(ts):
             window = max(1, len(tv) // 40)
@@ -198,12 +176,10 @@ def curves_png(series: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, n
             ax.plot(ts[window - 1:], smooth, color=color, lw=1.6, label=f"{name}: train (per batch)")
         if len(es):
             ax.plot(es, ev, color=color, marker="o", ls="--", lw=1.2, ms=5, label=f"{name}: test (per epoch)")
-        values += [np.asarray(tv), np.asarray(ev)]
-    flat = np.concatenate(values) if values else np.zeros(0)
+    flat = np.concatenate([np.asarray(v) for _, _, tv, _, ev in series for v in (tv, ev)] or [np.zeros(0)])
     if len(flat) and flat.min() > 0 and flat.max() / flat.min() > 50:
         ax.set_yscale("log")  # e.g. mu = 0 drives invariance to ~0 while VICReg's stays near 1
-    ax.set_xlabel("training step")
-    ax.set_ylabel(ylabel)
+    ax.set(xlabel="training step", ylabel=ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -229,12 +205,8 @@ def pngs_to_tensorboard(log_dir: str | Path, items: Sequence[tuple[str, str | Pa
 
 def roc_pr_png(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str, path: str | Path,
                max_fpr: float = 0.1) -> Path:
-    """ROC (left) and precision-recall (right) of several detectors on one figure.
-
-    Args:
-        curves: ``(name, labels (M,) 0/1, scores (M,))`` per detector, higher score = more anomalous.
-        max_fpr: the partial-AUC range, shaded on the ROC panel.
-    """
+    """ROC (left) and precision-recall (right) of several detectors on one figure: ``curves`` of ``(name, labels
+    (M,) 0/1, scores (M,))`` per detector, higher score = more anomalous; ``max_fpr``: the shaded partial-AUC range."""
     fig = _figure(12, 5.2)
     roc_ax, pr_ax = fig.subplots(1, 2)
     roc_ax.axvspan(0, max_fpr, color="0.85", zorder=0, label=f"FPR ≤ {max_fpr:g} (pAUC range)")
@@ -253,10 +225,7 @@ def roc_pr_png(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str,
         pr_ax.axhline(p, ls="--", lw=1, color="grey" if one else color, label=f"prevalence {p:.3f} (chance)")
     for ax, (xl, yl), where in [(roc_ax, ("false positive rate", "true positive rate"), "lower right"),
                                 (pr_ax, ("recall", "precision"), "lower left")]:
-        ax.set_xlabel(xl)
-        ax.set_ylabel(yl)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.01)
+        ax.set(xlabel=xl, ylabel=yl, xlim=(0, 1), ylim=(0, 1.01))
         ax.grid(alpha=0.3)
         ax.legend(loc=where, fontsize=7)
     roc_ax.set_title("ROC")
@@ -273,12 +242,8 @@ def true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def monitor_png(terms: dict[str, np.ndarray], anomalous: np.ndarray, title: str, path: str | Path) -> Path:
-    """The per-batch VICReg terms in three stacked panels, anomalous batches shaded.
-
-    Args:
-        terms: ``"invariance"``, ``"variance"``, ``"covariance"``, each ``(T,)`` over ``T`` batches.
-        anomalous: ``(T,)`` bool; each run of True is one shaded span in every panel.
-    """
+    """The per-batch VICReg ``terms`` (``"invariance"``, ``"variance"``, ``"covariance"``, each ``(T,)`` over ``T``
+    batches) in three stacked panels; each run of True in ``anomalous`` ``(T,)`` is one shaded span in every panel."""
     anomalous = np.asarray(anomalous, dtype=bool)
     missing = [k for k in TERMS if k not in terms]
     if missing:
@@ -306,12 +271,9 @@ def monitor_png(terms: dict[str, np.ndarray], anomalous: np.ndarray, title: str,
 
 def score_hist_png(scores_normal: np.ndarray, scores_anomalous: np.ndarray, threshold: float | None, title: str,
                    path: str | Path) -> Path:
-    """Overlaid histograms of normal ``(N,)`` and anomalous ``(M,)`` scores, with the threshold if given.
-
-    Both are drawn as densities on shared bins, so that classes of very different sizes compare.
-    """
-    normal = np.asarray(scores_normal, dtype=np.float64).ravel()
-    anomal = np.asarray(scores_anomalous, dtype=np.float64).ravel()
+    """Overlaid histograms of normal ``(N,)`` and anomalous ``(M,)`` scores, with the threshold if given; densities
+    on shared bins, so that classes of very different sizes compare."""
+    normal, anomal = (np.asarray(s, dtype=np.float64).ravel() for s in (scores_normal, scores_anomalous))
     both = np.concatenate([normal, anomal])
     if both.size == 0 or not np.isfinite(both).all():
         raise ViclabError("score histogram needs at least one finite score; check the scores passed in")
@@ -323,8 +285,7 @@ def score_hist_png(scores_normal: np.ndarray, scores_anomalous: np.ndarray, thre
             ax.hist(scores, bins=bins, density=True, alpha=0.5, color=color, label=f"{name} (n = {scores.size})")
     if threshold is not None:
         ax.axvline(threshold, color="black", ls="--", lw=1.5, label=f"threshold {threshold:.4g}")
-    ax.set_xlabel("anomaly score")
-    ax.set_ylabel("density")
+    ax.set(xlabel="anomaly score", ylabel="density")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
@@ -333,12 +294,8 @@ def score_hist_png(scores_normal: np.ndarray, scores_anomalous: np.ndarray, thre
 
 def spectrogram_panels_png(panels: Sequence[tuple[str, Tensor]], seconds: float, n_mels: int, title: str,
                            path: str | Path) -> Path:
-    """Log-mel spectrograms (dB) side by side on one colour scale (the loudest 80 dB), time in seconds.
-
-    Args:
-        panels: ``(name, (1, n_mels, frames) or (n_mels, frames))`` each.
-        seconds: the duration the frames span.
-    """
+    """Log-mel spectrograms (dB) ``panels`` of ``(name, (1, n_mels, frames) or (n_mels, frames))`` side by side on
+    one colour scale (the loudest 80 dB), time in seconds (``seconds``: the duration the frames span)."""
     fig = _figure(4.2 * len(panels), 3.6, dpi=120)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     lo = min(float(p.min()) for _, p in panels)

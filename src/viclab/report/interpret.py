@@ -1,8 +1,7 @@
 """Short interpretations of a study, each claim computed from that study's numbers.
 
-Nothing here is canned: every comparison word (higher, lower, within the sampling
-error) is chosen by the numbers it describes, so the text cannot contradict the
-figures and tables next to it.
+Nothing here is canned: every comparison word (higher, lower, within the sampling error) is chosen by the numbers it
+describes, so the text cannot contradict the figures and tables next to it.
 """
 
 from __future__ import annotations
@@ -20,40 +19,22 @@ def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def points(d: float) -> str:
-    """A difference of two fractions in percentage points, signed."""
-    return f"{100 * d:+.1f} points"
-
-
 def compare_accuracy(name_a: str, a: float, n_a: int, name_b: str, b: float, n_b: int) -> str:
     """``"A (x%) is above B (y%) by z points, more than twice the sampling error"``."""
     d = a - b
+    # Treats the two accuracies as independent binomial estimates: a rough, conservative guide.
     se = math.sqrt(sampling_error(a, n_a) ** 2 + sampling_error(b, n_b) ** 2)
     if d == 0:
         return f"{name_a} and {name_b} score the same ({pct(a)})"
-    word = "above" if d > 0 else "below"
-    # Treats the two accuracies as independent binomial estimates: a rough, conservative guide.
-    verdict = ("more than" if abs(d) > 2 * se else "within") + \
-        f" twice the binomial standard error of the difference ({100 * se:.1f} points)"
-    return f"{name_a} ({pct(a)}) is {word} {name_b} ({pct(b)}) by {abs(100 * d):.1f} points, {verdict}"
+    return (f"{name_a} ({pct(a)}) is {'above' if d > 0 else 'below'} {name_b} ({pct(b)}) by {abs(100 * d):.1f} points, "
+            f"{'more than' if abs(d) > 2 * se else 'within'} twice the binomial standard error of the difference "
+            f"({100 * se:.1f} points)")
 
 
 def change(name: str, first: float, last: float) -> str:
     if last == first:
         return f"{name} stayed at {first:.3g}"
-    word = "fell" if last < first else "rose"
-    return f"{name} {word} from {first:.3g} to {last:.3g}"
-
-
-def _row(results: dict[str, Any], method: str) -> dict[str, Any]:
-    return next(r for r in results["table"] if r["method"] == method)
-
-
-def curve_ends(records: list[dict[str, Any]], term: str, window: int = 20) -> tuple[float, float]:
-    """Mean of ``term`` over the first and the last ``window`` training batches."""
-    values = [r[term] for r in records if r["split"] == "train"]
-    w = max(1, min(window, len(values) // 4 or 1))
-    return float(np.mean(values[:w])), float(np.mean(values[-w:]))
+    return f"{name} {'fell' if last < first else 'rose'} from {first:.3g} to {last:.3g}"
 
 
 def _vs(a: dict[str, Any], name_a: str, b: dict[str, Any], name_b: str) -> str:
@@ -61,24 +42,22 @@ def _vs(a: dict[str, Any], name_a: str, b: dict[str, Any], name_b: str) -> str:
 
 
 def interpret(results: dict[str, Any], curves: dict[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
-    """Sentences per report section (keys: ``S1`` ... ``C``), from ``results`` and the
-    runs' metrics records (``curves``: method -> ``metrics.jsonl`` records)."""
-    rows = {m: _row(results, m) for m in ("vicreg", "no_variance", "neighbours", "latent_naive", "latent_graph",
-                                          "eigenmaps")}
+    """Sentences per report section (``S1`` ... ``C``) from ``results`` and ``curves`` (method -> metrics records)."""
+    rows = {r["method"]: r for r in results["table"]}
     chance = 1.0 / results["stages"]["eval_vicreg"]["n_classes"]
-    out = {"S1": _curves(results, curves), **_vicreg(results, rows, chance), **_ablations(results, rows, chance)}
+    out = {"S1": _curves(rows, curves), **_vicreg(results, rows, chance), **_ablations(results, rows, chance)}
     return out | _optional(results, rows, chance)
 
 
-def _curves(results: dict[str, Any], curves: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """S1: how each term moved over training, on the training batches and on the test set."""
+def _curves(rows: dict[str, dict[str, Any]], curves: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """S1: how each term moved over training (means of the first and last training batches), and on the test set."""
     s1 = []
-    for method in ("vicreg", "no_variance"):
-        recs = curves.get(method, [])
-        if not recs:
-            continue
-        label = _row(results, method)["name"]
-        parts = [change(term, *curve_ends(recs, term)) for term in TERMS]
+    for method in [m for m in ("vicreg", "no_variance") if curves.get(m)]:
+        recs, label = curves[method], rows[method]["name"]
+        train = [r for r in recs if r["split"] == "train"]
+        w = min(20, len(train) // 4 or 1)
+        parts = [change(term, *(float(np.mean([r[term] for r in part])) for part in (train[:w], train[-w:])))
+                 for term in TERMS]
         test = [r for r in recs if r["split"] == "test"]
         line = f"{label}, first to last {min(20, max(1, len(recs) // 4))} training batches: " + "; ".join(parts) + "."
         if len(test) >= 2:
@@ -121,8 +100,7 @@ def _ablations(results: dict[str, Any], rows: dict[str, dict[str, Any]], chance:
                 f"at most {naive['max_abs_invariance']:.3g} over its ")
     return {"S5": [
         f"With naive pairs the invariance term was {inv_text}{naive['batches']} batches, and a probe trained on "
-        f"{ln['n_train']} codes scores {pct(ln['linear_top1'])} on the other {ln['n_test']} (chance "
-        f"{pct(chance)}).",
+        f"{ln['n_train']} codes scores {pct(ln['linear_top1'])} on the other {ln['n_test']} (chance {pct(chance)}).",
         f"Pairing each code with one of its {results['config']['latent']['graph_k']} "
         f"nearest images in a fixed feature space ({pct(graph.get('graph_same_class'))} of those neighbours share "
         f"the image's class): " + _vs(rows["latent_graph"], "the graph-pair codes", ln, "the naive codes") + ".",
@@ -138,8 +116,7 @@ def _ablations(results: dict[str, Any], rows: dict[str, dict[str, Any]], chance:
 
 
 def _optional(results: dict[str, Any], rows: dict[str, dict[str, Any]], chance: float) -> dict[str, list[str]]:
-    """S8 when both models were evaluated on retrieval, A when two methods scored the anomalies, C when both
-    models were clustered."""
+    """S8 if both models were evaluated on retrieval, A if two methods scored the anomalies, C if both clustered."""
     st, v, nb, cfg = results["stages"], rows["vicreg"], rows["neighbours"], results["config"]["eval"]
     out = {}
     if v["precision_at_k"] is not None and nb["precision_at_k"] is not None:
@@ -147,8 +124,9 @@ def _optional(results: dict[str, Any], rows: dict[str, dict[str, Any]], chance: 
         out["S8"] = [
             f"Precision@{k} (share of the {k} nearest training images of the query's class, averaged over "
             f"{st['eval_vicreg']['retrieve']['precision_queries']} queries): VICReg {pct(v['precision_at_k'])}, "
-            f"neighbour views {pct(nb['precision_at_k'])} ({points(nb['precision_at_k'] - v['precision_at_k'])} "
-            f"for neighbour views; chance {pct(chance)})."
+            f"neighbour views {pct(nb['precision_at_k'])} "
+            f"({100 * (nb['precision_at_k'] - v['precision_at_k']):+.1f} points for neighbour views; "
+            f"chance {pct(chance)})."
         ]
     if len(st["anomaly"]["runs"]) >= 2:
         out["A"] = _anomaly(st["anomaly"])
@@ -183,15 +161,12 @@ ONE_CLASS_ANCHORS = {"SimCLR features": 0.879, "rotation+translation": 0.900, "C
 
 def interpret_detection(det: dict[str, Any]) -> list[str]:
     """Sentences on the study's one-class detection part (spec §4), from its numbers."""
-    mean = det["mean_auroc"]
-    shown = det["figure_detectors"]
+    mean, shown, rec = det["mean_auroc"], det["figure_detectors"], det["recipe"]
     ranked = sorted(shown, key=lambda n: -mean[n])
-    floor = next((n for n in shown if "random" in n), None)
-    best = ranked[0]
-    classes = ", ".join(det["classes"])
-    rec = det["recipe"]
+    best, floor = ranked[0], next((n for n in shown if "random" in n), None)
     out = [
-        f"Mean AUROC over the one-class problems of class{'es' if len(det['classes']) > 1 else ''} {classes} "
+        f"Mean AUROC over the one-class problems of class{'es' if len(det['classes']) > 1 else ''} "
+        f"{', '.join(det['classes'])} "
         f"(each detector fitted on that class's training images only, VICReg {rec['epochs']} epoch(s), "
         f"{rec['views']} views per image): " + ", ".join(f"{n} {mean[n]:.3f}" for n in ranked) + "."
     ]
@@ -207,8 +182,8 @@ def interpret_detection(det: dict[str, Any]) -> list[str]:
                + f"; this budget's best mean, {mean[best]:.3f}, is {abs(gap):.3f} {'below' if gap > 0 else 'above'} "
                "SimCLR's (a subset of classes: compare with care; the full table is benchmarks/detection.py).")
     out += _monitor(det)
-    secs = [r["seconds"] for r in det["per_class"]]
-    out.append(f"Each class took {np.median(secs):.0f} s (median) to fit every detector and score the test set.")
+    out.append(f"Each class took {np.median([r['seconds'] for r in det['per_class']]):.0f} s (median) to fit every "
+               "detector and score the test set.")
     return out
 
 
@@ -243,14 +218,13 @@ def interpret_sound(machines: dict[str, Any] | None, fsdd: dict[str, Any] | None
     """Sentences on the study's sound part (spec §4), from its numbers."""
     out = []
     if machines:
-        rec = machines["recipe"]
         for machine, r in machines["machines"].items():
             mean = r["mean_id_auroc"]
             ranked = sorted(mean, key=lambda n: -mean[n])
-            best, n_ids = ranked[0], len(r["ids"])
+            best = ranked[0]
             low, high = r["all"][best]["auroc_interval"]
             out.append(
-                f"{machine}: mean AUC over its {n_ids} machine ID(s) (one model per detector for the type, "
+                f"{machine}: mean AUC over its {len(r['ids'])} machine ID(s) (one model per detector for the type, "
                 f"{r['test']['normal']} normal and {r['test']['anomalous']} abnormal test clips): "
                 + ", ".join(f"{n} {mean[n]:.3f}" for n in ranked) + f". The best, {best}, has a 95% bootstrap "
                 f"interval of [{low:.2f}, {high:.2f}] over all its test clips: with this few clips, detectors "
@@ -258,13 +232,12 @@ def interpret_sound(machines: dict[str, Any] | None, fsdd: dict[str, Any] | None
             anchor = DCASE_BASELINE_AUC.get(machine)
             if anchor is not None and "dcase_ae" in mean:
                 d = mean["dcase_ae"] - anchor
-                out.append(f"The DCASE 2020 baseline re-implemented here ({rec['dcase_epochs']} epochs on the "
-                           f"fitting clips) reaches {mean['dcase_ae']:.3f} on {machine}, {abs(d):.3f} "
+                out.append(f"The DCASE 2020 baseline re-implemented here ({machines['recipe']['dcase_epochs']} "
+                           f"epochs on the fitting clips) reaches {mean['dcase_ae']:.3f} on {machine}, {abs(d):.3f} "
                            f"{'above' if d > 0 else 'below'} its published {anchor:.2f}, which it reached on about "
                            "1,000 normal clips per ID; compare the ranking of detectors on the same clips, not the "
                            "levels.")
-        res = machines["resynth"]
-        p, a = res["plain"]["vs_original"], res["autoencoder"]["vs_original"]
+        p, a = (machines["resynth"][k]["vs_original"] for k in ("plain", "autoencoder"))
         out.append(f"Griffin-Lim from the log-mel spectrogram of an abnormal {machines['first_machine']} clip: "
                    f"spectral convergence {p['spectral_convergence']:.3f}, log-spectral distance "
                    f"{p['log_spectral_distance_db']:.1f} dB against the original; from the autoencoder's "

@@ -26,11 +26,9 @@ def nearest(reference, queries, k: int, exclude: np.ndarray | None = None) -> tu
     """The ``k`` nearest reference rows of each query (exact L2, faiss ``IndexFlatL2``).
 
     Args:
-        reference: ``(N, D)``.
-        queries: ``(M, D)``.
-        k: neighbours per query.
-        exclude: ``(M,)`` a reference index to skip per query (the query itself when
-            queries are drawn from the reference set), or ``None``.
+        reference: ``(N, D)``; queries: ``(M, D)``; k: neighbours per query.
+        exclude: ``(M,)`` a reference index to skip per query (the query itself when queries are drawn from the
+            reference set), or ``None``.
 
     Returns:
         ``(distances, indices)``, each ``(M, k)``, nearest first; distances are L2 (not squared).
@@ -40,8 +38,7 @@ def nearest(reference, queries, k: int, exclude: np.ndarray | None = None) -> tu
     ref, q = _f32(reference), _f32(queries)
     index = faiss.IndexFlatL2(ref.shape[1])
     index.add(ref)
-    extra = 0 if exclude is None else 1
-    d2, idx = index.search(q, min(k + extra, len(ref)))
+    d2, idx = index.search(q, min(k + (exclude is not None), len(ref)))
     if exclude is not None:
         d2, idx = _drop(d2, idx, np.asarray(exclude), k)
     return np.sqrt(np.maximum(d2, 0)), idx
@@ -50,9 +47,8 @@ def nearest(reference, queries, k: int, exclude: np.ndarray | None = None) -> tu
 def farthest(reference, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` most distant reference rows of each query, exactly, with faiss.
 
-    ``||q - x||^2 = ||q||^2 + (||x||^2 - 2 q.x)``; the bracket is an inner product of
-    ``[x, ||x||^2]`` with ``[-2q, 1]``, so a maximum-inner-product search over the
-    augmented vectors returns the farthest points.
+    ``||q - x||^2 = ||q||^2 + (||x||^2 - 2 q.x)``; the bracket is an inner product of ``[x, ||x||^2]`` with
+    ``[-2q, 1]``, so a maximum-inner-product search over the augmented vectors returns the farthest points.
 
     Returns:
         ``(distances, indices)``, each ``(M, k)``, farthest first.
@@ -70,18 +66,10 @@ def farthest(reference, queries, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def knn_anomaly_scores(reference, queries, k: int = _DEFAULT.anomaly_k) -> np.ndarray:
-    """Anomaly score: mean L2 distance to the ``k`` nearest reference representations (spec A1).
-    Their ROC and intervals live in :mod:`viclab.core.metrics`.
-
-    Args:
-        reference: ``(N, D)`` normal data (training representations).
-        queries: ``(M, D)`` test representations.
-
-    Returns:
-        ``(M,)`` float32 scores; larger is more anomalous.
-    """
-    dist, _ = nearest(reference, queries, k)
-    return dist.mean(1)
+    """Anomaly score (spec A1) of test representations ``queries`` ``(M, D)``: their mean L2 distance to the ``k``
+    nearest ``reference`` ``(N, D)`` normal ones (training representations) -> ``(M,)`` float32, larger is more
+    anomalous. Their ROC and intervals live in :mod:`viclab.core.metrics`."""
+    return nearest(reference, queries, k)[0].mean(1)
 
 
 def _drop(d2: np.ndarray, idx: np.ndarray, exclude: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,9 +90,7 @@ def precision_at_k(features, labels, k: int = _DEFAULT.retrieval_k, queries: int
                    seed: int = _DEFAULT.seed) -> float:
     """Mean share of each query's ``k`` nearest other images that have the query's class.
 
-    Args:
-        features: ``(N, D)``; labels: ``(N,)``.
-        queries: how many seeded random rows serve as queries (all rows if ``>= N``).
+    ``features`` ``(N, D)``, ``labels`` ``(N,)``; ``queries`` seeded random rows serve as queries (all if ``>= N``).
     """
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)

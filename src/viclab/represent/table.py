@@ -1,33 +1,26 @@
 """Representation tables: run folders whose representations are stored, not computed.
 
-Latent optimisation (spec S5) and Laplacian Eigenmaps (spec S7) have no encoder that
-maps a new image to a vector: they produce one vector per image they were fitted on.
-Their run folders hold ``representations.safetensors``: per evaluation split
-(``train``, ``test``) the vectors and the indices of the images they belong to in a
-split of the dataset. Latent optimisation's ``test`` split is the held-out tenth of
-the *training* images, so the probe trains on 90% of the codes and tests on the rest.
+Latent optimisation (spec S5) and Laplacian Eigenmaps (spec S7) have no encoder: they produce one vector per image
+they were fitted on. Their run folders hold ``representations.safetensors``: per evaluation split (``train``,
+``test``) the vectors and the indices of their images in a split of the dataset. Latent optimisation's ``test`` split
+is the held-out tenth of the *training* images, so the probe trains on 90% of the codes and tests on the rest.
 
-:func:`table_source` makes a table a :class:`~viclab.represent.source.Source` like any
-encoder; a Laplacian Eigenmaps table also places unseen images (Nyström extension).
+:func:`viclab.represent.encode.table_source` makes a table a ``Source`` like any encoder; a Laplacian Eigenmaps
+table also places unseen images (:func:`nystrom_extend`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from viclab.config import Config, DataConfig, EigenmapsConfig
 from viclab.core.errors import ViclabError
-from viclab.core.io import atomic_write, tensor_file_sha256
-from viclab.data import load_images
-from viclab.represent.neighbors import nearest
-from viclab.represent.source import Representations, Source, existing_dir
+from viclab.core.io import atomic_write
 
 TABLE = "representations.safetensors"
 
@@ -43,14 +36,8 @@ class TableSplit:
 
 @dataclass(frozen=True)
 class RepresentationTable:
-    """Stored representations of a dataset's images.
-
-    Attributes:
-        kind: what produced them (``latent``, ``eigenmaps``).
-        dataset: the dataset the indices refer to.
-        splits: evaluation split name -> :class:`TableSplit`.
-        config: the producing run's resolved config.
-    """
+    """Stored representations of ``dataset``'s images by ``kind`` (``latent``, ``eigenmaps``): evaluation split name
+    -> :class:`TableSplit`, and the producing run's resolved ``config``."""
 
     kind: str
     dataset: str
@@ -99,52 +86,12 @@ def load_table(path: str | Path) -> tuple[RepresentationTable, dict[str, np.ndar
     return table, extra
 
 
-# ``(source spec, seed, dataset, split, data_dir) -> (N, D)``: another source's representations.
-FeaturesOf = Callable[[str, int, str, str, "str | None"], np.ndarray]
-
-
-def table_source(run_dir: Path, name: str, features_of: FeaturesOf) -> Source:
-    """The :class:`Source` of a run folder's stored table.
-
-    ``features_of`` computes the graph features a Laplacian Eigenmaps table needs to place
-    images it was not fitted on (:func:`viclab.represent.encode.load_source` passes its own).
-    """
-    table, extra = load_table(run_dir / TABLE)
-    # Laplacian Eigenmaps can place unseen images (Nyström): ``(dataset, split, data_dir) -> (N, D)``
-    extend = nystrom_extender(table, extra, features_of) if table.kind == "eigenmaps" else None
-    cfg = replace(Config(), data=DataConfig(dataset=table.dataset, data_dir=table.config.get("data_dir")))
-    held_out = "held-out training" if "test" in table.splits and table.splits["test"].source_split == "train" \
-        else "test"
-    represent = lambda src, split, dataset, data_dir, **_options: _table_representations(table, extend, src, split,
-                                                                                         dataset, data_dir)
-    return Source(name, table.dim, cfg, tensor_file_sha256(run_dir / TABLE), table.kind, held_out, represent)
-
-
-def _table_representations(table: RepresentationTable, extend: Callable[[str, str, str | None], np.ndarray] | None,
-                           source: Source, split: str, dataset: str, data_dir: str | None) -> Representations:
-    size = source.config.augment.size
-    data_dir = data_dir or existing_dir(table.config.get("data_dir"))
-    if dataset == table.dataset and split in table.splits:
-        s = table.splits[split]
-        data = load_images(dataset, s.source_split, data_dir, size)
-        if len(s.index) and int(s.index.max()) >= len(data):
-            raise ViclabError(f"{source.name} holds representations of {dataset} {s.source_split} images up to "
-                              f"#{int(s.index.max())}, but only {len(data)} are here; use the data it was made from")
-        return Representations(s.features, data.rows(s.index), dataset, split)  # the rows with their files
-    if extend is None:
-        have = ", ".join(f"{table.dataset} {n}" for n in table.splits)
-        raise ViclabError(f"{source.name} ({table.kind}) has no encoder, only stored representations of {have}; "
-                          f"it cannot represent {dataset} {split} images")
-    data = load_images(dataset, split, data_dir, size)
-    return Representations(extend(dataset, split, data_dir), data, dataset, split)
-
-
 def nystrom_extend(embedding: np.ndarray, eigenvalues: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     """Place new points in a Laplacian Eigenmaps embedding (Bengio et al., 2004).
 
-    The generalised eigenvectors satisfy ``y_i = (1 / (1 - lambda)) * sum_j W_ij y_j / d_i``.
-    A new point joined to its ``k`` nearest nodes by unit edges (the graph's own rule) gets
-    the same formula: the mean of its neighbours' coordinates divided by ``1 - lambda``.
+    The generalised eigenvectors satisfy ``y_i = (1 / (1 - lambda)) * sum_j W_ij y_j / d_i``. A new point joined to
+    its ``k`` nearest nodes by unit edges (the graph's own rule) gets the same formula: the mean of its neighbours'
+    coordinates divided by ``1 - lambda``.
 
     Args:
         embedding: ``(N, dim)`` node coordinates ``y``.
@@ -156,19 +103,3 @@ def nystrom_extend(embedding: np.ndarray, eigenvalues: np.ndarray, neighbours: n
     """
     return (embedding[neighbours].mean(axis=1) / (1.0 - eigenvalues)).astype(np.float32)
 
-
-def nystrom_extender(table: RepresentationTable, extra: dict[str, np.ndarray],
-                     features_of: FeaturesOf) -> Callable[[str, str, str | None], np.ndarray]:
-    """``(dataset, split, data_dir) -> (M, dim)`` for an eigenmaps table (see :func:`nystrom_extend`)."""
-    cfg = EigenmapsConfig(**table.config)
-    order = ("train", "test")
-
-    def extend(dataset: str, split: str, data_dir: str | None) -> np.ndarray:
-        nodes = np.concatenate([features_of(cfg.features, cfg.seed, table.dataset, s, data_dir)[table.splits[s].index]
-                                for s in order])
-        new = features_of(cfg.features, cfg.seed, dataset, split, data_dir)
-        _, nb = nearest(nodes, new, cfg.k)
-        y = np.concatenate([table.splits[s].features for s in order])
-        return nystrom_extend(y, extra["eigenvalues"], nb)
-
-    return extend

@@ -15,11 +15,10 @@ Folder layout::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +26,28 @@ import numpy as np
 
 from viclab.ablate import neighbours_config, run_eigenmaps, run_latent
 from viclab.ablate.neighbours import NEIGHBOURS_INFO
-from viclab.config import Config, StudyConfig
-from viclab.core.context import DEFAULT_CONTEXT, Context
+from viclab.config import Config, MonitorConfig, StudyConfig
+from viclab.core.context import DEFAULT_CONTEXT, QUIET, Context
 from viclab.core.errors import ViclabError
 from viclab.core.io import atomic_write_text, check_writable_dir, remove_stale_temp
 from viclab.core.runtime import barrier, broadcast_object, init_distributed, is_main, select_runtime
 from viclab.data import load_images, resolve_data_dir
 from viclab.data.sounds import sound_fingerprint
 from viclab.data.types import data_fingerprint
+from viclab.detect import compare, run_monitor
 from viclab.detect.anomaly import run_anomaly
 from viclab.detect.api import scoring_runtime
 from viclab.engine import train
 from viclab.engine.rundir import CONFIG, META, METRICS, config_json, read_metrics, write_run_files
 from viclab.eval import tasks as t
+from viclab.plot import figures
 from viclab.report.html import METHODS, write_report
 from viclab.represent.encode import eval_runtime, load_source, representations
-from viclab.study.detection import detection_stage
 from viclab.study.sound import fsdd_stage, machines_stage, sound_runtimes
 from viclab.study.stages import Stage, code_fingerprint, run_stages
 
 RESULTS = "results.json"
+TOP_ANOMALIES = 8  # most anomalous images shown per detector (one-class detection)
 
 
 def _without_paths(d: dict[str, Any]) -> dict[str, Any]:
@@ -55,12 +56,9 @@ def _without_paths(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def data_fingerprints(cfg: StudyConfig) -> dict[str, Any]:
-    """Hashes and sizes of every split the study reads (each stage's inputs hold those it reads).
-
-    Loading them all first also checks, before any stage runs, that every dataset is there.
-    """
-    out = {}
-    r = cfg.recipe
+    """Hashes and sizes of every split the study reads (each stage's inputs hold those it reads); loading them all first
+    also checks, before any stage runs, that every dataset is there."""
+    out, r = {}, cfg.recipe
     for dataset, split in ((r.data.dataset, "train"), (r.data.dataset, "test"), (cfg.anomalies, "test")):
         data = load_images(dataset, split, r.data.data_dir, r.augment.size)
         out[f"{dataset}/{split}"] = {"images": len(data), "hash": data_fingerprint(data)}
@@ -95,8 +93,7 @@ def _train_stage(cfg: Config, ctx: Context) -> Callable[[Path], dict[str, Any]]:
         result = train(cfg, folder, resume=resume, ctx=ctx)
         if not is_main():
             return {}
-        records = read_metrics(folder / METRICS)
-        out = {"epochs": cfg.train.epochs, "steps": max(r["step"] for r in records),
+        out = {"epochs": cfg.train.epochs, "steps": max(r["step"] for r in read_metrics(folder / METRICS)),
                "last_epoch_train": result.train, "test": result.test}
         if (folder / NEIGHBOURS_INFO).exists():  # S6: how often a neighbour shares the class
             out["same_class"] = json.loads((folder / NEIGHBOURS_INFO).read_text())["same_class"]
@@ -108,25 +105,19 @@ def _evaluate(name: str, tasks: tuple[str, ...], cfg: StudyConfig, run_dir: Path
               ctx: Context) -> Callable[[Path], dict[str, Any]]:
     def run(folder: Path) -> dict[str, Any]:
         enc = load_source(run_dir, name=METHODS[name], seed=cfg.eval.seed)
-        common = {"out": folder, "data_dir": cfg.recipe.data.data_dir, "cfg": cfg.eval, "ctx": ctx}
         fns = {"probe": t.run_probe, "plot": t.run_plot, "retrieve": t.run_retrieve, "cluster": t.run_cluster}
-        out: dict[str, Any] = {name_: fns[name_](enc, **common) for name_ in tasks}
-        test = representations(enc, "test", data_dir=cfg.recipe.data.data_dir)
-        out["representation"] = representation_stats(test.features)
-        out["n_classes"] = len(test.data.classes)
-        return out
+        out: dict[str, Any] = {task: fns[task](enc, out=folder, cfg=cfg.eval, ctx=ctx) for task in tasks}
+        test = representations(enc, "test", ctx=replace(QUIET, data_dir=ctx.data_dir))
+        return out | {"representation": representation_stats(test.features), "n_classes": len(test.data.classes)}
     return run
 
 
-OWN = ["viclab.study.pipeline", "viclab.study.stages"]  # the code every stage runs
-
-
-@dataclasses.dataclass(frozen=True)
+@dataclass(frozen=True)
 class _Inputs:
     """What stages' fingerprints are made of: the splits they read, the code they run, their configs."""
 
     data: dict[str, Any]  # :func:`data_fingerprints`
-    codes: dict[str, str] = dataclasses.field(default_factory=dict)
+    codes: dict[tuple[str, ...], str] = field(default_factory=dict)
 
     def reads(self, *keys: str) -> dict[str, Any]:
         """The hashes of the splits a stage reads (only those: other data changes leave it cached)."""
@@ -134,14 +125,13 @@ class _Inputs:
 
     def code(self, *entries: str) -> str:
         """The hash of the code a stage runs: the ``entries`` with everything they import, and this module."""
-        key = "|".join(entries)
-        if key not in self.codes:
-            self.codes[key] = code_fingerprint(entries, own=OWN)
-        return self.codes[key]
+        if entries not in self.codes:
+            self.codes[entries] = code_fingerprint(entries, own=("viclab.study.pipeline", "viclab.study.stages"))
+        return self.codes[entries]
 
     @staticmethod
     def conf(c: Any) -> dict[str, Any]:
-        return _without_paths(dataclasses.asdict(c))
+        return _without_paths(asdict(c))
 
 
 def _latent_stage(c: Any, ctx: Context) -> Callable[[Path], dict[str, Any]]:
@@ -157,8 +147,7 @@ def _training_stages(cfg: StudyConfig, runs: dict[str, Path], fp: _Inputs, ctx: 
     recipe, conf = cfg.recipe, fp.conf
     train_key, test_key = f"{recipe.data.dataset}/train", f"{recipe.data.dataset}/test"
     novar = replace(recipe, loss=replace(recipe.loss, var_weight=0.0))
-    nbrs = neighbours_config(str(runs["vicreg"].resolve()), base=recipe, k=cfg.neighbour_k,
-                             epochs=cfg.neighbour_epochs)
+    nbrs = neighbours_config(str(runs["vicreg"].resolve()), base=recipe, k=cfg.neighbour_k, epochs=cfg.neighbour_epochs)
     naive = replace(cfg.latent, pairs="naive", epochs=cfg.latent_naive_epochs)
     graph = replace(cfg.latent, pairs="graph")
     views = {k: v for k, v in conf(nbrs).items() if k != "views"} | {"k": cfg.neighbour_k}
@@ -186,7 +175,7 @@ def _training_stages(cfg: StudyConfig, runs: dict[str, Path], fp: _Inputs, ctx: 
               _latent_stage(graph, ctx), "runs/latent_graph"),
         Stage("eigenmaps", "Laplacian Eigenmaps on all images (S7)",
               {"config": conf(cfg.eigenmaps), "data": fp.reads(train_key, test_key),
-               "code": fp.code("viclab.ablate.eigenmaps")},
+               "code": fp.code("viclab.ablate.graph")},
               lambda folder: run_eigenmaps(cfg.eigenmaps, folder, ctx), "runs/eigenmaps"),
     ]
 
@@ -199,6 +188,7 @@ EVALUATIONS = {"vicreg": ("probe", "plot", "retrieve", "cluster"), "no_variance"
 def _evaluation_stages(cfg: StudyConfig, runs: dict[str, Path], fp: _Inputs, ctx: Context) -> list[Stage]:
     """Each method's evaluations (spec §3), then kNN anomaly detection (A1-A3)."""
     recipe = cfg.recipe
+    ctx = replace(ctx, data_dir=recipe.data.data_dir)  # the evaluations read the recipe's data root
     train_key, test_key = f"{recipe.data.dataset}/train", f"{recipe.data.dataset}/test"
     ev = {"eval": fp.conf(cfg.eval), "data": fp.reads(train_key, test_key), "code": fp.code("viclab.eval.tasks"),
           "runtime": eval_runtime(cfg.eval).key}
@@ -207,9 +197,9 @@ def _evaluation_stages(cfg: StudyConfig, runs: dict[str, Path], fp: _Inputs, ctx
               for name, tasks in EVALUATIONS.items()]
 
     def anomaly(folder: Path) -> dict[str, Any]:
-        names = [METHODS["vicreg"], METHODS["neighbours"]]
-        return run_anomaly([runs["vicreg"], runs["neighbours"]], out=folder, data_dir=recipe.data.data_dir,
-                           anomalies=cfg.anomalies, names=names, cfg=cfg.eval, ctx=ctx)
+        pair = ("vicreg", "neighbours")
+        return run_anomaly([runs[m] for m in pair], out=folder, anomalies=cfg.anomalies,
+                           names=[METHODS[m] for m in pair], cfg=cfg.eval, ctx=ctx)
 
     stages.append(Stage("anomaly", f"kNN anomaly detection vs {cfg.anomalies} (A1-A3)",
                         {**ev, "anomalies": cfg.anomalies,
@@ -219,39 +209,70 @@ def _evaluation_stages(cfg: StudyConfig, runs: dict[str, Path], fp: _Inputs, ctx
     return stages
 
 
+def _detection_stage(cfg: StudyConfig, ctx: Context) -> Callable[[Path], dict[str, Any]]:
+    """One-class detection (§4): per class of ``detect_classes``, every detector of :mod:`viclab.detect.compare`
+    fitted on that class's training images and tested on the whole test split; for the first class also the ROC and
+    precision-recall curves, the most anomalous test images and the VICReg-term monitor."""
+    def run(folder: Path) -> dict[str, Any]:
+        first: dict[str, Any] = {}
+
+        def keep_first(c: str, ev: dict[str, Any]) -> None:
+            if not first:
+                first.update(ev, cls=c)
+
+        base = cfg.detect
+        result = compare.one_class(base, cfg.detect_classes, folder / "detectors", ctx=ctx, on_class=keep_first)
+        test, labels = first["test"], first["test"].labels
+        # The detectors drawn in the figures: each once (vicreg_terms by its configured score).
+        names = [k for k in first["metrics"] if ":" not in k or k == f"vicreg_terms:{base.score}"]
+        figures.roc_pr_png([(n, labels, first["scores"][n]) for n in names],
+                           f"one-class {cfg.recipe.data.dataset}, class {first['cls']} normal: "
+                           f"{int((labels == 0).sum())} normal vs {int((labels == 1).sum())} anomalous test images",
+                           folder / "roc_pr.png")
+        rows = [(n, first["scores"][n], lambda i: test.data.images[i],
+                 lambda i, s: f"{test.origin[i].split(':')[-1]} {s:.3g}") for n in names]
+        figures.top_anomalies_png(rows, TOP_ANOMALIES, f"class {first['cls']} normal: the {TOP_ANOMALIES} most "
+                                  "anomalous test images per detector (true class, score)",
+                                  folder / "top_anomalies.png", test.data.modality)
+        # Batches of at most 64, and no more images than the smaller side holds (no image twice in a batch).
+        batch = min(MonitorConfig.batch_size, int((labels == 0).sum()), int((labels == 1).sum()))
+        monitor = run_monitor(folder / "detectors" / f"class-{first['cls']}" / "vicreg_terms", folder / "monitor",
+                              batch_size=batch, ctx=ctx) if batch >= 2 else None
+        return {**result, "first_class": first["cls"], "figure_detectors": names,
+                "monitor": {k: monitor[k] for k in ("stream", "batch_size", "mean")} if monitor else None,
+                "recipe": {"epochs": base.recipe.train.epochs, "views": base.views,
+                           "autoencoder_epochs": base.autoencoder.epochs, "backbone": base.recipe.model.backbone}}
+
+    return run
+
+
 def _detection_stages(cfg: StudyConfig, fp: _Inputs, ctx: Context) -> list[Stage]:
     """One-class detection with every detector (§4), and the sound part when asked."""
-    recipe = cfg.recipe
-    train_key, test_key = f"{recipe.data.dataset}/train", f"{recipe.data.dataset}/test"
+    dataset, det = cfg.recipe.data.dataset, cfg.detect
     classes = ", ".join(cfg.detect_classes)
     stages = [Stage("detect", f"one-class anomaly detection, every detector, classes {classes} (§4)",
-                    {"config": fp.conf(cfg.detect), "classes": list(cfg.detect_classes),
-                     "data": fp.reads(train_key, test_key),
-                     "runtime": {"train": select_runtime(cfg.detect.recipe.train.device,
-                                                         cfg.detect.recipe.train.precision).key,
-                                 "score": scoring_runtime(cfg.detect).key},
-                     "code": fp.code("viclab.detect", "viclab.study.detection")},
-                    detection_stage(cfg, ctx), "detect")]
+                    {"config": fp.conf(det), "classes": list(cfg.detect_classes),
+                     "data": fp.reads(f"{dataset}/train", f"{dataset}/test"),
+                     "runtime": {"train": select_runtime(det.recipe.train.device, det.recipe.train.precision).key,
+                                 "score": scoring_runtime(det).key}, "code": fp.code("viclab.detect")},
+                    _detection_stage(cfg, ctx), "detect")]
     if not cfg.sound:
         return stages
     sound_fields = {k: v for k, v in fp.conf(cfg).items() if k.startswith("sound")} | {
         "min_steps": cfg.recipe.train.min_steps}  # the sound trainings take the study's step floor
     sound_code = fp.code("viclab.detect.protocols", "viclab.detect.resynth", "viclab.study.sound")
-    runtimes = sound_runtimes(cfg, recipe.data.data_dir)
+    runtimes = sound_runtimes(cfg)
     return [*stages,
             Stage("sound_machines", f"machine sounds, every detector: {', '.join(cfg.sound_machines)} (§4)",
                   {"config": sound_fields, "data": fp.reads("mimii/files"), "code": sound_code,
-                   "runtime": runtimes["sound_machines"]},
-                  machines_stage(cfg, recipe.data.data_dir, ctx), "sound/machines"),
+                   "runtime": runtimes["sound_machines"]}, machines_stage(cfg, ctx), "sound/machines"),
             Stage("sound_fsdd", "spoken digits: VICReg probed on held-out speakers, Griffin-Lim (§4)",
                   {"config": sound_fields, "data": fp.reads("fsdd/files"), "code": sound_code,
-                   "runtime": runtimes["sound_fsdd"]},
-                  fsdd_stage(cfg, recipe.data.data_dir, ctx), "sound/fsdd")]
+                   "runtime": runtimes["sound_fsdd"]}, fsdd_stage(cfg, ctx), "sound/fsdd")]
 
 
 def build_stages(cfg: StudyConfig, study_dir: Path, ctx: Context, data: dict[str, Any]) -> list[Stage]:
-    """The study's stages in order (trainings first, then evaluations, then detection); ``data`` is
-    :func:`data_fingerprints` of ``cfg``."""
+    """The study's stages in order: trainings, evaluations, detection (``data``: :func:`data_fingerprints`)."""
     fp = _Inputs(data)
     runs = {name: study_dir / "runs" / name for name in METHODS}
     return [*_training_stages(cfg, runs, fp, ctx), *_evaluation_stages(cfg, runs, fp, ctx),
@@ -261,9 +282,8 @@ def build_stages(cfg: StudyConfig, study_dir: Path, ctx: Context, data: dict[str
 def run_study(cfg: StudyConfig, out: str | Path, ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
     """Run (or continue) the whole study in ``out``; write ``results.json`` and ``report.html``.
 
-    Every stage is cached in ``out``: running again skips finished stages whose
-    inputs (configs, data hashes, upstream results) are unchanged and continues a
-    stage that was killed (training from its last checkpoint). Under torchrun the
+    Every stage is cached in ``out``: running again skips finished stages whose inputs (configs, data hashes, upstream
+    results) are unchanged and continues a stage that was killed (training from its last checkpoint). Under torchrun the
     training stages run data-parallel on every process and the rest on rank 0.
 
     Returns:
@@ -289,26 +309,21 @@ def run_study(cfg: StudyConfig, out: str | Path, ctx: Context = DEFAULT_CONTEXT)
             atomic_write_text(study_dir / CONFIG, config_json(cfg) + "\n")  # written by write_run_files
         write_run_files(study_dir, cfg, rt.device, resumed=resumed)
     barrier()
-    stages = build_stages(cfg, study_dir, ctx, data)
-    records = run_stages(study_dir, stages, ctx)
+    records = run_stages(study_dir, build_stages(cfg, study_dir, ctx, data), ctx)
     if not main:
         return {}
-    results = {
-        "preset": cfg.preset,
-        "config": cfg.to_dict(),
-        "data": data,
-        "stages": {name: r.result for name, r in records.items()},
-        "seconds": {"stages": {name: r.seconds for name, r in records.items()},
-                    "total": sum(r.seconds for r in records.values()),
-                    "this_invocation": time.perf_counter() - t0},
-    }
+    results = {"preset": cfg.preset, "config": cfg.to_dict(), "data": data,
+               "stages": {name: r.result for name, r in records.items()},
+               "seconds": {"stages": {name: r.seconds for name, r in records.items()},
+                           "total": sum(r.seconds for r in records.values()),
+                           "this_invocation": time.perf_counter() - t0}}
     results["table"] = headline_table(results)
     results = json.loads(json.dumps(results, default=str))  # exactly what results.json holds
     report = write_report(study_dir, results)
     results["seconds"]["this_invocation"] = time.perf_counter() - t0
     atomic_write_text(study_dir / RESULTS, json.dumps(results, indent=2) + "\n")
     ctx.echo(f"study finished: {sum(r.seconds for r in records.values()):.0f}s of computation in all "
-         f"({results['seconds']['this_invocation']:.0f}s in this run)")
+             f"({results['seconds']['this_invocation']:.0f}s in this run)")
     ctx.echo(f"report: {report.resolve()}")
     return results
 
@@ -320,16 +335,11 @@ def headline_table(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for key, label in METHODS.items():
         e = st[f"eval_{key}"]
-        probe = e["probe"]
+        probe, cluster = e["probe"], e.get("cluster", {})
         rows.append({
-            "method": key, "name": label,
-            "linear_top1": probe["linear"]["top1"], "linear_top5": probe["linear"]["top5"],
-            "knn_top1": probe["knn"]["top1"], "n_train": probe["n_train"], "n_test": probe["n_test"],
-            "precision_at_k": e["retrieve"]["precision_at_k"] if "retrieve" in e else None,
-            "auroc": auroc.get(label), "silhouette": e["cluster"]["silhouette"] if "cluster" in e else None,
-            "ari": e["cluster"]["ari"] if "cluster" in e else None,
-            "pca2_share": e["representation"]["pca2_share"],
-            "effective_rank": e["representation"]["effective_rank"], "dim": e["representation"]["dim"],
-            "train_seconds": results["seconds"]["stages"][key],
-        })
+            "method": key, "name": label, "linear_top1": probe["linear"]["top1"],
+            "linear_top5": probe["linear"]["top5"], "knn_top1": probe["knn"]["top1"], "n_train": probe["n_train"],
+            "n_test": probe["n_test"], "precision_at_k": e["retrieve"]["precision_at_k"] if "retrieve" in e else None,
+            "auroc": auroc.get(label), "silhouette": cluster.get("silhouette"), "ari": cluster.get("ari"),
+            **e["representation"], "train_seconds": results["seconds"]["stages"][key]})  # pca2_share, eff. rank, dim
     return rows

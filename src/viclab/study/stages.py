@@ -1,19 +1,16 @@
 """Cached, resumable stages of a study, and its one progress display.
 
-A stage is a named computation with declared inputs (JSON-able values and the
-fingerprints of the stages it reads). Its fingerprint is the hash of those inputs;
-``STUDY/stages/<name>.json`` records it with the stage's status and its result:
+A stage is a named computation with declared inputs (JSON-able values and the fingerprints of the stages it reads). Its
+fingerprint is the hash of those inputs; ``STUDY/stages/<name>.json`` records it with the stage's status and its result:
 
 - ``done`` with the same fingerprint: the stage is skipped and its saved result returned;
 - ``running`` with the same fingerprint (a killed study): the stage runs again in
   its own folder, and the training stages there continue from their checkpoints;
-- absent, or another fingerprint (the inputs changed): the stage's folder is
-  cleared and it runs from scratch.
+- absent, or another fingerprint (the inputs changed): the stage's folder is cleared and it runs from scratch.
 
-The inputs include a hash of the code the stage runs (:func:`code_fingerprint`), so an
-upgraded or edited viclab recomputes a stage instead of reusing a stale result, and, where
-they change its numbers, the device type and precision it computes in (``Runtime.key``), so a
-study folder moved to another machine recomputes those stages.
+The inputs include a hash of the code the stage runs (:func:`code_fingerprint`), so an upgraded or edited viclab
+recomputes a stage instead of reusing a stale result, and, where they change its numbers, the device type and precision
+it computes in (``Runtime.key``), so a study folder moved to another machine recomputes those stages.
 """
 
 from __future__ import annotations
@@ -24,7 +21,8 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from importlib.util import resolve_name
 from pathlib import Path
 from typing import Any
 
@@ -40,31 +38,22 @@ _PACKAGE_ROOT = Path(viclab.__file__).resolve().parent
 
 def _module_file(name: str, root: Path = _PACKAGE_ROOT) -> Path | None:
     """The source file of module ``name`` (``viclab.x.y``) inside the package, if it is one."""
-    parts = name.split(".")[1:]
-    base = root.joinpath(*parts)
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
+    base = root.joinpath(*name.split(".")[1:])
+    return next((c for c in (base.with_suffix(".py"), base / "__init__.py") if c.is_file()), None)
 
 
 def _imported(tree: ast.AST, module: str, is_package: bool, package: str) -> Iterable[str]:
     """Names of the ``package`` modules that a module's code imports, at any depth of it."""
+    here = module if is_package else module.rpartition(".")[0]  # what its relative imports start from
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: resolve against this module's package
-                anchor = module.split(".")[:len(module.split(".")) - node.level + (1 if is_package else 0)]
-                base = ".".join(anchor + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
+            base = resolve_name("." * node.level + (node.module or ""), here) if node.level else node.module or ""
             names = [base, *(f"{base}.{a.name}" for a in node.names)]
         else:
             continue
-        for n in names:
-            if n == package or n.startswith(package + "."):
-                yield n
+        yield from (n for n in names if n == package or n.startswith(package + "."))
 
 
 def code_modules(entries: Iterable[str], package: str = "viclab", root: Path = _PACKAGE_ROOT) -> dict[str, Path]:
@@ -74,10 +63,7 @@ def code_modules(entries: Iterable[str], package: str = "viclab", root: Path = _
     todo = list(entries)
     while todo:
         name = todo.pop()
-        if name in found:
-            continue
-        path = _module_file(name, root)
-        if path is None:  # an attribute (from m import f), not a module
+        if name in found or (path := _module_file(name, root)) is None:  # None: an attribute (from m import f)
             continue
         found[name] = path
         todo += [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]  # parent packages
@@ -107,14 +93,12 @@ class Stage:
     Attributes:
         name: key in ``results.json`` and the state file's name.
         title: what the progress display shows.
-        inputs: everything the result depends on (configs without data paths,
-            the hashes of the data it reads, the hash of its code); upstream stages'
-            fingerprints are added by the runner.
+        inputs: everything the result depends on (configs without data paths, the hashes of the data it reads, the hash
+            of its code); upstream stages' fingerprints are added by the runner.
         run: ``(folder) -> result`` (a JSON-able dict); called with the stage's folder.
         folder: the stage's output folder, relative to the study folder.
         after: names of the stages whose results this one reads.
-        collective: under torchrun every process runs it together (training); any other
-            stage runs on rank 0 alone.
+        collective: under torchrun every process runs it together (training); any other stage runs on rank 0 alone.
     """
 
     name: str
@@ -133,31 +117,7 @@ class StageRecord:
     result: dict[str, Any]
     seconds: float
     cached: bool
-    fingerprint: str = field(repr=False, default="")
-
-
-class Progress:
-    """One overall display: a bar over the stages (``stage k/n: title``); each stage's own
-    bars (epochs, encoding) appear under it and vanish when they finish."""
-
-    def __init__(self, total: int, ctx: Context) -> None:
-        from tqdm import tqdm
-
-        self.total, self.echo = total, ctx.echo
-        self.bar = tqdm(total=total, disable=not ctx.progress, position=0, leave=True, dynamic_ncols=True,
-                        bar_format="{desc} |{bar}| {n_fmt}/{total_fmt} stages [{elapsed}]")
-
-    def start(self, k: int, title: str) -> None:
-        self.bar.set_description_str(f"study: stage {k}/{self.total} {title}")
-        self.echo(f"[{k}/{self.total}] {title}")
-
-    def finish(self, k: int, title: str, record: StageRecord) -> None:
-        how = "cached, computed earlier in" if record.cached else "done in"
-        self.echo(f"[{k}/{self.total}] {title}: {how} {record.seconds:.1f}s")
-        self.bar.update()
-
-    def close(self) -> None:
-        self.bar.close()
+    fingerprint: str
 
 
 def run_stages(study_dir: Path, stages: list[Stage], ctx: Context = DEFAULT_CONTEXT) -> dict[str, StageRecord]:
@@ -169,6 +129,8 @@ def run_stages(study_dir: Path, stages: list[Stage], ctx: Context = DEFAULT_CONT
     Returns:
         ``{stage name: StageRecord}`` (rank 0).
     """
+    from tqdm import tqdm
+
     if not is_main():
         for stage in stages:
             if stage.collective and broadcast_object(None):
@@ -176,33 +138,31 @@ def run_stages(study_dir: Path, stages: list[Stage], ctx: Context = DEFAULT_CONT
         return {}
     state_dir = study_dir / STATE_DIR
     state_dir.mkdir(parents=True, exist_ok=True)
-    bar = Progress(len(stages), ctx)
     records: dict[str, StageRecord] = {}
-    try:
+    n = len(stages)
+    # One bar over the stages; each stage's own bars (epochs, encoding) appear under it and vanish when they finish.
+    with tqdm(total=n, disable=not ctx.progress, position=0, leave=True, dynamic_ncols=True,
+              bar_format="{desc} |{bar}| {n_fmt}/{total_fmt} stages [{elapsed}]") as bar:
         for k, stage in enumerate(stages, 1):
             upstream = {name: records[name].fingerprint for name in stage.after}
             fp = fingerprint({"stage": stage.name, "inputs": stage.inputs, "upstream": upstream})
-            bar.start(k, stage.title)
+            bar.set_description_str(f"study: stage {k}/{n} {stage.title}")
+            ctx.echo(f"[{k}/{n}] {stage.title}")
             state_path = state_dir / f"{stage.name}.json"
             state = _read_state(state_path)
-            cached = _cached(state, fp)
+            done = state is not None and state["fingerprint"] == fp and state.get("status") == "done"
             if stage.collective:
-                broadcast_object(cached is None)  # the other ranks train along only if it runs
-            if cached is not None:
-                records[stage.name] = cached
+                broadcast_object(not done)  # the other ranks train along only if it runs
+            if done:
+                record = StageRecord(state["result"], state["seconds"], True, fp)
             else:
                 with contextlib.nullcontext() if stage.collective else local_process():
-                    records[stage.name] = _run_one(study_dir, state_path, state, stage, fp)
-            bar.finish(k, stage.title, records[stage.name])
-    finally:
-        bar.close()
+                    record = _run_one(study_dir, state_path, state, stage, fp)
+            records[stage.name] = record
+            ctx.echo(f"[{k}/{n}] {stage.title}: {'cached, computed earlier in' if record.cached else 'done in'} "
+                     f"{record.seconds:.1f}s")
+            bar.update()
     return records
-
-
-def _last_write(folder: Path, since: float) -> float:
-    """The latest modification time of anything in ``folder`` (``since`` if nothing is newer)."""
-    times = [p.stat().st_mtime for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
-    return max([since, *times])
 
 
 def _read_state(state_path: Path) -> dict[str, Any] | None:
@@ -213,13 +173,6 @@ def _read_state(state_path: Path) -> dict[str, Any] | None:
     return state if isinstance(state, dict) and "fingerprint" in state else None
 
 
-def _cached(state: dict[str, Any] | None, fp: str) -> StageRecord | None:
-    """The record of a stage done earlier with the same inputs, else ``None``."""
-    if state is not None and state["fingerprint"] == fp and state.get("status") == "done":
-        return StageRecord(state["result"], state["seconds"], True, fp)
-    return None
-
-
 def _run_one(study_dir: Path, state_path: Path, state: dict[str, Any] | None, stage: Stage, fp: str) -> StageRecord:
     folder = study_dir / stage.folder
     if state is None or state["fingerprint"] != fp:
@@ -228,8 +181,9 @@ def _run_one(study_dir: Path, state_path: Path, state: dict[str, Any] | None, st
         before = 0.0
     else:  # a killed run: count the time already spent
         before = state.get("seconds", 0.0)
-        if state.get("started_at"):  # killed without a word (SIGKILL): it worked until its last write
-            before += max(0.0, _last_write(folder, state["started_at"]) - state["started_at"])
+        if since := state.get("started_at"):  # killed without a word (SIGKILL): it worked until its last write
+            times = [p.stat().st_mtime for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+            before += max([since, *times]) - since
     started, started_at = time.perf_counter(), time.time()
 
     def save(status: str, result: dict[str, Any] | None, running: bool = False) -> None:

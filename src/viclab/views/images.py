@@ -23,8 +23,7 @@ class ViewParams:
     Attributes:
         boxes: ``(B, 4)`` crop (top, left, h, w) in input pixels.
         flip: ``(B,)`` bool, mirror horizontally.
-        jitter: ``(B, 4)`` brightness, contrast, saturation factors and hue shift
-            (identity values 1, 1, 1, 0 where jitter is not applied).
+        jitter: ``(B, 4)`` brightness, contrast, saturation factors and hue shift (1, 1, 1, 0 where not applied).
         jitter_order: ``(B, 4)`` a permutation of 0..3 per image (op order).
         gray: ``(B,)`` bool, convert to grayscale.
         blur_sigma: ``(B,)`` Gaussian sigma, 0 where no blur.
@@ -48,30 +47,24 @@ def sample_params(cfg: AugmentConfig, n: int, height: int, width: int,
     coin = lambda p: torch.rand(n, generator=generator, device=device) < p  # noqa: E731
     flip = coin(cfg.hflip_p)
     # torchvision's ColorJitter ranges: [max(0, 1-s), 1+s] for factors, [-h, h] for hue.
-    jitter = [
-        ops.uniform(n, max(0.0, 1 - cfg.brightness), 1 + cfg.brightness, generator, device),
-        ops.uniform(n, max(0.0, 1 - cfg.contrast), 1 + cfg.contrast, generator, device),
-        ops.uniform(n, max(0.0, 1 - cfg.saturation), 1 + cfg.saturation, generator, device),
-        ops.uniform(n, -cfg.hue, cfg.hue, generator, device),
-    ]
+    jitter = [ops.uniform(n, max(0.0, 1 - s), 1 + s, generator, device)
+              for s in (cfg.brightness, cfg.contrast, cfg.saturation)]
+    jitter.append(ops.uniform(n, -cfg.hue, cfg.hue, generator, device))
     on = coin(cfg.jitter_p)  # elsewhere the identity values 1, 1, 1, 0
     jitter = torch.stack([torch.where(on, v, 1.0 if i < HUE else 0.0) for i, v in enumerate(jitter)], 1)
     order = torch.rand(n, 4, generator=generator, device=device).argsort(1)
     gray = coin(cfg.grayscale_p)
     sigma = ops.uniform(n, cfg.blur_sigma[0], cfg.blur_sigma[1], generator, device)
     sigma = torch.where(coin(cfg.blur_p), sigma, torch.zeros_like(sigma))
-    solarize = coin(cfg.solarize_p)
-    return ViewParams(boxes, flip, jitter, order, gray, sigma, solarize)
+    return ViewParams(boxes, flip, jitter, order, gray, sigma, solarize=coin(cfg.solarize_p))
 
 
 def _color_jitter(x: Tensor, factors: Tensor, order: Tensor) -> Tensor:
-    """Each image's four colour ops in its own order, with fixed-shape batch ops only.
+    """Each image's four colour ops in its own order, with fixed-shape batch ops only (nothing to sync).
 
-    Brightness, contrast and saturation are one blend (:func:`ops.blend_towards`) whose
-    target depends on the op, so a *slot* applies to every image the blend of the op it has
-    at that place, with factor 1 (exactly the identity) where the slot is not active. Hue
-    splits each order into the blends before it and after it: three slots, hue once for
-    all images, three slots. No image is selected by indexing, so there is nothing to sync.
+    Brightness, contrast and saturation are one blend (:func:`ops.blend_towards`) whose target depends on the op,
+    so a *slot* applies to every image the blend of the op it has at that place, with factor 1 (the identity)
+    where the slot is not active: three slots before hue, hue once for all images, three slots after it.
     """
     is_hue = order == HUE
     hue_at = is_hue.to(torch.uint8).argmax(1)  # (B,) hue's place in the order
@@ -96,9 +89,8 @@ def _color_jitter(x: Tensor, factors: Tensor, order: Tensor) -> Tensor:
 def apply_params(images: Tensor, p: ViewParams, cfg: AugmentConfig) -> Tensor:
     """Render views: ``(B, 3, H, W)`` uint8 -> ``(B, 3, size, size)`` normalised float.
 
-    Fixed-shape tensor ops only: no ``nonzero``, boolean-mask indexing or ``.item()``, so on
-    a GPU the whole call queues without waiting for the device (mean and std are device
-    tensors made once per config and device).
+    Fixed-shape tensor ops only: no ``nonzero``, boolean-mask indexing or ``.item()``, so on a GPU the whole call
+    queues without waiting for the device (mean and std are device tensors made once per config and device).
     """
     x = images.float().div_(255)
     x = ops.resized_crop(x, p.boxes, p.flip, cfg.size)
@@ -114,10 +106,7 @@ def apply_params(images: Tensor, p: ViewParams, cfg: AugmentConfig) -> Tensor:
 
 
 class Augment:
-    """Callable view generator: ``Augment(cfg)(images, generator) -> view``.
-
-    Args:
-        cfg: the view distribution.
+    """Callable view generator of the distribution ``cfg``: ``Augment(cfg)(images, generator) -> view``.
 
     Call args:
         images: ``(B, 3, H, W)`` uint8 on any device; the view is made there.
@@ -132,28 +121,23 @@ class Augment:
 
     def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         b, _, h, w = images.shape
-        params = sample_params(self.cfg, b, h, w, generator, images.device)
-        return apply_params(images, params, self.cfg)
+        return apply_params(images, sample_params(self.cfg, b, h, w, generator, images.device), self.cfg)
 
     def view_numel(self, shape: tuple[int, ...]) -> int:
         """Values in one view of an input of ``shape`` ``(C, H, W)``."""
         return 3 * self.cfg.size ** 2
 
     def pair(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Two independent views of each image in one batched call.
-
-        Returns:
-            ``(v1, v2)``, each ``(B, 3, cfg.size, cfg.size)``: rows ``i`` of both are views of image ``i``.
-        """
+        """Two independent views ``(v1, v2)`` of each image in one batched call, each ``(B, 3, cfg.size, cfg.size)``:
+        rows ``i`` of both are views of image ``i``."""
         views = self(images.repeat(2, 1, 1, 1), generator)  # 2B images: half the kernel launches of two calls
         return views[:len(images)], views[len(images):]
 
 
 def eval_transform(images: Tensor, cfg: AugmentConfig, modality: str) -> Tensor:
-    """The evaluation transform of rows of ``modality``: images are normalised only, ``(B, 3, H, W)``
-    uint8 -> float; log-mel spectrograms (dB) pass unchanged, since a spectrogram encoder
-    standardises its inputs itself (:class:`viclab.models.spectro.Standardize`).
-    """
+    """The evaluation transform of rows of ``modality``: images are normalised only, ``(B, 3, H, W)`` uint8 ->
+    float; log-mel spectrograms (dB) pass unchanged, since a spectrogram encoder standardises its inputs itself
+    (:class:`viclab.models.spectro.Standardize`)."""
     if modality == "spectrogram":
         return images
     return ops.normalize(unit_float(images, modality), *mean_std(cfg, images.device))

@@ -1,9 +1,8 @@
 """Batched image operations with per-image parameters.
 
-Images are float ``(B, C, H, W)`` in ``[0, 1]`` unless stated; every parameter
-tensor has a leading batch dimension. The formulas follow torchvision's tensor
-transforms (colour ops, Gaussian kernel, crop sampling) so recipes written for
-torchvision mean the same thing here.
+Images are float ``(B, C, H, W)`` in ``[0, 1]`` unless stated; every parameter tensor has a leading batch
+dimension. The formulas follow torchvision's tensor transforms (colour ops, Gaussian kernel, crop sampling) so
+recipes written for torchvision mean the same thing here.
 """
 
 from __future__ import annotations
@@ -14,9 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# ITU-R 601-2 luma, as torchvision's rgb_to_grayscale.
-_LUMA = (0.299, 0.587, 0.114)
-
 
 def uniform(n: int, lo: float, hi: float, generator: torch.Generator | None, device: torch.device) -> Tensor:
     """``(n,)`` independent draws from ``U[lo, hi)``."""
@@ -24,18 +20,17 @@ def uniform(n: int, lo: float, hi: float, generator: torch.Generator | None, dev
 
 
 def grayscale(x: Tensor) -> Tensor:
-    """``(B, 3, H, W)`` -> ``(B, 1, H, W)`` luma."""
+    """``(B, 3, H, W)`` -> ``(B, 1, H, W)`` luma (ITU-R 601-2, as torchvision's ``rgb_to_grayscale``)."""
     r, g, b = x.unbind(1)
-    return (_LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b).unsqueeze(1)
+    return (0.299 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
 
 
 def blend_towards(x: Tensor, factor: Tensor, target: Tensor | float) -> Tensor:
     """Brightness, contrast or saturation per image in one formula: ``clamp(f x + (1 - f) t, 0, 1)``.
 
-    ``target`` broadcasts to ``x``: 0 for brightness, the mean luma ``(B, 1, 1, 1)`` for
-    contrast, the luma image ``(B, 1, H, W)`` for saturation. ``factor = 1`` is exactly the
-    identity, so a batch can apply each op to some of its images without indexing.
-    """
+    ``target`` broadcasts to ``x``: 0 for brightness, the mean luma ``(B, 1, 1, 1)`` for contrast, the luma image
+    ``(B, 1, H, W)`` for saturation. ``factor = 1`` is exactly the identity, so a batch can apply each op to some
+    of its images without indexing."""
     f = factor.view(-1, 1, 1, 1)
     return (f * x + (1 - f) * target).clamp_(0, 1)
 
@@ -43,10 +38,9 @@ def blend_towards(x: Tensor, factor: Tensor, target: Tensor | float) -> Tensor:
 def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
     """Rotate hue by ``shift`` ``(B,)`` in [-0.5, 0.5] (fraction of the colour wheel).
 
-    Same result as RGB -> HSV, ``h = (h + shift) mod 1``, HSV -> RGB, without
-    building the HSV image: value and chroma (max, max - min) are unchanged by a
-    hue rotation, so each output channel is ``max - chroma * clamp(min(k, 4 - k), 0, 1)``
-    with ``k = (n + 6h) mod 6`` and ``n = 5, 3, 1`` for R, G, B.
+    Same result as RGB -> HSV, ``h = (h + shift) mod 1``, HSV -> RGB, without building the HSV image: value and
+    chroma (max, max - min) are unchanged by a hue rotation, so each output channel is ``max - chroma *
+    clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6h) mod 6`` and ``n = 5, 3, 1`` for R, G, B.
     """
     r, g, b = x.unbind(1)
     maxc = x.amax(1)  # amax/amin: ten times faster than max()/min() with indices
@@ -67,11 +61,8 @@ def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
 
 
 def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
-    """Separable Gaussian blur with per-image ``sigma`` ``(B,)``, reflect padding.
-
-    ``sigma = 0`` gives the identity (a delta kernel), which lets a caller blur
-    only some images of a batch without indexing.
-    """
+    """Separable Gaussian blur with per-image ``sigma`` ``(B,)``, reflect padding. ``sigma = 0`` gives the identity
+    (a delta kernel), which lets a caller blur only some images of a batch without indexing."""
     r = kernel_size // 2
     if r == 0:
         return x
@@ -97,15 +88,14 @@ def crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], rati
                generator: torch.Generator | None, device: torch.device, attempts: int = 10) -> Tensor:
     """Sample RandomResizedCrop boxes as torchvision does, for ``n`` images at once.
 
-    Each image gets ``attempts`` candidate (area, log-aspect) draws; the first one that
-    fits is used, else the central crop with the aspect clamped into ``ratio``.
+    Each image gets ``attempts`` candidate (area, log-aspect) draws; the first one that fits is used, else the
+    central crop with the aspect clamped into ``ratio``.
 
     Returns:
         ``(n, 4)`` float tensor of ``(top, left, h, w)`` in pixels.
     """
-    area = height * width
     u = torch.rand(n, attempts, 4, generator=generator, device=device)
-    target = area * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
+    target = height * width * (scale[0] + (scale[1] - scale[0]) * u[..., 0])
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(log_lo + (log_hi - log_lo) * u[..., 1])
     w = torch.round(torch.sqrt(target * aspect))
@@ -131,11 +121,9 @@ def crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], rati
 
 
 def resized_crop(x: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tensor:
-    """Crop ``boxes`` ``(B, 4)`` = (top, left, h, w), resize to ``size``, mirror where ``flip``.
-
-    One ``affine_grid``/``grid_sample`` call for the batch; bilinear, pixel centres
-    aligned as ``interpolate(..., align_corners=False)``.
-    """
+    """Crop ``boxes`` ``(B, 4)`` = (top, left, h, w), resize to ``size``, mirror where ``flip``: one
+    ``affine_grid``/``grid_sample`` call for the batch; bilinear, pixel centres aligned as
+    ``interpolate(..., align_corners=False)``."""
     b, _, height, width = x.shape
     top, left, h, w = boxes.to(x.dtype).unbind(1)
     sx = w / width * torch.where(flip, -1.0, 1.0).to(x.dtype)

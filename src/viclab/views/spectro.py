@@ -1,10 +1,9 @@
 """Views of log-mel spectrograms for VICReg on sound (spec §4), batched on the device.
 
-Every clip gets its own random parameters from the seeded generator; the ops are fixed-shape
-tensor arithmetic (``torch.where``, ``gather``), with no host synchronisation, like the image
-views of :mod:`viclab.views.images`. Spectrograms are in dB of power (``10 log10``, the
-default ``sound.power = 2``), so mixing adds ``10 ** (x / 10)``: the mel power spectra of two
-uncorrelated sounds add.
+Every clip gets its own random parameters from the seeded generator; the ops are fixed-shape tensor arithmetic
+(``torch.where``, ``gather``), with no host synchronisation, like the image views of :mod:`viclab.views.images`.
+Spectrograms are in dB of power (``10 log10``, the default ``sound.power = 2``), so mixing adds ``10 ** (x / 10)``:
+the mel power spectra of two uncorrelated sounds add.
 """
 
 from __future__ import annotations
@@ -34,16 +33,9 @@ def freq_shift(x: Tensor, max_bins: int, gen: torch.Generator | None) -> Tensor:
 
 
 def mix_power(x: Tensor, other: Tensor, snr_db: Tensor, active: Tensor) -> Tensor:
-    """Add ``other`` to ``x`` where ``active``, scaled to ``snr_db`` below ``x``'s mean power.
-
-    Args:
-        x, other: ``(B, C, M, T)`` in dB of power.
-        snr_db: ``(B,)`` signal-to-added power ratio.
-        active: ``(B,)`` bool.
-
-    Returns:
-        ``10 log10(P_x + g P_other)`` with ``g = mean(P_x) / mean(P_other) * 10 ** (-snr / 10)`` where active.
-    """
+    """Add ``other`` to ``x`` (both ``(B, C, M, T)`` in dB of power) where ``active`` ``(B,)``, scaled to ``snr_db``
+    ``(B,)`` below ``x``'s mean power: ``10 log10(P_x + g P_other)`` with ``g = mean(P_x) / mean(P_other) *
+    10 ** (-snr / 10)`` where active."""
     px, po = torch.pow(10.0, x / 10), torch.pow(10.0, other / 10)
     gain = px.mean((1, 2, 3)) / po.mean((1, 2, 3)).clamp_min(1e-30) * torch.pow(10.0, -snr_db / 10)
     gain = torch.where(active, gain, torch.zeros_like(gain))
@@ -66,10 +58,7 @@ def band_masks(x: Tensor, count: int, max_width: int, dim: int, gen: torch.Gener
 
 
 class SpecViews:
-    """Callable view generator over spectrograms: ``SpecViews(cfg)(x, generator) -> view``.
-
-    Args:
-        cfg: the view distribution.
+    """Callable view generator of the distribution ``cfg`` over spectrograms: ``SpecViews(cfg)(x, generator) -> view``.
 
     Call args:
         x: ``(B, 1, n_mels, T)`` log-mel spectrograms (dB) on any device; the view is made there.
