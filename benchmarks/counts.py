@@ -49,14 +49,31 @@ def _cli_shapes(cli: Path) -> dict[str, int]:
             "override strings built from flags": len(re.findall(r'f"[a-z_]+\.[a-z_]+=\{', text))}
 
 
+def _line_kinds(text: str, tree: ast.AST, kinds: dict[str, int]) -> None:
+    """Add each line to its kind: a docstring (the first string constant of a module, class or function),
+    a comment (starts with ``#``), blank, or code."""
+    doc: set[int] = set()
+    for n in ast.walk(tree):
+        body = getattr(n, "body", None)
+        if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body \
+                and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0].value, "value", None), str):
+            doc.update(range(body[0].lineno, body[0].end_lineno + 1))
+    for i, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        kind = "blank" if not s else "docstring" if i in doc else "comment" if s.startswith("#") else "code"
+        kinds[kind] += 1
+
+
 def counts(src: Path) -> dict[str, object]:
     lines = terms = floating = sound = hashers = caches = 0
     params = {"progress": 0, "echo": 0, "data_dir": 0}
     sites: list[str] = []
+    kinds = {"code": 0, "docstring": 0, "comment": 0, "blank": 0}
     for path in _modules(src):
         text = path.read_text()
         tree = ast.parse(text)
         lines += len(text.splitlines())
+        _line_kinds(text, tree, kinds)
         terms += sum(isinstance(n, ast.Constant) and n.value in TERMS for n in ast.walk(tree))
         f, s = _calls(tree, "is_floating_point"), text.count("is_sound(")
         floating, sound = floating + f, sound + s
@@ -69,7 +86,7 @@ def counts(src: Path) -> dict[str, object]:
     radon = subprocess.run([sys.executable, "-m", "radon", "cc", "-n", "D", str(src / "viclab")],
                            capture_output=True, text=True).stdout
     complex_ = [line.strip() for line in radon.splitlines() if line.startswith("    ")]
-    return {"src lines": lines, "radon cc -n D": complex_, "term-name literals": terms,
+    return {"src lines": lines, "src lines by kind": kinds, "radon cc -n D": complex_, "term-name literals": terms,
             "is_floating_point() calls": floating, "is_sound( calls": sound, "modality sites": sites,
             "hash helpers (functions calling hashlib)": hashers, "cache version constants": caches,
             "functions taking progress / echo / data_dir": params, "cli": _cli_shapes(src / "viclab" / "cli.py")}
