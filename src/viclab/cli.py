@@ -226,15 +226,16 @@ def _add_eval(sub) -> None:
 def _cmd_eval(args: argparse.Namespace) -> None:
     from viclab.detect.anomaly import run_anomaly
     from viclab.eval import tasks
-    from viclab.eval.tasks import run_compare
 
     common = {"out": args.out, "cfg": _config(args), "ctx": args.ctx,
               "use_cache": not args.no_cache, "dataset": args.dataset}
     if args.task in ("anomaly", "compare"):
-        run = run_anomaly if args.task == "anomaly" else run_compare
+        run = run_anomaly if args.task == "anomaly" else tasks.run_compare
         run(args.sources, anomalies=args.anomalies, names=args.names, **common)
-    else:  # probe, plot, retrieve, cluster
-        getattr(tasks, f"run_{args.task}")(args.source, **common)
+    else:
+        run = {"probe": tasks.run_probe, "plot": tasks.run_plot, "retrieve": tasks.run_retrieve,
+               "cluster": tasks.run_cluster}[args.task]
+        run(args.source, **common)
 
 
 def _add_compare(sub) -> None:
@@ -363,7 +364,7 @@ def _test_flags(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--abnormal", help="folder of anomalous images instead of the detector's")
     p.add_argument("--anomalies", help="dataset or folder of anomalies instead of the detector's")
     _common(p, "output folder", required=True, data_help="data root (default: the detector's, else $VICLAB_DATA)")
-    p.set_defaults(func=_cmd_detect_test, kind=kind)
+    p.set_defaults(func=_cmd_detect_score if kind == "score" else _cmd_detect_monitor, kind=kind)
 
 
 def _cmd_detect_fit(args: argparse.Namespace) -> None:
@@ -377,14 +378,20 @@ def _cmd_detect_fit(args: argparse.Namespace) -> None:
     fit_detector(cfg, args.out, ctx=args.ctx)
 
 
-def _cmd_detect_test(args: argparse.Namespace) -> None:
-    from viclab.detect import run_monitor, run_score
+def _cmd_detect_score(args: argparse.Namespace) -> None:
+    from viclab.detect import run_score
 
-    cfg, test = _config(args), {"abnormal": args.abnormal, "anomalies": args.anomalies, "ctx": args.ctx}
-    if args.kind == "score":
-        run_score(args.detectors, args.out, top=cfg.top, fpr=cfg.fpr, **test)
-    else:
-        run_monitor(args.detector, args.out, stream=cfg.stream, batch_size=cfg.batch_size, seed=cfg.seed, **test)
+    cfg = _config(args)
+    run_score(args.detectors, args.out, abnormal=args.abnormal, anomalies=args.anomalies, top=cfg.top, fpr=cfg.fpr,
+              ctx=args.ctx)
+
+
+def _cmd_detect_monitor(args: argparse.Namespace) -> None:
+    from viclab.detect import run_monitor
+
+    cfg = _config(args)
+    run_monitor(args.detector, args.out, stream=cfg.stream, batch_size=cfg.batch_size, abnormal=args.abnormal,
+                anomalies=args.anomalies, seed=cfg.seed, ctx=args.ctx)
 
 
 def _add_sound(sub) -> None:
