@@ -346,3 +346,18 @@ def test_held_out_views_are_made_once_per_run_and_give_the_same_terms(fake_cifar
     kept, remade = ([r for r in read_metrics(tmp_path / d / "metrics.jsonl") if r["split"] == "test"]
                     for d in ("kept", "remade"))
     assert [r["loss"] for r in kept] == [r["loss"] for r in remade] and len(kept) == 4
+
+
+def test_multi_crop_training_logs_the_multi_crop_loss(fake_cifar_root, tmp_path):
+    cfg = small_config(fake_cifar_root, "augment.local_crops=2", "augment.local_size=16", "train.epochs=1")
+    train(cfg, tmp_path / "run", ctx=QUIET_CTX)
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert records and all(math.isfinite(r["loss"]) for r in records)
+    for r in records:
+        assert r["loss"] == pytest.approx(25 * r["invariance"] + 25 * r["variance"] + r["covariance"], rel=1e-5)
+
+
+def test_small_views_too_small_for_the_blur_are_refused(fake_cifar_root):
+    with pytest.raises(ViclabError, match="too large for 2-pixel views"):
+        small_config(fake_cifar_root, "augment.local_crops=2", "augment.local_size=2", "augment.blur_p=0.5",
+                     "augment.blur_kernel=5")

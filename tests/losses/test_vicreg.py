@@ -94,3 +94,24 @@ def test_bf16_inputs_are_computed_in_fp32():
 def test_unknown_variant_rejected():
     with pytest.raises(ValueError):
         VICRegLoss(variant="lightly")
+
+
+@pytest.mark.parametrize("m", [1, 3])
+def test_multi_crop_matches_the_pairs_written_out(m):
+    """Multi-crop: invariance averaged over the (large, large) and (large, small) pairs, variance and covariance
+    averaged over all views and doubled (so two views give spec §1 exactly), from the NumPy terms of each pair."""
+    rng = np.random.default_rng(m)
+    b, d = 12, 6
+    z, zp = rng.normal(size=(b, d)), rng.normal(size=(b, d)) * 0.5
+    small = [rng.normal(size=(b, d)) * s for s in (0.3, 1.5, 0.8)[:m]]
+    pairs = [np_terms(z, zp)] + [np_terms(g, s) for s in small for g in (z, zp)]
+    inv = np.mean([p[0] for p in pairs])
+    per_view = [np_terms(v, v) for v in (z, zp, *small)]
+    var = 2 * np.mean([p[1] for p in per_view])
+    cov = 2 * np.mean([p[3] for p in per_view])
+    local = torch.from_numpy(np.concatenate(small))  # rows k * b + i: image i's k-th small view
+    out = VICRegLoss()(torch.from_numpy(z), torch.from_numpy(zp), local)
+    assert out.invariance.item() == pytest.approx(inv, rel=1e-9)
+    assert out.variance.item() == pytest.approx(var, rel=1e-9)
+    assert out.covariance.item() == pytest.approx(cov, rel=1e-9)
+    assert out.loss.item() == pytest.approx(25 * inv + 25 * var + cov, rel=1e-9)

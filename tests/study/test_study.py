@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -528,3 +529,28 @@ def test_study_under_torchrun_trains_data_parallel(study_data, tmp_path):
                       "eigenmaps": 1}
     assert (tmp_path / "s" / "report.html").exists()
     assert json.loads((tmp_path / "s" / "results.json").read_text())["table"][0]["method"] == "vicreg"
+
+
+def test_progress_lines_estimate_the_remaining_time_at_the_measured_speed(tmp_path, monkeypatch):
+    from viclab.study import stages as st
+
+    clock = [0.0]
+    monkeypatch.setattr(st.time, "perf_counter", lambda: clock[0])
+
+    def work(seconds):
+        def run(folder):
+            clock[0] += seconds
+            return {}
+        return run
+
+    # Estimates 100, 200, 300 s; the first stage takes 50 s: this machine is twice as fast as the reference,
+    # so 250 s remain after it, 150 s after the second (which also took half its estimate); under 90 s in seconds.
+    stages = [st.Stage(f"s{i}", f"stage {i}", {"i": i}, work(e / 2), f"w{i}", estimate=e)
+              for i, e in enumerate((100.0, 200.0, 300.0))]
+    lines: list[str] = []
+    st.run_stages(tmp_path, stages, ctx=Context(progress=False, echo=lines.append))
+    starts = [line for line in lines if "done in" not in line]
+    assert starts == ["[1/3] stage 0 (about 10 min left)", "[2/3] stage 1 (about 4 min left)",
+                      "[3/3] stage 2 (about 3 min left)"]
+    one = st.Remaining([dataclasses.replace(stages[0], estimate=60.0)])
+    assert one.left(0) == "about 60 s left" and one.left(1) == "about 0 s left"

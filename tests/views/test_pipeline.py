@@ -237,3 +237,23 @@ def test_pair_is_two_independent_draws_per_image():
     # 32 views of one image: no two equal (each its own crop, jitter, ...)
     same = (views[:, None] == views[None]).all(-1)
     assert same.sum() == len(views)
+
+
+def test_multi_crop_views_are_the_pair_then_small_crops():
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    cfg = AugmentConfig(local_crops=3, local_size=16, local_crop_scale=(0.05, 0.4), jitter_p=0.0, grayscale_p=0.0,
+                        blur_p=0.0, hflip_p=0.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    v1, v2, small = Augment(cfg).views(x, torch.Generator().manual_seed(5))
+    w1, w2 = Augment(cfg).pair(x, torch.Generator().manual_seed(5))
+    assert torch.equal(v1, w1) and torch.equal(v2, w2)  # the pair is drawn first, as without small views
+    assert small.shape == (24, 3, 16, 16)
+    # Row k * 8 + i is a small crop of image i: its pixel range lies within image i's, and (a crop of at most 40%
+    # of the area, resized) it is not the whole image shrunk.
+    for k in range(3):
+        for i in range(8):
+            crop, img = small[k * 8 + i], x[i].float() / 255
+            assert img.min() - 1e-5 <= crop.min() and crop.max() <= img.max() + 1e-5
+            whole = torch.nn.functional.interpolate(img[None], size=16, mode="bilinear", antialias=True)[0]
+            assert not torch.allclose(crop, whole, atol=1e-2)
+    assert Augment(AugmentConfig()).views(x, torch.Generator().manual_seed(5))[0].shape == (8, 3, 32, 32)
+    assert len(Augment(AugmentConfig()).views(x, torch.Generator())) == 2

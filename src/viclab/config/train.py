@@ -50,6 +50,11 @@ class AugmentConfig:
     blur_kernel: int = 3
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: float = 0.0
+    # Multi-crop (SwAV, DINO): besides the two views above, local_crops small views of local_size pixels, cut from
+    # local_crop_scale of the image; each is pulled towards both large views (viclab.losses.VICRegLoss).
+    local_crops: int = 0
+    local_size: int = 16
+    local_crop_scale: tuple[float, float] = (0.05, 0.4)
     # CIFAR-10's channel statistics: the normalisation of the CIFAR-trained backbones (viclab.models.registry).
     mean: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
     std: tuple[float, float, float] = (0.247, 0.243, 0.261)
@@ -57,7 +62,10 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         finite(self, "augment.")
         check(self.size > 0, f"augment.size={self.size} must be > 0")
+        check(self.local_crops >= 0 and self.local_size > 0,
+              f"augment.local_crops={self.local_crops} must be >= 0 and augment.local_size={self.local_size} > 0")
         interval("augment.crop_scale", self.crop_scale, 1e-6, 1.0)
+        interval("augment.local_crop_scale", self.local_crop_scale, 1e-6, 1.0)
         interval("augment.crop_ratio", self.crop_ratio, 1e-6, float("inf"))
         for name in ("hflip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
             prob(f"augment.{name}", getattr(self, name))
@@ -68,9 +76,10 @@ class AugmentConfig:
                f"augment.blur_kernel={self.blur_kernel} must be a positive odd integer")
         interval("augment.blur_sigma", self.blur_sigma, 1e-6, float("inf"))
         # Reflect padding needs a radius below the view's side.
-        check(self.blur_p == 0 or self.blur_kernel // 2 < self.size,
-               f"augment.blur_kernel={self.blur_kernel} is too large for {self.size}-pixel views; use an odd "
-               f"kernel of at most {2 * self.size - 1} (or augment.blur_p=0)")
+        side = min(self.size, self.local_size) if self.local_crops else self.size
+        check(self.blur_p == 0 or self.blur_kernel // 2 < side,
+               f"augment.blur_kernel={self.blur_kernel} is too large for {side}-pixel views; use an odd "
+               f"kernel of at most {2 * side - 1} (or augment.blur_p=0)")
         check(len(self.mean) == 3 and len(self.std) == 3 and min(self.std) > 0,
                "augment.mean and augment.std need 3 values each, std > 0")
 

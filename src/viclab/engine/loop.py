@@ -86,14 +86,15 @@ class FitResult:
 
 
 class PairForward(nn.Module):
-    """``(a, b) -> (f(a), f(b))``: both views in one call, each alone (BatchNorm sees each view by itself)."""
+    """``(a, b, *more) -> (f(a), f(b), *f(more))``: every view in one call, each alone (BatchNorm sees each view
+    by itself; the small views of multi-crop come as one tensor)."""
 
     def __init__(self, f: nn.Module) -> None:
         super().__init__()
         self.f = f
 
-    def forward(self, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-        return self.f(a), self.f(b)
+    def forward(self, *views: Tensor) -> tuple[Tensor, ...]:
+        return tuple(self.f(v) for v in views)
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

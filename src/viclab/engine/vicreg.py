@@ -116,13 +116,14 @@ def load_split(cfg: Config, split: str, device: torch.device | str = "cpu") -> I
 
 
 def make_views(x: Tensor, augment: Augment | SpecViews, gen: torch.Generator,
-               channels_last: bool = False) -> tuple[Tensor, Tensor]:
+               channels_last: bool = False) -> tuple[Tensor, ...]:
     """Two independent views of ``x`` (one batched call), in the model's memory format: of
-    ``(B, 3, H, W)`` uint8 images, or of ``(B, 1, n_mels, T)`` log-mel spectrograms."""
-    v1, v2 = augment.pair(x, gen)
+    ``(B, 3, H, W)`` uint8 images, or of ``(B, 1, n_mels, T)`` log-mel spectrograms; with ``augment.local_crops``
+    (multi-crop) the small views ``(m * B, 3, s, s)`` after them (:meth:`Augment.views`)."""
+    views = augment.views(x, gen)
     if channels_last:
-        return v1.contiguous(memory_format=torch.channels_last), v2.contiguous(memory_format=torch.channels_last)
-    return v1, v2
+        return tuple(v.contiguous(memory_format=torch.channels_last) for v in views)
+    return views
 
 
 class HeldOutViews:
@@ -135,7 +136,7 @@ class HeldOutViews:
         self.seed, self.channels_last = seed, channels_last
         self._kept: list[tuple[Tensor, Tensor]] | None = None
 
-    def _make(self):
+    def _make(self):  # each item: make_views' tuple
         gen = torch.Generator(device=self.images.device).manual_seed(self.seed)
         for start in range(0, len(self.images), self.batch_size):
             x = self.images[start:start + self.batch_size]
@@ -144,7 +145,7 @@ class HeldOutViews:
 
     def __iter__(self):
         if self._kept is None:
-            views_bytes = 2 * len(self.images) * self.augment.view_numel(tuple(self.images.shape[1:])) * 4
+            views_bytes = len(self.images) * self.augment.views_numel(tuple(self.images.shape[1:])) * 4
             if views_bytes > available_memory(self.images.device) // 4:
                 return self._make()
             self._kept = list(self._make())
@@ -157,11 +158,11 @@ def evaluate_terms(model: nn.Module, loss_fn: VICRegLoss, views: HeldOutViews, r
     was_training = model.training
     model.eval()
     sums, count = torch.zeros(len(TERMS), device=rt.device), 0
-    for v1, v2 in views:
+    for v in views:
         with rt.autocast():
-            z1, z2 = model(v1), model(v2)
-        sums += torch.stack(list(loss_fn(z1, z2))) * len(v1)
-        count += len(v1)
+            z = [model(x) for x in v]
+        sums += torch.stack(list(loss_fn(*z))) * len(v[0])
+        count += len(v[0])
     model.train(was_training)
     if count == 0:
         raise ViclabError(f"the test terms need at least 2 images, got {len(views.images)}")
@@ -169,11 +170,11 @@ def evaluate_terms(model: nn.Module, loss_fn: VICRegLoss, views: HeldOutViews, r
 
 
 def training_bytes(model: nn.Module, cfg: Config, data: ImageData) -> int:
-    """A lower bound of a training step's device memory: weights, gradients, Adam's moments, both views
-    of a batch and their gradients, and the inputs."""
+    """A lower bound of a training step's device memory: weights, gradients, Adam's moments, the views of a
+    batch and their gradients, and the inputs."""
     params = sum(p.numel() for p in model.parameters())
-    view = data.images[0].numel() if data.modality == "spectrogram" else 3 * cfg.augment.size ** 2  # crops of clips
-    return 16 * params + 2 * 2 * cfg.train.batch_size * view * 4 + data.images.numel() * data.images.element_size()
+    views = view_maker(data.modality, cfg).views_numel(tuple(data.images.shape[1:]))  # spectrograms: crops of clips
+    return 16 * params + 2 * cfg.train.batch_size * views * 4 + data.images.numel() * data.images.element_size()
 
 
 @dataclass(frozen=True)
@@ -206,8 +207,8 @@ VIEW_SOURCES: dict[str, ViewSource] = {"augment": augmented_views}
 def vicreg_objective(model: nn.Module, forward: nn.Module, loss_fn: VICRegLoss,
                      optimizers: list[torch.optim.Optimizer], sched, fix: str, compile: bool = False,
                      preview: Callable[[int], dict[str, Tensor]] | None = None) -> Objective:
-    """VICReg on a pair: both views through ``forward`` (the model, or a wrapper of it), the loss on the
-    projections; ``preview``: the views shown in TensorBoard each epoch (:class:`ViewPreview`)."""
+    """VICReg on a pair (and its small views): every view through ``forward`` (the model, or a wrapper of it), the
+    loss on the projections; ``preview``: the views shown in TensorBoard each epoch (:class:`ViewPreview`)."""
     return Objective(module=PairForward(forward), loss=lambda z, _batch: loss_fn(*z), terms=TERMS, model=model,
                      optimizers=optimizers, scheduler=sched, fix=fix, compile=compile, preview=preview)
 

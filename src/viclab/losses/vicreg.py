@@ -73,17 +73,26 @@ class VICRegLoss(nn.Module):
         self.gamma, self.eps, self.variant = gamma, eps, variant
         self.gather_distributed = gather_distributed
 
-    def forward(self, z: Tensor, z_prime: Tensor) -> VICRegTerms:
-        """Args: ``z``, ``z_prime``: ``(B, d)``. Returns :class:`VICRegTerms` of scalars."""
+    def forward(self, z: Tensor, z_prime: Tensor, local: Tensor | None = None) -> VICRegTerms:
+        """Args: ``z``, ``z_prime``: ``(B, d)``; ``local``: multi-crop's small views ``(m * B, d)``, rows ``k * B + i``
+        image ``i``'s ``k``-th. Returns :class:`VICRegTerms` of scalars.
+
+        With ``local``, the invariance is the mean over the ``1 + 2m`` pairs (large, large) and (large, small), as
+        SwAV and DINO pair their crops, and variance and covariance are the mean over the ``2 + m`` views times 2:
+        without small views both are exactly the pair's."""
         # Statistics in fp32 even under autocast: variance/covariance of bf16 activations lose too many digits.
         z, z_prime = at_least_fp32(z), at_least_fp32(z_prime)
+        small = [] if local is None else list(at_least_fp32(local).split(len(z)))
         inv = invariance(z, z_prime)
+        if small:
+            inv = (inv + sum(invariance(z, s) + invariance(z_prime, s) for s in small)) / (1 + 2 * len(small))
+        views = [z, z_prime, *small]
         if self.gather_distributed and is_distributed():
-            z, z_prime = cat_over_ranks(z), cat_over_ranks(z_prime)  # the global batch, with gradients
-        var = (variance(z, self.gamma, self.eps, self.variant)
-               + variance(z_prime, self.gamma, self.eps, self.variant))
+            views = [cat_over_ranks(v) for v in views]  # the global batch, with gradients
+        scale = 2 / len(views)
+        var = scale * sum(variance(v, self.gamma, self.eps, self.variant) for v in views)
         if self.variant == "official":
             var = var / 2
-        cov = covariance(z) + covariance(z_prime)
+        cov = scale * sum(covariance(v) for v in views)
         loss = self.inv_weight * inv + self.var_weight * var + self.cov_weight * cov
         return VICRegTerms(loss, inv, var, cov)

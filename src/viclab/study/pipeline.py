@@ -271,12 +271,32 @@ def _detection_stages(cfg: StudyConfig, fp: _Inputs, ctx: Context) -> list[Stage
                    "runtime": runtimes["sound_fsdd"]}, fsdd_stage(cfg, ctx), "sound/fsdd")]
 
 
+# Seconds each stage of the cpu study took on the reference machine (2 AVX2 cores, fp32; benchmarks/study.py), and
+# the epochs its trainings ran there: the progress line's remaining time starts from these.
+REFERENCE_SECONDS = {"vicreg": 225, "no_variance": 226, "neighbours": 279, "latent_naive": 24, "latent_graph": 118,
+                     "eigenmaps": 74, "eval_vicreg": 92, "eval_no_variance": 125, "eval_neighbours": 140,
+                     "eval_latent_naive": 2, "eval_latent_graph": 2, "eval_eigenmaps": 37, "anomaly": 27,
+                     "detect": 368, "sound_machines": 231, "sound_fsdd": 364}
+REFERENCE_EPOCHS = {"vicreg": 1, "no_variance": 1, "neighbours": 1, "latent_naive": 5, "latent_graph": 15}
+
+
+def stage_estimates(cfg: StudyConfig) -> dict[str, float]:
+    """Each stage's expected seconds on the reference machine: its time there, the trainings' scaled by their
+    epochs (a study's other sizes change less; the progress line corrects for the machine as it goes)."""
+    epochs = {"vicreg": cfg.recipe.train.epochs, "no_variance": cfg.recipe.train.epochs,
+              "neighbours": cfg.neighbour_epochs,
+              "latent_naive": cfg.latent_naive_epochs, "latent_graph": cfg.latent.epochs}
+    return {name: s * epochs.get(name, 1) / REFERENCE_EPOCHS.get(name, 1) for name, s in REFERENCE_SECONDS.items()}
+
+
 def build_stages(cfg: StudyConfig, study_dir: Path, ctx: Context, data: dict[str, Any]) -> list[Stage]:
     """The study's stages in order: trainings, evaluations, detection (``data``: :func:`data_fingerprints`)."""
     fp = _Inputs(data)
     runs = {name: study_dir / "runs" / name for name in METHODS}
-    return [*_training_stages(cfg, runs, fp, ctx), *_evaluation_stages(cfg, runs, fp, ctx),
-            *_detection_stages(cfg, fp, ctx)]
+    stages = [*_training_stages(cfg, runs, fp, ctx), *_evaluation_stages(cfg, runs, fp, ctx),
+              *_detection_stages(cfg, fp, ctx)]
+    estimates = stage_estimates(cfg)
+    return [replace(s, estimate=estimates.get(s.name, 1.0)) for s in stages]
 
 
 def run_study(cfg: StudyConfig, out: str | Path, ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:

@@ -99,6 +99,8 @@ class Stage:
         folder: the stage's output folder, relative to the study folder.
         after: names of the stages whose results this one reads.
         collective: under torchrun every process runs it together (training); any other stage runs on rank 0 alone.
+        estimate: its expected seconds on the reference machine (the remaining-time estimate of the progress line
+            scales these by how fast this machine ran the stages it computed so far).
     """
 
     name: str
@@ -108,6 +110,7 @@ class Stage:
     folder: str
     after: tuple[str, ...] = ()
     collective: bool = False
+    estimate: float = 1.0
 
 
 @dataclass
@@ -139,15 +142,16 @@ def run_stages(study_dir: Path, stages: list[Stage], ctx: Context = DEFAULT_CONT
     state_dir = study_dir / STATE_DIR
     state_dir.mkdir(parents=True, exist_ok=True)
     records: dict[str, StageRecord] = {}
-    n = len(stages)
+    n, eta = len(stages), Remaining(stages)
     # One bar over the stages; each stage's own bars (epochs, encoding) appear under it and vanish when they finish.
     with tqdm(total=n, disable=not ctx.progress, position=0, leave=True, dynamic_ncols=True,
               bar_format="{desc} |{bar}| {n_fmt}/{total_fmt} stages [{elapsed}]") as bar:
         for k, stage in enumerate(stages, 1):
             upstream = {name: records[name].fingerprint for name in stage.after}
             fp = fingerprint({"stage": stage.name, "inputs": stage.inputs, "upstream": upstream})
-            bar.set_description_str(f"study: stage {k}/{n} {stage.title}")
-            ctx.echo(f"[{k}/{n}] {stage.title}")
+            left = eta.left(k - 1)
+            bar.set_description_str(f"study: stage {k}/{n} {stage.title} ({left})")
+            ctx.echo(f"[{k}/{n}] {stage.title} ({left})")
             state_path = state_dir / f"{stage.name}.json"
             state = _read_state(state_path)
             done = state is not None and state["fingerprint"] == fp and state.get("status") == "done"
@@ -159,10 +163,31 @@ def run_stages(study_dir: Path, stages: list[Stage], ctx: Context = DEFAULT_CONT
                 with contextlib.nullcontext() if stage.collective else local_process():
                     record = _run_one(study_dir, state_path, state, stage, fp)
             records[stage.name] = record
+            if not record.cached:
+                eta.ran(stage, record.seconds)
             ctx.echo(f"[{k}/{n}] {stage.title}: {'cached, computed earlier in' if record.cached else 'done in'} "
                      f"{record.seconds:.1f}s")
             bar.update()
     return records
+
+
+class Remaining:
+    """The study's remaining time: the stages' estimates, scaled by this machine's measured speed on the stages
+    computed so far (cached stages take no time and say nothing of the speed)."""
+
+    def __init__(self, stages: list[Stage]) -> None:
+        self.stages = stages
+        self.estimated = self.seconds = 0.0
+
+    def ran(self, stage: Stage, seconds: float) -> None:
+        self.estimated += stage.estimate
+        self.seconds += seconds
+
+    def left(self, done: int) -> str:
+        """``"about 12 min left"`` once ``done`` stages are behind, at most (cached stages make it less)."""
+        speed = self.seconds / self.estimated if self.estimated > 0 else 1.0
+        seconds = speed * sum(s.estimate for s in self.stages[done:])
+        return f"about {int(seconds / 60 + 0.5)} min left" if seconds >= 90 else f"about {seconds:.0f} s left"
 
 
 def _read_state(state_path: Path) -> dict[str, Any] | None:

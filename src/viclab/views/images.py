@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -123,15 +124,32 @@ class Augment:
         b, _, h, w = images.shape
         return apply_params(images, sample_params(self.cfg, b, h, w, generator, images.device), self.cfg)
 
-    def view_numel(self, shape: tuple[int, ...]) -> int:
-        """Values in one view of an input of ``shape`` ``(C, H, W)``."""
-        return 3 * self.cfg.size ** 2
+    def views_numel(self, shape: tuple[int, ...]) -> int:
+        """Values in the views of an input of ``shape`` ``(C, H, W)``: the pair and the small views."""
+        return 3 * (2 * self.cfg.size ** 2 + self.cfg.local_crops * self.cfg.local_size ** 2)
 
     def pair(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Two independent views ``(v1, v2)`` of each image in one batched call, each ``(B, 3, cfg.size, cfg.size)``:
         rows ``i`` of both are views of image ``i``."""
         views = self(images.repeat(2, 1, 1, 1), generator)  # 2B images: half the kernel launches of two calls
         return views[:len(images)], views[len(images):]
+
+    def views(self, images: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, ...]:
+        """The pair, then with ``cfg.local_crops = m > 0`` the small views ``(m * B, 3, cfg.local_size,
+        cfg.local_size)``: rows ``k * B + i`` are image ``i``'s ``k``-th small view (one batched call)."""
+        pair = self.pair(images, generator)
+        if self.cfg.local_crops == 0:
+            return pair
+        local = local_config(self.cfg)
+        batch = images.repeat(self.cfg.local_crops, 1, 1, 1)
+        b, _, h, w = batch.shape
+        return (*pair, apply_params(batch, sample_params(local, b, h, w, generator, images.device), local))
+
+
+@functools.lru_cache(maxsize=16)
+def local_config(cfg: AugmentConfig) -> AugmentConfig:
+    """The distribution of ``cfg``'s small views: T at ``local_size`` pixels from ``local_crop_scale`` of the image."""
+    return dataclasses.replace(cfg, size=cfg.local_size, crop_scale=cfg.local_crop_scale, local_crops=0)
 
 
 def eval_transform(images: Tensor, cfg: AugmentConfig, modality: str) -> Tensor:

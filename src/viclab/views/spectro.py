@@ -95,12 +95,14 @@ class SpecViews:
         x = band_masks(x, c.time_masks, int(c.time_mask * x.shape[3]), 3, generator)
         return band_masks(x, c.freq_masks, int(c.freq_mask * x.shape[2]), 2, generator)
 
-    def view_numel(self, shape: tuple[int, ...]) -> int:
-        """Values in one view of a spectrogram of ``shape`` ``(C, n_mels, T)``."""
+    def views_numel(self, shape: tuple[int, ...]) -> int:
+        """Values in the views (the pair) of a spectrogram of ``shape`` ``(C, n_mels, T)``."""
         c, m, t = shape
-        return c * m * self.frames(t)
+        return 2 * c * m * self.frames(t)
 
     def pair(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Two independent views of each spectrogram in one batched call; rows ``i`` are views of clip ``i``."""
         views = self(x.repeat(2, 1, 1, 1), generator)
         return views[:len(x)], views[len(x):]
+
+    views = pair  # no small views of spectrograms: a step's views are the pair
