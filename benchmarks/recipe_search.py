@@ -80,6 +80,8 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
                         "optim.warmup_epochs=0.5"]),
     "fpfmc4": ("pf32", ["augment.local_crops=4", "augment.local_size=16", "train.epochs=1",
                         "optim.warmup_epochs=0.5"]),
+    "fpfmc1x2": ("pf32", ["augment.local_crops=1", "augment.local_size=16", "train.epochs=2",
+                          "optim.warmup_epochs=0.5"]),
     "fpf1": ("pf32", ["train.epochs=1", "optim.warmup_epochs=0.5"]),
     "fpf64": ("pf32", ["train.batch_size=64", "train.epochs=2", "optim.warmup_epochs=0.5"]),
 }
