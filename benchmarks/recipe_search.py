@@ -82,6 +82,7 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
                         "optim.warmup_epochs=0.5"]),
     "fpfmc1x2": ("pf32", ["augment.local_crops=1", "augment.local_size=16", "train.epochs=2",
                           "optim.warmup_epochs=0.5"]),
+    "fpflr8": ("pf32", ["train.epochs=2", "optim.warmup_epochs=0.5", "optim.lr=8e-3"]),
     "fpf1": ("pf32", ["train.epochs=1", "optim.warmup_epochs=0.5"]),
     "fpf64": ("pf32", ["train.batch_size=64", "train.epochs=2", "optim.warmup_epochs=0.5"]),
 }
