@@ -271,8 +271,9 @@ def _detection_stages(cfg: StudyConfig, fp: _Inputs, ctx: Context) -> list[Stage
                    "runtime": runtimes["sound_fsdd"]}, fsdd_stage(cfg, ctx), "sound/fsdd")]
 
 
-# Seconds each stage of the cpu study took on the reference machine (2 AVX2 cores, fp32; benchmarks/study.py), and
-# the epochs its trainings ran there: the progress line's remaining time starts from these.
+# Seconds each stage of the README's cpu study took on 2 CPU cores (2026-12-06, benchmarks/results/study_cpu.json),
+# and the epochs its trainings ran there: the progress line's remaining time starts from these (to be re-measured
+# with the study of issue 26).
 REFERENCE_SECONDS = {"vicreg": 225, "no_variance": 226, "neighbours": 279, "latent_naive": 24, "latent_graph": 118,
                      "eigenmaps": 74, "eval_vicreg": 92, "eval_no_variance": 125, "eval_neighbours": 140,
                      "eval_latent_naive": 2, "eval_latent_graph": 2, "eval_eigenmaps": 37, "anomaly": 27,

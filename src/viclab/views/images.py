@@ -140,10 +140,7 @@ class Augment:
         pair = self.pair(images, generator)
         if self.cfg.local_crops == 0:
             return pair
-        local = local_config(self.cfg)
-        batch = images.repeat(self.cfg.local_crops, 1, 1, 1)
-        b, _, h, w = batch.shape
-        return (*pair, apply_params(batch, sample_params(local, b, h, w, generator, images.device), local))
+        return (*pair, Augment(local_config(self.cfg))(images.repeat(self.cfg.local_crops, 1, 1, 1), generator))
 
 
 @functools.lru_cache(maxsize=16)
