@@ -85,6 +85,13 @@ CANDIDATES: dict[str, tuple[str, list[str]]] = {
     "fpflr8": ("pf32", ["train.epochs=2", "optim.warmup_epochs=0.5", "optim.lr=8e-3"]),
     "fpf1": ("pf32", ["train.epochs=1", "optim.warmup_epochs=0.5"]),
     "fpf64": ("pf32", ["train.batch_size=64", "train.epochs=2", "optim.warmup_epochs=0.5"]),
+    # The augmentation strengths: SimCLR's crop scale (0.08, 1) instead of the spec's (0.2, 1), and half the
+    # colour jitter (a short run may learn more from easier pairs).
+    "fpfcrop08": ("pf32", ["train.epochs=2", "optim.warmup_epochs=0.5", "augment.crop_scale=0.08,1"]),
+    "fpfjit": ("pf32", ["train.epochs=2", "optim.warmup_epochs=0.5", "augment.brightness=0.2",
+                        "augment.contrast=0.2", "augment.saturation=0.1", "augment.hue=0.05"]),
+    # The projector: 1024-1024 (a quarter of the 2048-2048's second layer).
+    "fpfproj1k": ("pf32", ["train.epochs=2", "optim.warmup_epochs=0.5", "model.projector=1024-1024"]),
 }
 LOG = RESULTS / "recipe_search.jsonl"
 

@@ -16,46 +16,81 @@ from viclab.core.errors import ViclabError
 BEFORE = json.loads((Path(__file__).parent / "fixtures" / "presets_before.json").read_text())
 
 
-# Fields added since the fixture was dumped, with their defaults: every old preset and config leaves them there.
-ADDED = {"augment": {"local_crops": 0, "local_size": 16, "local_crop_scale": [0.05, 0.4]}}
+# Fields added since the fixture was dumped, with their defaults: an old config holds them there unless changed below.
+ADDED = {"augment": {"local_crops": 0, "local_size": 16, "local_crop_scale": [0.05, 0.4]}, "": {"ablation_subset": 0}}
+
+# What issue 26 changed on purpose (the fp32 recipe search and the study's budget), as dotted paths -> new values:
+# the cpu recipe (and the detectors' network, which is the cpu recipe) ...
+_CPU_26 = {"model.backbone": "small_cnn_pf", "optim.warmup_epochs": 0.5, "train.epochs": 2}
+# ... and the cpu study: its recipe (the cpu recipe, one epoch, two 16-px local views) feeds the detectors' too.
+_STUDY_RECIPE_26 = {"augment.local_crops": 2, "model.backbone": "small_cnn_pf", "optim.lr": 0.004,
+                    "optim.warmup_epochs": 0.5, "train.min_steps": 10}
+_STUDY_26 = {"ablation_subset": 10000, "detect.autoencoder.epochs": 3, "detect_classes": ["airplane"],
+             "eval.tsne_points": 3000, "latent.epochs": 5, "latent_naive_epochs": 3, "sound_autoencoder_epochs": 30,
+             "sound_dcase_epochs": 30, "sound_epochs": 15, "sound_machines": ["fan"], "sound_probe_epochs": 1,
+             **{f"recipe.{k}": v for k, v in _STUDY_RECIPE_26.items()},
+             **{f"detect.recipe.{k}": v for k, v in _STUDY_RECIPE_26.items()}}
+CHANGED = {"cpu": _CPU_26, "detect": {f"recipe.{k}": v for k, v in _CPU_26.items()},
+           "study_cpu": {**_STUDY_26, "detect_epochs": 2, "detect.recipe.train.epochs": 2},
+           "study_cpu_over": _STUDY_26}
 
 
-def _without_added(d):
+def _with_added(d, top: bool = True):
+    """``d`` with the ADDED fields at their defaults wherever their section is (the study's own at the top)."""
     if not isinstance(d, dict):
         return d
-    out = {}
-    for k, v in d.items():
-        if k in ADDED and isinstance(v, dict):
-            assert {f: v[f] for f in ADDED[k]} == ADDED[k], k  # the new fields at their defaults
-            v = {f: x for f, x in v.items() if f not in ADDED[k]}
-        out[k] = _without_added(v)
+    out = {k: _with_added(v, False) for k, v in d.items()}
+    for k, fields in ADDED.items():
+        if k in out and isinstance(out[k], dict):
+            out[k] = {**out[k], **{f: x for f, x in fields.items() if f not in out[k]}}
+    if top and "recipe" in out and "latent" in out:  # a study config
+        out = {**out, **ADDED[""]}
+    return out
+
+
+def _expected(key: str, before: dict) -> dict:
+    """The fixture's config with the ADDED fields and issue 26's changes (``CHANGED[key]``)."""
+    out = json.loads(json.dumps(_with_added(before)))
+    for path, value in CHANGED.get(key, {}).items():
+        *parents, leaf = path.split(".")
+        node = out
+        for p in parents:
+            node = node[p]
+        assert leaf in node and node[leaf] != value, (key, path)  # a change, of a field the fixture holds
+        node[leaf] = value
     return out
 
 
 def _plain(cfg) -> dict:
-    return _without_added(json.loads(json.dumps(dataclasses.asdict(cfg))))
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
 @pytest.mark.parametrize("name", sorted(BEFORE["train"]))
 def test_every_recipe_file_is_the_old_preset(name):
-    assert _plain(PRESETS[name]) == BEFORE["train"][name]
-    assert list(PRESETS) == ["exercise", "cpu", "vit", "fsdd", "sound"]  # the order help texts list them in
+    assert _plain(PRESETS[name]) == _expected(name, BEFORE["train"][name])
+    assert list(PRESETS) == ["exercise", "cpu", "cpu-bf16", "vit", "fsdd", "sound"]  # the order help texts list them
+
+
+def test_cpu_bf16_is_the_old_cpu_recipe():
+    """Issue 26 moved issue 14's winner (the cpu recipe of bf16 CPUs) to cpu-bf16."""
+    assert _plain(PRESETS["cpu-bf16"]) == _expected("cpu-bf16", BEFORE["train"]["cpu"])
 
 
 def test_resolved_detect_and_study_configs_are_the_old_ones():
     old = BEFORE["resolved"]
-    assert _plain(resolve("detect")) == old["detect"]
+    assert _plain(resolve("detect")) == _expected("detect", old["detect"])
     assert _plain(resolve("detect", "sound", overrides=["detect.k=4", "data.size=8", "train.epochs=2"])) \
-        == old["detect_sound"]
+        == _expected("detect_sound", old["detect_sound"])
     assert _plain(resolve("detect", overrides=[*view_overrides("crop_raw"), "detect.detector=vicreg_terms",
-                                               "autoencoder.epochs=3", "dcase.depth=2"])) == old["detect_crop_raw"]
-    assert _plain(resolve("study", "cpu")) == old["study_cpu"]
-    assert _plain(resolve("study", "exercise")) == old["study_exercise"]
+                                               "autoencoder.epochs=3", "dcase.depth=2"])) \
+        == _expected("detect", old["detect_crop_raw"])
+    assert _plain(resolve("study", "cpu")) == _expected("study_cpu", old["study_cpu"])
+    assert _plain(resolve("study", "exercise")) == _expected("study_exercise", old["study_exercise"])
     assert _plain(resolve("study", "cpu", overrides=[
         "train.epochs=2", "latent.graph_k=5", "eval.knn_k=7", "study.neighbour_epochs=2", "detect.views=3",
-        "study.detect_epochs=2", "data.data_dir=/data/x"])) == old["study_cpu_over"]
+        "study.detect_epochs=2", "data.data_dir=/data/x"])) == _expected("study_cpu_over", old["study_cpu_over"])
     assert _plain(resolve("train", "fsdd", overrides=["sound.n_mels=32", "optim.betas=0.8,0.9"])) \
-        == old["train_fsdd_over"]
+        == _expected("train_fsdd_over", old["train_fsdd_over"])
     assert list(STUDY_PRESETS) == ["exercise", "cpu"]
 
 

@@ -146,6 +146,27 @@ def test_cluster_silhouette_vs_sklearn(tiny_run, tmp_path):
     assert sum(out["cluster_sizes"]) == 100 and (tmp_path / "clusters.png").exists()
 
 
+def test_plot_and_cluster_share_one_tsne_of_the_same_test_sample(tiny_run, tmp_path, monkeypatch):
+    """The cluster figure draws the S2 t-SNE map's points: one t-SNE fit for both tasks, on the seeded sample of
+    ``tsne_points`` test representations."""
+    import openTSNE
+
+    from viclab.eval import cluster
+
+    run, root = tiny_run
+    fitted, fit = [], openTSNE.TSNE.fit
+    monkeypatch.setattr(openTSNE.TSNE, "fit", lambda self, x, *a, **k: fitted.append(x.copy()) or fit(self, x, *a, **k))
+    monkeypatch.setattr(cluster, "_EMBEDDINGS", {})
+    cfg = EvalConfig(clusters=3, tsne_points=12)
+    plot = run_plot(run, tmp_path / "p", str(root), cfg=cfg, ctx=QUIET)
+    out = run_cluster(run, tmp_path / "c", str(root), cfg=cfg, ctx=QUIET)
+    test = representations(load_source(run), "test", ctx=QUIET.reading(str(root))).features
+    sample = np.sort(np.random.default_rng(0).choice(len(test), 12, replace=False))
+    assert len(fitted) == 1 and plot["tsne_points"] == out["tsne_points"] == 12
+    np.testing.assert_array_equal(fitted[0], test[sample].astype(np.float32))
+    assert plot["n_points"] == len(test) == 20  # PCA draws them all
+
+
 def test_anomaly_writes_only_to_the_first_runs_folder(tiny_run, tmp_path, monkeypatch):
     run, root = tiny_run
     monkeypatch.chdir(tmp_path)

@@ -237,3 +237,32 @@ def test_vicreg_model_forward_matches_functional_reference():
     expect = _reference_forward(x, m.state_dict())
     assert got.shape == (4, 32)
     torch.testing.assert_close(got.double(), expect, rtol=2e-5, atol=2e-5 * expect.abs().max().item())
+
+
+def test_small_cnn_pf_matches_functional_reference():
+    """small_cnn_pf: stem ``conv3x3(3, 32) -> BN -> ReLU``; per stage ``2x2 max-pool -> conv3x3 -> BN -> ReLU ->
+    conv3x3 -> BN -> ReLU`` (32->64->128->256); global average pool, written out in float64 (eval-mode BN)."""
+    torch.manual_seed(0)
+    net, dim = build_backbone("small_cnn_pf")
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for mod in net.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                c = mod.num_features
+                mod.running_mean.copy_(0.3 * torch.randn(c, generator=g))
+                mod.running_var.copy_(0.01 + torch.rand(c, generator=g))
+                mod.weight.copy_(torch.randn(c, generator=g))
+                mod.bias.copy_(0.2 * torch.randn(c, generator=g))
+    net.eval()
+    sd = {k: v.double() for k, v in net.state_dict().items()}
+    block = lambda h, i: F.relu(_bn_eval(F.conv2d(h, sd[f"features.{i}.weight"], padding=1), sd, f"features.{i + 1}"))
+    x = torch.randn(3, 3, 32, 32, generator=g)
+    h = block(x.double(), 0)
+    for stage in range(3):
+        i = 3 + 7 * stage
+        h = block(block(F.max_pool2d(h, 2), i + 1), i + 4)
+    with torch.no_grad():
+        got = net(x)
+    assert dim == 256 and got.shape == (3, 256)
+    expect = h.mean(dim=(2, 3))
+    torch.testing.assert_close(got.double(), expect, rtol=2e-5, atol=2e-5 * expect.abs().max().item())

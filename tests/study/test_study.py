@@ -55,13 +55,17 @@ def without_sound(flat: dict) -> dict:
     return {k: v for k, v in flat.items() if not any(w in k for w in ("/sound", "mimii", "fsdd"))}
 
 
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_presets_and_overrides(tmp_path):
     cpu, ex = STUDY_PRESETS["cpu"], STUDY_PRESETS["exercise"]
     # exercise follows spec §2: ResNet-18 variant, Adam 3e-4, batch 256, 30 epochs; all of S5-S7 at full size
     assert ex.recipe.model.backbone == "exercise_resnet18" and ex.recipe.train.epochs == 30
     assert (ex.recipe.optim.lr, ex.recipe.train.batch_size, ex.recipe.loss.var_weight) == (3e-4, 256, 25.0)
     assert ex.neighbour_k == 3 and ex.neighbour_epochs == 1 and ex.latent.epochs == 30
-    assert cpu.recipe.model.backbone == "small_cnn"
+    assert cpu.recipe.model.backbone == "small_cnn_pf" and cpu.recipe.augment.local_crops == 2
     s = resolve("study", "cpu", overrides=["train.epochs=2", "latent.graph_k=5", "eval.knn_k=7",
                                            "study.neighbour_epochs=2", f"data.data_dir={tmp_path}"])
     assert s.recipe.train.epochs == 2 and s.latent.graph_k == 5 and s.eval.knn_k == 7 and s.neighbour_epochs == 2
@@ -87,6 +91,13 @@ def test_results_and_figures(tiny_study):
     nb = json.loads((out / "runs/neighbours/config.json").read_text())
     assert nb["views"]["kind"] == "neighbours" and nb["train"]["epochs"] == 1
     assert Path(nb["views"]["source"]) == (out / "runs/vicreg").resolve()
+    # S4, S6 on a budget: both train on the first 60 training images (one table row each), evaluated on all 100
+    assert cfg["data"]["subset"] == nb["data"]["subset"] == 60
+    assert np.load(out / "runs/neighbours/neighbours.npy").shape == (60, 3)
+    assert len([r for r in _records(out / "runs/no_variance") if r["split"] == "train"]) == 3 * (60 // 12)
+    assert not [r for r in _records(out / "runs/neighbours") if r["split"] == "test"]  # no test terms: not drawn
+    for m in ("no_variance", "neighbours"):
+        assert json.loads((out / f"eval/{m}/probe.json").read_text())["n_train"] == 100
     # A1-A2: the reported AUROC is sklearn's on the saved scores (normal test = 0, MNIST test = 1)
     from sklearn.metrics import roc_auc_score
 

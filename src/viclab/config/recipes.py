@@ -23,7 +23,8 @@ class StudyConfig:
     """The whole study of spec §3 (``viclab study``): every training and every evaluation.
 
     ``recipe`` trains VICReg (S1-S3, S8, A1-A3, C1-C3); the mu = 0 ablation (S4) is the same recipe with
-    ``loss.var_weight = 0``; the neighbour-views model (S6) uses the recipe too, for ``neighbour_epochs`` epochs.
+    ``loss.var_weight = 0``; the neighbour-views model (S6) uses the recipe too, for ``neighbour_epochs`` epochs. Both
+    ablations train on the first ``ablation_subset`` training images (0: all) and are evaluated on all of them.
     Latent optimisation (S5) runs twice: ``latent`` (graph pairs, the correction) and the same with naive pairs for
     ``latent_naive_epochs`` epochs. The dataset and data folder of ``recipe`` apply to every stage.
     """
@@ -32,6 +33,9 @@ class StudyConfig:
     recipe: Config = field(default_factory=Config)
     neighbour_k: int = ViewsConfig.k
     neighbour_epochs: int = 1
+    # Collapse without the variance term shows within a few hundred steps, and the neighbour model's question is what
+    # neighbours teach instead of augmentations: a budget can train both on fewer images than VICReg (0 = all).
+    ablation_subset: int = 0
     latent: LatentConfig = field(default_factory=LatentConfig)
     latent_naive_epochs: int = 30  # naive pairs learn nothing (invariance is identically 0): a few epochs show it
     eigenmaps: EigenmapsConfig = field(default_factory=EigenmapsConfig)
@@ -59,6 +63,7 @@ class StudyConfig:
     def __post_init__(self) -> None:
         at_least(self, "study.", 1, "neighbour_k", "neighbour_epochs", "latent_naive_epochs", "detect_epochs",
                  "sound_epochs", "sound_autoencoder_epochs", "sound_dcase_epochs", "sound_probe_epochs")
+        check(self.ablation_subset >= 0, f"study.ablation_subset={self.ablation_subset} must be >= 0 (0 = all)")
         check(len(self.detect_classes) >= 1, "study.detect_classes needs at least one class")
         at_least(self, "study.", 2, "sound_views")
         check(not self.sound or len(self.sound_machines) >= 1 and len(self.sound_held_out) >= 1,
@@ -93,7 +98,7 @@ _KINDS: dict[str, type] = {
 # The kinds with recipe files, by file-name prefix; the others start from their schema.
 _PREFIXES = {"train": "", "detect": "detect", "study": "study-"}
 # The order recipes are listed in (help texts, error messages); files not named here follow, sorted.
-_ORDER = ("exercise", "cpu", "vit", "fsdd", "sound")
+_ORDER = ("exercise", "cpu", "cpu-bf16", "vit", "fsdd", "sound")
 
 
 @functools.cache

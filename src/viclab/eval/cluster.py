@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
 from viclab.config import EVAL_DEFAULTS as _DEFAULT
+from viclab.core.hashing import digest
+
+# This process's last t-SNE embeddings by content: a model's S2 map and its cluster figure (C2) draw the same points,
+# so the second asks for an embedding already made (t-SNE of 5,000 points takes ~25 s on 2 cores).
+_EMBEDDINGS: dict[str, Any] = {}
+_KEEP = 4
 
 
 def kmeans(features, k: int = _DEFAULT.clusters, seed: int = _DEFAULT.seed) -> tuple[np.ndarray, np.ndarray]:
@@ -55,14 +63,27 @@ def pca_2d(features) -> np.ndarray:
     return PCA(n_components=2).fit_transform(np.asarray(features, dtype=np.float32)).astype(np.float32)
 
 
+def tsne_sample(n: int, points: int, seed: int = _DEFAULT.seed) -> np.ndarray:
+    """The sorted indices of the ``points`` of ``n`` that a t-SNE map draws: all of them, or a seeded sample."""
+    if points >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, points, replace=False))
+
+
 def tsne(features, seed: int = _DEFAULT.seed, n_jobs: int = -1):
     """t-SNE embedding of ``(N, D)`` features (openTSNE: perplexity 30, PCA initialisation): an
-    ``openTSNE.TSNEEmbedding`` (``np.asarray`` of it is ``(N, 2)``) that places further points with ``.transform``."""
+    ``openTSNE.TSNEEmbedding`` (``np.asarray`` of it is ``(N, 2)``) that places further points with ``.transform``.
+    The same features and seed give the embedding made before (kept for this process's last few)."""
     from openTSNE import TSNE
 
     x = np.asarray(features, dtype=np.float32)
-    return TSNE(perplexity=min(30.0, max(2.0, (len(x) - 1) / 3)), initialization="pca", n_jobs=n_jobs,
-                random_state=seed, verbose=False).fit(x)
+    key = digest([x, str(x.shape), str(seed)])
+    if key not in _EMBEDDINGS:
+        while len(_EMBEDDINGS) >= _KEEP:
+            _EMBEDDINGS.pop(next(iter(_EMBEDDINGS)))
+        _EMBEDDINGS[key] = TSNE(perplexity=min(30.0, max(2.0, (len(x) - 1) / 3)), initialization="pca",
+                                n_jobs=n_jobs, random_state=seed, verbose=False).fit(x)
+    return _EMBEDDINGS[key]
 
 
 def tsne_2d(features, seed: int = _DEFAULT.seed) -> np.ndarray:

@@ -27,7 +27,7 @@ from viclab.core.runtime import require_one_process
 from viclab.data import DATASETS, SOUND_DATASETS, dataset_modality
 from viclab.data.folder import held_out_split
 from viclab.engine.rundir import CONFIG
-from viclab.eval.cluster import kmeans, pca_2d, silhouette, tsne, tsne_2d
+from viclab.eval.cluster import kmeans, pca_2d, silhouette, tsne, tsne_2d, tsne_sample
 from viclab.eval.probe import knn_accuracy, linear_probe
 from viclab.plot import figures
 from viclab.represent import neighbors
@@ -186,24 +186,28 @@ def run_probe(source: SourceLike, out: str | Path | None = None, data_dir: str |
 def run_plot(source: SourceLike, out: str | Path | None = None, data_dir: str | None = None,
              cfg: EvalConfig = EVAL_DEFAULTS, ctx: Context = DEFAULT_CONTEXT, use_cache: bool = True,
              dataset: str | None = None) -> dict[str, Any]:
-    """Test-set representations mapped to 2-D by PCA and t-SNE, coloured by class (spec S2); writes ``pca.png``,
-    ``pca.html``, ``tsne.png``, ``tsne.html`` and ``plot.json``."""
+    """Test-set representations mapped to 2-D by PCA (all of them) and t-SNE (a seeded sample of ``cfg.tsne_points``,
+    the points the cluster figure draws too), coloured by class (spec S2); writes ``pca.png``, ``pca.html``,
+    ``tsne.png``, ``tsne.html`` and ``plot.json``."""
     t = Task(source, out, cfg, ctx.reading(data_dir), use_cache, dataset=dataset)
     test = t.reps("test")
-    classes = test.data.classes
+    classes, n = test.data.classes, len(test.labels)
+    sample = tsne_sample(n, cfg.tsne_points, cfg.seed)
     files, seconds = [], {}
-    for method, label, fn in (("pca", "PCA", pca_2d), ("tsne", "t-SNE", lambda x: tsne_2d(x, cfg.seed))):
+    maps = (("pca", "PCA", np.arange(n), pca_2d), ("tsne", "t-SNE", sample, lambda x: tsne_2d(x, cfg.seed)))
+    for method, label, rows, fn in maps:
         t0 = time.perf_counter()
-        points = fn(test.features)
+        points = fn(test.features[rows])
         seconds[method] = time.perf_counter() - t0
         # test_split: latent codes exist only for training images, so their test split is a held-out share of those
-        title = f"{t.encoder.name}: {label} of {len(points)} {test.dataset} {t.encoder.test_split} representations"
-        files += [figures.scatter_png(points, test.labels, classes, title, t.out / f"{method}.png"),
-                  figures.scatter_html(points, test.labels, classes, title, t.out / f"{method}.html")]
+        what = f"{len(rows)}" if len(rows) == n else f"a random sample of {len(rows)} of the {n}"
+        title = f"{t.encoder.name}: {label} of {what} {test.dataset} {t.encoder.test_split} representations"
+        files += [figures.scatter_png(points, test.labels[rows], classes, title, t.out / f"{method}.png"),
+                  figures.scatter_html(points, test.labels[rows], classes, title, t.out / f"{method}.html")]
     t.to_tensorboard(files)
-    ctx.echo(f"{t.encoder.name}: PCA {seconds['pca']:.1f}s, t-SNE {seconds['tsne']:.1f}s -> "
+    ctx.echo(f"{t.encoder.name}: PCA {seconds['pca']:.1f}s, t-SNE of {len(sample)} points {seconds['tsne']:.1f}s -> "
          + ", ".join(str(f) for f in files))
-    return t.write_json("plot.json", {"n_points": len(test.labels), "seconds": seconds,
+    return t.write_json("plot.json", {"n_points": n, "tsne_points": len(sample), "seconds": seconds,
                                       "files": [str(f) for f in files]})
 
 
@@ -255,14 +259,14 @@ def run_cluster(source: SourceLike, out: str | Path | None = None, data_dir: str
                 dataset: str | None = None) -> dict[str, Any]:
     """K-means on training representations, silhouette in their dimension (spec C1-C3).
 
-    The silhouette is exact over all training points. The figure is a t-SNE of a seeded sample of ``cfg.tsne_points``
-    training points (the title says so), coloured by cluster and by class, with the K-means centres placed by
-    openTSNE in black. Writes ``clusters.png`` and ``cluster.json``.
+    The silhouette is exact over all training points. The figure draws the t-SNE map of the plot task (the same seeded
+    sample of ``cfg.tsne_points`` test points, embedded once per process), each point coloured by its nearest K-means
+    centre and by its class, the centres placed by openTSNE in black. Writes ``clusters.png`` and ``cluster.json``.
     """
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     t = Task(source, out, cfg, ctx.reading(data_dir), use_cache, dataset=dataset)
-    train = t.reps("train")
+    train, test = t.reps("train"), t.reps("test")
     x, y = train.features, train.labels
     if cfg.clusters >= len(y):
         raise ViclabError(f"clusters (--clusters) = {cfg.clusters} needs more training images than the {len(y)} "
@@ -272,24 +276,26 @@ def run_cluster(source: SourceLike, out: str | Path | None = None, data_dir: str
     t1 = time.perf_counter()
     sil = silhouette(x, assign)
     t2 = time.perf_counter()
-    rng = np.random.default_rng(cfg.seed)
-    sample = np.arange(len(y)) if cfg.tsne_points >= len(y) else np.sort(
-        rng.choice(len(y), cfg.tsne_points, replace=False))
-    emb = tsne(x[sample], cfg.seed)
+    sample = tsne_sample(len(test.labels), cfg.tsne_points, cfg.seed)
+    shown = test.features[sample]
+    emb = tsne(shown, cfg.seed)
     centres_2d = np.asarray(emb.transform(centres), dtype=np.float32)
     t3 = time.perf_counter()
-    what = "all" if len(sample) == len(y) else f"a random sample of {len(sample)} of the {len(y)}"
-    figures.cluster_png(np.asarray(emb), assign[sample], y[sample], train.data.classes, centres_2d,
+    nearest_centre = neighbors.nearest(centres, shown, 1)[1][:, 0]
+    what = "all" if len(sample) == len(test.labels) else f"a random sample of {len(sample)} of the {len(test.labels)}"
+    figures.cluster_png(np.asarray(emb), nearest_centre, test.labels[sample], train.data.classes, centres_2d,
                         f"{t.encoder.name}: K-means (k={cfg.clusters}) on training representations; t-SNE of "
-                        f"{what} points; silhouette {sil:.3f}", t.out / "clusters.png")
+                        f"{what} {t.encoder.test_split} points, each in its nearest centre's cluster; silhouette "
+                        f"{sil:.3f}", t.out / "clusters.png")
     t.to_tensorboard([t.out / "clusters.png"])
     ari, nmi = adjusted_rand_score(y, assign), normalized_mutual_info_score(y, assign)
     ctx.echo(f"{t.encoder.name}: K-means k={cfg.clusters} silhouette {sil:.4f} (exact, all {len(y)} points, "
          f"{x.shape[1]}-d) | vs classes ARI {ari:.3f} NMI {nmi:.3f} -> {t.out / 'clusters.png'} "
-         f"(t-SNE of {len(sample)} points)")
+         f"(t-SNE of {len(sample)} {t.encoder.test_split} points)")
     return t.write_json("cluster.json", {
         "k": cfg.clusters, "silhouette": sil, "silhouette_points": len(y), "ari": ari, "nmi": nmi,
         "cluster_sizes": np.bincount(assign, minlength=cfg.clusters).tolist(), "tsne_points": len(sample),
+        "tsne_split": t.encoder.test_split,
         "seconds": {"kmeans": t1 - t0, "silhouette": t2 - t1, "tsne": t3 - t2},
     })
 

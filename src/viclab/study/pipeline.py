@@ -146,8 +146,13 @@ def _training_stages(cfg: StudyConfig, runs: dict[str, Path], fp: _Inputs, ctx: 
     """The trainings and ablations: VICReg, mu = 0, neighbour pairs, latent optimisation, Eigenmaps."""
     recipe, conf = cfg.recipe, fp.conf
     train_key, test_key = f"{recipe.data.dataset}/train", f"{recipe.data.dataset}/test"
-    novar = replace(recipe, loss=replace(recipe.loss, var_weight=0.0))
-    nbrs = neighbours_config(str(runs["vicreg"].resolve()), base=recipe, k=cfg.neighbour_k, epochs=cfg.neighbour_epochs)
+    subsets = [n for n in (cfg.ablation_subset, recipe.data.subset) if n]  # the smaller, where both are set
+    ablation = replace(recipe, data=replace(recipe.data, subset=min(subsets, default=0)))
+    novar = replace(ablation, loss=replace(recipe.loss, var_weight=0.0))
+    nbrs = neighbours_config(str(runs["vicreg"].resolve()), base=ablation, k=cfg.neighbour_k,
+                             epochs=cfg.neighbour_epochs)
+    # The report draws the test terms of VICReg (S1) and of mu = 0 (its contrast), not the neighbour model's.
+    nbrs = replace(nbrs, train=replace(nbrs.train, eval_test=False))
     naive = replace(cfg.latent, pairs="naive", epochs=cfg.latent_naive_epochs)
     graph = replace(cfg.latent, pairs="graph")
     views = {k: v for k, v in conf(nbrs).items() if k != "views"} | {"k": cfg.neighbour_k}
@@ -158,7 +163,7 @@ def _training_stages(cfg: StudyConfig, runs: dict[str, Path], fp: _Inputs, ctx: 
     # A training reads the test split only for its per-epoch test terms.
     trains_on = fp.reads(train_key, test_key) if recipe.train.eval_test else fp.reads(train_key)
     training = {"data": trains_on, "code": fp.code("viclab.engine.vicreg"), "runtime": trains}
-    neighbour_training = {"data": trains_on, "code": fp.code("viclab.ablate.neighbours"),
+    neighbour_training = {"data": fp.reads(train_key), "code": fp.code("viclab.ablate.neighbours"),
                           "runtime": {"train": trains, "encode": eval_runtime().key}}  # it encodes with the default
     latent_in = {"data": fp.reads(train_key), "code": fp.code("viclab.ablate.latent")}
     return [
@@ -271,14 +276,14 @@ def _detection_stages(cfg: StudyConfig, fp: _Inputs, ctx: Context) -> list[Stage
                    "runtime": runtimes["sound_fsdd"]}, fsdd_stage(cfg, ctx), "sound/fsdd")]
 
 
-# Seconds each stage of the README's cpu study took on 2 CPU cores (2026-12-06, benchmarks/results/study_cpu.json),
-# and the epochs its trainings ran there: the progress line's remaining time starts from these (to be re-measured
-# with the study of issue 26).
-REFERENCE_SECONDS = {"vicreg": 225, "no_variance": 226, "neighbours": 279, "latent_naive": 24, "latent_graph": 118,
-                     "eigenmaps": 74, "eval_vicreg": 92, "eval_no_variance": 125, "eval_neighbours": 140,
-                     "eval_latent_naive": 2, "eval_latent_graph": 2, "eval_eigenmaps": 37, "anomaly": 27,
-                     "detect": 368, "sound_machines": 231, "sound_fsdd": 364}
-REFERENCE_EPOCHS = {"vicreg": 1, "no_variance": 1, "neighbours": 1, "latent_naive": 5, "latent_graph": 15}
+# Seconds each stage of the cpu study took on 2 fp32 cores (AMD EPYC, AVX2; 2026-12-07, issue 26's measurement run,
+# the ablations then on 5,000 images), and the epochs its trainings ran there: the progress line's remaining time
+# starts from these and corrects for the machine as the study goes.
+REFERENCE_SECONDS = {"vicreg": 410, "no_variance": 76, "neighbours": 52, "latent_naive": 17, "latent_graph": 62,
+                     "eigenmaps": 74, "eval_vicreg": 72, "eval_no_variance": 80, "eval_neighbours": 104,
+                     "eval_latent_naive": 2, "eval_latent_graph": 2, "eval_eigenmaps": 11, "anomaly": 29,
+                     "detect": 151, "sound_machines": 92, "sound_fsdd": 218}
+REFERENCE_EPOCHS = {"vicreg": 1, "no_variance": 1, "neighbours": 1, "latent_naive": 3, "latent_graph": 5}
 
 
 def stage_estimates(cfg: StudyConfig) -> dict[str, float]:
