@@ -17,7 +17,8 @@ BEFORE = json.loads((Path(__file__).parent / "fixtures" / "presets_before.json")
 
 
 # Fields added since the fixture was dumped, with their defaults: an old config holds them there unless changed below.
-ADDED = {"augment": {"local_crops": 0, "local_size": 16, "local_crop_scale": [0.05, 0.4]}, "": {"ablation_subset": 0}}
+ADDED = {"augment": {"local_crops": 0, "local_size": 16, "local_crop_scale": [0.05, 0.4]},
+         "": {"no_variance_subset": 0}}
 
 # What issue 26 changed on purpose (the fp32 recipe search and the study's budget), as dotted paths -> new values:
 # the cpu recipe (and the detectors' network, which is the cpu recipe) ...
@@ -25,7 +26,7 @@ _CPU_26 = {"model.backbone": "small_cnn_pf", "optim.warmup_epochs": 0.5, "train.
 # ... and the cpu study: its recipe (the cpu recipe, one epoch, two 16-px local views) feeds the detectors' too.
 _STUDY_RECIPE_26 = {"augment.local_crops": 2, "model.backbone": "small_cnn_pf", "optim.lr": 0.004,
                     "optim.warmup_epochs": 0.5, "train.min_steps": 10}
-_STUDY_26 = {"ablation_subset": 10000, "detect.autoencoder.epochs": 3, "detect_classes": ["airplane"],
+_STUDY_26 = {"no_variance_subset": 10000, "detect.autoencoder.epochs": 3, "detect_classes": ["airplane"],
              "eval.tsne_points": 3000, "latent.epochs": 5, "latent_naive_epochs": 3, "sound_autoencoder_epochs": 30,
              "sound_dcase_epochs": 30, "sound_epochs": 15, "sound_machines": ["fan"], "sound_probe_epochs": 1,
              **{f"recipe.{k}": v for k, v in _STUDY_RECIPE_26.items()},

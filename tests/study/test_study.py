@@ -91,9 +91,9 @@ def test_results_and_figures(tiny_study):
     nb = json.loads((out / "runs/neighbours/config.json").read_text())
     assert nb["views"]["kind"] == "neighbours" and nb["train"]["epochs"] == 1
     assert Path(nb["views"]["source"]) == (out / "runs/vicreg").resolve()
-    # S4, S6 on a budget: both train on the first 60 training images (one table row each), evaluated on all 100
-    assert cfg["data"]["subset"] == nb["data"]["subset"] == 60
-    assert np.load(out / "runs/neighbours/neighbours.npy").shape == (60, 3)
+    # S4 on a budget: mu = 0 trains on the first 60 training images, evaluated on all 100; S6 on all of them
+    assert cfg["data"]["subset"] == 60 and nb["data"]["subset"] == 0
+    assert np.load(out / "runs/neighbours/neighbours.npy").shape == (100, 3)
     assert len([r for r in _records(out / "runs/no_variance") if r["split"] == "train"]) == 3 * (60 // 12)
     assert not [r for r in _records(out / "runs/neighbours") if r["split"] == "test"]  # no test terms: not drawn
     for m in ("no_variance", "neighbours"):

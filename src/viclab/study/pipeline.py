@@ -146,10 +146,10 @@ def _training_stages(cfg: StudyConfig, runs: dict[str, Path], fp: _Inputs, ctx: 
     """The trainings and ablations: VICReg, mu = 0, neighbour pairs, latent optimisation, Eigenmaps."""
     recipe, conf = cfg.recipe, fp.conf
     train_key, test_key = f"{recipe.data.dataset}/train", f"{recipe.data.dataset}/test"
-    subsets = [n for n in (cfg.ablation_subset, recipe.data.subset) if n]  # the smaller, where both are set
-    ablation = replace(recipe, data=replace(recipe.data, subset=min(subsets, default=0)))
-    novar = replace(ablation, loss=replace(recipe.loss, var_weight=0.0))
-    nbrs = neighbours_config(str(runs["vicreg"].resolve()), base=ablation, k=cfg.neighbour_k,
+    subsets = [n for n in (cfg.no_variance_subset, recipe.data.subset) if n]  # the smaller, where both are set
+    novar = replace(recipe, data=replace(recipe.data, subset=min(subsets, default=0)),
+                    loss=replace(recipe.loss, var_weight=0.0))
+    nbrs = neighbours_config(str(runs["vicreg"].resolve()), base=recipe, k=cfg.neighbour_k,
                              epochs=cfg.neighbour_epochs)
     # The report draws the test terms of VICReg (S1) and of mu = 0 (its contrast), not the neighbour model's.
     nbrs = replace(nbrs, train=replace(nbrs.train, eval_test=False))
