@@ -77,7 +77,7 @@ CASES: dict[str, tuple[list[str], str, str]] = {
                               "drop those options or start a new run"),
     # weights files
     "weights-other-arch": (["probe", "{w}/other-arch.safetensors", "--data-dir", "{data}"],
-                           "does not fit this model", "not a small_cnn encoder"),
+                           "does not fit this model", "not a small_cnn_pf encoder"),
     "weights-missing-tensor": (["probe", "{w}/missing-tensor.safetensors", "--data-dir", "{data}"],
                                "Missing key", "the file is damaged or was edited"),
     "weights-wrong-shape": (["probe", "{w}/wrong-shape.safetensors", "--data-dir", "{data}"], "size mismatch",
@@ -164,7 +164,7 @@ CASES: dict[str, tuple[list[str], str, str]] = {
     "sound-empty-file": (["detect", "fit", "--normal", "{w}/sounds-empty", "--encoder", "random:spec_cnn", "--out",
                           "{cwd}/d"], "sound file {w}/sounds-empty/empty.wav holds no samples", "remove it"),
     "sound-image-backbone": (["detect", "fit", "--normal", "{w}/sounds", "--preset", "cpu", "--out", "{cwd}/d"],
-                             "model.backbone=small_cnn takes RGB images, but the data are log-mel spectrograms",
+                             "model.backbone=small_cnn_pf takes RGB images, but the data are log-mel spectrograms",
                              "use model.backbone=spec_cnn"),
     "sound-abnormal-images": (["detect", "fit", "--normal", "{w}/sounds", "--abnormal", "{w}/plain", "--encoder",
                                "random:spec_cnn", "--out", "{cwd}/d"],

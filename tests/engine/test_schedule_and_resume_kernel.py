@@ -29,14 +29,15 @@ def test_cifar10_recipes_keep_their_lengths():
     batch 128) and the study's one-class detectors (4,500 images of a class after the 10% hold-out: 35)."""
     from viclab.engine.vicreg import schedule
 
-    cpu = resolve("train", "cpu")
-    plan = schedule(cpu, 390)
+    plan = schedule(resolve("train", "cpu"), 390)
+    assert (plan.epochs, plan.warmup, plan.floors) == (2, 0.5 * 390, ())
+    plan = schedule(resolve("train", "cpu-bf16"), 390)
     assert (plan.epochs, plan.warmup, plan.floors) == (5, 390.0, ())
     study = resolve("study", "cpu")
     plan = schedule(study.recipe, 390)
-    assert (plan.epochs, plan.warmup, plan.floors) == (1, 0.2 * 390, ())
+    assert (plan.epochs, plan.warmup, plan.floors) == (1, 0.5 * 390, ())
     plan = schedule(study.detect.recipe, 4_500 // 128)
-    assert (plan.epochs, plan.warmup, plan.floors) == (3, pytest.approx(0.2 * 35), ())
+    assert (plan.epochs, plan.warmup, plan.floors) == (2, pytest.approx(0.5 * 35), ())
     vit = resolve("train", "vit")
     assert schedule(vit, 390).floors == () and schedule(vit, 390).warmup == 3900
     assert schedule(resolve("train", "exercise"), 195).warmup == 0  # no warm-up stays none

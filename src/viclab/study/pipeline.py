@@ -276,13 +276,13 @@ def _detection_stages(cfg: StudyConfig, fp: _Inputs, ctx: Context) -> list[Stage
                    "runtime": runtimes["sound_fsdd"]}, fsdd_stage(cfg, ctx), "sound/fsdd")]
 
 
-# Seconds each stage of the cpu study took on 2 fp32 cores (AMD EPYC, AVX2; 2026-12-07, issue 26's measurement run,
-# the ablations then on 5,000 images), and the epochs its trainings ran there: the progress line's remaining time
-# starts from these and corrects for the machine as the study goes.
-REFERENCE_SECONDS = {"vicreg": 410, "no_variance": 76, "neighbours": 52, "latent_naive": 17, "latent_graph": 62,
-                     "eigenmaps": 74, "eval_vicreg": 72, "eval_no_variance": 80, "eval_neighbours": 104,
-                     "eval_latent_naive": 2, "eval_latent_graph": 2, "eval_eigenmaps": 11, "anomaly": 29,
-                     "detect": 151, "sound_machines": 92, "sound_fsdd": 218}
+# Seconds each stage of the cpu study took on 2 fp32 cores (AMD EPYC, AVX2; issue 26's fresh-clone run of
+# 2026-12-07, benchmarks/results/study_cpu.json), and the epochs its trainings ran there: the progress line's
+# remaining time starts from these and corrects for the machine as the study goes.
+REFERENCE_SECONDS = {"vicreg": 404, "no_variance": 110, "neighbours": 269, "latent_naive": 17, "latent_graph": 68,
+                     "eigenmaps": 71, "eval_vicreg": 65, "eval_no_variance": 71, "eval_neighbours": 93,
+                     "eval_latent_naive": 2, "eval_latent_graph": 2, "eval_eigenmaps": 10, "anomaly": 30,
+                     "detect": 141, "sound_machines": 86, "sound_fsdd": 231}
 REFERENCE_EPOCHS = {"vicreg": 1, "no_variance": 1, "neighbours": 1, "latent_naive": 3, "latent_graph": 5}
 
 
