@@ -197,6 +197,18 @@ def _bn_eval(x: torch.Tensor, sd: dict[str, torch.Tensor], p: str, eps: float = 
     return (x - mean) / torch.sqrt(var + eps) * sd[f"{p}.weight"].view(shape) + sd[f"{p}.bias"].view(shape)
 
 
+def _random_bn(net: nn.Module, g: torch.Generator) -> None:
+    """Random BN statistics and affine parameters (signed), so no BN is the identity."""
+    with torch.no_grad():
+        for mod in net.modules():
+            if isinstance(mod, nn.BatchNorm1d | nn.BatchNorm2d):
+                c = mod.num_features
+                mod.running_mean.copy_(0.3 * torch.randn(c, generator=g))
+                mod.running_var.copy_(0.01 + torch.rand(c, generator=g))
+                mod.weight.copy_(torch.randn(c, generator=g))
+                mod.bias.copy_(0.2 * torch.randn(c, generator=g))
+
+
 def _reference_forward(x: torch.Tensor, sd: dict[str, torch.Tensor]) -> torch.Tensor:
     """small_cnn then the ``64-32`` projector, functionally in float64 from the state dict.
 
@@ -222,14 +234,7 @@ def test_vicreg_model_forward_matches_functional_reference():
     m, d = build_vicreg_model(ModelConfig(backbone="small_cnn", projector="64-32"))
     assert d == 32 and m.feature_dim == 256
     g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # random BN statistics and affine parameters (signed), so no BN is the identity
-        for mod in m.modules():
-            if isinstance(mod, nn.BatchNorm1d | nn.BatchNorm2d):
-                c = mod.num_features
-                mod.running_mean.copy_(0.3 * torch.randn(c, generator=g))
-                mod.running_var.copy_(0.01 + torch.rand(c, generator=g))
-                mod.weight.copy_(torch.randn(c, generator=g))
-                mod.bias.copy_(0.2 * torch.randn(c, generator=g))
+    _random_bn(m, g)
     m.eval()
     x = torch.randn(4, 3, 32, 32, generator=g)
     with torch.no_grad():
@@ -245,14 +250,7 @@ def test_small_cnn_pf_matches_functional_reference():
     torch.manual_seed(0)
     net, dim = build_backbone("small_cnn_pf")
     g = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for mod in net.modules():
-            if isinstance(mod, nn.BatchNorm2d):
-                c = mod.num_features
-                mod.running_mean.copy_(0.3 * torch.randn(c, generator=g))
-                mod.running_var.copy_(0.01 + torch.rand(c, generator=g))
-                mod.weight.copy_(torch.randn(c, generator=g))
-                mod.bias.copy_(0.2 * torch.randn(c, generator=g))
+    _random_bn(net, g)
     net.eval()
     sd = {k: v.double() for k, v in net.state_dict().items()}
     block = lambda h, i: F.relu(_bn_eval(F.conv2d(h, sd[f"features.{i}.weight"], padding=1), sd, f"features.{i + 1}"))
