@@ -86,4 +86,4 @@ def test_train_help_lists_every_preset():
                        timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert r.returncode == 0
     line = next(line for line in r.stdout.splitlines() if "--preset" in line and "recipe" in line)
-    assert len(PRESETS) == 6 and all(name in line for name in PRESETS), line
+    assert len(PRESETS) == 7 and all(name in line for name in PRESETS), line

@@ -18,6 +18,8 @@ BEFORE = json.loads((Path(__file__).parent / "fixtures" / "presets_before.json")
 
 # Fields added since the fixture was dumped, with their defaults: an old config holds them there unless changed below.
 ADDED = {"augment": {"local_crops": 0, "local_size": 16, "local_crop_scale": [0.05, 0.4]},
+         "train": {"objective": "vicreg", "shift_weight": 20.0},  # issue 27
+         "detect": {"mean_shift": False, "layers": "last"},  # issue 27: a detector's own fields
          "": {"no_variance_subset": 0}}
 
 # What issue 26 changed on purpose (the fp32 recipe search and the study's budget), as dotted paths -> new values:
@@ -46,6 +48,8 @@ def _with_added(d, top: bool = True):
             out[k] = {**out[k], **{f: x for f, x in fields.items() if f not in out[k]}}
     if top and "recipe" in out and "latent" in out:  # a study config
         out = {**out, **ADDED[""]}
+    if top and "recipe" in out and "autoencoder" in out:  # a detector config
+        out = {**out, **ADDED["detect"]}
     return out
 
 
@@ -69,7 +73,8 @@ def _plain(cfg) -> dict:
 @pytest.mark.parametrize("name", sorted(BEFORE["train"]))
 def test_every_recipe_file_is_the_old_preset(name):
     assert _plain(PRESETS[name]) == _expected(name, BEFORE["train"][name])
-    assert list(PRESETS) == ["exercise", "cpu", "cpu-bf16", "vit", "fsdd", "sound"]  # the order help texts list them
+    # the order help texts list them
+    assert list(PRESETS) == ["exercise", "cpu", "cpu-bf16", "rotation", "vit", "fsdd", "sound"]
 
 
 def test_cpu_bf16_is_the_old_cpu_recipe():

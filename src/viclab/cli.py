@@ -179,9 +179,10 @@ _EVAL_COMMANDS = {
                  "(L2 in representation space), and precision@k over many queries.",
                  [("-k", "retrieval_k"), ("--queries", "precision_queries")]),
     "anomaly": ("kNN anomaly detection with ROC curves",
-                "Score = mean L2 distance to the k nearest training representations. Test set: the training "
-                "dataset's test split (normal) plus the --anomalies test split.",
-                [("-k", "anomaly_k"), ("--top", "anomaly_top")]),
+                "Score = mean L2 distance to the k nearest training representations (--layers all: of every "
+                "stage of the encoder, pooled). Test set: the training dataset's test split (normal) plus the "
+                "--anomalies test split.",
+                [("-k", "anomaly_k"), ("--top", "anomaly_top"), ("--layers", "anomaly_layers")]),
     "cluster": ("K-means, silhouette and a two-panel t-SNE",
                 "K-means on training representations, exact silhouette in their dimension, t-SNE coloured by "
                 "cluster and by class with the centres in black.",

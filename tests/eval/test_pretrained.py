@@ -85,3 +85,27 @@ def test_bad_pretrained_sources(tmp_path):
 
     with pytest.raises(ViclabError, match="trained on ImageNet.*--dataset"):
         run_probe(f"pretrained:resnet50:{tmp_path / 'r50.pth'}", out=tmp_path / "o", ctx=QUIET)
+
+
+@pytest.mark.parametrize("detector, layers", [("mahalanobis", "all")])  # knn reads the same features
+def test_a_published_resnet50_is_a_detectors_backbone_at_its_own_size(tmp_path, detector, layers):
+    from viclab.config import resolve
+    from viclab.detect import fit_detector, load_detector, load_test
+
+    torch.manual_seed(0)
+    torch.save(ResNet50().state_dict(), tmp_path / "resnet50.pth")  # facebookresearch/vicreg's layout
+    _photos(tmp_path / "normal", "x", 4, 0)
+    _photos(tmp_path / "abnormal", "y", 1, 1)
+    cfg = resolve("detect", overrides=[f"data.normal={tmp_path / 'normal' / 'x' / 'red'}",
+                                       f"data.abnormal={tmp_path / 'abnormal' / 'y'}", "data.holdout=0",
+                                       f"detect.detector={detector}", f"detect.layers={layers}", "detect.k=1",
+                                       "detect.shrinkage=0.5", f"detect.encoder=pretrained:resnet50:"
+                                       f"{tmp_path / 'resnet50.pth'}", "detect.precision=fp32"])
+    assert cfg.data.size == 32  # the detector's default: the checkpoint's own 224 replaces it
+    fit_detector(cfg, tmp_path / "d", ctx=QUIET)
+    det, _ = load_detector(tmp_path / "d")
+    assert det.cfg.data.size == 224 and det.augment.mean == (0.485, 0.456, 0.406)
+    test = load_test(det.cfg.data)
+    assert test.data.images.shape[-1] == 224
+    scores = det.score_data(test.data)["score"]
+    assert np.isfinite(scores).all() and len(scores) == len(test.labels)

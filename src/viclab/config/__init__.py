@@ -10,6 +10,7 @@ from viclab.config.detect import (
     DcaseConfig,
     DetectConfig,
     DetectDataConfig,
+    MachineIdConfig,
     MonitorConfig,
     ScoreConfig,
     check_detector,
@@ -35,7 +36,7 @@ from viclab.config.train import (
 __all__ = [
     "ANOMALIES", "EVAL_DEFAULTS", "PRESETS", "STUDY_PRESETS", "VIEW_RECIPES", "AugmentConfig", "AutoencoderConfig",
     "Config", "DataConfig", "DcaseConfig", "DetectConfig", "DetectDataConfig", "EigenmapsConfig", "EvalConfig",
-    "LatentConfig", "LossConfig", "ModelConfig", "MonitorConfig", "ResynthConfig", "ScoreConfig", "SoundConfig",
-    "SpecViewsConfig", "SplitConfig", "StudyConfig", "TrainConfig", "ViewsConfig", "check_detector", "get_preset",
-    "load_toml", "resolve", "view_overrides",
+    "LatentConfig", "LossConfig", "MachineIdConfig", "ModelConfig", "MonitorConfig", "ResynthConfig", "ScoreConfig",
+    "SoundConfig", "SpecViewsConfig", "SplitConfig", "StudyConfig", "TrainConfig", "ViewsConfig", "check_detector",
+    "get_preset", "load_toml", "resolve", "view_overrides",
 ]

@@ -85,6 +85,28 @@ class DcaseConfig:
         check(self.lr > 0, f"dcase.lr={self.lr} must be > 0")
 
 
+@dataclass(frozen=True)
+class MachineIdConfig:
+    """The machine-ID detector for sounds, DCASE 2020 Task 2's winning recipe (self-supervised classification of the
+    machine ID from normal clips only; Giri et al. 2020, STgram-MFN of Liu et al. 2022): a spectrogram CNN learns to
+    name each normal clip's machine ID from a window of ``window`` log-mel frames (a random window per clip and step);
+    a clip scores the mean, over its windows every ``hop`` frames, of the negative log-probability of its own ID."""
+
+    window: int = 64  # about 2 s of a 16 kHz clip at hop_length 512
+    hop: int = 32
+    epochs: int = 200  # one step per epoch on the MIMII sample's 18 clips of a machine type
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        finite(self, "machine_id.")
+        at_least(self, "machine_id.", 1, "window", "hop", "epochs")
+        at_least(self, "machine_id.", 2, "batch_size")
+        check(self.lr > 0, f"machine_id.lr={self.lr} must be > 0")
+
+
 # VICReg's three unweighted terms (losses.VICRegTerms, below which they are named here), and what vicreg_terms can
 # rank by: a term, or their weighted sum.
 TERMS = ("invariance", "variance", "covariance")
@@ -141,6 +163,8 @@ class DetectConfig:
     encoder: str | None = None
     k: int = 2  # knn: neighbours averaged
     cosine: bool = False  # knn: L2 of unit vectors
+    mean_shift: bool = False  # knn: L2 of unit vectors centred on the normal mean and normalised again (cosine)
+    layers: str = "last"  # knn, mahalanobis: the encoder's output, or "all": every stage pooled (represent.layers)
     shrinkage: float | None = None  # mahalanobis: the covariance's shrinkage (None: Ledoit-Wolf)
     views: int = 8  # vicreg_terms: augmented views per image
     score: str = "invariance"  # vicreg_terms: the term that ranks (or their weighted sum, "loss")
@@ -152,6 +176,7 @@ class DetectConfig:
     recipe: Config = field(default_factory=Config)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     dcase: DcaseConfig = field(default_factory=DcaseConfig)
+    machine_id: MachineIdConfig = field(default_factory=MachineIdConfig)
 
     def __post_init__(self) -> None:
         finite(self, "detect.")
@@ -160,6 +185,7 @@ class DetectConfig:
                f"detect.shrinkage={self.shrinkage} must be in [0, 1] (or none: Ledoit-Wolf)")
         check(self.views >= 2, f"detect.views={self.views} must be >= 2 (invariance compares views)")
         known(self, "detect.", "score", TERM_SCORES)
+        known(self, "detect.", "layers", ("last", "all"), "'last' or 'all'")
         check(0 <= self.fpr < 1, f"detect.fpr={self.fpr} must be in [0, 1)")
         at_least(self, "detect.", 2, "batch_size")
         at_least(self, "detect.", 0, "seed")

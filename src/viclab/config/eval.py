@@ -24,6 +24,9 @@ class EvalConfig:
     precision_queries: int = 10_000  # training images averaged in precision@k
     anomaly_k: int = 2  # score = mean L2 distance to the k nearest training representations
     anomaly_top: int = 7  # most anomalous test images shown per run
+    # last: the encoder's output (spec A1); all: every stage pooled (viclab.represent.layers), what keeps colour and
+    # contrast that invariance training removed from the last layer (docs/detection.md#a1)
+    anomaly_layers: str = "last"
     clusters: int = 10
     tsne_points: int = 10_000  # points t-SNE embeds in the cluster figure (a seeded sample)
     device: str = "auto"  # where encoders run: auto (CUDA if present) | cpu | cuda[:N]
@@ -32,6 +35,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         finite(self)
         known(self, "", "precision", ("fp32", "bf16", "fp16"), "fp32, bf16 or fp16")
+        known(self, "", "anomaly_layers", ("last", "all"), "last or all")
         at_least(self, "", 1, "knn_k", "retrieval_k", "precision_queries", "anomaly_k", "anomaly_top", "tsne_points")
         at_least(self, "", 2, "clusters")
         check(self.knn_temperature > 0, f"knn_temperature={self.knn_temperature} must be > 0")

@@ -99,7 +99,7 @@ _KINDS: dict[str, type] = {
 # The kinds with recipe files, by file-name prefix; the others start from their schema.
 _PREFIXES = {"train": "", "detect": "detect", "study": "study-"}
 # The order recipes are listed in (help texts, error messages); files not named here follow, sorted.
-_ORDER = ("exercise", "cpu", "cpu-bf16", "vit", "fsdd", "sound")
+_ORDER = ("exercise", "cpu", "cpu-bf16", "rotation", "vit", "fsdd", "sound")
 
 
 @functools.cache

@@ -168,8 +168,16 @@ class TrainConfig:
     # Training runs whole epochs until it has taken at least this many steps (5 epochs of 100 images are 5 steps
     # at batch 64); 50 leaves every CIFAR-10 recipe (105 or more steps) as it was.
     min_steps: int = 50
+    # vicreg: spec §1's loss on two views of each image. shift: each image's rotations by 0/90/180/270 degrees are
+    # distinct samples (views of one copy share its rotation) and a head on the encoder learns to name the rotation,
+    # weighted shift_weight (viclab.losses.shift): CSI's lesson for anomaly detection (docs/detection.md).
+    # rotation: that head alone on one view of each rotated copy (RotNet).
+    objective: str = "vicreg"
+    shift_weight: float = 20.0
 
     def __post_init__(self) -> None:
+        known(self, "train.", "objective", ("vicreg", "shift", "rotation"))
+        check(self.shift_weight >= 0, f"train.shift_weight={self.shift_weight} must be >= 0")
         at_least(self, "train.", 1, "epochs")
         at_least(self, "train.", 0, "min_steps")
         check(self.batch_size >= 2, f"train.batch_size={self.batch_size} must be >= 2 (variance needs 2 samples)")

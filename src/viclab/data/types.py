@@ -83,6 +83,15 @@ class ImageData:
             return self.files
         return np.array([f"{f}#w{k}" for f, k in zip(self.files, self.windows)])
 
+    def machine_ids(self) -> np.ndarray | None:
+        """``(N,)`` each row's machine ID (``id_00``; ``fan/id_00`` when the rows hold several machine types) where
+        the layout gives one (MIMII, DCASE), else ``None``."""
+        if "machine_id" not in self.attrs:
+            return None
+        ids = self.attrs["machine_id"]
+        machines = self.attrs.get("machine", np.full(len(ids), ""))
+        return ids.copy() if len(set(machines)) == 1 else np.array([f"{m}/{i}" for m, i in zip(machines, ids)])
+
     def sources(self) -> np.ndarray | None:
         """The key a split must keep together: ``(N,)`` each row's file when rows are windows of sound files
         (a file's windows all go to one side), ``None`` when every row is its own source."""

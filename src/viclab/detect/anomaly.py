@@ -21,6 +21,7 @@ from viclab.core.metrics import auroc_interval, roc
 from viclab.detect.detectors import KnnDetector
 from viclab.eval.tasks import SourceLike, Task
 from viclab.plot import figures
+from viclab.represent.layers import stage_source
 from viclab.represent.neighbors import check_k
 
 
@@ -32,6 +33,8 @@ def _tasks(sources: Sequence[SourceLike], names: Sequence[str] | None, anomalies
         raise ViclabError(f"{len(names)} names for {len(sources)} sources; give one name per source")
     tasks = [Task(s, name=names[i] if names else None, **task) for i, s in enumerate(sources)]
     for t in tasks:
+        if t.cfg.anomaly_layers == "all":
+            t.encoder = stage_source(t.encoder)
         if t.dataset_name == anomalies:
             what = "was trained on" if t.dataset is None else "is evaluated on"
             raise ViclabError(f"{t.encoder.name} {what} {anomalies}, so it cannot serve as the anomalies; "
@@ -100,7 +103,8 @@ def run_anomaly(sources: Sequence[SourceLike], out: str | Path | None = None, da
         atomic_save_npy(out_dir / f"{r['stem']}.npy", r["scores"])
         atomic_write_text(out_dir / f"{r['stem']}.csv", r["csv"])
     normal_name = tasks[0].dataset_name
-    figures.roc_png([r["curve"] for r in runs], f"kNN anomaly detection, k={cfg.anomaly_k}\n{normal_name} test "
+    where = ", every stage" if cfg.anomaly_layers == "all" else ""
+    figures.roc_png([r["curve"] for r in runs], f"kNN anomaly detection, k={cfg.anomaly_k}{where}\n{normal_name} test "
                                                  f"(normal) vs {anomalies} test (anomalous)", out_dir / "roc.png")
     figures.top_anomalies_png([r["row"] for r in runs], cfg.anomaly_top, f"the {cfg.anomaly_top} most anomalous test "
                               "images (dataset, score)", out_dir / "top_anomalies.png", runs[0]["modality"])

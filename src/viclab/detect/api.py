@@ -48,7 +48,15 @@ from viclab.core.runtime import Runtime, require_one_process, select_runtime
 from viclab.data import ImageData, dataset_modality
 from viclab.data.types import data_fingerprint
 from viclab.detect.data import load_normal, load_test, normal_pool
-from viclab.detect.detectors import DETECTORS, Detector, build_reconstructor, train_autoencoder, train_dcase
+from viclab.detect.detectors import (
+    DETECTORS,
+    Detector,
+    build_reconstructor,
+    check_machine_ids,
+    train_autoencoder,
+    train_dcase,
+    train_machine_id,
+)
 from viclab.engine import train
 from viclab.engine.checkpoint import load_checkpoint, load_state
 from viclab.engine.rundir import (
@@ -63,8 +71,10 @@ from viclab.engine.rundir import (
     run_kind,
     write_run_files,
 )
-from viclab.models import build_backbone, build_vicreg_model, check_inputs, fit_standardizers
-from viclab.represent.encode import RANDOM_PREFIX, load_source, state_sha256
+from viclab.engine.vicreg import check_shift
+from viclab.models import SpecClassifier, build_backbone, build_model, check_inputs, fit_standardizers
+from viclab.represent.encode import PRETRAINED_PREFIX, RANDOM_PREFIX, load_source, state_sha256
+from viclab.represent.layers import StagePool
 
 FORMAT = "2"  # bump when a detector folder's content changes meaning (2: sound; the network's input shape)
 MODEL, REFERENCE, SUMMARY, DATA, TRAIN, HOLDOUT = (
@@ -98,6 +108,7 @@ def _load_tensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
 
 
 RECONSTRUCTORS = ("autoencoder", "dcase")  # network kinds trained to reconstruct their inputs
+OWN_NETWORK = (*RECONSTRUCTORS, "machine_id")  # network kinds a detector always trains itself
 
 
 def noun(data: ImageData) -> str:
@@ -107,18 +118,20 @@ def noun(data: ImageData) -> str:
 
 def build_network(kind: str, config: dict[str, Any], origin: str) -> tuple[nn.Module, Config | None]:
     """An untrained network of ``kind`` from its saved config (``model.safetensors`` metadata)."""
+    if kind == "machine_id":
+        return SpecClassifier(tuple(config["classes"])), None
     if kind in RECONSTRUCTORS:
         ae = AutoencoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["autoencoder"].items()})
         return build_reconstructor(kind, config["input"], ae, DcaseConfig(**config["dcase"])), None
     net_cfg = Config.from_dict(config, origin=origin)
-    network, _ = build_vicreg_model(net_cfg.model) if kind == "vicreg" else build_backbone(net_cfg.model.backbone)
+    network, _ = build_model(net_cfg) if kind == "vicreg" else build_backbone(net_cfg.model.backbone)
     return network, net_cfg
 
 
 def _vicreg_from_run(run_dir: Path) -> tuple[nn.Module, Config]:
     """The whole VICReg model (encoder and projector) of a training run folder, from its checkpoint."""
     cfg = read_config(run_dir)
-    model, _ = build_vicreg_model(cfg.model)
+    model, _ = build_model(cfg)
     ckpt = load_checkpoint(run_dir / CHECKPOINT, keys=("model",))
     load_state(model, ckpt["model"], run_dir / CHECKPOINT, "the run folder is damaged; train it again")
     return model, cfg
@@ -148,8 +161,10 @@ def _train_network(cfg: DetectConfig, kind: str, fit: ImageData, holdout: ImageD
                    ctx: Context) -> tuple[nn.Module, Config | None]:
     """The detector's network trained on the normal images, in the run folder ``DET/train``."""
     run_dir = folder / TRAIN
-    if kind in RECONSTRUCTORS:
+    if kind in OWN_NETWORK:
         rt = select_runtime(cfg.recipe.train.device, cfg.recipe.train.precision)
+        if kind == "machine_id":
+            return train_machine_id(cfg.machine_id, fit, run_dir, rt, ctx), None
         if kind == "dcase":
             return train_dcase(cfg.dcase, fit.images, run_dir, rt, ctx), None
         return train_autoencoder(cfg.autoencoder, fit.images, run_dir, rt, ctx, modality=fit.modality), None
@@ -169,18 +184,25 @@ def _check_inputs(cfg: DetectConfig, kind: str, fit: ImageData) -> tuple[nn.Modu
     if cfg.detector == "knn" and cfg.k > len(fit):
         raise ViclabError(f"detect.k={cfg.k} is larger than the {len(fit)} normal {noun(fit)} to fit on; use "
                           f"detect.k={len(fit)} or fewer")
-    if kind in RECONSTRUCTORS:
+    if kind in OWN_NETWORK:
         if cfg.encoder is not None:
             raise ViclabError(f"the {cfg.detector} detector trains its own network on the normal data; drop --encoder")
+        if kind == "machine_id":
+            check_machine_ids(fit, cfg.machine_id)
+            return None
         build_reconstructor(kind, fit.images.shape[1:], cfg.autoencoder, cfg.dcase)  # checks the input shape
         return None
     if cfg.encoder is None:
         check_inputs(cfg.recipe.model.backbone, fit)
+        check_shift(cfg.recipe, fit)
         if cfg.recipe.train.batch_size > len(fit):
             raise ViclabError(f"train.batch_size={cfg.recipe.train.batch_size} is larger than the {len(fit)} normal "
                               f"{noun(fit)} to fit on; use train.batch_size={len(fit)} or fewer")
+        if cfg.layers == "all" and DETECTORS[cfg.detector].reads_layers:
+            StagePool(build_backbone(cfg.recipe.model.backbone)[0])  # refuses an encoder that names no stages
         return None
     network, net_cfg = _given_network(cfg, kind)
+    _check_network(cfg, network.encoder if kind == "vicreg" else network, network)
     check_inputs(net_cfg.model.backbone, fit)
     if fit.modality == "spectrogram":
         if net_cfg.sound != cfg.recipe.sound and not cfg.encoder.startswith(RANDOM_PREFIX):
@@ -191,6 +213,17 @@ def _check_inputs(cfg: DetectConfig, kind: str, fit: ImageData) -> tuple[nn.Modu
         raise ViclabError(f"the encoder {cfg.encoder} was trained on {net_cfg.augment.size}-pixel views; use "
                           f"data.size={net_cfg.augment.size}")
     return network, net_cfg
+
+
+def _check_network(cfg: DetectConfig, encoder: nn.Module, model: nn.Module) -> None:
+    """What a detector needs of a given network: named stages for ``detect.layers=all``, a shift head for
+    ``shift``."""
+    if cfg.layers == "all" and DETECTORS[cfg.detector].reads_layers:
+        StagePool(encoder)  # refuses an encoder that names no stages
+    if cfg.detector == "shift" and getattr(model, "shift_head", None) is None:
+        raise ViclabError(f"detect.encoder={cfg.encoder} was trained without a shift objective, and the shift detector "
+                          "scores with its rotation head; give a run of train.objective=rotation or shift, or none "
+                          "to train one")
 
 
 def data_record(cfg: DetectDataConfig, sound: SoundConfig, fit: ImageData, holdout: ImageData) -> dict[str, Any]:
@@ -267,14 +300,31 @@ def _check_folder(folder: Path, cfg: DetectConfig, record: dict[str, Any]) -> tu
 def fit_config(preset: str | None = None, toml: str | None = None,
                overrides: Sequence[str | tuple[str, Any]] = ()) -> DetectConfig:
     """The config ``viclab detect fit`` fits (:func:`viclab.config.resolve`): its network trains with the
-    recipe ``preset``, else the TOML file's, else the data's: the images' default (``recipes/detect.toml``),
-    ``fsdd`` for FSDD, ``sound`` for other sounds."""
+    recipe ``preset``, else the TOML file's, else the detector's and data's: ``rotation`` for the shift detector,
+    the images' default (``recipes/detect.toml``), ``fsdd`` for FSDD, ``sound`` for other sounds."""
     preset = preset or (load_toml(toml).get("preset") if toml else None)
     cfg = resolve("detect", preset, toml, overrides)
     data = cfg.data.normal or cfg.data.dataset
     if preset is None and dataset_modality(data) != "image":
         cfg = resolve("detect", "fsdd" if data == "fsdd" else "sound", toml, overrides)
+    elif preset is None and cfg.detector == "shift":
+        cfg = resolve("detect", "rotation", toml, overrides)
     return cfg
+
+
+def native_size(cfg: DetectConfig, data: DetectDataConfig) -> DetectDataConfig:
+    """A published checkpoint (``pretrained:BACKBONE:FILE``) sees images at the size it was trained on."""
+    if cfg.encoder is None or not cfg.encoder.startswith(PRETRAINED_PREFIX):
+        return data
+    return dataclasses.replace(data, size=load_source(cfg.encoder).config.augment.size)
+
+
+def objective_of(cfg: DetectConfig) -> Config:
+    """The recipe a detector trains its own network with: the shift detector's needs a shift objective (``shift``
+    unless the recipe names ``rotation``)."""
+    if cfg.detector == "shift" and cfg.encoder is None and cfg.recipe.train.objective == "vicreg":
+        return dataclasses.replace(cfg.recipe, train=dataclasses.replace(cfg.recipe.train, objective="shift"))
+    return cfg.recipe
 
 
 def fit_detector(cfg: DetectConfig, folder: str | Path, ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
@@ -288,7 +338,7 @@ def fit_detector(cfg: DetectConfig, folder: str | Path, ctx: Context = DEFAULT_C
     require_one_process("fitting a detector")
     check_detector(cfg.detector, DETECTORS)
     folder = check_writable_dir(Path(folder), "detector folder")
-    cfg = dataclasses.replace(cfg, data=absolute_paths(cfg.data))
+    cfg = dataclasses.replace(cfg, data=native_size(cfg, absolute_paths(cfg.data)), recipe=objective_of(cfg))
     t0 = time.perf_counter()
     fit, holdout = load_normal(cfg.data, cfg.recipe.sound)
     if cfg.data.abnormal is not None or cfg.data.anomalies is not None:
@@ -328,7 +378,7 @@ def _fit_reference(det: Detector, fit: ImageData, holdout: ImageData, ctx: Conte
     fit_standardizers(det.network, fit.images.to(det.rt.device))
     det.fit_reference(fit.images, ctx)
     _check_finite(det.reference, f"the normal {noun(fit)} give non-finite statistics")
-    held = det.score(holdout.images, ctx)["score"] if len(holdout) else np.empty(0)
+    held = det.score_data(holdout, ctx)["score"] if len(holdout) else np.empty(0)
     _check_finite({"held-out scores": held}, f"the held-out normal {noun(fit)} get non-finite scores")
     return held
 
@@ -338,7 +388,8 @@ def _save(folder: Path, det: Detector, fit: ImageData, held: np.ndarray, thresho
     """Write the network, the reference and, last, ``detector.json``; ``times``: ``(start, network seconds)``."""
     cfg, kind = det.cfg, det.network_kind
     config = ({"autoencoder": dataclasses.asdict(cfg.autoencoder), "dcase": dataclasses.asdict(cfg.dcase),
-               "input": list(fit.images.shape[1:])} if kind in RECONSTRUCTORS else json.loads(det.recipe.to_json()))
+               "input": list(fit.images.shape[1:]), "classes": list(getattr(det.network, "classes", ()))}
+              if kind in OWN_NETWORK else json.loads(det.recipe.to_json()))
     _save_tensors(folder / MODEL, det.network.state_dict(), {"network": kind, "config": json.dumps(config)})
     _save_tensors(folder / REFERENCE, det.reference, {"detector": cfg.detector})
     summary = {"format": FORMAT, "viclab": viclab.__version__, "detector": cfg.detector, "network": kind,

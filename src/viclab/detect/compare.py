@@ -12,10 +12,9 @@ from typing import Any
 import numpy as np
 
 from viclab.config import DetectConfig
-from viclab.config.detect import TERM_SCORES
 from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.metrics import detection_metrics
-from viclab.data import dataset_modality
+from viclab.data import SOUND_DATASETS, dataset_modality
 from viclab.detect.api import fit_detector, load_detector
 from viclab.detect.data import TestSet, load_test
 
@@ -27,16 +26,21 @@ def fit_all(base: DetectConfig, folder: Path, ctx: Context = DEFAULT_CONTEXT,
     """Fit every detector (or those named) of ``base``'s normal data into ``folder/<name>``; returns name -> folder.
 
     One VICReg is trained (by ``vicreg_terms``) and its encoder serves ``knn`` and ``mahalanobis``; the
-    floor is ``knn`` on the recipe's ``random:<backbone>``; sound adds ``dcase_ae``.
+    floor is ``knn`` on the recipe's ``random:<backbone>``; sound adds ``dcase_ae``, and a layout with machine IDs
+    (MIMII, DCASE) ``machine_id``.
     """
     sound = dataset_modality(base.data.normal or base.data.dataset) == "spectrogram"
+    layout = SOUND_DATASETS.get(base.data.dataset) if base.data.normal is None else None
+    ids = layout is not None and layout.machine_ids  # the machine-ID detector learns from them
     wanted = detectors or ("vicreg_terms", "knn", "mahalanobis", "autoencoder", *(("dcase_ae",) if sound else ()),
-                           RANDOM_FLOOR)
+                           *(("machine_id",) if ids else ()), RANDOM_FLOOR)
     folders = {"vicreg_terms": folder / "vicreg_terms"}
-    fit_detector(dataclasses.replace(base, detector="vicreg_terms", encoder=None), folders["vicreg_terms"], ctx)
+    if {"vicreg_terms", "knn", "mahalanobis"} & set(wanted):  # the VICReg they share
+        fit_detector(dataclasses.replace(base, detector="vicreg_terms", encoder=None), folders["vicreg_terms"], ctx)
     run = str(folders["vicreg_terms"] / "train")
     plan = {"knn": ("knn", run), "mahalanobis": ("mahalanobis", run), "autoencoder": ("autoencoder", None),
-            "dcase_ae": ("dcase_ae", None), RANDOM_FLOOR: ("knn", f"random:{base.recipe.model.backbone}")}
+            "dcase_ae": ("dcase_ae", None), "machine_id": ("machine_id", None),
+            RANDOM_FLOOR: ("knn", f"random:{base.recipe.model.backbone}")}
     for name, (detector, encoder) in plan.items():
         if name in wanted:
             folders[name] = folder / name.replace(" ", "_")
@@ -53,9 +57,9 @@ def evaluate(folders: dict[str, Path], test: TestSet | None = None, ctx: Context
         if test is None:
             test = load_test(det.cfg.data, sound=det.cfg.recipe.sound)
         t0 = time.perf_counter()
-        s = det.score(test.data.images, ctx)
+        s = det.score_data(test.data, ctx)
         seconds = time.perf_counter() - t0
-        for k in TERM_SCORES if det.cfg.detector == "vicreg_terms" else ("score",):
+        for k in det.quantities:
             label = name if k == "score" else f"{name}:{k}"
             results[label] = {**detection_metrics(test.labels, s[k]), "score_seconds": seconds,
                               "fit_seconds": summary["seconds"]["total"]}
@@ -68,7 +72,8 @@ Case = tuple[str, DetectConfig, Path]  # (key, the detectors' config, their fold
 
 def fit_every_detector(cases: Iterable[Case], summarise: Callable[[str, dict[str, Any]], dict[str, Any]],
                        line: Callable[[str, dict[str, Any]], str], ctx: Context = DEFAULT_CONTEXT,
-                       on_case: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
+                       on_case: Callable[[str, dict[str, Any]], None] | None = None,
+                       detectors: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     """Per case, fit every detector (:func:`fit_all`), score them on its test set (:func:`evaluate`), keep a row.
 
     Args:
@@ -76,6 +81,7 @@ def fit_every_detector(cases: Iterable[Case], summarise: Callable[[str, dict[str
         summarise: ``(key, evaluation) -> row``; the loop adds the row's ``"seconds"`` (fit and score).
         line: ``(key, row) -> the line echoed`` once the row is complete.
         on_case: sees each case's :func:`evaluate` output (scores and test set included) before it is dropped.
+        detectors: only these (:func:`fit_all`'s names; default: every one).
 
     Returns:
         ``{key: row}`` in the order of ``cases``.
@@ -83,7 +89,7 @@ def fit_every_detector(cases: Iterable[Case], summarise: Callable[[str, dict[str
     rows = {}
     for key, cfg, folder in cases:
         t0 = time.perf_counter()
-        ev = evaluate(fit_all(cfg, folder, ctx=ctx), ctx=ctx)
+        ev = evaluate(fit_all(cfg, folder, ctx=ctx, detectors=detectors), ctx=ctx)
         if on_case is not None:
             on_case(key, ev)
         rows[key] = {**summarise(key, ev), "seconds": time.perf_counter() - t0}

@@ -58,10 +58,7 @@ class TestSet:
 
     @property
     def groups(self) -> np.ndarray | None:
-        if "machine_id" not in self.data.attrs:
-            return None
-        machines, ids = self.data.attrs["machine"], self.data.attrs["machine_id"]
-        return ids.copy() if len(set(machines)) == 1 else np.array([f"{m}/{i}" for m, i in zip(machines, ids)])
+        return self.data.machine_ids()
 
 
 def _sound(sound: SoundConfig | None) -> SoundConfig:

@@ -17,18 +17,27 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from viclab.config import AutoencoderConfig, Config, DcaseConfig, DetectConfig
+from viclab.config import AutoencoderConfig, Config, DcaseConfig, DetectConfig, MachineIdConfig
 from viclab.config.detect import TERM_SCORES
 from viclab.core.context import DEFAULT_CONTEXT, QUIET, Context
 from viclab.core.errors import ViclabError
 from viclab.core.runtime import Runtime
+from viclab.data import ImageData
 from viclab.data.types import unit_float
 from viclab.engine import Objective, RunFolder, fit
 from viclab.engine.loop import read_checkpoint
 from viclab.losses.reconstruction import reconstruction_errors, reconstruction_loss
-from viclab.models import DenseAutoencoder, SpecAutoencoder, fit_standardizers, input_modality, stack_frames
+from viclab.models import (
+    DenseAutoencoder,
+    SpecAutoencoder,
+    SpecClassifier,
+    fit_standardizers,
+    input_modality,
+    stack_frames,
+)
 from viclab.models.autoencoder import build_autoencoder
 from viclab.represent.encode import encode
+from viclab.represent.layers import StagePool, WithStages
 from viclab.represent.neighbors import knn_anomaly_scores
 from viclab.views import view_maker
 
@@ -48,6 +57,13 @@ def knn_scores(reference: np.ndarray, queries: np.ndarray, k: int, cosine: bool 
     if cosine:
         reference, queries = unit_rows(reference), unit_rows(queries)
     return knn_anomaly_scores(reference, queries, k)
+
+
+def mean_shifted(x: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Unit rows of ``(M, D)`` ``x``, centred on the normal ``centre`` (the mean of the normal unit rows) and
+    scaled to unit length again: L2 between them ranks as cosine distance around the normal mean (Reiss & Hoshen,
+    "Mean-Shifted Contrastive Loss for Anomaly Detection", 2023)."""
+    return unit_rows(unit_rows(x) - centre)
 
 
 def fit_gaussian(x: np.ndarray, shrinkage: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
@@ -165,6 +181,8 @@ class Detector:
 
     name: ClassVar[str]
     network_kind: ClassVar[str]  # "encoder", "vicreg", "autoencoder" or "dcase"
+    quantities: ClassVar[tuple[str, ...]] = ("score",)  # what score() returns, each reported on its own
+    reads_layers: ClassVar[bool] = False  # scores features() of detect.layers (else the encoder's output)
 
     def __init__(self, cfg: DetectConfig, network: nn.Module | None, rt: Runtime,
                  reference: dict[str, Tensor] | None = None, recipe: Config | None = None) -> None:
@@ -178,14 +196,17 @@ class Detector:
     @property
     def modality(self) -> str:
         """The network's input (:data:`viclab.data.MODALITIES`): a reconstructor's class, else its recipe's backbone."""
-        if self.network_kind in ("autoencoder", "dcase"):
-            return "spectrogram" if isinstance(self.network, (SpecAutoencoder, DenseAutoencoder)) else "image"
+        if self.network_kind in ("autoencoder", "dcase", "machine_id"):
+            return "spectrogram" if isinstance(self.network, (SpecAutoencoder, DenseAutoencoder, SpecClassifier)) \
+                else "image"
         return input_modality(self.recipe.model.backbone)
 
     def features(self, images: Tensor, ctx: Context = QUIET) -> Tensor:
         """``(M, 3, S, S)`` uint8 (or spectrograms) -> ``(M, D)`` float32 encoder representations (normalise
         only), in ``cfg.batch_size`` batches on :attr:`rt`."""
         encoder = self.network.encoder if self.network_kind == "vicreg" else self.network
+        if self.cfg.layers == "all" and self.reads_layers:
+            encoder = StagePool(encoder)
         return encode(encoder, images, self.augment, self.cfg.batch_size, replace(ctx, runtime=self.rt),
                       f"{self.name}: encoding", modality=self.modality)
 
@@ -196,31 +217,44 @@ class Detector:
         """Per-image quantities of ``(M, 3, S, S)`` uint8 images; ``"score"`` ranks them."""
         raise NotImplementedError
 
+    def score_data(self, data: ImageData, ctx: Context = QUIET) -> dict[str, np.ndarray]:
+        """:meth:`score` of ``data``'s items; a detector that reads their attributes (machine IDs) overrides it."""
+        return self.score(data.images, ctx)
+
 
 class KnnDetector(Detector):
     """Mean distance to the ``k`` nearest normal representations (spec A1)."""
 
-    name, network_kind = "knn", "encoder"
+    name, network_kind, reads_layers = "knn", "encoder", True
 
     def fit_reference(self, normal: Tensor, ctx: Context = QUIET) -> None:
         self.fit_features(self.features(normal, ctx))
 
     def fit_features(self, normal: Tensor) -> None:
-        """The reference from ``(N, D)`` normal representations already computed."""
-        self.reference = {"features": normal}
+        """The reference from ``(N, D)`` normal representations already computed (``detect.mean_shift``: centred
+        unit vectors, and their centre)."""
+        if not self.cfg.mean_shift:
+            self.reference = {"features": normal}
+            return
+        centre = unit_rows(normal.numpy()).mean(0)
+        self.reference = {"features": torch.from_numpy(mean_shifted(normal.numpy(), centre)),
+                          "centre": torch.from_numpy(centre)}
 
     def score(self, images: Tensor, ctx: Context = QUIET) -> dict[str, np.ndarray]:
         return self.score_features(self.features(images, ctx).numpy())
 
     def score_features(self, features: np.ndarray) -> dict[str, np.ndarray]:
         """Scores of ``(M, D)`` representations already computed."""
-        return {"score": knn_scores(self.reference["features"].numpy(), features, self.cfg.k, self.cfg.cosine)}
+        ref = self.reference["features"].numpy()
+        if "centre" in self.reference:
+            return {"score": knn_scores(ref, mean_shifted(features, self.reference["centre"].numpy()), self.cfg.k)}
+        return {"score": knn_scores(ref, features, self.cfg.k, self.cfg.cosine)}
 
 
 class MahalanobisDetector(Detector):
     """Distance to the normal mean under the shrunk normal covariance."""
 
-    name, network_kind = "mahalanobis", "encoder"
+    name, network_kind, reads_layers = "mahalanobis", "encoder", True
 
     def fit_reference(self, normal: Tensor, ctx: Context = QUIET) -> None:
         mean, precision, used = fit_gaussian(self.features(normal, ctx).numpy(), self.cfg.shrinkage)
@@ -236,7 +270,7 @@ class VICRegTermsDetector(Detector):
     """The frozen VICReg model's terms per image: invariance between ``views`` augmented views, and
     the image's contribution to the normal projections' variance and covariance terms."""
 
-    name, network_kind = "vicreg_terms", "vicreg"
+    name, network_kind, quantities = "vicreg_terms", "vicreg", TERM_SCORES
 
     def projections(self, images: Tensor, ctx: Context = QUIET) -> Tensor:
         """``(M, d)`` float64 projections of the un-augmented images (normalise only; through float32, which
@@ -270,6 +304,114 @@ class VICRegTermsDetector(Detector):
         total = loss.inv_weight * invariance + loss.var_weight * var + loss.cov_weight * cov
         out = dict(zip(TERM_SCORES, (invariance, var, cov, total)))
         return {"score": out[self.cfg.score].numpy(), **{k: v.numpy() for k, v in out.items()}}
+
+
+def rotated(images: Tensor, quarter_turns: int) -> Tensor:
+    """``(M, C, S, S)`` images rotated counter-clockwise by ``quarter_turns`` x 90 degrees."""
+    return torch.rot90(images, quarter_turns, (2, 3)) if quarter_turns else images
+
+
+class ShiftDetector(Detector):
+    """An ensemble over shifts (CSI, Tack et al. 2020; Golan & El-Yaniv 2018) on a network trained with a shift
+    objective (``train.objective`` ``rotation`` or ``shift``): for each rotation ``r`` of the image, (a) the
+    Mahalanobis distance of its features (every stage pooled, :class:`StagePool`) to those of the normal images
+    rotated by ``r``, and (b) the shift head's negative log-likelihood of ``r``; each part averaged over the
+    rotations and divided by its mean on the normal images, the two summed."""
+
+    name, network_kind, quantities = "shift", "vicreg", ("score", "mahalanobis", "rotation")
+
+    def _shift_head(self) -> nn.Module:
+        head = getattr(self.network, "shift_head", None)
+        if head is None:
+            raise ViclabError("the shift detector needs a model trained with train.objective=shift or rotation (it "
+                              "scores with the rotation head); give such a run folder, or none to train one")
+        return head
+
+    @torch.no_grad()
+    def parts(self, images: Tensor, r: int, ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+        """``((M, F) pooled stages, (M,) negative log-likelihood of r)`` of ``images`` rotated ``r`` quarter turns."""
+        dim = self.network.feature_dim
+        both = encode(WithStages(self.network.encoder), rotated(images, r), self.augment, self.cfg.batch_size,
+                      replace(ctx, runtime=self.rt), f"shift: rotation {r}", modality=self.modality)
+        logits = self._shift_head().cpu().float()(both[:, :dim])
+        return both[:, dim:].numpy(), (-torch.log_softmax(logits, 1)[:, r]).double().numpy()
+
+    def fit_reference(self, normal: Tensor, ctx: Context = QUIET) -> None:
+        means, precisions, maha, nll = [], [], 0.0, 0.0
+        for r in range(self._shift_head().out_features):
+            f, loss = self.parts(normal, r, ctx)
+            mean, precision, _ = fit_gaussian(f, self.cfg.shrinkage)
+            means.append(mean)
+            precisions.append(precision)
+            maha, nll = maha + mahalanobis_scores(f, mean, precision), nll + loss
+        shifts = len(means)
+        scale = [float(np.mean(maha / shifts)), float(np.mean(nll / shifts))]
+        self.reference = {"means": torch.from_numpy(np.stack(means)),
+                          "precisions": torch.from_numpy(np.stack(precisions)),
+                          "scale": torch.tensor(scale, dtype=torch.float64)}
+
+    def score(self, images: Tensor, ctx: Context = QUIET) -> dict[str, np.ndarray]:
+        means, precisions = self.reference["means"].numpy(), self.reference["precisions"].numpy()
+        maha, nll = 0.0, 0.0
+        for r in range(len(means)):
+            f, loss = self.parts(images, r, ctx)
+            maha, nll = maha + mahalanobis_scores(f, means[r], precisions[r]), nll + loss
+        maha, nll = maha / len(means), nll / len(means)
+        scale = self.reference["scale"].numpy()
+        return {"score": maha / scale[0] + nll / scale[1], "mahalanobis": maha, "rotation": nll}
+
+
+def id_labels(data: ImageData, classes: Sequence[str]) -> Tensor:
+    """``(N,)`` int64 index in ``classes`` of each clip's machine ID; refuses clips without one or of an ID the
+    detector never learnt."""
+    ids = data.machine_ids()
+    if ids is None:
+        raise ViclabError("the machine_id detector needs each clip's machine ID, which only the MIMII and DCASE "
+                          "layouts give (<type>/id_XX/...); use the dcase_ae or autoencoder detector for other sounds")
+    if unknown := sorted(set(ids) - set(classes)):
+        raise ViclabError(f"clips of machine ID {', '.join(unknown)}, which the machine_id detector never learnt (it "
+                          f"knows {', '.join(classes)}); fit it on normal clips of those machines too")
+    index = {c: i for i, c in enumerate(classes)}
+    return torch.tensor([index[i] for i in ids], dtype=torch.long)
+
+
+def clip_windows(x: Tensor, window: int, hop: int) -> Tensor:
+    """``(M, 1, n_mels, T)`` -> ``(M, W, 1, n_mels, window)``: every window of ``window`` frames, ``hop`` apart
+    (``W = 1 + (T - window) // hop``; a clip of exactly ``window`` frames is one window)."""
+    return x.unfold(-1, window, hop).permute(0, 3, 1, 2, 4)
+
+
+def random_windows(x: Tensor, window: int, gen: torch.Generator) -> Tensor:
+    """One window of ``window`` frames of each ``(B, 1, n_mels, T)`` clip, at a random start."""
+    starts = torch.randint(0, x.shape[-1] - window + 1, (len(x),), generator=gen, device=x.device)
+    cols = starts[:, None] + torch.arange(window, device=x.device)
+    return torch.take_along_dim(x, cols[:, None, None, :].expand(-1, x.shape[1], x.shape[2], -1), dim=3)
+
+
+class MachineIdDetector(Detector):
+    """A clip's mean, over its windows, negative log-probability of its own machine ID under a spectrogram CNN
+    trained to name the IDs of the normal clips (:class:`viclab.config.detect.MachineIdConfig`)."""
+
+    name, network_kind = "machine_id", "machine_id"
+    batch_share = 32  # clips per forward pass: cfg.batch_size // batch_share (each holds several windows)
+
+    def score(self, images: Tensor, ctx: Context = QUIET) -> dict[str, np.ndarray]:
+        raise ViclabError("the machine_id detector scores clips with their machine IDs; give it the clips' data "
+                          "(score_data), not their spectrograms alone")
+
+    @torch.no_grad()
+    def score_data(self, data: ImageData, ctx: Context = QUIET) -> dict[str, np.ndarray]:
+        mc = self.cfg.machine_id
+        labels = id_labels(data, self.network.classes)
+        out = []
+        size = max(1, self.cfg.batch_size // self.batch_share)
+        for x, y in zip(_batches(data.images, size, ctx, "machine_id: scoring"), labels.split(size)):
+            w = clip_windows(x.to(self.rt.device), mc.window, mc.hop)  # (B, W, 1, n_mels, window)
+            with self.rt.autocast():
+                logits = self.network(w.flatten(0, 1)).float().view(len(x), w.shape[1], -1)
+            nll = -torch.log_softmax(logits, -1).gather(2, y.to(logits.device)[:, None, None].expand(-1, w.shape[1], 1))
+            out.append(nll.squeeze(2).mean(1).double().cpu())
+        return {"score": torch.cat(out).numpy()}
 
 
 class AutoencoderDetector(Detector):
@@ -329,9 +471,21 @@ def build_reconstructor(kind: str, shape: Sequence[int], ae: AutoencoderConfig, 
     return build_autoencoder(h, ae.widths, ae.latent)[0]
 
 
-def _train(run_dir: Path, cfg: AutoencoderConfig | DcaseConfig, section: str, model: nn.Module, inputs: Tensor, loss,
-           opt, rt: Runtime, ctx: Context, modality: str) -> nn.Module:
-    """Train ``model`` to reconstruct ``inputs[idx]`` (of ``modality``) from itself, in the run folder ``run_dir``."""
+class _FirstInput(nn.Module):
+    """``(x, *rest) -> network(x)``: a network fed the first tensor of a batch that carries more (its targets)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: Tensor, *_rest: Tensor) -> Tensor:
+        return self.network(x)
+
+
+def _train(run_dir: Path, cfg: AutoencoderConfig | DcaseConfig | MachineIdConfig, section: str, model: nn.Module,
+           inputs: Tensor, loss, opt, rt: Runtime, ctx: Context, modality: str, batch=None) -> nn.Module:
+    """Train ``model`` on ``inputs`` (of ``modality``) in the run folder ``run_dir``: ``loss(outputs, batch)`` returns
+    ``(loss,)``; ``batch(data on the device) -> (idx, gen) -> batch`` (default: ``(inputs[idx],)``, reconstructed)."""
     run = RunFolder.open(run_dir, cfg, "auto")
     ckpt = read_checkpoint(run, model)
     model.to(rt.device)
@@ -340,15 +494,48 @@ def _train(run_dir: Path, cfg: AutoencoderConfig | DcaseConfig, section: str, mo
         fit_standardizers(model, data)
     if data.dim() == 4:
         model.to(memory_format=torch.channels_last)
-    objective = Objective(module=model, loss=lambda out, b: (loss(b[0], out),), terms=("loss",), model=model,
-                          optimizers=[opt], fix=f"start again with a lower {section}.lr")
+    objective = Objective(module=_FirstInput(model), loss=loss, terms=("loss",), model=model, optimizers=[opt],
+                          fix=f"start again with a lower {section}.lr")
 
-    def batches(_started: bool):
-        return lambda idx, _gen: (channels_last(unit_float(data[idx], modality)) if data.dim() == 4 else data[idx],)
+    def reconstruct(idx: Tensor, _gen: torch.Generator) -> tuple[Tensor]:
+        return (channels_last(unit_float(data[idx], modality)) if data.dim() == 4 else data[idx],)
 
-    fit(run, objective, batches, n=len(data), batch_size=min(cfg.batch_size, len(data)), epochs=cfg.epochs,
-        seed=cfg.seed, rt=rt, ckpt=ckpt, checkpoint_seconds=CHECKPOINT_SECONDS, ctx=ctx, epoch_lines=False)
+    fit(run, objective, lambda _started: batch(data) if batch else reconstruct, n=len(data),
+        batch_size=min(cfg.batch_size, len(data)), epochs=cfg.epochs, seed=cfg.seed, rt=rt, ckpt=ckpt,
+        checkpoint_seconds=CHECKPOINT_SECONDS, ctx=ctx, epoch_lines=False)
     return model.eval()
+
+
+def train_machine_id(cfg: MachineIdConfig, data: ImageData, run_dir: Path, rt: Runtime,
+                     ctx: Context = DEFAULT_CONTEXT) -> nn.Module:
+    """Train :class:`SpecClassifier` to name the machine ID of each normal clip of ``data`` (``(N, 1, n_mels,
+    frames)`` log-mel spectrograms) from one random window of ``cfg.window`` frames per clip and step (AdamW,
+    cross-entropy), in the run folder ``run_dir``."""
+    classes = tuple(sorted(set(check_machine_ids(data, cfg))))
+    labels = id_labels(data, classes).to(rt.device)
+    torch.manual_seed(cfg.seed)
+    model = SpecClassifier(classes)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ce = lambda logits, b: (torch.nn.functional.cross_entropy(logits.float(), b[1]),)
+    batch = lambda x: (lambda idx, gen: (channels_last(random_windows(x[idx], cfg.window, gen)), labels[idx]))
+    return _train(run_dir, cfg, "machine_id", model, data.images, ce, opt, rt, ctx, "spectrogram", batch)
+
+
+def check_machine_ids(data: ImageData, cfg: MachineIdConfig) -> np.ndarray:
+    """The normal clips' machine IDs, refused unless there are 2 or more and each clip holds a window."""
+    ids = data.machine_ids()
+    if data.modality != "spectrogram" or ids is None:
+        raise ViclabError("the machine_id detector learns to name the machine ID of sound clips, which only the "
+                          "MIMII and DCASE layouts give (<type>/id_XX/...); use the dcase_ae or autoencoder detector "
+                          "for other data")
+    if len(set(ids)) < 2:
+        raise ViclabError(f"the normal clips hold one machine ID only ({ids[0]}); the machine_id detector needs two "
+                          "or more to tell apart: fit it on every ID of the machine type (sound.machine_ids=)")
+    frames = data.images.shape[-1]
+    if frames < cfg.window:
+        raise ViclabError(f"the clips' spectrograms have {frames} frames, fewer than machine_id.window="
+                          f"{cfg.window}; use machine_id.window={frames} or longer clips")
+    return ids
 
 
 def train_autoencoder(cfg: AutoencoderConfig, inputs: Tensor, run_dir: Path, rt: Runtime,
@@ -362,7 +549,8 @@ def train_autoencoder(cfg: AutoencoderConfig, inputs: Tensor, run_dir: Path, rt:
     torch.manual_seed(cfg.seed)
     model = build_reconstructor("autoencoder", inputs.shape[1:], cfg, DcaseConfig())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return _train(run_dir, cfg, "autoencoder", model, inputs, reconstruction_loss, opt, rt, ctx, modality)
+    loss = lambda out, b: (reconstruction_loss(b[0], out),)
+    return _train(run_dir, cfg, "autoencoder", model, inputs, loss, opt, rt, ctx, modality)
 
 
 def train_dcase(cfg: DcaseConfig, spectrograms: Tensor, run_dir: Path, rt: Runtime,
@@ -373,9 +561,10 @@ def train_dcase(cfg: DcaseConfig, spectrograms: Tensor, run_dir: Path, rt: Runti
     model = build_reconstructor("dcase", spectrograms.shape[1:], AutoencoderConfig(), cfg)
     vectors = stack_frames(spectrograms, cfg.context).flatten(0, 1).contiguous()  # (N * windows, context * n_mels)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    mse = lambda x, x_hat: (x.float() - x_hat.float()).pow(2).mean()
+    mse = lambda out, b: ((b[0].float() - out.float()).pow(2).mean(),)
     return _train(run_dir, cfg, "dcase", model, vectors, mse, opt, rt, ctx, "spectrogram")
 
 
 DETECTORS: dict[str, type[Detector]] = {cls.name: cls for cls in (
-    KnnDetector, MahalanobisDetector, VICRegTermsDetector, AutoencoderDetector, DcaseDetector)}
+    KnnDetector, MahalanobisDetector, VICRegTermsDetector, ShiftDetector, AutoencoderDetector, DcaseDetector,
+    MachineIdDetector)}

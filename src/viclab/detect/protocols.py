@@ -31,13 +31,15 @@ def _with_sound(cfg: DetectConfig, **sound: Any) -> DetectConfig:
 
 def machine_ids(test: TestSet) -> np.ndarray:
     """``(M,)`` each test row's machine ID (``id_00``), as the MIMII or DCASE loader read it from the path."""
-    if "machine_id" not in test.data.attrs:
+    ids = test.data.machine_ids()
+    if ids is None:
         raise ValueError("the test rows carry no machine ID; machine IDs come with MIMII or DCASE data")
-    return test.data.attrs["machine_id"]
+    return ids
 
 
 def machine_sounds(base: DetectConfig, machines: Sequence[str], folder: Path, ctx: Context = DEFAULT_CONTEXT,
-                   on_machine: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                   on_machine: Callable[[str, dict[str, Any]], None] | None = None,
+                   detectors: Sequence[str] | None = None) -> dict[str, Any]:
     """DCASE 2020 Task 2's protocol on a MIMII (``data.dataset=mimii``) or DCASE layout: per machine type,
     every detector fitted on the normal training clips of all its IDs (one model per type, as the DCASE
     baseline), tested per ID: AUC and pAUC (FPR <= 0.1) per ID and per type, with bootstrap intervals.
@@ -47,6 +49,7 @@ def machine_sounds(base: DetectConfig, machines: Sequence[str], folder: Path, ct
         machines: machine types, one model each.
         folder: where the detectors go (``folder/<machine>/<detector>``).
         on_machine: sees each type's :func:`~viclab.detect.compare.evaluate` output.
+        detectors: only these (:func:`~viclab.detect.compare.fit_all`'s names; default: every one).
 
     Returns:
         ``{machine: {"ids", "per_id": {detector: {id: {auroc, pauc, ...}}}, "all": {detector: metrics
@@ -67,7 +70,7 @@ def machine_sounds(base: DetectConfig, machines: Sequence[str], folder: Path, ct
     return compare.fit_every_detector(
         ((m, _with_sound(normal, machines=(m,)), folder / m) for m in machines), summarise,
         lambda m, r: f"{m}: " + "  ".join(f"{n} {v:.3f}" for n, v in r["mean_id_auroc"].items())
-        + f"  ({r['seconds']:.0f}s)", ctx, on_machine)
+        + f"  ({r['seconds']:.0f}s)", ctx, on_machine, detectors)
 
 
 def _with_intervals(ev: dict[str, Any]) -> dict[str, Any]:

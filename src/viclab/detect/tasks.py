@@ -105,7 +105,7 @@ def _score_one(name: str, det: Detector, summary: dict[str, Any], test: TestSet,
                ctx: Context) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray | None]:
     """One detector's scores on its test set: ``(metrics.json entry, scores, flags)``."""
     t0 = time.perf_counter()
-    scores = det.score(test.data.images, ctx)
+    scores = det.score_data(test.data, ctx)
     seconds = time.perf_counter() - t0
     s, labels = scores["score"], test.labels
     m = _with_interval(labels, s)

@@ -378,8 +378,8 @@ class _Loop:
 
     def _write_test(self, terms: dict[str, float]) -> None:
         self.log.write([{"split": "test", "epoch": self.epoch, "step": self.step, **terms}])
-        for k in self.objective.terms:
-            self.tb.add_scalar(f"test/{k}", terms[k], self.step)
+        for k, v in terms.items():  # an objective's test terms may be fewer (the shift objective's: VICReg's)
+            self.tb.add_scalar(f"test/{k}", v, self.step)
 
     def _preview(self) -> None:
         if self.objective.preview is not None and self.main:
@@ -423,4 +423,4 @@ _SHORT = {t: t[:3] for t in VICRegTerms._fields[1:]}  # inv, var, cov (the loss 
 
 
 def _fmt(terms: dict[str, Any], names: tuple[str, ...]) -> str:
-    return " ".join(f"{_SHORT.get(k, k)} {terms[k]:.4g}" for k in names)
+    return " ".join(f"{_SHORT.get(k, k)} {terms[k]:.4g}" for k in names if k in terms)

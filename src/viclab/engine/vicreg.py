@@ -31,8 +31,8 @@ from viclab.engine import rundir
 from viclab.engine.checkpoint import save_encoder
 from viclab.engine.loop import BatchSource, Objective, PairForward, fit, read_checkpoint, steps_per_epoch
 from viclab.engine.rundir import RunFolder
-from viclab.losses import VICRegLoss, VICRegTerms
-from viclab.models import build_vicreg_model, check_inputs, check_view_size, fit_standardizers
+from viclab.losses import ShiftTerms, ShiftVICRegLoss, VICRegLoss, VICRegTerms, shift_prediction
+from viclab.models import SHIFTS, build_model, check_inputs, check_view_size, fit_standardizers
 from viclab.models.sync_bn import convert_sync_batchnorm
 from viclab.views import Augment, SpecViews, view_maker
 from viclab.views.images import mean_std
@@ -213,6 +213,82 @@ def vicreg_objective(model: nn.Module, forward: nn.Module, loss_fn: VICRegLoss,
                      optimizers=optimizers, scheduler=sched, fix=fix, compile=compile, preview=preview)
 
 
+def rotate(x: Tensor, shifts: Tensor) -> Tensor:
+    """``(B, C, S, S)`` square inputs, row ``i`` rotated by ``shifts[i]`` quarter turns (counter-clockwise)."""
+    out = x.clone()
+    for r in range(1, SHIFTS):
+        rows = shifts == r
+        if rows.any():
+            out[rows] = torch.rot90(x[rows], r, (2, 3))
+    return out
+
+
+def shifted_views(ctx: ViewContext) -> BatchSource:
+    """The shift objectives' batches: example ``i`` is image ``i // SHIFTS`` rotated ``i % SHIFTS`` quarter turns, a
+    sample of its own. ``shift``: its two views (both of that rotation) and the rotation, ``(v1, v2, shifts)``;
+    ``rotation``: one view, ``(v, shifts)``."""
+    augment = view_maker(ctx.data.modality, ctx.cfg)
+    pair, channels_last = ctx.cfg.train.objective == "shift", ctx.cfg.model.channels_last
+
+    def batch(idx: Tensor, gen: torch.Generator) -> tuple[Tensor, ...]:
+        shifts = idx % SHIFTS
+        x = rotate(ctx.images[idx // SHIFTS], shifts)
+        if pair:
+            return (*make_views(x, augment, gen, channels_last)[:2], shifts)
+        v = augment(x, gen)
+        return (v.contiguous(memory_format=torch.channels_last) if channels_last else v), shifts
+
+    return batch
+
+
+class ShiftForward(nn.Module):
+    """``(v1, v2, shifts) -> (z1, z2, logits1, logits2)``: each view through the encoder alone (BatchNorm sees each
+    view by itself, as :class:`PairForward`), then the projector and the shift head; ``(v, shifts) -> logits``
+    (the rotation objective: the head alone)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *batch: Tensor) -> tuple[Tensor, ...] | Tensor:
+        m = self.model
+        if len(batch) == 2:
+            return m.shift_head(m.encoder(batch[0]))
+        h1, h2 = m.encoder(batch[0]), m.encoder(batch[1])
+        return m.projector(h1), m.projector(h2), m.shift_head(h1), m.shift_head(h2)
+
+
+def shift_objective(model: nn.Module, cfg: Config, optimizers: list[torch.optim.Optimizer], sched, fix: str,
+                    preview: Callable[[int], dict[str, Tensor]] | None = None) -> Objective:
+    """``shift``: shift-aware VICReg (:class:`ShiftVICRegLoss`); ``rotation``: the shift prediction alone (RotNet,
+    Gidaris et al. 2018; as an anomaly detector, Golan & El-Yaniv 2018), on :func:`shifted_views`' batches."""
+    if cfg.train.objective == "rotation":
+        return Objective(module=ShiftForward(model), loss=lambda out, batch: (shift_prediction(out, batch[1]),),
+                         terms=("shift",), model=model, optimizers=optimizers, scheduler=sched, fix=fix,
+                         compile=cfg.model.compile, preview=None)
+    loss_fn = ShiftVICRegLoss(make_loss(cfg), cfg.train.shift_weight)
+    return Objective(module=ShiftForward(model), loss=lambda out, batch: loss_fn(*out, batch[2]),
+                     terms=ShiftTerms._fields, model=model, optimizers=optimizers, scheduler=sched, fix=fix,
+                     compile=cfg.model.compile, preview=preview)
+
+
+def check_shift(cfg: Config, data: ImageData) -> None:
+    """The shift objectives rotate square images and make their own views of each rotated copy."""
+    if cfg.train.objective == "vicreg":
+        return
+    _, _, h, w = data.images.shape
+    objective = f"train.objective={cfg.train.objective}"
+    if data.modality != "image":
+        raise ViclabError(f"{objective} rotates images; for sounds use the machine_id detector, or "
+                          "train.objective=vicreg")
+    if h != w:
+        raise ViclabError(f"{objective} rotates images by quarter turns, which needs square images; these are {h}x{w}: "
+                          "resize them to a square (data.size) or use train.objective=vicreg")
+    if cfg.views.kind != "augment" or cfg.augment.local_crops:
+        raise ViclabError(f"{objective} makes its own views of each rotated copy; use "
+                          "views.kind=augment and augment.local_crops=0")
+
+
 PREVIEW_IMAGES = 8  # fixed training images whose two views TensorBoard shows each epoch
 
 
@@ -271,24 +347,28 @@ def train(cfg: Config | None, run_dir: str | Path, resume: bool = False, ctx: Co
     torch.manual_seed(tc.seed)
 
     # The model first: a bad backbone/projector should fail before any data loads.
-    model, _ = build_vicreg_model(cfg.model)
+    model, _ = build_model(cfg)
     train_data, test_data = _training_data(cfg, model, data, rt)
+    check_shift(cfg, train_data)
+    shift = cfg.train.objective != "vicreg"
     ckpt = read_checkpoint(run, model)  # read and checked before anything is written
     images = train_data.images.to(rt.device)
     test_images = test_data.images.to(rt.device) if test_data is not None else None
     model = _place_model(model, cfg, images, ckpt is None, rt)
-    opt, sched, plan = _optimisation(cfg, model, len(images), ctx.main_only(is_main()))
+    n = len(images) * (SHIFTS if shift else 1)  # the shift objective's examples: every rotated copy
+    opt, sched, plan = _optimisation(cfg, model, n, ctx.main_only(is_main()))
     preview = ViewPreview(len(images), cfg, rt.device)
-    objective = vicreg_objective(model, model, make_loss(cfg), [opt], sched,
-                                 "start a new run with a lower optim.lr or train.precision=fp32", cfg.model.compile,
-                                 preview)
+    fix = "start a new run with a lower optim.lr or train.precision=fp32"
+    objective = (shift_objective(model, cfg, [opt], sched, fix, preview) if shift else
+                 vicreg_objective(model, model, make_loss(cfg), [opt], sched, fix, cfg.model.compile, preview))
 
     def make_batches(started: bool) -> BatchSource:
-        preview.source = views(ViewContext(run, cfg, train_data, images, started, ctx))
+        view_ctx = ViewContext(run, cfg, train_data, images, started, ctx)
+        preview.source = shifted_views(view_ctx) if shift else views(view_ctx)
         return preview.source
 
     result = fit(run, objective, make_batches,
-                 n=len(images), batch_size=tc.batch_size, epochs=plan.epochs, seed=tc.seed, rt=rt, ckpt=ckpt,
+                 n=n, batch_size=tc.batch_size, epochs=plan.epochs, seed=tc.seed, rt=rt, ckpt=ckpt,
                  evaluate=_evaluator(model, cfg, test_images, train_data.modality, rt), ctx=ctx)
     if is_main():
         save_encoder(run.path / rundir.ENCODER, model.encoder, cfg, model.feature_dim)
@@ -367,8 +447,9 @@ def _optimisation(cfg: Config, model: nn.Module, n: int,
 
 def _evaluator(model: nn.Module, cfg: Config, test_images: Tensor | None, modality: str,
                rt: Runtime) -> Callable[[], dict[str, float]] | None:
-    """Rank 0's per-epoch test terms on fixed views of ``test_images`` (``None``: none) of ``modality``."""
-    if test_images is None:
+    """Rank 0's per-epoch test terms on fixed views of ``test_images`` (``None``: none) of ``modality``; none for
+    the rotation objective (its projector never trains)."""
+    if test_images is None or cfg.train.objective == "rotation":
         return None
     test_views = HeldOutViews(test_images, view_maker(modality, cfg), cfg.train.batch_size, cfg.train.seed + 1,
                               cfg.model.channels_last)

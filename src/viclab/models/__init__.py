@@ -18,13 +18,14 @@ from viclab.models.small import Conv4, SmallCNN
 from viclab.models.spectro import (
     DenseAutoencoder,
     SpecAutoencoder,
+    SpecClassifier,
     SpecCNN,
     Standardize,
     fit_standardizers,
     spec_cnn,
     stack_frames,
 )
-from viclab.models.vicreg import VICRegModel, build_vicreg_model
+from viclab.models.vicreg import SHIFTS, VICRegModel, build_model, build_vicreg_model
 from viclab.models.vit import VisionTransformer, load_backbone_state_dict, vit_small, vit_tiny
 
 if TYPE_CHECKING:
@@ -56,8 +57,9 @@ def check_view_size(encoder: nn.Module, size: int) -> None:
                           f"augment.size={fit} (or {fit + patch})")
 
 
-__all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "Backbone", "Conv4", "ConvAutoencoder", "DenseAutoencoder",
-           "ResNet18", "ResNet50", "SmallCNN", "SpecAutoencoder", "SpecCNN", "Standardize", "VICRegModel",
-           "VisionTransformer", "build_autoencoder", "build_backbone", "build_projector", "build_vicreg_model",
+__all__ = ["BACKBONES", "IMAGENET_MEAN", "IMAGENET_STD", "SHIFTS", "Backbone", "Conv4", "ConvAutoencoder",
+           "DenseAutoencoder", "ResNet18", "ResNet50", "SmallCNN", "SpecAutoencoder", "SpecCNN", "SpecClassifier",
+           "Standardize", "VICRegModel", "VisionTransformer", "build_autoencoder", "build_backbone", "build_model",
+           "build_projector", "build_vicreg_model",
            "check_inputs", "check_view_size", "fit_standardizers", "get_backbone", "input_modality",
            "load_backbone_state_dict", "resnet50", "spec_cnn", "stack_frames", "vit_small", "vit_tiny"]

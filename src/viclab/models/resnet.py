@@ -47,6 +47,9 @@ class BasicBlock(nn.Module):
 _STEMS = {"exercise": (3, 1, 0, True), "cifar": (3, 1, 1, False), "imagenet": (7, 2, 3, False)}
 
 
+STAGES = ("layer1", "layer2", "layer3", "layer4")  # the blocks whose outputs multi-layer features pool
+
+
 class ResNet18(nn.Module):
     """ResNet-18 trunk with a configurable stem, ``fc`` and optional ``head``.
 
@@ -76,6 +79,7 @@ class ResNet18(nn.Module):
         init_convs(self)
 
     forward_features = _trunk  # (B, 3, H, W) images -> (B, 512) pooled trunk features
+    stage_names = STAGES
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, 3, H, W)`` images -> ``(B, D)`` representation."""
@@ -144,6 +148,7 @@ class ResNet50(nn.Module):
         init_convs(self)
 
     forward_features = _trunk  # (B, 3, H, W) images -> (B, 2048) pooled trunk features
+    stage_names = STAGES
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, 3, H, W)`` images -> ``(B, 2048)`` representation."""

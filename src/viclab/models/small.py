@@ -41,6 +41,9 @@ class SmallCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.feature_dim = widths[-1]
+        # The ReLU closing the stem and each stage: the layers multi-layer features pool (viclab.represent.layers).
+        relus = [i for i, m in enumerate(layers) if isinstance(m, nn.ReLU)]
+        self.stage_names = tuple(f"features.{i}" for i in relus[::2])
         init_convs(self)
 
     def forward_features(self, x: Tensor) -> Tensor:

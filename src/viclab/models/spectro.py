@@ -72,6 +72,21 @@ def spec_cnn() -> tuple[nn.Module, int]:
     return net, net.feature_dim
 
 
+class SpecClassifier(nn.Module):
+    """:class:`SpecCNN` then a linear layer: ``(B, 1, n_mels, frames)`` dB -> ``(B, len(classes))`` logits, e.g. of
+    the machine IDs (``classes``: their names, kept with the weights)."""
+
+    def __init__(self, classes: tuple[str, ...], widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        self.classes = tuple(classes)
+        self.encoder = SpecCNN(widths)
+        self.head = nn.Linear(self.encoder.feature_dim, len(classes))
+        self.feature_dim = self.encoder.feature_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x))
+
+
 def stack_frames(logmel: Tensor, context: int = 5) -> Tensor:
     """``context`` consecutive frames of ``(B, 1, n_mels, T)`` or ``(B, n_mels, T)`` spectrograms side by side, as
     the DCASE 2020 baseline feeds its autoencoder: ``(B, T - context + 1, context * n_mels)``, vector ``t`` the

@@ -186,6 +186,22 @@ def curves_png(series: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, n
     return save_png(fig, path)
 
 
+def budget_png(series: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str, path: str | Path) -> Path:
+    """Quality against compute: ``(name, cpu_minutes (N,), value (N,))`` per detector, one line each (a single point
+    for an untrained one), e.g. mean AUROC against fitting minutes per class."""
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    for (name, minutes, value), color in zip(series, _palette(max(len(series), 1))):
+        order = np.argsort(minutes)
+        ax.plot(np.asarray(minutes)[order], np.asarray(value)[order], color=color, marker="o", lw=1.4, ms=5,
+                label=name)
+    ax.set(xlabel="CPU minutes of fitting per class", ylabel="mean AUROC")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save_png(fig, path)
+
+
 def pngs_to_tensorboard(log_dir: str | Path, items: Sequence[tuple[str, str | Path]], step: int) -> None:
     """Add PNG figures to a TensorBoard log as images (``tag``, file) at ``step``."""
     from PIL import Image
