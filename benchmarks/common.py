@@ -52,6 +52,17 @@ def median_time(fn, repeats: int, warmup: int = 1, sync=None) -> tuple[float, li
     return statistics.median(times), times
 
 
+def done_rows(path: Path, setup: dict, key: str = "class") -> dict:
+    """The rows of a resumable benchmark's JSON-lines file ``path`` measured with ``setup``, by their ``key``."""
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            if r["setup"] == setup:
+                done[r[key]] = r
+    return done
+
+
 def write_result(name: str, payload: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), **payload}

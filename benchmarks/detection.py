@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_result  # noqa: E402
+from common import done_rows, write_result  # noqa: E402
 
 from viclab.config import resolve, view_overrides  # noqa: E402
 from viclab.core.context import QUIET  # noqa: E402
@@ -53,12 +53,7 @@ def one_class(args) -> None:
     work = Path(args.work) / "one_class"
     classes = args.classes.split(",")
     path = work / "classes.jsonl"
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            r = json.loads(line)
-            if r["setup"] == setup(args):
-                done[r["class"]] = r
+    done = done_rows(path, setup(args))
     for c in classes:
         if c in done:
             continue

@@ -1,6 +1,6 @@
 """Sound on real data (spec §4, §5), every detector, on the CPU.
 
-    python benchmarks/sound.py mimii      [--machines fan,slider] [--epochs 100] [--set section.field=value ...]
+    python benchmarks/sound.py mimii      [--machines fan,slider] [--epochs 100] [--detectors machine_id,...]
     python benchmarks/sound.py fsdd       [--digits 0,...,9] [--epochs 20]
     python benchmarks/sound.py speaker    [--speaker theo] [--epochs 5]
     python benchmarks/sound.py probe      [--held-out theo,yweweler] [--epochs 10]
@@ -57,7 +57,8 @@ def mimii(args) -> None:
     base = resolve("detect", "sound", overrides=["data.dataset=mimii", f"train.epochs={args.epochs}",
                                                  f"detect.views={args.views}", f"autoencoder.epochs={args.ae_epochs}",
                                                  f"dcase.epochs={args.dcase_epochs}", *args.set])
-    result = machine_sounds(base, args.machines.split(","), _work(args, "mimii"), NO_BARS)
+    result = machine_sounds(base, args.machines.split(","), _work(args, "mimii"), NO_BARS,
+                            detectors=args.detectors.split(",") if args.detectors else None)
     for machine, r in result.items():
         print(f"\n{machine} (test: {r['test']['normal']} normal, {r['test']['anomalous']} abnormal clips; "
               f"DCASE baseline published: {DCASE_ANCHOR.get(machine)})")
@@ -66,7 +67,8 @@ def mimii(args) -> None:
             print(f"{name:>26}: " + " ".join(f"{i} {m['auroc']:.2f}/{m['pauc']:.2f}" for i, m in per.items())
                   + f" | mean {r['mean_id_auroc'][name]:.3f}/{r['mean_id_pauc'][name]:.3f} | all {a['auroc']:.3f} "
                   f"[{a['auroc_interval'][0]:.2f}, {a['auroc_interval'][1]:.2f}]")
-    write_result("sound_mimii", {"setup": _setup(args), "dcase_baseline_auc": DCASE_ANCHOR,
+    name = "sound_mimii" + (f"_{args.detectors.replace(',', '_')}" if args.detectors else "")
+    write_result(name, {"setup": _setup(args), "dcase_baseline_auc": DCASE_ANCHOR,
                                  "machines": result})
 
 
@@ -151,6 +153,7 @@ def main() -> None:
             p.add_argument("--ae-epochs", type=int, default=epochs, help="convolutional autoencoder epochs")
             p.add_argument("--dcase-epochs", type=int, default=100, help="DCASE baseline epochs (its own: 100)")
     sub.choices["mimii"].add_argument("--machines", default="fan,slider")
+    sub.choices["mimii"].add_argument("--detectors", help="only these, e.g. machine_id,dcase_ae (default: every one)")
     sub.choices["fsdd"].add_argument("--digits", default=",".join(map(str, range(10))))
     sub.choices["speaker"].add_argument("--speaker", default="theo")
     sub.choices["probe"].add_argument("--held-out", default="theo,yweweler")

@@ -14,7 +14,7 @@ import numpy as np
 from viclab.config import DetectConfig
 from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.metrics import detection_metrics
-from viclab.data import SOUND_DATASETS, dataset_modality
+from viclab.data import dataset_modality
 from viclab.detect.api import fit_detector, load_detector
 from viclab.detect.data import TestSet, load_test
 
@@ -26,14 +26,14 @@ def fit_all(base: DetectConfig, folder: Path, ctx: Context = DEFAULT_CONTEXT,
     """Fit every detector (or those named) of ``base``'s normal data into ``folder/<name>``; returns name -> folder.
 
     One VICReg is trained (by ``vicreg_terms``) and its encoder serves ``knn`` and ``mahalanobis``; the
-    floor is ``knn`` on the recipe's ``random:<backbone>``; sound adds ``dcase_ae``, and a layout with machine IDs
-    (MIMII, DCASE) ``machine_id``.
+    floor is ``knn`` on the recipe's ``random:<backbone>``; sound adds ``dcase_ae``; ``machine_id`` (MIMII, DCASE
+    layouts) when named.
     """
     sound = dataset_modality(base.data.normal or base.data.dataset) == "spectrogram"
-    layout = SOUND_DATASETS.get(base.data.dataset) if base.data.normal is None else None
-    ids = layout is not None and layout.machine_ids  # the machine-ID detector learns from them
+    # machine_id (layouts with machine IDs: SOUND_DATASETS' machine_ids) is fitted only when named, until the study
+    # takes it (issue 27, item 7).
     wanted = detectors or ("vicreg_terms", "knn", "mahalanobis", "autoencoder", *(("dcase_ae",) if sound else ()),
-                           *(("machine_id",) if ids else ()), RANDOM_FLOOR)
+                           RANDOM_FLOOR)
     folders = {"vicreg_terms": folder / "vicreg_terms"}
     if {"vicreg_terms", "knn", "mahalanobis"} & set(wanted):  # the VICReg they share
         fit_detector(dataclasses.replace(base, detector="vicreg_terms", encoder=None), folders["vicreg_terms"], ctx)
