@@ -19,7 +19,10 @@ BEFORE = json.loads((Path(__file__).parent / "fixtures" / "presets_before.json")
 # Fields added since the fixture was dumped, with their defaults: an old config holds them there unless changed below.
 ADDED = {"augment": {"local_crops": 0, "local_size": 16, "local_crop_scale": [0.05, 0.4]},
          "train": {"objective": "vicreg", "shift_weight": 20.0},  # issue 27
-         "detect": {"mean_shift": False, "layers": "last"},  # issue 27: a detector's own fields
+         "eval": {"anomaly_layers": "last"},  # issue 27
+         "detect": {"mean_shift": False, "layers": "last",  # issue 27: a detector's own fields
+                    "machine_id": {"window": 64, "hop": 32, "epochs": 200, "batch_size": 32, "lr": 0.001,
+                                   "weight_decay": 0.0001, "seed": 0}},
          "": {"no_variance_subset": 0}}
 
 # What issue 26 changed on purpose (the fp32 recipe search and the study's budget), as dotted paths -> new values:
