@@ -195,6 +195,9 @@ CASES: dict[str, tuple[list[str], str, str]] = {
     "study-key": (["study", "latent.colour=red"], "unknown config key 'latent.colour'", "valid: latent."),
     "study-anomalies-missing": (["study", "--data-dir", "{data}", "--out", "{cwd}/s", "study.anomalies={w}/no/such"],
                                 "image folder {w}/no/such does not exist", "check the path"),
+    "study-stages-of-a-vit": (["study", "--data-dir", "{data}", "--out", "{cwd}/s", "model.backbone=vit_tiny",
+                               "study.sound=false"],
+                              "detect.layers=all pools every stage of the encoder", "use detect.layers=last"),
 }
 
 

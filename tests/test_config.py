@@ -23,7 +23,7 @@ ADDED = {"augment": {"local_crops": 0, "local_size": 16, "local_crop_scale": [0.
          "detect": {"mean_shift": False, "layers": "last",  # issue 27: a detector's own fields
                     "machine_id": {"window": 64, "hop": 32, "epochs": 200, "batch_size": 32, "lr": 0.001,
                                    "weight_decay": 0.0001, "seed": 0}},
-         "": {"no_variance_subset": 0}}
+         "": {"no_variance_subset": 0, "sound_machine_id_epochs": 200}}  # issue 27: the study's machine-ID budget
 
 # What issue 26 changed on purpose (the fp32 recipe search and the study's budget), as dotted paths -> new values:
 # the cpu recipe (and the detectors' network, which is the cpu recipe) ...
@@ -36,9 +36,12 @@ _STUDY_26 = {"no_variance_subset": 10000, "detect.autoencoder.epochs": 3, "detec
              "sound_dcase_epochs": 30, "sound_epochs": 15, "sound_machines": ["fan"], "sound_probe_epochs": 1,
              **{f"recipe.{k}": v for k, v in _STUDY_RECIPE_26.items()},
              **{f"detect.recipe.{k}": v for k, v in _STUDY_RECIPE_26.items()}}
+# Issue 27: the study's detectors read every stage of their encoders, the cpu study's machine-ID budget.
+_STUDY_27 = {"detect.layers": "all"}
+_STUDY_CPU_27 = {**_STUDY_27, "sound_machine_id_epochs": 50}
 CHANGED = {"cpu": _CPU_26, "detect": {f"recipe.{k}": v for k, v in _CPU_26.items()},
-           "study_cpu": {**_STUDY_26, "detect_epochs": 2, "detect.recipe.train.epochs": 2},
-           "study_cpu_over": _STUDY_26}
+           "study_cpu": {**_STUDY_26, **_STUDY_CPU_27, "detect_epochs": 2, "detect.recipe.train.epochs": 2},
+           "study_cpu_over": {**_STUDY_26, **_STUDY_CPU_27}, "study_exercise": _STUDY_27}
 
 
 def _with_added(d, top: bool = True):

@@ -15,7 +15,8 @@ TINY = ["model.projector=32-32", "train.batch_size=12", "train.epochs=3", "laten
         "eval.probe_weight_decays=0.01", "eval.precision_queries=50", "study.detect_classes=0,5",
         "study.detect_epochs=1", "detect.views=2", "detect.batch_size=64", "study.sound_epochs=2",
         "study.sound_views=2", "study.sound_autoencoder_epochs=2", "study.sound_dcase_epochs=2",
-        "study.sound_probe_epochs=1", "train.min_steps=0",  # the stages' exact epochs, no 50-step floor
+        "study.sound_machine_id_epochs=2", "study.sound_probe_epochs=1",
+        "train.min_steps=0",  # the stages' exact epochs, no 50-step floor
         # mu = 0 trains on 60 of the 100 training images; both machine types
         "study.no_variance_subset=60", "study.sound_machines=fan,slider"]
 

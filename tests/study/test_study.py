@@ -136,7 +136,7 @@ def test_detection_part(tiny_study):
     det = results["stages"]["detect"]
     assert det["classes"] == ["0", "5"] and [r["class"] for r in det["per_class"]] == ["0", "5"]
     names = {"vicreg_terms:invariance", "vicreg_terms:variance", "vicreg_terms:covariance", "vicreg_terms:loss", "knn",
-             "mahalanobis", "autoencoder", "random-encoder knn"}
+             "mahalanobis", "autoencoder", "shift", "shift:mahalanobis", "shift:rotation", "random-encoder knn"}
     assert set(det["mean_auroc"]) == names
     for n in names:
         assert det["mean_auroc"][n] == pytest.approx(np.mean([r["metrics"][n]["auroc"] for r in det["per_class"]]))
@@ -149,6 +149,16 @@ def test_detection_part(tiny_study):
         roc_auc_score(test.labels, d.score(test.data.images)["score"]))
     cfg = json.loads((out / "detect/detectors/class-0/vicreg_terms/train/config.json").read_text())
     assert cfg["train"]["epochs"] == 1 and cfg["model"]["projector"] == "32-32"  # the study's recipe, detect_epochs
+    # the shift detector's network: the rotation recipe's views and objective on the study's budget
+    shift = json.loads((out / "detect/detectors/class-0/shift/train/config.json").read_text())
+    assert shift["train"]["objective"] == "rotation" and shift["augment"]["jitter_p"] == 0.0
+    assert shift["train"]["epochs"] == 1 and shift["train"]["batch_size"] == 12
+    d, _ = load_detector(out / "detect/detectors/class-5/shift")
+    assert det["per_class"][1]["metrics"]["shift"]["auroc"] == pytest.approx(
+        roc_auc_score(test.labels, d.score(test.data.images)["score"]))
+    # knn, mahalanobis and the floor read every stage pooled
+    assert {load_detector(out / f"detect/detectors/class-5/{n}")[0].cfg.layers
+            for n in ("knn", "mahalanobis", "random-encoder_knn")} == {"all"}
     for f in ("detect/roc_pr.png", "detect/top_anomalies.png", "detect/monitor/monitor.png"):
         assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
     html = (out / "report.html").read_text()
@@ -170,7 +180,7 @@ def test_sound_part(tiny_study):
     assert list(m["machines"]) == ["fan", "slider"]
     fan = m["machines"]["fan"]
     assert fan["ids"] == ["id_00", "id_02", "id_04", "id_06"] and fan["test"] == {"normal": 20, "anomalous": 12}
-    assert {"vicreg_terms:invariance", "knn", "mahalanobis", "autoencoder", "dcase_ae",
+    assert {"vicreg_terms:invariance", "knn", "mahalanobis", "autoencoder", "dcase_ae", "machine_id",
             "random-encoder knn"} <= set(fan["per_id"])
     d, _ = load_detector(out / "sound/machines/detectors/fan/dcase_ae")
     test = load_test(d.cfg.data, sound=d.cfg.recipe.sound)

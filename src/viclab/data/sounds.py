@@ -276,17 +276,18 @@ def _dcase(root: Path, split: str, cfg: SoundConfig) -> list[SoundFile]:
 class SoundLayout:
     """A registered sound dataset (in ``<data root>/<its name>``): how its files are found, and its class list:
     fixed, or ``"train"`` (the training split's labels, as image folders) or ``"all"`` (the labels of both
-    splits: FSDD's held-out speakers are classes too)."""
+    splits: FSDD's held-out speakers are classes too); ``machine_ids``: every clip carries its machine type and ID."""
 
     files: Callable[[Path, str, SoundConfig], list[SoundFile]]
     classes: tuple[str, ...] | str = "train"
+    machine_ids: bool = False
 
 
 SOUND_DATASETS: dict[str, SoundLayout] = {
     "sounds": SoundLayout(_class_folders),
     "fsdd": SoundLayout(_fsdd, "all"),
-    "mimii": SoundLayout(_mimii, NORMAL_CLASSES),
-    "dcase": SoundLayout(_dcase, NORMAL_CLASSES),
+    "mimii": SoundLayout(_mimii, NORMAL_CLASSES, machine_ids=True),
+    "dcase": SoundLayout(_dcase, NORMAL_CLASSES, machine_ids=True),
 }
 
 

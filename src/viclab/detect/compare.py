@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from viclab.config import DetectConfig
+from viclab.config import Config, DetectConfig, get_preset
 from viclab.core.context import DEFAULT_CONTEXT, Context
 from viclab.core.metrics import detection_metrics
-from viclab.data import dataset_modality
+from viclab.data import SOUND_DATASETS, dataset_modality
 from viclab.detect.api import fit_detector, load_detector
 from viclab.detect.data import TestSet, load_test
 
@@ -26,26 +26,44 @@ def fit_all(base: DetectConfig, folder: Path, ctx: Context = DEFAULT_CONTEXT,
     """Fit every detector (or those named) of ``base``'s normal data into ``folder/<name>``; returns name -> folder.
 
     One VICReg is trained (by ``vicreg_terms``) and its encoder serves ``knn`` and ``mahalanobis``; the
-    floor is ``knn`` on the recipe's ``random:<backbone>``; sound adds ``dcase_ae``; ``machine_id`` (MIMII, DCASE
-    layouts) when named.
+    floor is ``knn`` on the recipe's ``random:<backbone>``. Images add ``shift`` (its network: :func:`shift_recipe`);
+    sounds add ``dcase_ae``, and ``machine_id`` on a layout whose clips carry machine IDs (MIMII, DCASE).
     """
-    sound = dataset_modality(base.data.normal or base.data.dataset) == "spectrogram"
-    # machine_id (layouts with machine IDs: SOUND_DATASETS' machine_ids) is fitted only when named, until the study
-    # takes it (issue 27, item 7).
-    wanted = detectors or ("vicreg_terms", "knn", "mahalanobis", "autoencoder", *(("dcase_ae",) if sound else ()),
-                           RANDOM_FLOOR)
+    data = base.data.normal or base.data.dataset
+    sound = dataset_modality(data) == "spectrogram"
+    layout = SOUND_DATASETS.get(data)
+    wanted = detectors or ("vicreg_terms", "knn", "mahalanobis", "autoencoder",
+                           *(("dcase_ae",) if sound else ("shift",)),
+                           *(("machine_id",) if layout is not None and layout.machine_ids else ()), RANDOM_FLOOR)
     folders = {"vicreg_terms": folder / "vicreg_terms"}
     if {"vicreg_terms", "knn", "mahalanobis"} & set(wanted):  # the VICReg they share
         fit_detector(dataclasses.replace(base, detector="vicreg_terms", encoder=None), folders["vicreg_terms"], ctx)
     run = str(folders["vicreg_terms"] / "train")
-    plan = {"knn": ("knn", run), "mahalanobis": ("mahalanobis", run), "autoencoder": ("autoencoder", None),
-            "dcase_ae": ("dcase_ae", None), "machine_id": ("machine_id", None),
-            RANDOM_FLOOR: ("knn", f"random:{base.recipe.model.backbone}")}
-    for name, (detector, encoder) in plan.items():
+    plan = {"knn": ("knn", run, base.recipe), "mahalanobis": ("mahalanobis", run, base.recipe),
+            "autoencoder": ("autoencoder", None, base.recipe), "dcase_ae": ("dcase_ae", None, base.recipe),
+            "machine_id": ("machine_id", None, base.recipe), "shift": ("shift", None, shift_recipe(base)),
+            RANDOM_FLOOR: ("knn", f"random:{base.recipe.model.backbone}", base.recipe)}
+    for name, (detector, encoder, recipe) in plan.items():
         if name in wanted:
             folders[name] = folder / name.replace(" ", "_")
-            fit_detector(dataclasses.replace(base, detector=detector, encoder=encoder), folders[name], ctx)
+            fit_detector(dataclasses.replace(base, detector=detector, encoder=encoder, recipe=recipe), folders[name],
+                         ctx)
     return {k: v for k, v in folders.items() if k in wanted}
+
+
+def shift_recipe(base: DetectConfig) -> Config:
+    """The shift detector's network in a comparison: ``base``'s recipe when it already trains a shift objective,
+    else the ``rotation`` recipe (its views, model and optimiser, the measured winner: docs/detection.md) on
+    ``base``'s data and image size, with its epochs, batch, seed and runtime: one training budget for every network."""
+    own = base.recipe
+    if own.train.objective != "vicreg":
+        return own
+    rotation = get_preset("rotation")
+    kept = {f: getattr(own.train, f) for f in ("epochs", "batch_size", "seed", "device", "precision", "min_steps",
+                                               "eval_test")}
+    return dataclasses.replace(rotation, data=own.data, augment=dataclasses.replace(rotation.augment,
+                                                                                     size=own.augment.size),
+                               train=dataclasses.replace(rotation.train, **kept))
 
 
 def evaluate(folders: dict[str, Path], test: TestSet | None = None, ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:

@@ -186,19 +186,21 @@ def curves_png(series: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, n
     return save_png(fig, path)
 
 
-def budget_png(series: Sequence[tuple[str, np.ndarray, np.ndarray]], title: str, path: str | Path) -> Path:
-    """Quality against compute: ``(name, cpu_minutes (N,), value (N,))`` per detector, one line each (a single point
-    for an untrained one), e.g. mean AUROC against fitting minutes per class."""
-    fig = _figure(6.4, 4.2)
-    ax = fig.add_subplot()
-    for (name, minutes, value), color in zip(series, _palette(max(len(series), 1))):
-        order = np.argsort(minutes)
-        ax.plot(np.asarray(minutes)[order], np.asarray(value)[order], color=color, marker="o", lw=1.4, ms=5,
-                label=name)
-    ax.set(xlabel="CPU minutes of fitting per class", ylabel="mean AUROC")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+def lines_png(panels: Sequence[tuple[str, str, str, Sequence[tuple[str, np.ndarray, np.ndarray]]]],
+              path: str | Path) -> Path:
+    """Quantities against a budget or a setting, side by side: one panel per ``(title, xlabel, ylabel, series)``,
+    each series ``(name, x (N,), y (N,))`` a line with markers (one point for an untrained detector); e.g. mean
+    AUROC against CPU minutes of fitting per class, or A1's AUROC against training epochs."""
+    fig = _figure(6.4 * len(panels), 4.2)
+    for i, (title, xlabel, ylabel, series) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for (name, x, y), color in zip(series, _palette(max(len(series), 1))):
+            order = np.argsort(x)
+            ax.plot(np.asarray(x)[order], np.asarray(y)[order], color=color, marker="o", lw=1.4, ms=5, label=name)
+        ax.set(xlabel=xlabel, ylabel=ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return save_png(fig, path)
 
 

@@ -164,11 +164,12 @@ def interpret_detection(det: dict[str, Any]) -> list[str]:
     mean, shown, rec = det["mean_auroc"], det["figure_detectors"], det["recipe"]
     ranked = sorted(shown, key=lambda n: -mean[n])
     best, floor = ranked[0], next((n for n in shown if "random" in n), None)
+    shift = f"; the shift detector's rotation network {rec['epochs']} epoch(s)" if "shift" in mean else ""
     out = [
         f"Mean AUROC over the one-class problems of class{'es' if len(det['classes']) > 1 else ''} "
         f"{', '.join(det['classes'])} "
         f"(each detector fitted on that class's training images only, VICReg {rec['epochs']} epoch(s), "
-        f"{rec['views']} views per image): " + ", ".join(f"{n} {mean[n]:.3f}" for n in ranked) + "."
+        f"{rec['views']} views per image{shift}): " + ", ".join(f"{n} {mean[n]:.3f}" for n in ranked) + "."
     ]
     if floor is not None and floor != best:
         out.append(f"The best, {best}, is {mean[best] - mean[floor]:+.3f} from the random-encoder floor "

@@ -40,9 +40,11 @@ from viclab.detect.api import scoring_runtime
 from viclab.engine import train
 from viclab.engine.rundir import CONFIG, META, METRICS, config_json, read_metrics, write_run_files
 from viclab.eval import tasks as t
+from viclab.models import build_model
 from viclab.plot import figures
 from viclab.report.html import METHODS, write_report
 from viclab.represent.encode import eval_runtime, load_source, representations
+from viclab.represent.layers import StagePool
 from viclab.study.sound import fsdd_stage, machines_stage, sound_runtimes
 from viclab.study.stages import Stage, code_fingerprint, run_stages
 
@@ -256,7 +258,8 @@ def _detection_stages(cfg: StudyConfig, fp: _Inputs, ctx: Context) -> list[Stage
     dataset, det = cfg.recipe.data.dataset, cfg.detect
     classes = ", ".join(cfg.detect_classes)
     stages = [Stage("detect", f"one-class anomaly detection, every detector, classes {classes} (§4)",
-                    {"config": fp.conf(det), "classes": list(cfg.detect_classes),
+                    {"config": fp.conf(det), "shift_recipe": fp.conf(compare.shift_recipe(det)),
+                     "classes": list(cfg.detect_classes),
                      "data": fp.reads(f"{dataset}/train", f"{dataset}/test"),
                      "runtime": {"train": select_runtime(det.recipe.train.device, det.recipe.train.precision).key,
                                  "score": scoring_runtime(det).key}, "code": fp.code("viclab.detect")},
@@ -277,12 +280,13 @@ def _detection_stages(cfg: StudyConfig, fp: _Inputs, ctx: Context) -> list[Stage
 
 
 # Seconds each stage of the cpu study took on 2 fp32 cores (AMD EPYC, AVX2; issue 26's fresh-clone run of
-# 2026-12-07, benchmarks/results/study_cpu.json), and the epochs its trainings ran there: the progress line's
-# remaining time starts from these and corrects for the machine as the study goes.
+# 2026-12-07, benchmarks/results/study_cpu.json; detect and sound_machines re-measured alone by issue 27,
+# results/study_s4_27.json), and the epochs its trainings ran there: the progress line's remaining time starts from
+# these and corrects for the machine as the study goes.
 REFERENCE_SECONDS = {"vicreg": 404, "no_variance": 110, "neighbours": 269, "latent_naive": 17, "latent_graph": 68,
                      "eigenmaps": 71, "eval_vicreg": 65, "eval_no_variance": 71, "eval_neighbours": 93,
                      "eval_latent_naive": 2, "eval_latent_graph": 2, "eval_eigenmaps": 10, "anomaly": 30,
-                     "detect": 141, "sound_machines": 86, "sound_fsdd": 231}
+                     "detect": 450, "sound_machines": 207, "sound_fsdd": 231}
 REFERENCE_EPOCHS = {"vicreg": 1, "no_variance": 1, "neighbours": 1, "latent_naive": 3, "latent_graph": 5}
 
 
@@ -303,6 +307,13 @@ def build_stages(cfg: StudyConfig, study_dir: Path, ctx: Context, data: dict[str
               *_detection_stages(cfg, fp, ctx)]
     estimates = stage_estimates(cfg)
     return [replace(s, estimate=estimates.get(s.name, 1.0)) for s in stages]
+
+
+def check_detectors(cfg: StudyConfig) -> None:
+    """What the detection stage would refuse hours in, refused before the study starts: every stage pooled
+    (``detect.layers=all``) needs a backbone that names its stages."""
+    if cfg.detect.layers == "all":
+        StagePool(build_model(cfg.detect.recipe)[0].encoder)
 
 
 def run_study(cfg: StudyConfig, out: str | Path, ctx: Context = DEFAULT_CONTEXT) -> dict[str, Any]:
@@ -327,6 +338,7 @@ def run_study(cfg: StudyConfig, out: str | Path, ctx: Context = DEFAULT_CONTEXT)
     t0 = time.perf_counter()
     check_writable_dir(study_dir, "study folder")
     data = data_fingerprints(cfg)  # every dataset is there: checked before the study folder is made
+    check_detectors(cfg)
     if main:
         study_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temp(study_dir, recursive=True)  # what killed writers left; this study is the only writer

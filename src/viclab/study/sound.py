@@ -27,7 +27,8 @@ from viclab.detect.resynth import resynthesise
 from viclab.plot import figures
 from viclab.represent.encode import eval_runtime
 
-ROC_DETECTORS = ("vicreg_terms:invariance", "knn", "mahalanobis", "autoencoder", "dcase_ae", "random-encoder knn")
+ROC_DETECTORS = ("vicreg_terms:invariance", "knn", "mahalanobis", "autoencoder", "dcase_ae", "machine_id",
+                 "random-encoder knn")
 
 
 def _resynth(clip: Path, folder: Path, ctx: Context, **kw: Any) -> dict[str, Any]:
@@ -43,7 +44,7 @@ def _machines_config(cfg: StudyConfig) -> DetectConfig:
         "data.dataset=mimii", f"data.data_dir={cfg.recipe.data.data_dir or ''}", "sound.max_files=10",
         f"train.epochs={cfg.sound_epochs}", f"train.min_steps={cfg.recipe.train.min_steps}",  # the study's floor
         f"detect.views={cfg.sound_views}", f"autoencoder.epochs={cfg.sound_autoencoder_epochs}",
-        f"dcase.epochs={cfg.sound_dcase_epochs}"])
+        f"dcase.epochs={cfg.sound_dcase_epochs}", f"machine_id.epochs={cfg.sound_machine_id_epochs}"])
 
 
 def _fsdd_recipe(cfg: StudyConfig) -> Config:
@@ -95,7 +96,8 @@ def machines_stage(cfg: StudyConfig, ctx: Context) -> Callable[[Path], dict[str,
                                            detector=folder / "detectors" / first / "autoencoder")}
         return {"machines": result, "first_machine": first, "resynth": resynth,
                 "recipe": {"epochs": cfg.sound_epochs, "views": cfg.sound_views,
-                           "autoencoder_epochs": cfg.sound_autoencoder_epochs, "dcase_epochs": cfg.sound_dcase_epochs}}
+                           "autoencoder_epochs": cfg.sound_autoencoder_epochs, "dcase_epochs": cfg.sound_dcase_epochs,
+                           "machine_id_epochs": cfg.sound_machine_id_epochs}}
 
     return run
 

@@ -23,6 +23,7 @@ from common import write_result  # noqa: E402
 
 from viclab.config import resolve  # noqa: E402
 from viclab.core.context import Context  # noqa: E402
+from viclab.study.pipeline import _detection_stage  # noqa: E402
 from viclab.study.sound import fsdd_stage, machines_stage  # noqa: E402
 
 
@@ -30,12 +31,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="folder for the stages' outputs")
     ap.add_argument("--name", default="study_sound", help="result file name")
-    ap.add_argument("--stages", default="machines,fsdd", help="which sound stages, comma-separated")
+    ap.add_argument("--stages", default="detect,machines,fsdd", help="which §4 stages, comma-separated")
     args = ap.parse_args()
     cfg = resolve("study", "cpu")
     out = Path(args.out)
     seconds, results = {}, {}
-    stages = {"machines": machines_stage, "fsdd": fsdd_stage}
+    stages = {"detect": _detection_stage, "machines": machines_stage, "fsdd": fsdd_stage}
     for name in args.stages.split(","):
         stage = stages[name]
         folder = out / name
